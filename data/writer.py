@@ -1,0 +1,147 @@
+"""Sharded, crash-safe TFRecord writing for every converter and the generator.
+
+Shards are written under a temporary name (``*.tfrecord.gz.incomplete``) and only
+renamed to their final names by :meth:`ShardedWriter.close` after every record is
+flushed; the dataset's ``report.json`` is written after that, last of all. A run
+that crashes therefore leaves no file that the input pipeline would read (it
+globs ``*.tfrecord.gz``) and no report saying the dataset is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import input_pipeline
+
+REPORT_FILENAME = "report.json"
+_INCOMPLETE = ".incomplete"
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+  return f"{split}-{index:05d}-of-{num_shards:05d}{input_pipeline.TFRECORD_SUFFIX}"
+
+
+class ShardedWriter:
+  """Writes serialized examples round-robin over ``num_shards`` gzip files.
+
+  Use as a context manager; leaving the block by an exception deletes the
+  partial shards. Existing final shards of the same split are replaced only on a
+  successful close.
+  """
+
+  def __init__(self, out_dir: str, split: str, num_shards: int = 8):
+    if num_shards < 1:
+      raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    tf.io.gfile.makedirs(out_dir)
+    self.out_dir = out_dir
+    self.split = split
+    self.num_shards = num_shards
+    self.count = 0
+    options = tf.io.TFRecordOptions(compression_type=input_pipeline.COMPRESSION)
+    self._final = [os.path.join(out_dir, shard_name(split, i, num_shards))
+                   for i in range(num_shards)]
+    self._writers = [tf.io.TFRecordWriter(p + _INCOMPLETE, options)
+                     for p in self._final]
+    self._closed = False
+
+  def write(self, serialized: bytes) -> None:
+    self._writers[self.count % self.num_shards].write(serialized)
+    self.count += 1
+
+  def close(self) -> List[str]:
+    """Flushes and publishes the shards; returns their final paths."""
+    if self._closed:
+      return self._final
+    for w in self._writers:
+      w.close()
+    # Drop stale shards of this split from an earlier run with another count.
+    for old in tf.io.gfile.glob(os.path.join(
+        self.out_dir, input_pipeline.shard_pattern(self.split))):
+      if old not in self._final:
+        tf.io.gfile.remove(old)
+    for path in self._final:
+      tf.io.gfile.rename(path + _INCOMPLETE, path, overwrite=True)
+    self._closed = True
+    return self._final
+
+  def abort(self) -> None:
+    """Closes and deletes the partial shards."""
+    if self._closed:
+      return
+    for w in self._writers:
+      try:
+        w.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+    for path in self._final:
+      if tf.io.gfile.exists(path + _INCOMPLETE):
+        tf.io.gfile.remove(path + _INCOMPLETE)
+    self._closed = True
+
+  def __enter__(self) -> "ShardedWriter":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+
+
+def write_json_atomic(path: str, obj: Mapping[str, Any]) -> None:
+  """Writes JSON to ``path`` through a temporary file and a rename."""
+  tmp = path + _INCOMPLETE
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_report(out_dir: str, report: Mapping[str, Any]) -> str:
+  """Writes ``out_dir/report.json`` (the completion marker); returns its path."""
+  path = os.path.join(out_dir, REPORT_FILENAME)
+  write_json_atomic(path, report)
+  return path
+
+
+def read_report(data_dir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(data_dir, REPORT_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+class SkipCounter:
+  """Counts skipped input lines per reason, keeping the first line numbers.
+
+  ``strict=True`` turns the first skip into a ``ValueError`` naming the file,
+  line and field instead.
+  """
+
+  def __init__(self, strict: bool = False, keep_first: int = 5):
+    self.strict = strict
+    self.keep_first = keep_first
+    self.counts: Dict[str, int] = {}
+    self.first_lines: Dict[str, List[str]] = {}
+
+  def skip(self, reason: str, path: str, line_number: int, detail: str) -> None:
+    if self.strict:
+      raise ValueError(f"{path}:{line_number}: {detail} ({reason})")
+    self.counts[reason] = self.counts.get(reason, 0) + 1
+    first = self.first_lines.setdefault(reason, [])
+    if len(first) < self.keep_first:
+      first.append(f"{os.path.basename(path)}:{line_number}")
+
+  @property
+  def total(self) -> int:
+    return sum(self.counts.values())
+
+  def to_json(self) -> Dict[str, Any]:
+    return {"skipped": dict(sorted(self.counts.items())),
+            "skipped_first_lines": dict(sorted(self.first_lines.items()))}

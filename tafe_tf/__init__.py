@@ -1,0 +1,46 @@
+"""tafe-tf: Task Aware Feature Extraction for multi-step conversion estimation.
+
+Importing this package selects Keras 2 (``tf-keras``) for ``tf.keras``, which
+TensorFlow Recommenders needs. The switch is the environment variable
+``TF_USE_LEGACY_KERAS=1``; TensorFlow reads it once, the first time
+``tf.keras`` is touched, so it must be set before that happens.
+"""
+
+import os as _os
+import sys as _sys
+
+_KERAS_HINT = (
+    "tafe_tf needs Keras 2 (the 'tf-keras' package) behind tf.keras, but tf.keras "
+    "was already resolved to Keras 3 in this process. Import tafe_tf before anything "
+    "touches tf.keras, or set TF_USE_LEGACY_KERAS=1 in the environment before "
+    "starting Python, and install tf-keras matching your TensorFlow minor version "
+    "(pip install 'tf-keras==<tensorflow version>')."
+)
+
+
+def _select_legacy_keras() -> None:
+  """Sets TF_USE_LEGACY_KERAS=1 and checks tf.keras really is Keras 2."""
+  previous = _os.environ.get("TF_USE_LEGACY_KERAS")
+  if previous is not None and previous.strip().lower() not in ("1", "true"):
+    if "tensorflow" in _sys.modules:
+      raise ImportError(
+          f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already "
+          f"imported. {_KERAS_HINT}")
+  _os.environ["TF_USE_LEGACY_KERAS"] = "1"
+  try:
+    import tf_keras  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise ImportError(
+        "tafe_tf needs the 'tf-keras' package (Keras 2). Install it pinned to "
+        "your TensorFlow minor version: pip install 'tf-keras==2.21.*'.") from e
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # tf.keras is a lazy loader: ask where its Layer class really comes from.
+  layer_module = tf.keras.layers.Layer.__module__
+  if not layer_module.startswith("tf_keras"):
+    raise ImportError(f"tf.keras resolves to {layer_module.split('.')[0]!r}, "
+                      f"not 'tf_keras'. {_KERAS_HINT}")
+
+
+_select_legacy_keras()
+
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""TFRecords -> ``tf.data`` of ``(features, labels)`` batches, driven by the schema.
+
+A dataset directory (what the converters and the generator write) holds::
+
+    schema.json
+    vocab/<field>.txt                 (vocabulary lookups only)
+    <split>-00000-of-00008.tfrecord.gz ...
+    report.json                       (what the writer read, wrote and skipped)
+
+Batches are parsed after batching (one ``parse_example`` per batch: the fast
+path), multi-valued fields come out as ``tf.RaggedTensor`` and labels as float32
+``[batch]`` tensors keyed by step name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+
+TFRECORD_SUFFIX = ".tfrecord.gz"
+COMPRESSION = "GZIP"
+
+
+def shard_pattern(split: str) -> str:
+  return f"{split}-*-of-*{TFRECORD_SUFFIX}"
+
+
+def list_split_files(data_dir: str, split: str) -> List[str]:
+  """Sorted shard files of ``split`` in ``data_dir``; raises if there are none."""
+  files = sorted(tf.io.gfile.glob(os.path.join(data_dir, shard_pattern(split))))
+  if not files:
+    raise FileNotFoundError(
+        f"no '{split}' shards ({shard_pattern(split)}) in {data_dir}")
+  return files
+
+
+def make_dataset(data_dir: str,
+                 split: str,
+                 batch_size: int,
+                 schema: Optional[features_lib.Schema] = None,
+                 shuffle: bool = False,
+                 shuffle_buffer: int = 100_000,
+                 repeat: bool = False,
+                 seed: Optional[int] = None,
+                 with_metadata: bool = False,
+                 drop_remainder: bool = False,
+                 dense_padded: bool = False,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 num_parallel_reads: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+  """Reads one split as batched ``(features, labels)``.
+
+  Args:
+    data_dir: Dataset directory (holds ``schema.json`` and the shards).
+    split: ``train``, ``validation`` or ``test``.
+    batch_size: Examples per batch (per replica when ``input_context`` is given
+      by ``distribute_datasets_from_function``).
+    schema: The schema; read from ``data_dir`` when omitted.
+    shuffle: Shuffle files and examples (training).
+    shuffle_buffer: Examples in the shuffle buffer.
+    repeat: Repeat forever (step-based training).
+    seed: Shuffle seed, for reproducible runs.
+    with_metadata: Keep ``sample_id`` and ``oracle/<step>`` in the features
+      dict (evaluation); models ignore these keys.
+    drop_remainder: Drop a last partial batch (static batch shapes for XLA/TPU).
+    dense_padded: Multi-valued fields as padded dense tensors (``PAD_ID``)
+      instead of ragged, as the serving signature takes them.
+    input_context: Shards files per input pipeline under a distribution
+      strategy.
+    num_parallel_reads: Files read at once.
+
+  Returns:
+    A ``tf.data.Dataset`` of ``(features, labels)``.
+  """
+  schema = schema or features_lib.Schema.load(data_dir)
+  files = list_split_files(data_dir, split)
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    ds = ds.shard(input_context.num_input_pipelines,
+                  input_context.input_pipeline_id)
+  if shuffle:
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  ds = ds.interleave(
+      lambda f: tf.data.TFRecordDataset(f, compression_type=COMPRESSION),
+      cycle_length=num_parallel_reads if num_parallel_reads > 0 else None,
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=not shuffle)
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  spec = features_lib.tf_example_spec(schema, with_labels=True,
+                                      with_metadata=with_metadata)
+
+  def parse(serialized: tf.Tensor) -> Tuple[Dict[str, tf.Tensor],
+                                            Dict[str, tf.Tensor]]:
+    parsed = tf.io.parse_example(serialized, spec)
+    feats, labels = features_lib.split_labels(parsed, schema)
+    if dense_padded:
+      feats = features_lib.to_dense_padded(feats, schema)
+    return feats, labels
+
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=not shuffle)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_examples(data_dir: str, split: str) -> int:
+  """Counts the serialized examples of a split (a full pass over its files)."""
+  files = list_split_files(data_dir, split)
+  ds = tf.data.TFRecordDataset(files, compression_type=COMPRESSION)
+  return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
