@@ -424,6 +424,20 @@ def serving_input_signature(schema: Schema) -> Dict[str, tf.TensorSpec]:
   return sig
 
 
+def dummy_batch(schema: Schema, batch_size: int = 2) -> Dict[str, tf.Tensor]:
+  """A batch in the serving form with every field present (builds variables)."""
+  batch: Dict[str, tf.Tensor] = {}
+  for f in schema.fields:
+    if f.kind == FieldKind.ID:
+      batch[f.name] = tf.zeros([batch_size], tf.int64)
+    elif f.kind == FieldKind.WEIGHTED_IDS:
+      batch[f.name] = tf.zeros([batch_size, 1], tf.int64)
+      batch[f.weight_key] = tf.ones([batch_size, 1], tf.float32)
+    else:
+      batch[f.name] = tf.zeros([batch_size, f.dim], tf.float32)
+  return batch
+
+
 def to_dense_padded(features: Mapping[str, Any],
                     schema: Schema) -> Dict[str, tf.Tensor]:
   """Converts ragged multi-valued fields to the padded serving form."""

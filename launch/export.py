@@ -1,0 +1,49 @@
+r"""Exports a trained model as a SavedModel for TF Serving.
+
+    python -m launch.export --model_dir=runs/tafe-synthetic --export_dir=/models/tafe
+
+writes ``EXPORT_DIR/<version>/`` atomically (see ``tafe_tf.export``).
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+
+import tafe_tf  # noqa: F401
+from tafe_tf import export
+from tafe_tf import training
+
+from launch import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
+flags.DEFINE_string("export_dir", "", "Base directory of the servable's "
+                    "versions.")
+flags.DEFINE_integer("version", None, "Version number (default: seconds since "
+                     "the epoch).", lower_bound=1)
+flags.DEFINE_string("model_name", "", "model_spec.name in the warm-up requests "
+                    "(default: the model's name).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.require_model_dir(FLAGS.model_dir)
+  if not FLAGS.export_dir:
+    raise app.UsageError("--export_dir is required")
+  model = training.load_trained_model(FLAGS.model_dir)
+  run = training.read_run_file(FLAGS.model_dir)
+  schema = training.model_dir_schema(FLAGS.model_dir)
+  try:
+    path = export.export_saved_model(model, schema, FLAGS.export_dir,
+                                     version=FLAGS.version,
+                                     model_name=FLAGS.model_name or run["model"])
+  except FileExistsError as e:
+    raise app.UsageError(str(e)) from None
+  print(path)
+
+
+if __name__ == "__main__":
+  app.run(main)
