@@ -27,10 +27,10 @@ from absl import logging
 import tafe_tf  # noqa: F401
 from tafe_tf import distribution
 from tafe_tf import models as models_lib
+from tafe_tf import reporting
 from tafe_tf import training
 
 from launch import common
-from launch import evaluate as evaluate_lib
 
 FLAGS = flags.FLAGS
 
@@ -140,7 +140,7 @@ def main(argv):
   print(f"Kept epoch {result.best_epoch} of {FLAGS.epochs} "
         f"({FLAGS.monitor} = {result.best_value:.6f}); model dir: {model_dir}")
   if FLAGS.evaluate:
-    evaluate_lib.evaluate_and_write(
+    reporting.evaluate_and_write(
         result.model, result.schema, data_dir, split="test",
         output_dir=os.path.join(model_dir, "eval"), model_dir=model_dir)
   if FLAGS.export:

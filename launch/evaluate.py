@@ -1,0 +1,64 @@
+r"""Evaluates a trained model on one split: report JSON, predictions CSV, plots.
+
+    python -m launch.evaluate --model_dir=runs/tafe-synthetic \
+        --data_dir=~/.cache/tafe_tf/synthetic-2step-seed0 --split=test \
+        --output=runs/tafe-synthetic/test.json --predictions=runs/tafe-synthetic/test.csv
+
+``--output`` is one flat JSON object keyed ``auc/<step>``, ``logloss/<step>``,
+``pcoc/<step>``, ``auc_conditional/<step>``, ``gauc/<step>``, ``oracle_auc/<step>``,
+``oracle_gap/<step>`` (see ``tafe_tf.evaluation``). PNG plots go next to it:
+reliability and ROC per step, training curves from the run's history, and the
+mean gate weights per step over experts (models with gates).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import tafe_tf  # noqa: F401
+from tafe_tf import input_pipeline
+from tafe_tf import reporting
+from tafe_tf import training
+
+from launch import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
+flags.DEFINE_string("data_dir", "", "Dataset directory (default: the one the "
+                    "model was trained on).")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_string("output", "", "Report JSON (default: <model_dir>/eval/"
+                    "<split>.json).")
+flags.DEFINE_string("predictions", "", "Per-example CSV: sample_id, p_<step>, "
+                    "q_<step>.")
+flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.require_model_dir(FLAGS.model_dir)
+  data_dir = FLAGS.data_dir or training.read_run_file(FLAGS.model_dir)["data_dir"]
+  common.require_dataset_dir(data_dir)
+  try:
+    input_pipeline.list_split_files(data_dir, FLAGS.split)
+  except FileNotFoundError as e:
+    raise app.UsageError(f"--split={FLAGS.split}: {e}") from None
+  model = training.load_trained_model(FLAGS.model_dir)
+  schema = training.model_dir_schema(FLAGS.model_dir)
+  output_dir = (os.path.dirname(os.path.abspath(FLAGS.output)) if FLAGS.output
+                else os.path.join(FLAGS.model_dir, "eval"))
+  logging.info("evaluating %s on %s/%s", FLAGS.model_dir, data_dir, FLAGS.split)
+  reporting.evaluate_and_write(model, schema, data_dir, FLAGS.split, output_dir,
+                     output=FLAGS.output or None,
+                     predictions_csv=FLAGS.predictions or None,
+                     model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size)
+
+
+if __name__ == "__main__":
+  app.run(main)

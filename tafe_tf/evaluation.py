@@ -1,0 +1,308 @@
+"""Batch evaluation: run a model over a dataset, then exact metrics and files.
+
+:func:`predict_dataset` collects labels, predictions and metadata of a whole
+split into numpy (:class:`Predictions`); :func:`compute_report` turns them into
+one flat ``name -> number`` dict with the exact metrics of
+:mod:`tafe_tf.metrics`; :func:`write_predictions_csv` and
+:func:`write_report_json` write them out atomically (a temporary file renamed
+into place, so a crash never leaves a half-written file under the final name).
+
+Report keys, per step ``<step>`` (t = 1..T):
+
+===========================  ================================================
+``auc/<step>``               AUC of p_t against y_t, all impressions
+``logloss/<step>``           log loss of p_t
+``pcoc/<step>``              mean p_t / observed rate of y_t
+``auc_conditional/<step>``   t > 1: AUC of q_t against y_t on rows with
+                             y_{t-1} = 1 (e.g. CVR AUC on clicks)
+``gauc/<step>``              impression-weighted per-user AUC of p_t (when the
+                             schema names a user field)
+``oracle_auc/<step>``        AUC of the true p_t (product of the oracle q) (when
+                             the data has an oracle: synthetic data)
+``oracle_gap/<step>``        ``oracle_auc - auc``: the distance to the Bayes
+                             ceiling
+``num_examples``             rows evaluated
+===========================  ================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence)
+
+import numpy as np
+import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf import metrics as metrics_lib
+
+_TMP_SUFFIX = ".incomplete"
+_CSV_CHUNK_ROWS = 100_000
+
+
+@dataclasses.dataclass
+class Predictions:
+  """Labels, predictions and metadata of a split; columns in step order.
+
+  Attributes:
+    labels: ``[N, T]`` float32 cumulative labels y_t (0/1).
+    p: ``[N, T]`` float32 entire-space probabilities p_t.
+    q: ``[N, T]`` float32 conditional probabilities q_t.
+    user_ids: ``[N]`` ids of the schema's user field, or None.
+    sample_ids: ``[N]`` str sample ids, or None.
+    oracle_q: ``[N, T]`` float32 true conditional probabilities, or None.
+  """
+  labels: np.ndarray
+  p: np.ndarray
+  q: np.ndarray
+  user_ids: Optional[np.ndarray] = None
+  sample_ids: Optional[np.ndarray] = None
+  oracle_q: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    for name in ("labels", "p", "q", "user_ids", "sample_ids", "oracle_q"):
+      value = getattr(self, name)
+      if value is not None:
+        setattr(self, name, np.asarray(value))
+    if self.labels.ndim != 2:
+      raise ValueError(f"labels must be [N, T], got shape {self.labels.shape}")
+    for name in ("p", "q", "oracle_q"):
+      value = getattr(self, name)
+      if value is not None and value.shape != self.labels.shape:
+        raise ValueError(f"{name} has shape {value.shape}, labels "
+                         f"{self.labels.shape}")
+    for name in ("user_ids", "sample_ids"):
+      value = getattr(self, name)
+      if value is not None and value.shape != (self.num_examples,):
+        raise ValueError(f"{name} has shape {value.shape}, expected "
+                         f"({self.num_examples},)")
+
+  @property
+  def num_examples(self) -> int:
+    return int(self.labels.shape[0])
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.labels.shape[1])
+
+  @property
+  def oracle_p(self) -> Optional[np.ndarray]:
+    """``[N, T]`` true entire-space probabilities (product of q), or None."""
+    if self.oracle_q is None:
+      return None
+    return np.cumprod(self.oracle_q.astype(np.float64), axis=1)
+
+
+def _check_num_steps(predictions: Predictions, steps: Sequence[str]) -> None:
+  if len(steps) != predictions.num_steps:
+    raise ValueError(f"{len(steps)} steps {list(steps)} but predictions have "
+                     f"{predictions.num_steps} columns")
+
+
+def _predict_fn(model: tf.keras.Model, steps: Sequence[str]
+                ) -> Callable[[Dict[str, tf.Tensor]], Any]:
+  """A tf.function: model features -> (p [B, T], q [B, T])."""
+
+  @tf.function(reduce_retracing=True)
+  def predict_step(features):
+    outputs = model(features, training=False)
+    wanted = [f"{kind}_{step}" for step in steps for kind in ("p", "q")]
+    missing = [k for k in wanted if k not in outputs]
+    if missing:
+      raise ValueError(f"model outputs miss {missing}; it returned "
+                       f"{sorted(outputs)}")
+    p = tf.stack([tf.reshape(outputs[f"p_{s}"], [-1]) for s in steps], axis=1)
+    q = tf.stack([tf.reshape(outputs[f"q_{s}"], [-1]) for s in steps], axis=1)
+    return tf.cast(p, tf.float32), tf.cast(q, tf.float32)
+
+  return predict_step
+
+
+def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset,
+                    schema: features_lib.Schema) -> Predictions:
+  """Runs ``model`` over every batch of ``dataset`` and gathers numpy arrays.
+
+  Args:
+    model: Called as ``model(features, training=False)``; returns a dict with
+      ``p_<step>`` and ``q_<step>`` (``[B]`` each) for every schema step.
+    dataset: Batches of ``(features, labels)`` from
+      :func:`tafe_tf.input_pipeline.make_dataset` with ``with_metadata=True``
+      (``sample_id`` and ``oracle/<step>`` stay in features where the schema has
+      them). Only the model's feature keys are passed to the model: the oracle
+      never is.
+    schema: The dataset schema.
+
+  Returns:
+    A :class:`Predictions` with user ids (``schema.user_field``), sample ids and
+    the oracle q where the schema has them.
+
+  Raises:
+    ValueError: when the schema promises sample ids or an oracle that the
+      batches lack (a dataset built without ``with_metadata=True``), or the
+      model misses an output.
+  """
+  steps = list(schema.steps)
+  model_keys = features_lib.model_feature_keys(schema)
+  if schema.user_field is not None and (
+      schema.field(schema.user_field).kind != features_lib.FieldKind.ID):
+    raise ValueError(f"user_field {schema.user_field!r} must be an 'id' field")
+  oracle_keys = ([features_lib.oracle_key(s) for s in steps]
+                 if schema.has_oracle else [])
+  metadata_keys = oracle_keys + (
+      [features_lib.SAMPLE_ID_KEY] if schema.has_sample_id else [])
+  predict_step = _predict_fn(model, steps)
+
+  columns: Dict[str, List[np.ndarray]] = {
+      "labels": [], "p": [], "q": [], "user_ids": [], "sample_ids": [],
+      "oracle_q": []}
+  for batch, (features, labels) in enumerate(dataset):
+    absent = [k for k in model_keys + metadata_keys if k not in features]
+    if absent:
+      hint = (" (build the dataset with with_metadata=True)"
+              if set(absent) & set(metadata_keys) else "")
+      raise ValueError(f"batch {batch}: features miss {absent}{hint}")
+    missing_labels = [s for s in steps if s not in labels]
+    if missing_labels:
+      raise ValueError(f"batch {batch}: labels miss steps {missing_labels}")
+    p, q = predict_step({k: features[k] for k in model_keys})
+    columns["p"].append(p.numpy())
+    columns["q"].append(q.numpy())
+    columns["labels"].append(
+        np.stack([labels[s].numpy() for s in steps], axis=1).astype(np.float32))
+    if schema.user_field is not None:
+      columns["user_ids"].append(features[schema.user_field].numpy())
+    if schema.has_sample_id:
+      columns["sample_ids"].append(features[features_lib.SAMPLE_ID_KEY].numpy())
+    if schema.has_oracle:
+      oracle = np.stack([features[k].numpy() for k in oracle_keys], axis=1)
+      columns["oracle_q"].append(oracle.astype(np.float32))
+  if not columns["labels"]:
+    raise ValueError("the dataset is empty: nothing to evaluate")
+
+  def joined(name: str) -> Optional[np.ndarray]:
+    return np.concatenate(columns[name]) if columns[name] else None
+
+  sample_ids = joined("sample_ids")
+  if sample_ids is not None:
+    sample_ids = np.char.decode(sample_ids.astype(np.bytes_), "utf-8")
+  return Predictions(labels=joined("labels"), p=joined("p"), q=joined("q"),
+                     user_ids=joined("user_ids"), sample_ids=sample_ids,
+                     oracle_q=joined("oracle_q"))
+
+
+def compute_report(predictions: Predictions,
+                   steps: Sequence[str]) -> Dict[str, float]:
+  """Exact metrics of ``predictions``; the keys are listed in the module doc.
+
+  Args:
+    predictions: From :func:`predict_dataset` (or built by hand).
+    steps: Step names, one per column.
+
+  Returns:
+    A flat dict; values are floats (NaN where a metric is undefined, e.g. no
+    positives), ``num_examples`` an int.
+  """
+  _check_num_steps(predictions, steps)
+  y, p, q = predictions.labels, predictions.p, predictions.q
+  oracle_p = predictions.oracle_p
+  report: Dict[str, float] = {}
+  for t, step in enumerate(steps):
+    report[f"auc/{step}"] = metrics_lib.roc_auc(y[:, t], p[:, t])
+    report[f"logloss/{step}"] = metrics_lib.logloss(y[:, t], p[:, t])
+    report[f"pcoc/{step}"] = metrics_lib.pcoc(y[:, t], p[:, t])
+    if t > 0:
+      reached = y[:, t - 1] == 1
+      report[f"auc_conditional/{step}"] = (
+          metrics_lib.roc_auc(y[reached, t], q[reached, t]) if reached.any()
+          else float("nan"))
+    if predictions.user_ids is not None:
+      report[f"gauc/{step}"] = metrics_lib.group_auc(
+          y[:, t], p[:, t], predictions.user_ids)
+    if oracle_p is not None:
+      oracle_auc = metrics_lib.roc_auc(y[:, t], oracle_p[:, t])
+      report[f"oracle_auc/{step}"] = oracle_auc
+      report[f"oracle_gap/{step}"] = oracle_auc - report[f"auc/{step}"]
+  report["num_examples"] = predictions.num_examples
+  return report
+
+
+@contextlib.contextmanager
+def _atomic_text_file(path: str) -> Iterator[Any]:
+  """Yields a text file that becomes ``path`` only when the block succeeds.
+
+  Writes go to ``path + '.incomplete'``, renamed over ``path`` at the end; an
+  exception deletes the temporary file and leaves any old ``path`` as it was.
+  """
+  directory = os.path.dirname(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  tmp = path + _TMP_SUFFIX
+  try:
+    with tf.io.gfile.GFile(tmp, "w") as f:
+      yield f
+  except BaseException:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def prediction_columns(steps: Sequence[str], with_sample_id: bool) -> List[str]:
+  """The CSV header: [``sample_id``], then ``p_<step>, q_<step>`` per step."""
+  header = [features_lib.SAMPLE_ID_KEY] if with_sample_id else []
+  for step in steps:
+    header += [f"p_{step}", f"q_{step}"]
+  return header
+
+
+def write_predictions_csv(predictions: Predictions, steps: Sequence[str],
+                          path: str) -> str:
+  """Writes one row per example: sample id (when present), p and q per step.
+
+  Probabilities are written with 9 significant digits, which reproduces every
+  float32 exactly. Returns ``path``.
+  """
+  _check_num_steps(predictions, steps)
+  with_ids = predictions.sample_ids is not None
+  with _atomic_text_file(path) as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(prediction_columns(steps, with_ids))
+    # In chunks: formatting 10M rows at once would hold gigabytes of strings.
+    for start in range(0, predictions.num_examples, _CSV_CHUNK_ROWS):
+      rows = slice(start, start + _CSV_CHUNK_ROWS)
+      columns: List[List[str]] = []
+      if with_ids:
+        columns.append(predictions.sample_ids[rows].tolist())
+      for t in range(len(steps)):
+        for values in (predictions.p[rows, t], predictions.q[rows, t]):
+          columns.append([f"{v:.9g}" for v in values.tolist()])
+      writer.writerows(zip(*columns))
+  return path
+
+
+def _json_value(value: Any) -> Any:
+  """NaN and infinities -> None: strict JSON has no NaN."""
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_report_json(report: Mapping[str, Any], path: str) -> str:
+  """Writes ``report`` as strict JSON (NaN -> null), keys sorted.
+
+  Returns ``path``.
+  """
+  obj = {k: _json_value(v) for k, v in report.items()}
+  with _atomic_text_file(path) as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return path
