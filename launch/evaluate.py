@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -40,15 +39,14 @@ flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # checked by common.run
   common.require_model_dir(FLAGS.model_dir)
   data_dir = FLAGS.data_dir or training.read_run_file(FLAGS.model_dir)["data_dir"]
   common.require_dataset_dir(data_dir)
   try:
     input_pipeline.list_split_files(data_dir, FLAGS.split)
   except FileNotFoundError as e:
-    raise app.UsageError(f"--split={FLAGS.split}: {e}") from None
+    raise common.UserError(f"--split={FLAGS.split}: {e}") from None
   model = training.load_trained_model(FLAGS.model_dir)
   schema = training.model_dir_schema(FLAGS.model_dir)
   output_dir = (os.path.dirname(os.path.abspath(FLAGS.output)) if FLAGS.output
@@ -61,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -7,7 +7,6 @@ writes ``EXPORT_DIR/<version>/`` atomically (see ``tafe_tf.export``).
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 
 import tafe_tf  # noqa: F401
@@ -28,11 +27,10 @@ flags.DEFINE_string("model_name", "", "model_spec.name in the warm-up requests "
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # checked by common.run
   common.require_model_dir(FLAGS.model_dir)
   if not FLAGS.export_dir:
-    raise app.UsageError("--export_dir is required")
+    raise common.UserError("--export_dir is required")
   model = training.load_trained_model(FLAGS.model_dir)
   run = training.read_run_file(FLAGS.model_dir)
   schema = training.model_dir_schema(FLAGS.model_dir)
@@ -41,9 +39,9 @@ def main(argv):
                                      version=FLAGS.version,
                                      model_name=FLAGS.model_name or run["model"])
   except FileExistsError as e:
-    raise app.UsageError(str(e)) from None
+    raise common.UserError(str(e)) from None
   print(path)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

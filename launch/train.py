@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -102,7 +101,7 @@ def resolve_data_dir() -> str:
     schema = common.require_dataset_dir(FLAGS.data_dir)
     if FLAGS.dataset in ("ali_ccp", "aliexpress") and not schema.name.startswith(
         FLAGS.dataset):
-      raise app.UsageError(f"--data_dir={FLAGS.data_dir} holds dataset "
+      raise common.UserError(f"--data_dir={FLAGS.data_dir} holds dataset "
                            f"{schema.name!r}, not {FLAGS.dataset!r}")
     return FLAGS.data_dir
   from data import synthetic  # pylint: disable=g-import-not-at-top
@@ -121,8 +120,7 @@ def resolve_data_dir() -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # checked by common.run
   hparams = model_hparams()
   data_dir = resolve_data_dir()
   model_dir = FLAGS.model_dir or os.path.join("runs",
@@ -136,7 +134,7 @@ def main(argv):
   try:
     result = training.train(data_dir, model_dir, config)
   except ValueError as e:  # e.g. a model dir of another run
-    raise app.UsageError(str(e)) from None
+    raise common.UserError(str(e)) from None
   print(f"Kept epoch {result.best_epoch} of {FLAGS.epochs} "
         f"({FLAGS.monitor} = {result.best_value:.6f}); model dir: {model_dir}")
   if FLAGS.evaluate:
@@ -153,4 +151,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

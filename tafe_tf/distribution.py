@@ -19,8 +19,9 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
   Args:
     name: ``auto`` (all local GPUs with MirroredStrategy when there are several,
-      else the one device there is), ``one_device`` (first GPU, else CPU) or
-      ``mirrored`` (MirroredStrategy over every local GPU, or over the CPU).
+      else the one device there is), ``one_device`` (TensorFlow's default
+      strategy: first GPU, else CPU) or ``mirrored`` (MirroredStrategy over
+      every local GPU, or over the CPU).
 
   Raises:
     ValueError: for an unknown name.
@@ -31,5 +32,7 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
   gpus = tf.config.list_logical_devices("GPU")
   if name == "mirrored" or (name == "auto" and len(gpus) > 1):
     return tf.distribute.MirroredStrategy()
-  device = gpus[0].name if gpus else "/cpu:0"
-  return tf.distribute.OneDeviceStrategy(device)
+  # The default strategy rather than OneDeviceStrategy: it places work on the
+  # first GPU all the same, and Keras' BackupAndRestore (resume after a crash)
+  # does not support OneDeviceStrategy.
+  return tf.distribute.get_strategy()

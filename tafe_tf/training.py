@@ -169,6 +169,8 @@ def build_and_compile(model_name: str, schema: features_lib.Schema,
                       ) -> models_lib.MultiStepModel:
   with strategy.scope():
     model = models_lib.build_model(model_name, schema, **dict(hparams))
+    # Built before fit: BackupAndRestore restores into existing variables.
+    model(features_lib.dummy_batch(schema), training=False)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
   return model
 
@@ -273,12 +275,14 @@ def read_run_file(model_dir: str) -> Dict[str, Any]:
 
 def _write_run_file(model_dir: str, config: TrainConfig, data_dir: str) -> None:
   path = os.path.join(model_dir, RUN_FILENAME)
-  run = {"model": config.model, "hparams": config.hparams,
-         "train": config.to_json(), "data_dir": os.path.abspath(data_dir)}
+  # Through JSON, so that tuples compare equal to the lists read back.
+  run = json.loads(json.dumps(
+      {"model": config.model, "hparams": config.hparams,
+       "train": config.to_json(), "data_dir": os.path.abspath(data_dir)}))
   if tf.io.gfile.exists(path):
     previous = read_run_file(model_dir)
-    if (previous.get("model"), previous.get("hparams")) != (config.model,
-                                                            config.hparams):
+    if (previous.get("model"), previous.get("hparams")) != (run["model"],
+                                                            run["hparams"]):
       raise ValueError(
           f"{model_dir} holds a run of another model or other hyper-parameters "
           f"({previous.get('model')}, {previous.get('hparams')}); use a new "
