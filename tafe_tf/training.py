@@ -159,6 +159,21 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
                          overwrite=True)
 
 
+class RecordStartStep(tf.keras.callbacks.Callback):
+  """Remembers the optimizer step training (re)started from.
+
+  Placed after BackupAndRestore, whose ``on_train_begin`` restores the backup:
+  a value above 0 means this run resumed an interrupted one.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.start_step = 0
+
+  def on_train_begin(self, logs=None):
+    self.start_step = int(self.model.optimizer.iterations.numpy())
+
+
 def _floats(logs: Mapping[str, Any]) -> Dict[str, float]:
   return {k: float(v) for k, v in logs.items()}
 
@@ -207,10 +222,12 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   model = build_and_compile(config.model, schema, config.hparams,
                             config.learning_rate, strategy)
   best = KeepBestEpoch(os.path.join(model_dir, BEST_DIRNAME), config.monitor)
+  start = RecordStartStep()
   callbacks = [
       tf.keras.callbacks.BackupAndRestore(
           os.path.join(model_dir, "backup"),
           save_freq=config.checkpoint_every_steps or "epoch"),
+      start,
       tf.keras.callbacks.ModelCheckpoint(
           os.path.join(model_dir, "checkpoints", "epoch-{epoch:03d}"),
           save_weights_only=True),
@@ -223,6 +240,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                       steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                       verbose=config.verbose)
+  optimizer_steps = int(model.optimizer.iterations.numpy())
   if best.best_epoch == 0:
     raise RuntimeError(f"no epoch produced a finite {config.monitor}")
   model.load_weights(os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS))
@@ -231,7 +249,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   report = {"best_epoch": best.best_epoch, "monitor": config.monitor,
             "best_value": best.best_value, "epochs": config.epochs,
             "steps_per_epoch": steps_per_epoch, "global_batch_size": global_batch,
-            "optimizer_steps": int(model.optimizer.iterations.numpy()),
+            "optimizer_steps": optimizer_steps,
+            "resumed_from_step": start.start_step,
             "num_replicas": strategy.num_replicas_in_sync}
   _write_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
   return TrainResult(model=model, schema=schema, best_epoch=best.best_epoch,

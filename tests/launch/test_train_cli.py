@@ -1,0 +1,90 @@
+"""launch.train as a user runs it: resume after SIGKILL, one-line user errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_MODEL = ["--embedding_dim=4", "--num_experts=2", "--expert_units=16",
+              "--tower_units=8", "--batch_size=64"]
+
+
+def _env():
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _train_cmd(*flags):
+  return [sys.executable, "-m", "launch.train", *flags]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.write_dataset(out, synthetic.SyntheticConfig(seed=3),
+                          num_train=4000, num_validation=500, num_test=500,
+                          num_shards=2)
+  return out
+
+
+def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path):
+  model_dir = str(tmp_path / "run")
+  cmd = _train_cmd(f"--data_dir={data_dir}", "--dataset=tfrecord",
+                   f"--model_dir={model_dir}", "--epochs=2",
+                   "--steps_per_epoch=40", "--checkpoint_every_steps=5",
+                   "--evaluate=false", "--export=false", *TINY_MODEL)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  backup = os.path.join(model_dir, "backup")
+  deadline = time.time() + 240
+  try:
+    # Kill as soon as the first mid-epoch backup is on disk.
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.isdir(backup) and any(
+          f.endswith(".index") for _, _, files in os.walk(backup) for f in files):
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait(timeout=60)
+  assert not os.path.exists(os.path.join(model_dir, "train_report.json"))
+
+  done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = json.load(open(os.path.join(model_dir, "train_report.json")))
+  assert report["optimizer_steps"] == 2 * 40
+  assert 0 < report["resumed_from_step"] < 80
+  assert report["resumed_from_step"] % 5 == 0
+  # Keras deletes the backup of a finished run (an empty folder may stay).
+  assert not [f for _, _, files in os.walk(backup) for f in files]
+  epochs = [line.split(",")[0] for line in open(
+      os.path.join(model_dir, "history.csv")).read().splitlines()[1:]]
+  assert epochs[-1] == "1"  # epochs are 0-based in Keras' CSV log
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model=nope"], "--model"),
+    (["--dataset=ali_ccp", "--data_dir=/no/such/dir"],
+     "error: --data_dir=/no/such/dir: no such directory"),
+    (["--dataset=aliexpress"], "error: --data_dir is required"),
+    (["--expert_units=64,x"], "error: --expert_units: expected integers"),
+    (["--epochs=0"], "--epochs"),
+    (["stray_argument"], "error: unexpected arguments: stray_argument"),
+])
+def test_bad_flags_fail_before_work_with_one_clear_line(flags, message):
+  proc = subprocess.run(_train_cmd(*flags), cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
