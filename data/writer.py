@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tafe_tf  # noqa: F401
 import tensorflow as tf
@@ -32,25 +32,42 @@ class ShardedWriter:
   Use as a context manager; leaving the block by an exception deletes the
   partial shards. Existing final shards of the same split are replaced only on a
   successful close.
+
+  ``shard_indices`` lets several writers (one per worker process) fill one
+  split together: each writes its own subset of the ``num_shards`` shards.
+  ``compression_level`` (zlib 0-9; None: zlib's default, 6) trades file size
+  for speed: level 1 compresses about 2.5x faster, into ~40% larger files.
   """
 
-  def __init__(self, out_dir: str, split: str, num_shards: int = 8):
+  def __init__(self, out_dir: str, split: str, num_shards: int = 8,
+               shard_indices: Optional[Sequence[int]] = None,
+               compression_level: Optional[int] = None):
     if num_shards < 1:
       raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    indices = list(range(num_shards) if shard_indices is None else
+                   shard_indices)
+    if not indices or any(not 0 <= i < num_shards for i in indices) or len(
+        set(indices)) != len(indices):
+      raise ValueError(f"shard_indices must be distinct values in "
+                       f"[0, {num_shards}), got {shard_indices}")
     tf.io.gfile.makedirs(out_dir)
     self.out_dir = out_dir
     self.split = split
     self.num_shards = num_shards
     self.count = 0
-    options = tf.io.TFRecordOptions(compression_type=input_pipeline.COMPRESSION)
+    if compression_level is not None and not 0 <= compression_level <= 9:
+      raise ValueError(f"compression_level must be in [0, 9], got "
+                       f"{compression_level}")
+    options = tf.io.TFRecordOptions(compression_type=input_pipeline.COMPRESSION,
+                                    compression_level=compression_level)
     self._final = [os.path.join(out_dir, shard_name(split, i, num_shards))
-                   for i in range(num_shards)]
+                   for i in indices]
     self._writers = [tf.io.TFRecordWriter(p + _INCOMPLETE, options)
                      for p in self._final]
     self._closed = False
 
   def write(self, serialized: bytes) -> None:
-    self._writers[self.count % self.num_shards].write(serialized)
+    self._writers[self.count % len(self._writers)].write(serialized)
     self.count += 1
 
   def close(self) -> List[str]:
@@ -59,11 +76,16 @@ class ShardedWriter:
       return self._final
     for w in self._writers:
       w.close()
-    # Drop stale shards of this split from an earlier run with another count.
+    # Drop stale shards of this split from an earlier run with another count
+    # (shards of this count are replaced by name, here or by sibling writers).
+    same_count = f"-of-{self.num_shards:05d}{input_pipeline.TFRECORD_SUFFIX}"
     for old in tf.io.gfile.glob(os.path.join(
         self.out_dir, input_pipeline.shard_pattern(self.split))):
-      if old not in self._final:
-        tf.io.gfile.remove(old)
+      if not old.endswith(same_count):
+        try:
+          tf.io.gfile.remove(old)
+        except tf.errors.NotFoundError:  # a sibling writer removed it first
+          pass
     for path in self._final:
       tf.io.gfile.rename(path + _INCOMPLETE, path, overwrite=True)
     self._closed = True

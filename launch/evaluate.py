@@ -41,14 +41,18 @@ flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1
 def main(argv):
   del argv  # checked by common.run
   common.require_model_dir(FLAGS.model_dir)
-  data_dir = FLAGS.data_dir or training.read_run_file(FLAGS.model_dir)["data_dir"]
+  data_dir = FLAGS.data_dir or training.read_run_file(FLAGS.model_dir).get(
+      "data_dir", "")
   common.require_dataset_dir(data_dir)
   try:
     input_pipeline.list_split_files(data_dir, FLAGS.split)
   except FileNotFoundError as e:
     raise common.UserError(f"--split={FLAGS.split}: {e}") from None
-  model = training.load_trained_model(FLAGS.model_dir)
-  schema = training.model_dir_schema(FLAGS.model_dir)
+  try:
+    model = training.load_trained_model(FLAGS.model_dir)
+    schema = training.model_dir_schema(FLAGS.model_dir)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   output_dir = (os.path.dirname(os.path.abspath(FLAGS.output)) if FLAGS.output
                 else os.path.join(FLAGS.model_dir, "eval"))
   logging.info("evaluating %s on %s/%s", FLAGS.model_dir, data_dir, FLAGS.split)

@@ -7,6 +7,8 @@ writes ``EXPORT_DIR/<version>/`` atomically (see ``tafe_tf.export``).
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 import tafe_tf  # noqa: F401
@@ -31,14 +33,21 @@ def main(argv):
   common.require_model_dir(FLAGS.model_dir)
   if not FLAGS.export_dir:
     raise common.UserError("--export_dir is required")
-  model = training.load_trained_model(FLAGS.model_dir)
-  run = training.read_run_file(FLAGS.model_dir)
-  schema = training.model_dir_schema(FLAGS.model_dir)
+  if FLAGS.version is not None:
+    existing = os.path.join(FLAGS.export_dir, str(FLAGS.version))
+    if os.path.exists(existing):  # fail before loading the model
+      raise common.UserError(f"export version {existing} already exists")
+  try:
+    run = training.read_run_file(FLAGS.model_dir)
+    schema = training.model_dir_schema(FLAGS.model_dir)
+    model = training.load_trained_model(FLAGS.model_dir)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   try:
     path = export.export_saved_model(model, schema, FLAGS.export_dir,
                                      version=FLAGS.version,
                                      model_name=FLAGS.model_name or run["model"])
-  except FileExistsError as e:
+  except (FileExistsError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(path)
 

@@ -1,0 +1,272 @@
+"""What a line-oriented input format gives the converter and the TFDS builders.
+
+Every real-data format here (raw Ali-CCP, processed Ali-CCP CSV, AliExpress
+CSV, PaddleRec's ESMM tokens) is a set of text files with one impression per
+line. A :class:`LineFormat` says which file feeds which split, which fields the
+dataset has, and makes a :class:`LineReader` that turns one line into a
+:class:`Row` or skips it. The same reader serves :func:`data.convert.convert`
+(TFRecords, in parallel over byte ranges) and the TFDS builders
+(:func:`iter_rows`), so there is one parser per format.
+
+A line that cannot be used raises :class:`LineError` inside the reader; the
+reader reports it to its :class:`data.writer.SkipCounter` (which raises instead
+in strict mode) and returns ``None``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import zlib
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
+
+import tafe_tf  # noqa: F401
+from tafe_tf import features as features_lib
+
+from data import writer as writer_lib
+
+FieldKind = features_lib.FieldKind
+STEPS = ("click", "purchase")
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+# Written for a single-valued field that a row lacks; never in a vocabulary,
+# so the model maps it to the OOV row.
+MISSING_ID = -1
+
+
+class LineError(Exception):
+  """A line that cannot be used: ``reason`` (a report key) and ``detail``."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(detail)
+    self.reason = reason
+    self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldTemplate:
+  """A field before its vocabulary size is known.
+
+  Attributes:
+    name: Schema field name.
+    kind: ``id``, ``weighted_ids`` or ``dense``.
+    group: ``user``, ``item``, ``context``, ``cross`` (reports only).
+    dim: Length of a dense field.
+  """
+  name: str
+  kind: FieldKind
+  group: str = ""
+  dim: int = 1
+
+
+class SharedFeatures:
+  """Features that many rows share (an Ali-CCP common row), encoded once.
+
+  Attributes:
+    features: ``field name -> value`` in :func:`make_example` form.
+    encoded: Their serialized map entries, filled in by the first writer.
+    train_rows: Train rows that used them while cached (vocabulary counts).
+  """
+  __slots__ = ("features", "encoded", "train_rows")
+
+  def __init__(self, features: Dict[str, Any]):
+    self.features = features
+    self.encoded: Optional[bytes] = None
+    self.train_rows = 0
+
+
+@dataclasses.dataclass
+class Row:
+  """One impression.
+
+  Attributes:
+    labels: Cumulative labels, one per step (0/1).
+    features: The row's own fields; together with ``shared`` exactly the
+      schema's fields, each once.
+    holdout_key: Bytes hashed to hold rows out for validation.
+    sample_id: The data's sample id (formats that have one).
+    shared: Fields shared with other rows, or ``None``.
+  """
+  labels: Tuple[int, ...]
+  features: Dict[str, Any]
+  holdout_key: bytes
+  sample_id: Optional[bytes] = None
+  shared: Optional[SharedFeatures] = None
+
+  def all_features(self) -> Dict[str, Any]:
+    if self.shared is None:
+      return self.features
+    return {**self.shared.features, **self.features}
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInput:
+  """One input file and the split it feeds.
+
+  Attributes:
+    path: The file.
+    split: ``train``, ``validation`` or ``test``.
+    holdout: Hold a hashed fraction of its rows out as ``validation``
+      (train files of formats without a validation file).
+  """
+  path: str
+  split: str
+  holdout: bool = False
+
+
+class LineReader(abc.ABC):
+  """Parses the lines of one input file (one instance per worker process)."""
+
+  def __init__(self, path: str, skips: writer_lib.SkipCounter):
+    self.path = path
+    self.skips = skips
+    # Called with each SharedFeatures the reader stops caching.
+    self.on_evict: Callable[[SharedFeatures], None] = lambda shared: None
+
+  def parse(self, line: bytes, line_number: int) -> Optional[Row]:
+    """The row of ``line`` (1-based ``line_number``), or None if skipped."""
+    try:
+      return self.parse_or_raise(line, line_number)
+    except LineError as e:
+      self.skips.skip(e.reason, self.path, line_number, e.detail)
+      return None
+
+  @abc.abstractmethod
+  def parse_or_raise(self, line: bytes, line_number: int) -> Row:
+    """The row of ``line``; raises :class:`LineError` if it cannot be used."""
+
+  def close(self) -> None:
+    """Evicts every cached :class:`SharedFeatures` (via ``on_evict``)."""
+
+  def facts(self) -> Dict[str, Dict[str, int]]:
+    """Format-specific counts for the report (summed over workers)."""
+    return {}
+
+  def shared_problems(self) -> Dict[Tuple[str, int], Tuple[str, str]]:
+    """Bad shared rows: ``(path, line) -> (reason, detail)``, counted once."""
+    return {}
+
+
+class LineFormat(abc.ABC):
+  """One input format. Instances are small and picklable (sent to workers)."""
+
+  #: Dataset (schema) name.
+  name: str = ""
+  #: Whether rows carry a sample id.
+  has_sample_id: bool = False
+  #: The field that identifies a user (GAUC), if any.
+  user_field: Optional[str] = None
+  #: The exact first line of every file (CSV header), or None.
+  header: Optional[bytes] = None
+
+  @abc.abstractmethod
+  def fields(self) -> List[FieldTemplate]:
+    """The dataset's fields, in model order."""
+
+  @abc.abstractmethod
+  def inputs(self, source_dir: str) -> List[SplitInput]:
+    """The input files under ``source_dir``; raises FileNotFoundError."""
+
+  def excluded_ids(self, field: str) -> Sequence[int]:
+    """Ids of ``field`` that never enter its vocabulary."""
+    return (MISSING_ID,)
+
+  def prepare(self, inputs: Sequence[SplitInput],
+              skips: writer_lib.SkipCounter) -> Any:
+    """Work done once before reading (e.g. indexing a side file)."""
+    return None
+
+  @abc.abstractmethod
+  def reader(self, split_input: SplitInput, context: Any,
+             skips: writer_lib.SkipCounter) -> LineReader:
+    """A reader of ``split_input``; ``context`` is what :meth:`prepare` gave."""
+
+  def report_facts(self, context: Any) -> Dict[str, Any]:
+    """Facts of :meth:`prepare` for the report."""
+    return {}
+
+
+def require_files(source_dir: str, names: Sequence[str]) -> List[str]:
+  """Paths of ``names`` under ``source_dir``; raises naming the missing ones."""
+  paths = [os.path.join(source_dir, n) for n in names]
+  missing = [n for n, p in zip(names, paths) if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f"{source_dir}: missing input file(s) "
+                            f"{', '.join(missing)}")
+  return paths
+
+
+def is_held_out(key: bytes, fraction: float) -> bool:
+  """Deterministic validation hold-out: crc32 of ``key`` below the fraction."""
+  return zlib.crc32(key) < fraction * 4294967296.0
+
+
+def parse_label(text: bytes, name: str) -> int:
+  """``b'0'``/``b'1'`` -> 0/1; raises ``LineError('bad_label')`` otherwise."""
+  if text == b"1":
+    return 1
+  if text == b"0":
+    return 0
+  raise LineError("bad_label", f"{name} label {text.decode(errors='replace')!r} "
+                  "is not 0 or 1")
+
+
+def cumulative_labels(click: int, buy: int) -> Tuple[int, int]:
+  """(click, click AND buy); a buy without a click is skipped and counted."""
+  if buy and not click:
+    raise LineError("buy_without_click", "purchase=1 but click=0")
+  return click, buy
+
+
+def strip_line(line: bytes) -> bytes:
+  return line.rstrip(b"\r\n")
+
+
+def iter_rows(fmt: LineFormat, split_input: SplitInput, context: Any,
+              skips: writer_lib.SkipCounter) -> Iterator[Tuple[int, Row]]:
+  """``(line number, row)`` of every usable line of one file, in order."""
+  reader = fmt.reader(split_input, context, skips)
+  with open(split_input.path, "rb") as f:
+    for number, line in enumerate(f, start=1):
+      if number == 1 and fmt.header is not None:
+        check_header(fmt, split_input.path, line)
+        continue
+      row = reader.parse(line, number)
+      if row is not None:
+        yield number, row
+  reader.close()
+
+
+def check_header(fmt: LineFormat, path: str, line: bytes) -> None:
+  """Raises ValueError unless ``line`` is the format's header."""
+  if strip_line(line) != fmt.header:
+    raise ValueError(
+        f"{path}:1: header {strip_line(line)[:200].decode(errors='replace')!r}"
+        f" is not the {fmt.name} header "
+        f"{fmt.header[:200].decode(errors='replace')!r}")
+
+
+def tfds_example(fmt: LineFormat, row: Row) -> Dict[str, Any]:
+  """A row as the nested dict the TFDS builders declare (see data/tfds)."""
+  out: Dict[str, Any] = {}
+  values = row.all_features()
+  for field in fmt.fields():
+    value = values[field.name]
+    if field.kind == FieldKind.WEIGHTED_IDS:
+      out[field.name] = {"ids": list(value[0]), "weights": list(value[1])}
+    else:
+      out[field.name] = value
+  out["label"] = dict(zip(STEPS, row.labels))
+  if fmt.has_sample_id:
+    out["sample_id"] = (row.sample_id or b"").decode()
+  return out
+
+
+def merge_counts(into: Dict[str, Any], other: Mapping[str, Any]) -> None:
+  """Adds nested ``str -> int`` (or ``str -> dict``) counts of ``other``."""
+  for key, value in other.items():
+    if isinstance(value, Mapping):
+      merge_counts(into.setdefault(key, {}), value)
+    else:
+      into[key] = into.get(key, 0) + value

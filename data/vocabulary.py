@@ -1,0 +1,170 @@
+"""Id counting with bounded memory, and the vocabulary files built from counts.
+
+A vocabulary file lists raw ids one per line, most frequent first (ties: the
+smaller id first, so files are reproducible); line i becomes embedding row i+1
+inside the model and every id not in the file the out-of-vocabulary row 0.
+Converters count the ids of the TRAIN split only and leave out ids seen
+``min_count`` times or fewer, so that rare ids share the OOV row.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+VOCAB_DIR = "vocab"
+DEFAULT_MIN_COUNT = 10
+
+
+class IdCounter:
+  """Counts int64 ids; memory grows with the distinct ids, not with the adds.
+
+  Adds go to a flat buffer; when it holds ``buffer_size`` ids it is folded into
+  sorted ``(ids, counts)`` arrays with one ``np.unique``. 100M adds over 1M
+  distinct ids therefore need about 16 MB of counts plus the buffer.
+  """
+
+  def __init__(self, buffer_size: int = 1 << 18):
+    if buffer_size < 1:
+      raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+    self.buffer_size = buffer_size
+    self._ids = np.zeros(0, np.int64)
+    self._counts = np.zeros(0, np.int64)
+    # Weight-1 adds (one row at a time, the hot path) land in a typed array;
+    # weighted adds as array chunks.
+    self._flat = array.array("q")
+    self._chunk_ids: List[np.ndarray] = []
+    self._chunk_weights: List[np.ndarray] = []
+    self._chunked = 0
+
+  def add(self, ids: Iterable[int]) -> None:
+    """Counts every id of ``ids`` once (a repeated id counts again)."""
+    self._flat.extend(ids)
+    if len(self._flat) >= self.buffer_size:
+      self._fold()
+
+  def add_weighted(self, ids: np.ndarray, weight: int) -> None:
+    """Counts every id of ``ids`` ``weight`` times."""
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    if ids.size == 0 or weight == 0:
+      return
+    self._chunk_ids.append(ids)
+    self._chunk_weights.append(np.full(ids.size, weight, np.int64))
+    self._chunked += ids.size
+    if self._chunked >= self.buffer_size:
+      self._fold()
+
+  def _fold(self) -> None:
+    if not self._flat and not self._chunked:
+      return
+    flat = np.frombuffer(self._flat, dtype=np.int64) if self._flat else (
+        np.zeros(0, np.int64))
+    ids = np.concatenate([self._ids, flat] + self._chunk_ids)
+    weights = np.concatenate([self._counts, np.ones(flat.size, np.int64)] +
+                             self._chunk_weights)
+    self._ids, inverse = np.unique(ids, return_inverse=True)
+    self._counts = np.bincount(inverse.ravel(), weights=weights,
+                               minlength=self._ids.size).astype(np.int64)
+    self._flat = array.array("q")
+    self._chunk_ids, self._chunk_weights, self._chunked = [], [], 0
+
+  def merge(self, other: "IdCounter") -> None:
+    """Adds the counts of ``other`` to this counter."""
+    ids, counts = other.counts()
+    if ids.size:
+      self._chunk_ids.append(ids)
+      self._chunk_weights.append(counts)
+      self._chunked += ids.size
+      self._fold()
+
+  def counts(self) -> Tuple[np.ndarray, np.ndarray]:
+    """``(ids, counts)``: distinct ids ascending and how often each was seen."""
+    self._fold()
+    return self._ids, self._counts
+
+  def __getstate__(self):  # pickled between worker processes: fold first
+    self._fold()
+    return {"buffer_size": self.buffer_size, "ids": self._ids,
+            "counts": self._counts}
+
+  def __setstate__(self, state):
+    self.__init__(state["buffer_size"])
+    self._ids, self._counts = state["ids"], state["counts"]
+
+
+def select_vocabulary(counter: IdCounter, min_count: int = DEFAULT_MIN_COUNT,
+                      exclude: Iterable[int] = ()) -> np.ndarray:
+  """Ids seen more than ``min_count`` times, most frequent first.
+
+  Args:
+    counter: Counts of the train split.
+    min_count: Ids seen this many times or fewer are left out (they land on
+      the OOV row). 0 keeps every id seen.
+    exclude: Ids that never enter a vocabulary: the missing-value id -1, or an
+      id that already means "rare" in preprocessed data.
+
+  Returns:
+    int64 array of the ids in vocabulary order.
+  """
+  if min_count < 0:
+    raise ValueError(f"min_count must be >= 0, got {min_count}")
+  ids, counts = counter.counts()
+  keep = counts > min_count
+  excluded = np.asarray(list(exclude), np.int64)
+  if excluded.size:
+    keep &= ~np.isin(ids, excluded)
+  ids, counts = ids[keep], counts[keep]
+  order = np.lexsort((ids, -counts))  # count descending, then id ascending
+  return ids[order]
+
+
+def vocabulary_file(field_name: str) -> str:
+  """A field's vocabulary path relative to the dataset directory."""
+  return f"{VOCAB_DIR}/{field_name}.txt"
+
+
+def write_vocabulary(path: str, ids: np.ndarray) -> None:
+  """Writes ids one per line (through a temporary file and a rename)."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  tmp = path + ".incomplete"
+  text = "".join(f"{i}\n" for i in np.asarray(ids).tolist())
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(text)  # also for no ids: GFile creates the file on first write
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_vocabulary(path: str) -> np.ndarray:
+  """Reads a vocabulary file back as an int64 array (line order kept).
+
+  Raises:
+    ValueError: naming the file and line of an entry that is not an integer.
+  """
+  ids = []
+  with tf.io.gfile.GFile(path) as f:
+    for number, line in enumerate(f, start=1):
+      text = line.strip()
+      try:
+        ids.append(int(text))
+      except ValueError:
+        raise ValueError(f"{path}:{number}: vocabulary entry {text!r} is not "
+                         "an integer id") from None
+  return np.asarray(ids, np.int64)
+
+
+def write_vocabularies(out_dir: str, counters: Mapping[str, IdCounter],
+                       min_count: int = DEFAULT_MIN_COUNT,
+                       exclude: Optional[Mapping[str, Iterable[int]]] = None
+                       ) -> Dict[str, int]:
+  """Writes ``vocab/<field>.txt`` for every counter; returns field -> size."""
+  sizes = {}
+  for name, counter in counters.items():
+    ids = select_vocabulary(counter, min_count, (exclude or {}).get(name, ()))
+    write_vocabulary(os.path.join(out_dir, vocabulary_file(name)), ids)
+    sizes[name] = int(ids.size)
+  return sizes
