@@ -10,16 +10,31 @@ Layout written (TF Serving serves the highest numeric version)::
 Signatures:
 
 * ``serving_default``: raw features as dense tensors
-  (:func:`tafe_tf.features.serving_input_signature`: ids int64 [batch], multi-valued
-  ids int64 [batch, max_len] padded with -1 plus float32 weights, dense float32
+  (:func:`tafe_tf.features.serving_input_signature`: ids int64 [batch],
+  multi-valued ids int64 [batch, max_len] padded with -1 plus float32 weights
+  [batch, max_len] (the weight of a -1 entry is ignored), dense float32
   [batch, dim]) -> float32 [batch] ``p_<step>`` and ``q_<step>`` (and ``ctr``,
-  ``cvr``, ``ctcvr`` for two steps).
+  ``cvr``, ``ctcvr`` for two steps). Ids are raw: an id the model never saw
+  lands on the out-of-vocabulary row, and a multi-valued field may be empty
+  (``max_len`` 0, or only -1 entries).
 * ``serving_examples``: ``examples``, serialized ``tf.train.Example`` [batch] in
-  the dataset's own form (labels not needed) -> the same outputs.
+  the dataset's own form (labels and metadata ignored) -> the same outputs.
 
-The export is written into a temporary sibling directory and renamed into place
-last, so a failed export never leaves a version directory that TF Serving would
-load.
+A REST request to ``serving_default`` (``POST /v1/models/<name>:predict``),
+one row, an empty history padded with -1::
+
+    {"signature_name": "serving_default",
+     "inputs": {"user": [3], "hist": [[-1]], "hist_weight": [[0.0]],
+                "price": [[0.1, -0.4]], ...}}
+
+and to ``serving_examples``:
+``{"signature_name": "serving_examples", "inputs": {"examples": [{"b64":
+"<base64 of a serialized tf.train.Example>"}]}}``.
+
+The export is written into a temporary sibling directory (``.tmp-*``, a name TF
+Serving ignores) and renamed into place last, so a failed export never leaves a
+version directory behind. The export directory must be on a local file system
+(the rename is what makes it atomic).
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import tafe_tf  # noqa: F401
@@ -38,75 +53,157 @@ from tafe_tf import features as features_lib
 
 SERVING_DEFAULT = "serving_default"
 SERVING_EXAMPLES = "serving_examples"
+EXAMPLES_KEY = "examples"
+WARMUP_DIRNAME = "assets.extra"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
+_STAGING_PREFIX = ".tmp-"
 
 
-class ServingModule(tf.Module):
-  """Wraps a trained model with the two serving functions."""
+class ServingFunctions:
+  """The two serving functions of a trained model.
+
+  Args:
+    model: A multi-step model called on a features dict, returning named
+      ``[batch]`` outputs.
+    schema: The schema it was trained with.
+
+  Attributes:
+    serve_features: ``tf.function`` of the ``serving_default`` signature.
+    serve_examples: ``tf.function`` of the ``serving_examples`` signature.
+  """
 
   def __init__(self, model: tf.keras.Model, schema: features_lib.Schema):
-    super().__init__(name="tafe_serving")
     self.model = model
-    self._schema = schema
-    self.serve_features = tf.function(
-        self._serve_features,
-        input_signature=[features_lib.serving_input_signature(schema)])
+    self.schema = schema
+    self.input_signature = features_lib.serving_input_signature(schema)
+    self.serve_features = tf.function(self._serve_features,
+                                      input_signature=[self.input_signature])
     self.serve_examples = tf.function(
         self._serve_examples,
-        input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)])
+
+  def signatures(self) -> Dict[str, Any]:
+    """``signature name -> concrete function`` (traces both functions)."""
+    return {
+        SERVING_DEFAULT: self.serve_features.get_concrete_function(),
+        SERVING_EXAMPLES: self.serve_examples.get_concrete_function(),
+    }
 
   def _outputs(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     outputs = self.model(dict(features), training=False)
     return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
 
+  def _checked(self, features: Mapping[str, tf.Tensor]
+               ) -> Dict[str, tf.Tensor]:
+    """``features``, gated on checks that fail a request naming the inputs.
+
+    Without them a client error (a field with fewer rows, weights of another
+    width than their ids) fails deep inside the model with an anonymous shape
+    error. The messages list the inputs in the order of the sizes the runtime
+    prints after them.
+    """
+    keys = list(self.input_signature)
+    # Two assert ops in all: one per input measurably slowed batch-1 calls.
+    sizes = tf.stack([tf.shape(features[k], out_type=tf.int64)[0]
+                      for k in keys])
+    checks = [tf.debugging.assert_equal(
+        sizes, sizes[0], summarize=len(keys),
+        message="inputs must have the same batch size; sizes in the order "
+                f"{', '.join(keys)}:")]
+    weighted = self.schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
+    if weighted:
+      checks.append(tf.debugging.assert_equal(
+          tf.concat([tf.shape(features[f.name], out_type=tf.int64)
+                     for f in weighted], 0),
+          tf.concat([tf.shape(features[f.weight_key], out_type=tf.int64)
+                     for f in weighted], 0),
+          summarize=2 * len(weighted),
+          message="multi-valued ids and their weights must have the same "
+                  "shape (one weight per id, padding included); shapes of "
+                  f"{', '.join(f.name for f in weighted)} vs "
+                  f"{', '.join(f.weight_key for f in weighted)}:"))
+    # The model's ops depend on the checks, so none runs before they pass.
+    with tf.control_dependencies(checks):
+      return {k: tf.identity(v) for k, v in features.items()}
+
   def _serve_features(self, features: Dict[str, tf.Tensor]
                       ) -> Dict[str, tf.Tensor]:
-    return self._outputs(features)
+    return self._outputs(self._checked(features))
 
   def _serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
-    spec = features_lib.tf_example_spec(self._schema, with_labels=False,
+    spec = features_lib.tf_example_spec(self.schema, with_labels=False,
                                         with_metadata=False)
     parsed = tf.io.parse_example(examples, spec)
-    return self._outputs(features_lib.to_dense_padded(parsed, self._schema))
+    return self._outputs(features_lib.to_dense_padded(parsed, self.schema))
+
+
+def next_version(export_dir: str) -> int:
+  """Seconds since the epoch, or one more than the highest existing version.
+
+  Versions must increase (TF Serving serves the highest), also for two
+  exports within the same second.
+  """
+  now = int(time.time())
+  return max([now] + [v + 1 for v in _versions(export_dir)])
 
 
 def export_saved_model(model: tf.keras.Model,
                        schema: features_lib.Schema,
                        export_dir: str,
                        version: Optional[int] = None,
-                       warmup_batch: Optional[Mapping[str, np.ndarray]] = None,
+                       warmup_batch: Optional[Mapping[str, Any]] = None,
                        model_name: str = "tafe") -> str:
-  """Writes ``export_dir/<version>`` for TF Serving; returns that path.
+  """Writes ``export_dir/<version>`` for TF Serving, atomically.
+
+  Only what serving needs is written: the weights, the two signatures and the
+  vocabularies (no optimizer state, no traced Keras layer functions).
 
   Args:
-    model: A trained multi-step model (called on a features dict).
+    model: A trained multi-step Keras model (called on a features dict).
     schema: The schema it was trained with.
-    export_dir: Base directory of the servable's versions.
-    version: Version number; default: seconds since the epoch (increasing).
-    warmup_batch: Features in the serving form for the warm-up request;
-      default: a small dummy batch.
-    model_name: ``model_spec.name`` written into the warm-up requests.
+    export_dir: Base directory of the servable's versions (created if needed).
+    version: Version number >= 1; default: :func:`next_version`.
+    warmup_batch: Features in the serving form (``serving_default``'s input
+      names; arrays or nested lists, cast to the signature's dtypes) for the
+      warm-up request; default: a two-row dummy batch.
+    model_name: ``model_spec.name`` written into the warm-up request (TF
+      Serving's ``--model_name``).
+
+  Returns:
+    The path of the version directory.
 
   Raises:
-    FileExistsError: if the version already exists (versions are immutable).
+    FileExistsError: if the version already exists (versions are immutable),
+      or if ``export_dir`` is a file.
+    ValueError: on a version < 1 or a warm-up batch that does not match the
+      signature.
   """
-  version = int(version if version is not None else time.time())
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise FileExistsError(f"export directory {export_dir} is a file")
+  version = next_version(export_dir) if version is None else int(version)
+  if version < 1:
+    raise ValueError(f"export version must be >= 1, got {version}")
   final = os.path.join(export_dir, str(version))
-  if tf.io.gfile.exists(final):
+  if os.path.exists(final):
     raise FileExistsError(f"export version {final} already exists")
-  tf.io.gfile.makedirs(export_dir)
-  staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+  # Checked before anything is written: a bad warm-up batch fails fast.
+  warmup_inputs = warmup_request_inputs(
+      schema, warmup_batch if warmup_batch is not None else
+      features_lib.dummy_batch(schema))
+  os.makedirs(export_dir, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{version}-",
+                             dir=export_dir)
   try:
-    module = ServingModule(model, schema)
-    signatures = {
-        SERVING_DEFAULT: module.serve_features.get_concrete_function(),
-        SERVING_EXAMPLES: module.serve_examples.get_concrete_function(),
-    }
-    tf.saved_model.save(module, staging, signatures=signatures)
-    batch = warmup_batch if warmup_batch is not None else {
-        k: v.numpy() for k, v in features_lib.dummy_batch(schema).items()}
-    write_warmup_requests(os.path.join(staging, "assets.extra", WARMUP_FILENAME),
-                          batch, model_name=model_name)
+    signatures = ServingFunctions(model, schema).signatures()
+    # save_traces=False: TF Serving only runs the signatures; tracing every
+    # Keras layer's call for Keras' own reloading would make the export several
+    # times slower and the graph several times larger.
+    model.save(staging, overwrite=True, save_format="tf",
+               include_optimizer=False, save_traces=False,
+               signatures=signatures)
+    write_warmup_requests(
+        os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME), warmup_inputs,
+        model_name=model_name)
     os.rename(staging, final)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
@@ -114,9 +211,59 @@ def export_saved_model(model: tf.keras.Model,
   return final
 
 
-def write_warmup_requests(path: str, batch: Mapping[str, np.ndarray],
+def warmup_request_inputs(schema: features_lib.Schema,
+                          batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """``batch`` as arrays of exactly ``serving_default``'s input dtypes.
+
+  TF Serving replays the warm-up request against the signature when it loads
+  the model, and a request whose keys or dtypes do not match (a float64 array,
+  say) fails the load; so this checks keys and ranks and casts the dtypes.
+
+  Args:
+    schema: The model's schema.
+    batch: ``input name -> array-like`` (tensors, arrays or nested lists).
+
+  Returns:
+    ``input name -> np.ndarray`` in the signature's dtypes.
+
+  Raises:
+    ValueError: naming missing or unknown inputs, or an input of the wrong rank
+      or width.
+  """
+  spec = features_lib.serving_input_signature(schema)
+  missing = sorted(set(spec) - set(batch))
+  unknown = sorted(set(batch) - set(spec))
+  if missing or unknown:
+    raise ValueError(f"warm-up batch does not match {SERVING_DEFAULT}: missing "
+                     f"inputs {missing}, unknown inputs {unknown}")
+  out = {}
+  for key, tensor_spec in spec.items():
+    try:
+      array = np.asarray(batch[key], dtype=tensor_spec.dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as e:  # e.g. rows of unequal length
+      raise ValueError(f"warm-up input {key!r}: not an array of "
+                       f"{tensor_spec.dtype.name}: {e}") from None
+    if not tensor_spec.shape.is_compatible_with(array.shape):
+      raise ValueError(f"warm-up input {key!r}: shape {list(array.shape)} does "
+                       f"not fit {tensor_spec.shape} of {SERVING_DEFAULT}")
+    out[key] = array
+  return out
+
+
+def write_warmup_requests(path: str, inputs: Mapping[str, np.ndarray],
                           model_name: str, num_requests: int = 1) -> None:
-  """Writes TF Serving warm-up ``PredictionLog`` records for one batch."""
+  """Writes TF Serving warm-up records: ``PredictionLog`` protos, one a record.
+
+  Args:
+    path: Usually ``<version>/assets.extra/tf_serving_warmup_requests``.
+    inputs: ``input name -> array`` of one ``serving_default`` request, in the
+      signature's dtypes (:func:`warmup_request_inputs`).
+    model_name: ``model_spec.name`` of the request.
+    num_requests: How many times the request is written (TF Serving replays
+      each record once).
+  """
+  # The serving protos come with tensorflow-serving-api; imported here so that
+  # training does not need that package.
   # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import model_pb2
   from tensorflow_serving.apis import predict_pb2
@@ -126,8 +273,8 @@ def write_warmup_requests(path: str, batch: Mapping[str, np.ndarray],
   request = predict_pb2.PredictRequest(
       model_spec=model_pb2.ModelSpec(name=model_name,
                                      signature_name=SERVING_DEFAULT))
-  for key, value in batch.items():
-    request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+  for key, value in inputs.items():
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
   log = prediction_log_pb2.PredictionLog(
       predict_log=prediction_log_pb2.PredictLog(request=request))
   with tf.io.TFRecordWriter(path) as writer:
@@ -135,10 +282,41 @@ def write_warmup_requests(path: str, batch: Mapping[str, np.ndarray],
       writer.write(log.SerializeToString())
 
 
+def read_warmup_requests(path: str) -> List[Any]:
+  """The ``PredictionLog`` records of a warm-up file, in order."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_log_pb2
+  # pylint: enable=g-import-not-at-top
+  logs = []
+  for record in tf.data.TFRecordDataset(path):
+    logs.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
+  return logs
+
+
+def _versions(export_dir: str) -> List[int]:
+  """The numeric version directories under ``export_dir`` (none if absent)."""
+  if not os.path.isdir(export_dir):
+    return []
+  return [int(d) for d in os.listdir(export_dir)
+          if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))]
+
+
 def latest_version(export_dir: str) -> str:
   """Path of the highest numeric version under ``export_dir``."""
-  versions = [int(d) for d in tf.io.gfile.listdir(export_dir)
-              if d.strip("/").isdigit()]
+  versions = _versions(export_dir)
   if not versions:
     raise FileNotFoundError(f"no exported version in {export_dir}")
   return os.path.join(export_dir, str(max(versions)))
+
+
+def directory_size(path: str) -> Dict[str, int]:
+  """Bytes of an export: ``total`` and per top-level entry (``variables``,
+  ``saved_model.pb``, ``assets``, ...)."""
+  sizes: Dict[str, int] = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      top = os.path.relpath(full, path).split(os.sep)[0]
+      sizes[top] = sizes.get(top, 0) + os.path.getsize(full)
+  sizes["total"] = sum(sizes.values())
+  return sizes

@@ -11,3 +11,8 @@ if ROOT not in sys.path:
 import tafe_tf  # noqa: E402,F401  (selects Keras 2 first)
 
 FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "data", "fixtures")
+
+# Shared test data builders (multistep_testdata) import by plain name.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+  sys.path.insert(0, TESTS)

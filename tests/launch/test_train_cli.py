@@ -47,10 +47,11 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path
   backup = os.path.join(model_dir, "backup")
   deadline = time.time() + 240
   try:
-    # Kill as soon as the first mid-epoch backup is on disk.
+    # Kill as soon as the first mid-epoch backup is complete: the checkpoint
+    # state file ("checkpoint") is written after the data and index files.
     while time.time() < deadline and proc.poll() is None:
       if os.path.isdir(backup) and any(
-          f.endswith(".index") for _, _, files in os.walk(backup) for f in files):
+          "checkpoint" in files for _, _, files in os.walk(backup)):
         break
       time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed"

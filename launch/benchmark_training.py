@@ -1,0 +1,137 @@
+r"""Training throughput, FLOPs and FLOP utilisation of every model.
+
+Every model trains on the same synthetic data through the same front end, with
+batches parsed once and cached in memory (the input pipeline is measured by
+``launch/benchmark_data.py``), so the numbers are the model's own cost:
+
+* examples/s of ``model.fit`` train steps (after warm-up steps that trace;
+  the fastest of ``--repeats`` timed runs, since the CPUs may be shared),
+* forward matrix-product FLOPs per example (:mod:`tafe_tf.models.flops`),
+* model FLOP utilisation: ``3 * forward FLOPs * examples/s`` over the float32
+  matmul rate measured on the same machine (square matmuls, best of a few).
+
+    python -m launch.benchmark_training --batch_size=2048 --steps=20 \
+        --output=/tmp/benchmark_training.json
+
+``--embedding=both`` also times every model with one table per field (the
+per-field layout) against the fused tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, Dict, List
+
+from absl import app
+from absl import flags
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from data import synthetic
+from tafe_tf import features as features_lib
+from tafe_tf import input_pipeline
+from tafe_tf import models
+from tafe_tf.models import flops as flops_lib
+
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Synthetic dataset directory (written when missing or "
+    "different; default: a folder under the system temp dir).")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", 2, "Conversion steps T.")
+_MODELS = flags.DEFINE_list("models", list(models.MODEL_NAMES),
+                            "Models to time.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 2048, "Examples per step.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps per model.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps (tracing).")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 3, "Timed runs of --steps steps per model; the fastest counts "
+    "(the CPUs may be shared: the best run is the least disturbed one).")
+_EMBEDDING = flags.DEFINE_enum("embedding", "fused",
+                               ["fused", "per_field", "both"],
+                               "Embedding table layout(s) to time.")
+_HPARAMS = flags.DEFINE_string("hparams", "{}",
+                               "JSON of hparams given to every model.")
+_OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON.")
+
+
+def cached_batches(data_dir: str, batch_size: int,
+                   num_batches: int) -> tf.data.Dataset:
+  """``num_batches`` parsed train batches, cached, repeated forever."""
+  ds = input_pipeline.make_dataset(data_dir, "train", batch_size,
+                                   drop_remainder=True, repeat=True)
+  return ds.take(num_batches).cache().repeat()
+
+
+def time_model(name: str, schema: features_lib.Schema, dataset: tf.data.Dataset,
+               sample: Dict[str, tf.Tensor], hparams: Dict[str, Any],
+               steps: int, warmup: int, batch_size: int,
+               repeats: int) -> Dict[str, Any]:
+  """Examples/s (best of ``repeats`` runs of ``steps``) and FLOPs of a model."""
+  model = models.build_model(name, schema, seed=0, **hparams)
+  model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+  model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
+  seconds = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    seconds = min(seconds, time.perf_counter() - start)
+  forward = flops_lib.forward_flops_per_example(model, sample)
+  params = int(sum(tf.size(w).numpy() for w in model.trainable_weights))
+  return {"model": name, "examples_per_second": steps * batch_size / seconds,
+          "step_ms": 1000.0 * seconds / steps,
+          "forward_flops_per_example": forward,
+          "train_flops_per_example":
+              flops_lib.TRAINING_FLOPS_PER_FORWARD * forward,
+          "trainable_parameters": params}
+
+
+def main(argv: List[str]) -> None:
+  del argv
+  data_dir = _DATA_DIR.value or os.path.join(
+      tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{_NUM_STEPS.value}")
+  config = synthetic.SyntheticConfig(num_steps=_NUM_STEPS.value, seed=0)
+  num_batches = 8
+  synthetic.ensure_dataset(data_dir, config,
+                           num_batches * _BATCH_SIZE.value, 0, 0)
+  schema = features_lib.Schema.load(data_dir)
+  dataset = cached_batches(data_dir, _BATCH_SIZE.value, num_batches)
+  sample_features, _ = next(iter(dataset))
+  sample = features_lib.to_dense_padded(sample_features, schema)
+  peak = flops_lib.matmul_flops_per_second()
+  hparams = json.loads(_HPARAMS.value)
+  layouts = {"fused": [True], "per_field": [False],
+             "both": [True, False]}[_EMBEDDING.value]
+  rows = []
+  for name in _MODELS.value:
+    for fused in layouts:
+      row = time_model(name, schema, dataset, sample,
+                       dict(hparams, fused_embedding=fused), _STEPS.value,
+                       _WARMUP.value, _BATCH_SIZE.value, _REPEATS.value)
+      row["embedding"] = "fused" if fused else "per_field"
+      row["mfu"] = (row["train_flops_per_example"]
+                    * row["examples_per_second"] / peak)
+      rows.append(row)
+  print(f"matmul rate: {peak / 1e9:.1f} GFLOP/s; batch {_BATCH_SIZE.value}; "
+        f"{os.cpu_count()} CPUs; T = {_NUM_STEPS.value}")
+  print(f"{'model':<14}{'embedding':<11}{'examples/s':>12}{'ms/step':>9}"
+        f"{'MFLOP/ex':>10}{'params':>10}{'MFU':>8}")
+  for r in rows:
+    print(f"{r['model']:<14}{r['embedding']:<11}"
+          f"{r['examples_per_second']:>12.0f}{r['step_ms']:>9.1f}"
+          f"{r['forward_flops_per_example'] / 1e6:>10.3f}"
+          f"{r['trainable_parameters']:>10d}{100 * r['mfu']:>7.2f}%")
+  if _OUTPUT.value:
+    result = {"matmul_flops_per_second": peak,
+              "batch_size": _BATCH_SIZE.value, "num_steps": _NUM_STEPS.value,
+              "cpu_count": os.cpu_count(), "hparams": hparams,
+              "timed_steps": _STEPS.value, "repeats": _REPEATS.value,
+              "results": rows}
+    with open(_OUTPUT.value, "w") as f:
+      json.dump(result, f, indent=2)
+      f.write("\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,376 @@
+"""The schema-driven feature front end: raw features -> field embeddings.
+
+Per field kind:
+
+* ``id``: the raw id is mapped to a row (:class:`IdLookup`) and embedded.
+* ``weighted_ids``: every id is embedded and the field's vector is the
+  weighted mean ``sum_i w_i e_i / sum_i w_i`` (zero for an empty list, or for
+  weights summing to zero). Ragged ``[B, None]`` and padded ``[B, L]`` inputs
+  (padding id :data:`tafe_tf.features.PAD_ID`, its weight ignored) give the same
+  result (padding entries weigh 0, which leaves the sums bit-identical).
+  Weights are expected to be >= 0.
+* ``dense``: projected to ``embedding_dim`` by a linear map, or passed through
+  unchanged when ``embedding_dim`` is 0.
+
+Efficiency ("fused" mode, the default): id fields of equal embedding width share
+ONE table variable, each field owning a block of rows at a fixed offset, so a
+batch needs one gather for all single-valued fields of that width and one
+gather plus one segment sum for all multi-valued fields, instead of one lookup
+per field. Dense fields of equal (dim, embedding_dim) are projected by one
+batched einsum. ``fused=False`` gives every id field its own table (the
+per-field layout), kept for the benchmark that compares both
+(``launch/benchmark_training.py --embedding=per_field``).
+
+Output order of the fields (see :attr:`FeatureEmbedding.field_names`): the
+single-valued id fields, then the multi-valued ones, then projected dense
+fields, then raw dense fields; within each part tables/projections in order of
+first appearance in the schema and fields in schema order.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf.layers import id_lookup
+from tafe_tf.layers import initializers
+
+FLAT = "flat"
+FIELDS = "fields"
+_OUTPUT_MODES = (FLAT, FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableGroup:
+  """Id fields that share one table variable (``[sum of num_rows, dim]``)."""
+  name: str
+  dim: int
+  single: Tuple[features_lib.FieldSpec, ...]
+  multi: Tuple[features_lib.FieldSpec, ...]
+
+  @property
+  def fields(self) -> Tuple[features_lib.FieldSpec, ...]:
+    return self.single + self.multi
+
+  @property
+  def offsets(self) -> Dict[str, int]:
+    """First row of each field's block."""
+    out, row = {}, 0
+    for f in self.fields:
+      out[f.name] = row
+      row += f.num_rows
+    return out
+
+  @property
+  def num_rows(self) -> int:
+    return sum(f.num_rows for f in self.fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenseGroup:
+  """Dense fields of equal (dim, embedding_dim), projected by one einsum."""
+  name: str
+  dim: int
+  width: int
+  fields: Tuple[features_lib.FieldSpec, ...]
+
+
+def schema_with_embedding_dim(schema: features_lib.Schema,
+                              dim: int) -> features_lib.Schema:
+  """A copy of ``schema`` where every id field and every projected dense field
+  is ``dim`` wide (raw dense fields, ``embedding_dim == 0``, stay raw)."""
+  if dim < 1:
+    raise ValueError(f"embedding_dim must be >= 1, got {dim}")
+  schema = schema.with_embedding_dim(dim)
+  fields = tuple(
+      dataclasses.replace(f, embedding_dim=dim)
+      if f.kind == features_lib.FieldKind.DENSE and f.embedding_dim > 0 else f
+      for f in schema.fields)
+  return dataclasses.replace(schema, fields=fields)
+
+
+def _group_id_fields(schema: features_lib.Schema,
+                     fused: bool) -> List[_TableGroup]:
+  """Id fields grouped by table: by width when fused, else one per field."""
+  order: List[Any] = []
+  members: Dict[Any, List[features_lib.FieldSpec]] = {}
+  for f in schema.fields:
+    if not f.is_id:
+      continue
+    key = f.embedding_dim if fused else f.name
+    if key not in members:
+      order.append(key)
+      members[key] = []
+    members[key].append(f)
+  groups = []
+  for key in order:
+    fs = members[key]
+    name = f"table_d{key}" if fused else f"table_{key}"
+    groups.append(_TableGroup(
+        name=name, dim=fs[0].embedding_dim,
+        single=tuple(f for f in fs if f.kind == features_lib.FieldKind.ID),
+        multi=tuple(f for f in fs
+                    if f.kind == features_lib.FieldKind.WEIGHTED_IDS)))
+  return groups
+
+
+def _group_dense_fields(schema: features_lib.Schema) -> Tuple[
+    List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
+  """Projected dense fields grouped by (dim, width); the raw dense fields."""
+  order: List[Tuple[int, int]] = []
+  members: Dict[Tuple[int, int], List[features_lib.FieldSpec]] = {}
+  raw = []
+  for f in schema.fields_of(features_lib.FieldKind.DENSE):
+    if f.embedding_dim == 0:
+      raw.append(f)
+      continue
+    key = (f.dim, f.embedding_dim)
+    if key not in members:
+      order.append(key)
+      members[key] = []
+    members[key].append(f)
+  groups = [_DenseGroup(name=f"dense_{d}x{w}", dim=d, width=w,
+                        fields=tuple(members[(d, w)])) for d, w in order]
+  return groups, tuple(raw)
+
+
+def _flat_weighted_ids(ids: Any, weights: Any, field_name: str
+                       ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(values, weights, row ids, batch size) of a multi-valued field.
+
+  Accepts ragged ``[B, None]`` or padded ``[B, L]`` ids and weights, flattened
+  row-major. :data:`~tafe_tf.features.PAD_ID` entries (in either form) get
+  weight 0 instead of being removed: adding exact zeros leaves every weighted
+  sum bit-identical, so both forms give the same result, and it saves the
+  compaction (a ``where`` and three gathers) on every batch.
+  """
+  if isinstance(ids, tf.RaggedTensor) != isinstance(weights, tf.RaggedTensor):
+    raise ValueError(f"field {field_name!r}: ids and weights must both be "
+                     "ragged or both be padded dense tensors")
+  if isinstance(ids, tf.RaggedTensor):
+    if ids.ragged_rank != 1:
+      raise ValueError(f"field {field_name!r}: expected ragged [batch, None] "
+                       f"ids, got ragged rank {ids.ragged_rank}")
+    values = tf.cast(ids.values, tf.int64)
+    weight_values = tf.cast(weights.values, tf.float32)
+    row_ids = ids.value_rowids()
+    batch_size = ids.nrows()
+  else:
+    if ids.shape.rank != 2:
+      raise ValueError(f"field {field_name!r}: expected [batch, max_len] "
+                       f"padded ids, got shape {ids.shape}")
+    shape = tf.shape(ids, out_type=tf.int64)
+    batch_size = shape[0]
+    values = tf.reshape(tf.cast(ids, tf.int64), [-1])
+    weight_values = tf.reshape(tf.cast(weights, tf.float32), [-1])
+    row_ids = tf.repeat(tf.range(batch_size), shape[1])
+  weight_values = tf.where(tf.equal(values, features_lib.PAD_ID),
+                           tf.zeros_like(weight_values), weight_values)
+  return values, weight_values, row_ids, batch_size
+
+
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
+class FeatureEmbedding(tf.keras.layers.Layer):
+  """Raw feature dict -> embeddings, driven by a :class:`Schema`.
+
+  Args:
+    schema: The dataset schema (its ``directory`` resolves vocabulary files).
+    fused: One table per embedding width (True) or one per field (False).
+    output_mode: ``"flat"``: ``[B, output_dim]``, the concatenation of all field
+      vectors; ``"fields"``: ``[B, num_fields, D]``, one token per field (every
+      field must then be ``D`` wide; raises ValueError naming the odd ones).
+    seed: Seed of the table and projection initializers (None: unseeded).
+
+  Call:
+    features: dict as :func:`tafe_tf.input_pipeline.make_dataset` yields it
+      (ragged or padded multi-valued fields); keys the schema does not name
+      (``sample_id``, ``oracle/<step>``) are ignored.
+  """
+
+  def __init__(self, schema: features_lib.Schema, fused: bool = True,
+               output_mode: str = FLAT, seed: Optional[int] = None, **kwargs):
+    super().__init__(**kwargs)
+    if output_mode not in _OUTPUT_MODES:
+      raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got "
+                       f"{output_mode!r}")
+    self.schema = schema
+    self.fused = fused
+    self.output_mode = output_mode
+    self.seed = seed
+    self._table_groups = _group_id_fields(schema, fused)
+    self._dense_groups, self._raw_dense = _group_dense_fields(schema)
+    self._lookups = {
+        f.name: id_lookup.IdLookup(
+            f, schema.vocabulary_path(f)
+            if f.lookup == features_lib.LookupKind.VOCABULARY else None)
+        for f in schema.fields if f.is_id}
+    if output_mode == FIELDS:
+      widths = {name: w for name, w in self._field_widths()}
+      common = collections.Counter(widths.values()).most_common(1)[0][0]
+      odd = sorted(n for n, w in widths.items() if w != common)
+      if odd:
+        raise ValueError(
+            f"output_mode='fields' needs every field {common} wide; "
+            f"{odd} are not (widths {widths}); set one embedding_dim for "
+            "all fields (models: the embedding_dim hparam)")
+
+  # --- structure ------------------------------------------------------------
+
+  def _field_widths(self) -> List[Tuple[str, int]]:
+    out = []
+    for g in self._table_groups:
+      out += [(f.name, g.dim) for f in g.single]
+    for g in self._table_groups:
+      out += [(f.name, g.dim) for f in g.multi]
+    for g in self._dense_groups:
+      out += [(f.name, g.width) for f in g.fields]
+    out += [(f.name, f.dim) for f in self._raw_dense]
+    return out
+
+  @property
+  def field_names(self) -> List[str]:
+    """Field names in output order."""
+    return [name for name, _ in self._field_widths()]
+
+  @property
+  def num_fields(self) -> int:
+    return len(self._field_widths())
+
+  @property
+  def output_dim(self) -> int:
+    """Width of the flat output."""
+    return sum(w for _, w in self._field_widths())
+
+  @property
+  def tables(self) -> Dict[str, tf.Variable]:
+    """The embedding table variables by name (the layer must be built)."""
+    if not self.built:
+      raise ValueError(f"{self.name}: call the layer (or build it) before "
+                       "reading its tables")
+    return dict(self._tables)
+
+  def build(self, input_shape: Any = None) -> None:
+    del input_shape  # every shape comes from the schema
+    self._tables = {}
+    for i, g in enumerate(self._table_groups):
+      self._tables[g.name] = self.add_weight(
+          name=g.name, shape=(g.num_rows, g.dim),
+          initializer=initializers.embedding_uniform(
+              initializers.derive_seed(self.seed, i)))
+    self._projections = {}
+    for i, g in enumerate(self._dense_groups):
+      salt = 1000 + 2 * i
+      kernel = self.add_weight(
+          name=g.name + "_kernel", shape=(len(g.fields), g.dim, g.width),
+          initializer=initializers.glorot_uniform(
+              g.dim, g.width, initializers.derive_seed(self.seed, salt)))
+      bias = self.add_weight(name=g.name + "_bias",
+                             shape=(len(g.fields), g.width),
+                             initializer="zeros")
+      self._projections[g.name] = (kernel, bias)
+    super().build(None)
+
+  # --- forward ----------------------------------------------------------------
+
+  def _single_tokens(self, g: _TableGroup,
+                     features: Mapping[str, Any]) -> tf.Tensor:
+    """[B, len(g.single), dim]: one gather for every single-valued field."""
+    offsets = g.offsets
+    rows = []
+    for f in g.single:
+      ids = self._get(features, f.name)
+      if ids.shape.rank != 1:
+        raise ValueError(f"field {f.name!r}: expected ids of shape [batch], "
+                         f"got {ids.shape}")
+      rows.append(self._lookups[f.name](ids) + offsets[f.name])
+    return tf.gather(self._tables[g.name], tf.stack(rows, axis=1))
+
+  def _multi_tokens(self, g: _TableGroup,
+                    features: Mapping[str, Any]) -> tf.Tensor:
+    """[B, len(g.multi), dim]: weighted means, one gather + one segment sum."""
+    offsets = g.offsets
+    rows, weights, segments = [], [], []
+    batch_size = None
+    for i, f in enumerate(g.multi):
+      values, w, row_ids, b = _flat_weighted_ids(
+          self._get(features, f.name), self._get(features, f.weight_key),
+          f.name)
+      batch_size = b if batch_size is None else batch_size
+      rows.append(self._lookups[f.name](values) + offsets[f.name])
+      weights.append(w)
+      segments.append(row_ids + i * batch_size)
+    n = len(g.multi)
+    vectors = tf.gather(self._tables[g.name], tf.concat(rows, 0))
+    weights = tf.cast(tf.concat(weights, 0), vectors.dtype)
+    # Segment ids field * B + row are sorted (fields in order, rows row-major
+    # within a field), so the sorted segment sum applies: ~5x faster on CPU
+    # than the unsorted one. It stops at the largest id present; the padding
+    # restores empty rows at the end.
+    sums = tf.math.segment_sum(
+        tf.concat([vectors * weights[:, None], weights[:, None]], axis=1),
+        tf.concat(segments, 0))
+    missing = n * batch_size - tf.shape(sums, out_type=tf.int64)[0]
+    sums = tf.pad(sums, [[0, missing], [0, 0]])
+    means = tf.math.divide_no_nan(sums[:, :-1], sums[:, -1:])
+    return tf.transpose(tf.reshape(means, [n, -1, g.dim]), [1, 0, 2])
+
+  def _dense_tokens(self, g: _DenseGroup,
+                    features: Mapping[str, Any]) -> tf.Tensor:
+    """[B, len(g.fields), width]: every field's projection in one einsum."""
+    kernel, bias = self._projections[g.name]
+    x = tf.stack([tf.cast(self._dense(features, f), kernel.dtype)
+                  for f in g.fields], axis=1)
+    return tf.einsum("bnd,nde->bne", x, kernel) + bias
+
+  def _dense(self, features: Mapping[str, Any],
+             field: features_lib.FieldSpec) -> tf.Tensor:
+    values = self._get(features, field.name)
+    if values.shape.rank != 2 or values.shape[-1] not in (None, field.dim):
+      raise ValueError(f"field {field.name!r}: expected dense values of shape "
+                       f"[batch, {field.dim}], got {values.shape}")
+    return values
+
+  def _get(self, features: Mapping[str, Any], key: str) -> Any:
+    if key not in features:
+      raise KeyError(f"features miss {key!r} (schema {self.schema.name!r} "
+                     f"needs {features_lib.model_feature_keys(self.schema)})")
+    return features[key]
+
+  def call(self, features: Mapping[str, Any]) -> tf.Tensor:
+    blocks: List[tf.Tensor] = []  # each [B, n, width]
+    for g in self._table_groups:
+      if g.single:
+        blocks.append(self._single_tokens(g, features))
+    for g in self._table_groups:
+      if g.multi:
+        blocks.append(self._multi_tokens(g, features))
+    for g in self._dense_groups:
+      blocks.append(self._dense_tokens(g, features))
+    raw = [tf.cast(self._dense(features, f), self.compute_dtype)
+           for f in self._raw_dense]
+    if self.output_mode == FIELDS:
+      blocks += [x[:, None, :] for x in raw]
+      return tf.concat(blocks, axis=1)
+    batch = tf.shape(blocks[0])[0] if blocks else tf.shape(raw[0])[0]
+    flat = [tf.reshape(b, [batch, b.shape[1] * b.shape[2]]) for b in blocks]
+    return tf.concat(flat + raw, axis=1)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(schema=self.schema.to_json(),
+                  schema_directory=self.schema.directory,
+                  fused=self.fused, output_mode=self.output_mode,
+                  seed=self.seed)
+    return config
+
+  @classmethod
+  def from_config(cls, config: Dict[str, Any]) -> "FeatureEmbedding":
+    config = dict(config)
+    config["schema"] = features_lib.Schema.from_json(
+        config.pop("schema"), directory=config.pop("schema_directory", None))
+    return cls(**config)

@@ -1,0 +1,66 @@
+"""AITM: Adaptive Information Transfer Multi-task (Xi et al., KDD 2021).
+
+As in the reference code: one MLP tower per step on the shared embeddings;
+step t's representation attends over itself and an "info" projection of step
+t-1's transferred representation (the AIT module, :class:`DependenceTransfer`
+in ``attention`` mode); a logit per step. The heads predict the entire-space
+p_t directly (not chained) and the behavioural calibrator
+``0.6 * relu(p_t - p_{t-1})`` (``calibration_weight``) pushes p_t below p_{t-1}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf.layers import experts
+from tafe_tf.layers import transfer as transfer_lib
+from tafe_tf.models import base
+
+
+@dataclasses.dataclass(frozen=True)
+class AITMHParams(base.BaseHParams):
+  """AITM's hyperparameters (ignores num_experts, expert_units, num_levels).
+
+  Attributes:
+    tower_units: Widths of each step's tower (the reference: 128, 64, 32).
+    calibration_weight: The calibrator weight (0.6 in the reference).
+  """
+  tower_units: Tuple[int, ...] = (128, 64, 32)
+  calibration_weight: float = 0.6
+
+
+class AITM(base.MultiStepModel):
+  """AITM with its calibrator, T steps."""
+
+  MODEL_NAME = "aitm"
+  HParams = AITMHParams
+
+  def __init__(self, schema: features_lib.Schema, **hparams: Any):
+    hp = self.make_hparams(**hparams)
+    super().__init__(schema, hp, chained=False)
+    num_steps = len(self.steps)
+    self.towers = experts.ExpertBank(num_steps, 1, hp.tower_units,
+                                     dropout=hp.dropout, seed=self._seed(1),
+                                     name="towers")
+    self.transfers = [
+        transfer_lib.DependenceTransfer(
+            transfer_lib.ATTENTION, dropout=hp.dropout,
+            seed=self._seed(100 + t), name=f"ait_{step}")
+        for t, step in enumerate(self.steps) if t > 0]
+    self.heads = experts.ExpertBank(num_steps, 1, (1,), activation=None,
+                                    seed=self._seed(2), name="heads")
+
+  def _forward(self, features: Mapping[str, Any], training: bool
+               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    towers = self.towers(self.embedding(features), training=training)
+    transferred = [towers[:, 0, 0]]
+    for t in range(1, len(self.steps)):
+      transferred.append(self.transfers[t - 1](
+          (towers[:, t, 0], transferred[-1]), training=training))
+    logits = self.heads(tf.stack(transferred, axis=1))[:, :, 0, 0]
+    return logits, {}

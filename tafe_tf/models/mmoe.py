@@ -1,0 +1,63 @@
+"""MMoE: Multi-gate Mixture-of-Experts (Ma et al., KDD 2018).
+
+K shared experts on the embedded input, one softmax gate per step (a linear map
+of the same input), one tower per step on its mixture. Independent heads on the
+cumulative labels (not chained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf.layers import extraction
+from tafe_tf.layers import towers
+from tafe_tf.models import base
+
+
+@dataclasses.dataclass(frozen=True)
+class MMoEHParams(base.BaseHParams):
+  """MMoE's hyperparameters (ignores num_levels).
+
+  Attributes:
+    num_experts: K shared experts.
+    expert_units: MLP widths of each expert.
+    tower_units: Hidden widths of each step's tower.
+    top_k: Sparse gates keeping k experts (None: dense softmax, the paper's).
+  """
+  num_experts: int = 4
+  expert_units: Tuple[int, ...] = (64, 32)
+  tower_units: Tuple[int, ...] = (32,)
+  top_k: Optional[int] = None
+
+
+class MMoE(base.MultiStepModel):
+  """MMoE with independent entire-space heads."""
+
+  MODEL_NAME = "mmoe"
+  HParams = MMoEHParams
+
+  def __init__(self, schema: features_lib.Schema, **hparams: Any):
+    hp = self.make_hparams(**hparams)
+    super().__init__(schema, hp, chained=False)
+    num_steps = len(self.steps)
+    self.experts = extraction.CustomizedGateControl(
+        num_steps, hp.num_experts, 0, hp.expert_units, top_k=hp.top_k,
+        dropout=hp.dropout, seed=self._seed(1), name="mixture_of_experts")
+    self.towers = towers.TaskTower(num_steps, hp.tower_units,
+                                   dropout=hp.dropout, seed=self._seed(2),
+                                   name="towers")
+
+  def _forward(self, features: Mapping[str, Any], training: bool
+               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    x = self.embedding(features)
+    x_tasks = tf.repeat(x[:, None, :], len(self.steps), axis=1)
+    out = self.experts((x, x_tasks), training=training)
+    _, logits = self.towers(out["tasks"], training=training)
+    gates = {f"level0/{step}": out["gates"][:, t]
+             for t, step in enumerate(self.steps)}
+    return logits, gates

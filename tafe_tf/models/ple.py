@@ -1,0 +1,82 @@
+"""PLE: Progressive Layered Extraction (Tang et al., RecSys 2020).
+
+``num_levels`` stacked CGC levels: each step owns ``experts_per_task`` experts,
+K experts are shared; step t's gate mixes its own and the shared experts, and
+on every level but the last a shared gate mixes all experts into the next
+level's shared input. One tower per step. Independent heads on the cumulative
+labels (not chained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf.layers import extraction
+from tafe_tf.layers import towers
+from tafe_tf.models import base
+
+
+@dataclasses.dataclass(frozen=True)
+class PLEHParams(base.BaseHParams):
+  """PLE's hyperparameters.
+
+  Attributes:
+    num_experts: K shared experts per level.
+    experts_per_task: Experts owned by each step per level (>= 1).
+    expert_units: MLP widths of each expert.
+    tower_units: Hidden widths of each step's tower.
+    num_levels: Stacked CGC levels.
+  """
+  num_experts: int = 2
+  experts_per_task: int = 1
+  expert_units: Tuple[int, ...] = (64, 32)
+  tower_units: Tuple[int, ...] = (32,)
+  num_levels: int = 2
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.num_levels < 1 or self.experts_per_task < 1:
+      raise ValueError("PLE needs num_levels >= 1 and experts_per_task >= 1, "
+                       f"got {self.num_levels} and {self.experts_per_task}")
+
+
+class PLE(base.MultiStepModel):
+  """PLE with independent entire-space heads."""
+
+  MODEL_NAME = "ple"
+  HParams = PLEHParams
+
+  def __init__(self, schema: features_lib.Schema, **hparams: Any):
+    hp = self.make_hparams(**hparams)
+    super().__init__(schema, hp, chained=False)
+    num_steps = len(self.steps)
+    self.levels = [
+        extraction.CustomizedGateControl(
+            num_steps, hp.num_experts, hp.experts_per_task, hp.expert_units,
+            shared_output=level < hp.num_levels - 1, dropout=hp.dropout,
+            seed=self._seed(10 + level), name=f"cgc_{level}")
+        for level in range(hp.num_levels)]
+    self.towers = towers.TaskTower(num_steps, hp.tower_units,
+                                   dropout=hp.dropout, seed=self._seed(2),
+                                   name="towers")
+
+  def _forward(self, features: Mapping[str, Any], training: bool
+               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    x_shared = self.embedding(features)
+    x_tasks = tf.repeat(x_shared[:, None, :], len(self.steps), axis=1)
+    gates: Dict[str, tf.Tensor] = {}
+    for level, cgc in enumerate(self.levels):
+      out = cgc((x_shared, x_tasks), training=training)
+      x_tasks = out["tasks"]
+      for t, step in enumerate(self.steps):
+        gates[f"level{level}/{step}"] = out["gates"][:, t]
+      if "shared" in out:
+        x_shared = out["shared"]
+        gates[f"level{level}/shared"] = out["shared_gates"]
+    _, logits = self.towers(x_tasks, training=training)
+    return logits, gates

@@ -1,0 +1,52 @@
+"""Shared-Bottom (Caruana 1997): one shared MLP, then one tower per step.
+
+Independent heads: tower t predicts the entire-space p_t on the cumulative
+label y_t (not chained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Tuple
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from tafe_tf import features as features_lib
+from tafe_tf.layers import experts
+from tafe_tf.layers import towers
+from tafe_tf.models import base
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedBottomHParams(base.BaseHParams):
+  """Shared-Bottom's hyperparameters (ignores num_experts, num_levels).
+
+  Attributes:
+    expert_units: Widths of the shared bottom MLP.
+    tower_units: Hidden widths of each step's tower.
+  """
+  expert_units: Tuple[int, ...] = (64, 32)
+  tower_units: Tuple[int, ...] = (32,)
+
+
+class SharedBottom(base.MultiStepModel):
+  """Shared-Bottom with independent entire-space heads."""
+
+  MODEL_NAME = "shared_bottom"
+  HParams = SharedBottomHParams
+
+  def __init__(self, schema: features_lib.Schema, **hparams: Any):
+    hp = self.make_hparams(**hparams)
+    super().__init__(schema, hp, chained=False)
+    self.bottom = experts.ExpertBank(1, 1, hp.expert_units, dropout=hp.dropout,
+                                     seed=self._seed(1), name="bottom")
+    self.towers = towers.TaskTower(len(self.steps), hp.tower_units,
+                                   dropout=hp.dropout, seed=self._seed(2),
+                                   name="towers")
+
+  def _forward(self, features: Mapping[str, Any], training: bool
+               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    shared = self.bottom(self.embedding(features), training=training)
+    _, logits = self.towers(shared[:, 0, 0], training=training)
+    return logits, {}

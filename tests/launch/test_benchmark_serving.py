@@ -1,0 +1,75 @@
+"""launch.benchmark_serving end to end, tiny: train, export, time, report.
+
+Run as a subprocess: the launch modules define absl flags, and two of them
+imported into one pytest process would define ``--output`` twice.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _env():
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _run(*flags):
+  return subprocess.run(
+      [sys.executable, "-m", "launch.benchmark_serving", *flags], cwd=ROOT,
+      env=_env(), capture_output=True, text=True, timeout=400)
+
+
+def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
+  output = tmp_path / "serving.json"
+  export_dir = tmp_path / "export"
+  proc = _run(f"--data_dir={tmp_path / 'data'}", "--model=mmoe",
+              "--hparams={\"embedding_dim\": 4, \"expert_units\": [8], "
+              "\"tower_units\": [4], \"num_experts\": 2}",
+              "--train_steps=2", "--train_batch_size=32", "--batch_sizes=1,7",
+              "--num_calls=5", "--warmup_calls=1",
+              f"--export_dir={export_dir}", f"--output={output}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(output.read_text())
+  assert result["model"] == "mmoe" and result["num_steps"] == 2
+  assert result["hparams"]["embedding_dim"] == 4
+  assert [(r["signature"], r["batch_size"]) for r in result["results"]] == [
+      ("serving_default", 1), ("serving_examples", 1),
+      ("serving_default", 7), ("serving_examples", 7)]
+  for r in result["results"]:
+    ms = r["latency_ms"]
+    assert 0 < ms["min"] <= ms["p50"] <= ms["p99"]
+    np.testing.assert_allclose(r["rows_per_second"],
+                               r["batch_size"] * 1000 / ms["mean"])
+  # The export it timed is kept where asked, and its size adds up.
+  version = result["export_path"]
+  assert os.path.dirname(version) == str(export_dir)
+  assert os.listdir(export_dir) == [os.path.basename(version)]
+  size = result["export_bytes"]
+  assert size["total"] == sum(v for k, v in size.items() if k != "total")
+  assert size["variables"] == sum(
+      os.path.getsize(os.path.join(version, "variables", f))
+      for f in os.listdir(os.path.join(version, "variables")))
+  assert result["command"].startswith("python -m launch.benchmark_serving ")
+  # The printed table has a row per signature and batch size.
+  table = [line.split() for line in proc.stdout.splitlines()]
+  assert [row[:2] for row in table if row and row[0].startswith("serving_")
+          ] == [["serving_default", "1"], ["serving_examples", "1"],
+                ["serving_default", "7"], ["serving_examples", "7"]]
+
+
+def test_bad_flags_fail_with_one_clear_line():
+  proc = _run("--batch_sizes=1,x")
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "benchmark_serving.py: error: --batch_sizes: expected integers, got "
+      "['1', 'x']")

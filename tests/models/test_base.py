@@ -1,0 +1,161 @@
+"""Tests of the contract every model follows (tafe_tf.models.base)."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+import multistep_testdata as td
+
+from tafe_tf import losses  # noqa: E402
+from tafe_tf import models  # noqa: E402
+
+
+@pytest.fixture(name="data", scope="module")
+def _data(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tiny"))
+  schema = td.make_dataset_dir(directory, num_steps=2, num_train=96,
+                               num_test=32)
+  return schema, directory
+
+
+def test_model_names_and_unknown_name():
+  assert models.MODEL_NAMES == ("tafe", "esmm", "mmoe", "ple", "aitm",
+                                "shared_bottom")
+  with pytest.raises(ValueError, match="unknown model 'mmoee'; valid names: "
+                     "tafe, esmm, mmoe, ple, aitm, shared_bottom"):
+    models.model_class("mmoee")
+
+
+def test_unknown_hparam_is_named(data):
+  schema, _ = data
+  with pytest.raises(ValueError, match=r"model 'esmm': unknown "
+                     r"hyperparameters \['expert_unit'\]"):
+    models.build_model("esmm", schema, expert_unit=(4,))
+
+
+def test_common_hparams_a_model_does_not_use_are_ignored(data):
+  schema, _ = data
+  model = models.build_model("esmm", schema, num_experts=9, num_levels=3,
+                             expert_units=(5,), tower_units=(7,), dropout=0.1,
+                             seed=1, embedding_dim=4)
+  hparams = model.get_config()["hparams"]
+  assert "num_experts" not in hparams and "expert_units" not in hparams
+  assert hparams["tower_units"] == [7] and hparams["embedding_dim"] == 4
+  assert {f.embedding_dim for f in model.schema.fields} == {4}
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_every_model_accepts_every_common_hparam(data, name):
+  schema, _ = data
+  model = models.build_model(name, schema, embedding_dim=4, num_experts=3,
+                             expert_units=(6,), tower_units=(5,),
+                             num_levels=2, dropout=0.0, seed=3)
+  assert model.MODEL_NAME == name
+  config = json.loads(json.dumps(model.get_config()))
+  assert config["model"] == name and config["schema"] == schema.to_json()
+
+
+def test_config_rebuilds_the_same_seeded_model(data):
+  schema, directory = data
+  feats, _ = td.first_batch(directory, batch_size=16)
+  model = models.build_model("shared_bottom", schema, seed=5,
+                             expert_units=(8,), step_weights=(1.0, 2.0))
+  config = json.loads(json.dumps(model.get_config()))
+  rebuilt = models.build_model(config["model"], schema, **config["hparams"])
+  from_config = models.MultiStepModel.from_config(config)
+  assert rebuilt.hparams == model.hparams == from_config.hparams
+  for other in (rebuilt, from_config):
+    np.testing.assert_array_equal(other(feats)["p_cart"].numpy(),
+                                  model(feats)["p_cart"].numpy())
+  different = models.build_model("shared_bottom", schema, seed=6,
+                                 expert_units=(8,))
+  assert not np.array_equal(different(feats)["p_cart"].numpy(),
+                            model(feats)["p_cart"].numpy())
+
+
+def test_compute_loss_is_the_dtl_loss_and_updates_step_metrics(data):
+  schema, directory = data
+  feats, labels = td.first_batch(directory, batch_size=32)
+  model = models.build_model("aitm", schema, seed=0, tower_units=(8,))
+  loss = model.compute_loss((feats, labels))
+  logits = model.step_logits(feats)
+  y = np.stack([labels["click"].numpy(), labels["cart"].numpy()], axis=1)
+  p = 1.0 / (1.0 + np.exp(-logits.numpy().astype(np.float64)))
+  bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+  expected = (bce.sum(1) + 0.6 * np.maximum(p[:, 1] - p[:, 0], 0)).mean()
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  names = [m.name for m in model.metrics]
+  assert names == ["auc/click", "logloss/click", "pcoc/click", "auc/cart",
+                   "logloss/cart", "pcoc/cart", "auc_conditional/cart"]
+  results = model.step_metrics.results()
+  np.testing.assert_allclose(results["pcoc/click"],
+                             p[:, 0].sum() / y[:, 0].sum(), rtol=1e-4)
+
+
+def test_losses_dtl_matches_model_configuration(data):
+  schema, _ = data
+  model = models.build_model("tafe", schema, chained=False,
+                             calibration_weight=0.2)
+  assert model.dtl_loss == losses.DTLLoss(2, chained=False,
+                                          calibration_weight=0.2)
+  with pytest.raises(ValueError, match="conditional_weight > 0 needs chained"):
+    models.build_model("mmoe", schema, conditional_weight=0.5)
+
+
+def test_fit_logs_step_metrics_and_evaluate_returns_them(data):
+  schema, directory = data
+  tf.keras.utils.set_random_seed(0)
+  model = models.build_model("shared_bottom", schema, seed=0,
+                             expert_units=(8,), tower_units=(4,))
+  history = td.fit(model, directory, epochs=2, batch_size=32)
+  assert {"loss", "auc/click", "auc_conditional/cart",
+          "pcoc/cart"} <= set(history)
+  test = tafe_tf.input_pipeline.make_dataset(directory, "test", 16)
+  result = model.evaluate(test, verbose=0, return_dict=True)
+  assert np.isfinite(result["loss"]) and 0.0 <= result["auc/click"] <= 1.0
+
+
+def test_gate_weights_empty_without_gates(data):
+  schema, directory = data
+  feats, _ = td.first_batch(directory, batch_size=4)
+  for name in ("esmm", "aitm", "shared_bottom"):
+    assert models.build_model(name, schema).gate_weights(feats) == {}
+
+
+def test_mixed_precision_keeps_outputs_and_loss_float32(data):
+  schema, directory = data
+  feats, labels = td.first_batch(directory, batch_size=8)
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = models.build_model("tafe", schema, seed=0)
+    outputs = model(feats)
+    loss = model.compute_loss((feats, labels))
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  assert model.embedding.compute_dtype == "float16"
+  assert {v.dtype for v in outputs.values()} == {tf.float32}
+  assert loss.dtype == tf.float32 and np.isfinite(loss.numpy())
+
+
+def test_mixed_float16_training_scales_the_loss(data, caplog):
+  schema, directory = data
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    tf.keras.utils.set_random_seed(0)
+    model = models.build_model("mmoe", schema, seed=0, expert_units=(8,),
+                               tower_units=(4,))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+      history = td.fit(model, directory, epochs=2, batch_size=32)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  assert isinstance(model.optimizer,
+                    tf.keras.mixed_precision.LossScaleOptimizer)
+  # tfrs's own train_step would make the optimizer warn on every trace.
+  assert "You forgot to call LossScaleOptimizer" not in caplog.text
+  assert np.isfinite(history["loss"]).all()
+  assert history["loss"][-1] < history["loss"][0]
+  assert int(model.optimizer.iterations.numpy()) == 2 * 3

@@ -1,0 +1,164 @@
+"""Tests of TAFE: learning, outputs, save/restore, three steps."""
+
+
+import numpy as np
+import pytest
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+import multistep_testdata as td
+
+from tafe_tf import features as features_lib  # noqa: E402
+from tafe_tf import models  # noqa: E402
+
+MODEL = "tafe"
+# AUC margin to the oracle that TAFE must stay within (2 epochs, 8000 rows).
+TAFE_ORACLE_MARGIN = 0.06
+
+
+@pytest.fixture(name="trained", scope="module")
+def _trained(tmp_path_factory):
+  """The model after 2 epochs on 8000 synthetic rows (T = 2)."""
+  data_dir, report = td.learning_dataset(str(tmp_path_factory.mktemp("data")))
+  tf.keras.utils.set_random_seed(0)
+  model = models.build_model(MODEL, features_lib.Schema.load(data_dir),
+                             **td.LEARNING_HPARAMS)
+  history = td.fit(model, data_dir, epochs=2, batch_size=256)
+  return model, history, data_dir, report
+
+
+def test_learns_the_synthetic_truth(trained):
+  model, history, data_dir, report = trained
+  assert history["loss"][-1] < history["loss"][0]
+  assert "auc/click" in history and "auc/purchase" in history
+  labels, outputs = td.predict_split(model, data_dir)
+  aucs = td.aucs(labels, outputs, model.steps)
+  oracle = report["splits"]["test"]["oracle_auc"]
+  # Chance is 0.5; the oracle (true probabilities) is about 0.91 / 0.93.
+  assert min(aucs) > 0.8, (aucs, oracle)
+  # TAFE within a stated margin of the oracle on every step.
+  for step, auc in zip(model.steps, aucs):
+    assert auc > oracle[step] - TAFE_ORACLE_MARGIN, (step, auc, oracle)
+
+
+def test_output_contract_and_padded_input(trained):
+  model, _, data_dir, _ = trained
+  _, outputs = td.predict_split(model, data_dir)
+  td.check_output_contract(model, outputs)
+  _, padded = td.predict_split(model, data_dir, dense_padded=True)
+  for name, value in outputs.items():
+    np.testing.assert_array_equal(padded[name], value, err_msg=name)
+
+
+def test_save_and_restore_give_identical_predictions(trained, tmp_path):
+  model, _, data_dir, _ = trained
+  td.check_save_and_restore(model, data_dir, str(tmp_path))
+
+
+def test_three_steps_fit_and_loss_drops(tmp_path):
+  model, history = td.three_step_fit(MODEL, str(tmp_path))
+  assert history["loss"][-1] < 0.9 * history["loss"][0], history["loss"]
+  _, outputs = td.predict_split(model, str(tmp_path))
+  td.check_output_contract(model, outputs)
+  assert model.chained is True
+
+
+@pytest.fixture(name="tiny", scope="module")
+def _tiny(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tiny"))
+  schema = td.make_dataset_dir(directory, num_steps=3, num_train=64,
+                               num_test=8)
+  feats, labels = td.first_batch(directory, batch_size=32)
+  return schema, feats, labels
+
+
+def test_gate_weights_per_level_and_step(tiny):
+  schema, feats, _ = tiny
+  model = models.build_model(MODEL, schema, num_levels=2, num_experts=5,
+                             experts_per_task=2, top_k=2, seed=0)
+  gates = {k: v.numpy() for k, v in model.gate_weights(feats).items()}
+  steps = schema.steps
+  expected = {f"level{l}/{s}" for l in (0, 1) for s in steps}
+  expected |= {f"level{l}/{s}/mix" for l in (0, 1) for s in steps}
+  expected |= {"level0/shared"}
+  assert set(gates) == expected
+  for name, weights in gates.items():
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6, err_msg=name)
+    if name.endswith("/mix"):
+      assert weights.shape == (32, 3)  # 2 own experts + the shared one
+    else:
+      assert weights.shape == (32, 5)
+      assert (np.count_nonzero(weights, axis=-1) == 2).all(), name
+  # Sample-wise and task-aware: rows and steps use experts differently.
+  assert not np.allclose(gates["level0/click"], gates["level0/cart"])
+  assert not np.allclose(gates["level0/click"][0], gates["level0/click"][1])
+
+
+SWITCHES = [
+    dict(field_interaction=False),
+    dict(transfer="attention"),
+    dict(transfer="none"),
+    dict(transfer_stop_gradient=True),
+    dict(gated_towers=False),
+    dict(experts_per_task=0),
+    dict(task_indicators=False),
+    dict(gate_units=()),
+    dict(chained=False, calibration_weight=0.5),
+    dict(conditional_weight=0.5, step_weights=(1.0, 2.0, 3.0)),
+    dict(num_levels=3, top_k=1),
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES,
+                         ids=lambda s: ",".join(f"{k}={v}" for k, v in
+                                                s.items()))
+def test_every_switch_trains(tiny, switches):
+  schema, feats, labels = tiny
+  model = models.build_model(MODEL, schema, seed=1, embedding_dim=4,
+                             expert_units=(8,), tower_units=(4,), **switches)
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss((feats, labels), training=True)
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert np.isfinite(loss.numpy())
+  assert all(g is not None for g in grads)
+  assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
+  td.check_output_contract(model, {k: v.numpy()
+                                   for k, v in model(feats).items()})
+  assert model.chained is switches.get("chained", True)
+
+
+@pytest.mark.parametrize("transfer, stop, reaches", [
+    ("gated", False, True), ("attention", False, True),
+    ("gated", True, False), ("none", False, False)])
+def test_transfer_carries_gradient_from_step_two_to_tower_one(
+    tiny, transfer, stop, reaches):
+  schema, feats, _ = tiny
+  model = models.build_model(MODEL, schema, transfer=transfer,
+                             transfer_stop_gradient=stop, seed=0)
+  model(feats)
+  tower_one = model.towers[0].hidden.trainable_variables
+  with tf.GradientTape() as tape:
+    logit_two = tf.reduce_sum(model.step_logits(feats)[:, 1])
+  grads = tape.gradient(logit_two, tower_one)
+  # Step one's logit enters the stacked logits too, so its gradient is an
+  # exact zero (not None) when nothing flows through the transfer.
+  assert all((float(tf.reduce_sum(tf.abs(g))) > 0) == reaches for g in grads)
+
+
+def test_invalid_switches(tiny):
+  schema, _, _ = tiny
+  with pytest.raises(ValueError, match="transfer must be one of"):
+    models.build_model(MODEL, schema, transfer="concat")
+  with pytest.raises(ValueError, match="TAFE needs num_levels >= 1"):
+    models.build_model(MODEL, schema, num_levels=0)
+
+
+def test_field_interaction_needs_one_width(tmp_path):
+  schema = td.tiny_schema(str(tmp_path))
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  fields = tuple(dataclasses.replace(f, embedding_dim=4)
+                 if f.name == "user" else f for f in schema.fields)
+  mixed = dataclasses.replace(schema, fields=fields)
+  with pytest.raises(ValueError, match=r"\['user'\] are not"):
+    models.build_model(MODEL, mixed, field_interaction=True)
+  models.build_model(MODEL, mixed, field_interaction=True, embedding_dim=8)
