@@ -107,18 +107,21 @@ def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int],
                  embedding_dim: int = 16) -> features_lib.Schema:
   """The format's schema; id fields use ``vocab/<field>.txt`` lookups.
 
-  A field whose vocabulary is empty (every train id rare) still declares
-  ``num_ids=1`` (a schema needs >= 1); all its ids map to the OOV row.
+  A field whose vocabulary is empty (every train id rare) declares
+  ``num_ids=0``: all its ids map to the OOV row. Dense fields get a learned
+  projection of ``embedding_dim`` (so every field has the same width, which
+  the field-interaction block needs).
   """
   fields = []
   for t in fmt.fields():
     if t.kind == FieldKind.DENSE:
       fields.append(features_lib.FieldSpec(
-          name=t.name, kind=t.kind, dim=t.dim, embedding_dim=0, group=t.group))
+          name=t.name, kind=t.kind, dim=t.dim, embedding_dim=embedding_dim,
+          group=t.group))
     else:
       fields.append(features_lib.FieldSpec(
           name=t.name, kind=t.kind, lookup=features_lib.LookupKind.VOCABULARY,
-          num_ids=max(1, int(vocabulary_sizes.get(t.name, 0))),
+          num_ids=int(vocabulary_sizes.get(t.name, 0)),
           vocabulary_file=vocabulary.vocabulary_file(t.name),
           embedding_dim=embedding_dim, group=t.group))
   return features_lib.Schema(name=fmt.name, fields=tuple(fields),

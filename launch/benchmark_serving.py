@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from absl import flags
 import numpy as np
@@ -35,8 +35,8 @@ import tensorflow as tf
 from data import synthetic
 from tafe_tf import export
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
+from tafe_tf import timing
 from tafe_tf import training
 
 from launch import common
@@ -72,49 +72,13 @@ _OUTPUT = flags.DEFINE_string("output", "", "Write the results as JSON here.")
 SIGNATURES = (export.SERVING_DEFAULT, export.SERVING_EXAMPLES)
 
 
-def latency_ms(call: Callable[[], Mapping[str, tf.Tensor]], num_calls: int,
-               warmup_calls: int) -> Dict[str, float]:
-  """Milliseconds of ``call()`` with its outputs fetched as numpy arrays.
-
-  Returns:
-    ``p50``, ``p99``, ``mean``, ``min`` over ``num_calls`` timed calls made
-    after ``warmup_calls`` untimed ones.
-  """
-  for _ in range(warmup_calls):
-    _fetch(call())
-  times = np.empty(num_calls)
-  for i in range(num_calls):
-    start = time.perf_counter()
-    _fetch(call())
-    times[i] = time.perf_counter() - start
-  times *= 1000.0
-  return {"p50": float(np.percentile(times, 50)),
-          "p99": float(np.percentile(times, 99)),
-          "mean": float(times.mean()), "min": float(times.min())}
-
-
-def _fetch(outputs: Mapping[str, tf.Tensor]) -> None:
-  for value in outputs.values():
-    value.numpy()
-
-
 def request_batches(data_dir: str, schema: features_lib.Schema,
                     batch_size: int) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
-  """The first ``batch_size`` test rows (repeated if the split is smaller) as
-  ``(serving_default inputs, serialized examples)``."""
+  """:func:`tafe_tf.timing.request_batches`, a missing split as a UserError."""
   try:
-    files = input_pipeline.list_split_files(data_dir, "test")
+    return timing.request_batches(data_dir, schema, batch_size)
   except FileNotFoundError as e:
     raise common.UserError(f"--data_dir: {e}") from None
-  features, _ = next(iter(input_pipeline.make_dataset(
-      data_dir, "test", batch_size, schema=schema, repeat=True,
-      dense_padded=True)))
-  serialized = next(iter(tf.data.TFRecordDataset(
-      files, compression_type=input_pipeline.COMPRESSION).repeat().batch(
-          batch_size)))
-  inputs = {k: features[k]
-            for k in features_lib.serving_input_signature(schema)}
-  return inputs, serialized
 
 
 def train_briefly(model_dir: str) -> Tuple[tf.keras.Model, str]:
@@ -183,7 +147,7 @@ def benchmark(model: tf.keras.Model, schema: features_lib.Schema,
                                                    examples=serialized),
     }
     for signature in SIGNATURES:
-      ms = latency_ms(calls[signature], _NUM_CALLS.value, _WARMUP_CALLS.value)
+      ms = timing.latency_ms(calls[signature], _NUM_CALLS.value, _WARMUP_CALLS.value)
       rows.append({"signature": signature, "batch_size": batch_size,
                    "latency_ms": ms,
                    "rows_per_second": batch_size / ms["mean"] * 1000.0})

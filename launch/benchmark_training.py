@@ -22,18 +22,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from typing import Any, Dict, List
+from typing import List
 
 from absl import app
 from absl import flags
 import tafe_tf  # noqa: F401
-import tensorflow as tf
 
 from data import synthetic
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
 from tafe_tf import models
+from tafe_tf import timing
 from tafe_tf.models import flops as flops_lib
 
 _DATA_DIR = flags.DEFINE_string(
@@ -56,37 +54,6 @@ _HPARAMS = flags.DEFINE_string("hparams", "{}",
 _OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON.")
 
 
-def cached_batches(data_dir: str, batch_size: int,
-                   num_batches: int) -> tf.data.Dataset:
-  """``num_batches`` parsed train batches, cached, repeated forever."""
-  ds = input_pipeline.make_dataset(data_dir, "train", batch_size,
-                                   drop_remainder=True, repeat=True)
-  return ds.take(num_batches).cache().repeat()
-
-
-def time_model(name: str, schema: features_lib.Schema, dataset: tf.data.Dataset,
-               sample: Dict[str, tf.Tensor], hparams: Dict[str, Any],
-               steps: int, warmup: int, batch_size: int,
-               repeats: int) -> Dict[str, Any]:
-  """Examples/s (best of ``repeats`` runs of ``steps``) and FLOPs of a model."""
-  model = models.build_model(name, schema, seed=0, **hparams)
-  model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
-  model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
-  seconds = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    seconds = min(seconds, time.perf_counter() - start)
-  forward = flops_lib.forward_flops_per_example(model, sample)
-  params = int(sum(tf.size(w).numpy() for w in model.trainable_weights))
-  return {"model": name, "examples_per_second": steps * batch_size / seconds,
-          "step_ms": 1000.0 * seconds / steps,
-          "forward_flops_per_example": forward,
-          "train_flops_per_example":
-              flops_lib.TRAINING_FLOPS_PER_FORWARD * forward,
-          "trainable_parameters": params}
-
-
 def main(argv: List[str]) -> None:
   del argv
   data_dir = _DATA_DIR.value or os.path.join(
@@ -96,7 +63,7 @@ def main(argv: List[str]) -> None:
   synthetic.ensure_dataset(data_dir, config,
                            num_batches * _BATCH_SIZE.value, 0, 0)
   schema = features_lib.Schema.load(data_dir)
-  dataset = cached_batches(data_dir, _BATCH_SIZE.value, num_batches)
+  dataset = timing.cached_batches(data_dir, _BATCH_SIZE.value, num_batches)
   sample_features, _ = next(iter(dataset))
   sample = features_lib.to_dense_padded(sample_features, schema)
   peak = flops_lib.matmul_flops_per_second()
@@ -106,9 +73,10 @@ def main(argv: List[str]) -> None:
   rows = []
   for name in _MODELS.value:
     for fused in layouts:
-      row = time_model(name, schema, dataset, sample,
-                       dict(hparams, fused_embedding=fused), _STEPS.value,
-                       _WARMUP.value, _BATCH_SIZE.value, _REPEATS.value)
+      _, row = timing.time_model(name, schema, dataset, sample,
+                                 dict(hparams, fused_embedding=fused, seed=0),
+                                 _STEPS.value, _WARMUP.value,
+                                 _BATCH_SIZE.value, _REPEATS.value)
       row["embedding"] = "fused" if fused else "per_field"
       row["mfu"] = (row["train_flops_per_example"]
                     * row["examples_per_second"] / peak)

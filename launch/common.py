@@ -19,6 +19,11 @@ import tafe_tf  # noqa: F401
 from tafe_tf import features as features_lib
 
 DATASETS = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")
+# The schema names launch.convert writes for each real dataset (tfrecord: any).
+DATASET_SCHEMAS = {
+    "ali_ccp": ("ali_ccp", "ali_ccp_processed", "ali_ccp_paddle_esmm"),
+    "aliexpress": ("aliexpress",),
+}
 
 
 class UserError(Exception):

@@ -49,7 +49,21 @@ flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffling and the "
                      "synthetic data.")
 flags.DEFINE_enum("strategy", "auto", list(distribution.STRATEGY_NAMES),
-                  "Distribution strategy.")
+                  "Distribution strategy (docs/distribution.md). multi_worker "
+                  "and parameter_server read the cluster from TF_CONFIG; with "
+                  "parameter_server the worker and ps tasks run this same "
+                  "command and serve.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address (--strategy=tpu; "
+                    "default: TPU_NAME or the local TPU VM).")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices "
+                     "(0: no split), e.g. to run --strategy=mirrored with N "
+                     "replicas on a host without GPUs.", lower_bound=0)
+flags.DEFINE_enum("mixed_precision", "float32", list(distribution.PRECISIONS),
+                  "Keras dtype policy; the loss and probabilities stay "
+                  "float32, mixed_float16 adds loss scaling.")
+flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA "
+                  "(id lookups move into the input pipeline).")
+flags.DEFINE_bool("shuffle", True, "Shuffle the training split.")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint mid-epoch "
                      "every N steps (0: at epoch ends only).", lower_bound=0)
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over "
@@ -99,8 +113,8 @@ def resolve_data_dir() -> str:
   """The dataset directory, generating the synthetic set when needed."""
   if FLAGS.dataset != "synthetic":
     schema = common.require_dataset_dir(FLAGS.data_dir)
-    if FLAGS.dataset in ("ali_ccp", "aliexpress") and not schema.name.startswith(
-        FLAGS.dataset):
+    if schema.name not in common.DATASET_SCHEMAS.get(FLAGS.dataset,
+                                                     (schema.name,)):
       raise common.UserError(f"--data_dir={FLAGS.data_dir} holds dataset "
                            f"{schema.name!r}, not {FLAGS.dataset!r}")
     return FLAGS.data_dir
@@ -121,6 +135,18 @@ def resolve_data_dir() -> str:
 
 def main(argv):
   del argv  # checked by common.run
+  if FLAGS.cpu_devices:
+    distribution.split_cpu(FLAGS.cpu_devices)
+  if FLAGS.strategy == "parameter_server":
+    try:
+      task_type = (distribution.tf_config().get("task") or {}).get("type")
+    except ValueError as e:
+      raise common.UserError(str(e)) from None
+    if task_type in ("worker", "ps"):
+      # The same command on every task: workers and ps serve the chief.
+      logging.info("serving as %s until killed", task_type)
+      distribution.serve()
+      return
   hparams = model_hparams()
   data_dir = resolve_data_dir()
   model_dir = FLAGS.model_dir or os.path.join("runs",
@@ -129,12 +155,16 @@ def main(argv):
       model=FLAGS.model, hparams=hparams, epochs=FLAGS.epochs,
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
       seed=FLAGS.seed, strategy=FLAGS.strategy,
+      precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+      shuffle=FLAGS.shuffle, tpu_address=FLAGS.tpu,
       checkpoint_every_steps=FLAGS.checkpoint_every_steps,
       steps_per_epoch=FLAGS.steps_per_epoch or None, monitor=FLAGS.monitor)
   try:
     result = training.train(data_dir, model_dir, config)
   except ValueError as e:  # e.g. a model dir of another run
     raise common.UserError(str(e)) from None
+  if not result.is_chief:
+    return  # the chief reports, evaluates and exports
   print(f"Kept epoch {result.best_epoch} of {FLAGS.epochs} "
         f"({FLAGS.monitor} = {result.best_value:.6f}); model dir: {model_dir}")
   if FLAGS.evaluate:

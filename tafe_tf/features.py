@@ -76,7 +76,8 @@ class FieldSpec:
     lookup: A :class:`LookupKind` (id kinds only).
     num_ids: Number of distinct in-vocabulary ids (identity: the id range; hash:
       the number of buckets; vocabulary: the number of lines in the file).
-      The embedding table has ``num_ids + 1`` rows (row 0 = OOV).
+      The embedding table has ``num_ids + 1`` rows (row 0 = OOV). A
+      vocabulary may be empty (0): every id of the field is then OOV.
     vocabulary_file: Path of the vocabulary, one id a line, relative to the
       schema's directory unless absolute (vocabulary lookup only).
     embedding_dim: Width of the field's embedding (id kinds) or of its
@@ -110,8 +111,10 @@ class FieldSpec:
     if self.lookup == LookupKind.VOCABULARY and not self.vocabulary_file:
       raise ValueError(f"field {self.name!r}: vocabulary lookup needs "
                        "vocabulary_file")
-    if self.num_ids < 1:
-      raise ValueError(f"field {self.name!r}: num_ids must be >= 1, got "
+    # An empty vocabulary (every training id rare) is legal: all ids are OOV.
+    least = 0 if self.lookup == LookupKind.VOCABULARY else 1
+    if self.num_ids < least:
+      raise ValueError(f"field {self.name!r}: num_ids must be >= {least}, got "
                        f"{self.num_ids}")
     if self.embedding_dim < 1:
       raise ValueError(f"field {self.name!r}: embedding_dim must be >= 1")

@@ -50,8 +50,13 @@ def test_field_rejects_bad_declarations():
     F.FieldSpec("x", "id")
   with pytest.raises(ValueError, match="needs vocabulary_file"):
     F.FieldSpec("x", "id", "vocabulary", num_ids=3)
-  with pytest.raises(ValueError, match="num_ids must be >= 1"):
+  with pytest.raises(ValueError, match="num_ids must be >= 1, got 0"):
     F.FieldSpec("x", "id", "hash", num_ids=0)
+  with pytest.raises(ValueError, match="num_ids must be >= 0, got -1"):
+    F.FieldSpec("x", "id", "vocabulary", num_ids=-1, vocabulary_file="v.txt")
+  # An empty vocabulary (every training id rare) is legal: all ids are OOV.
+  assert F.FieldSpec("x", "id", "vocabulary", num_ids=0,
+                     vocabulary_file="v.txt").num_rows == 1
   with pytest.raises(ValueError, match="use letters"):
     F.FieldSpec("1x", "dense")
   with pytest.raises(ValueError, match="is used twice"):

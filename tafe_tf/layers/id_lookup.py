@@ -53,7 +53,7 @@ class IdLookup(tf.keras.layers.Layer):
     self.field = field
     self.vocabulary_path = vocabulary_path
     self._table = None
-    if field.lookup == features_lib.LookupKind.VOCABULARY:
+    if field.lookup == features_lib.LookupKind.VOCABULARY and field.num_ids:
       if not vocabulary_path:
         raise ValueError(f"field {field.name!r}: vocabulary lookup needs "
                          "vocabulary_path")
@@ -76,6 +76,8 @@ class IdLookup(tf.keras.layers.Layer):
       known = tf.logical_and(ids >= 0, ids < num_ids)
       return tf.where(known, ids + 1, tf.zeros_like(ids))
     if kind == features_lib.LookupKind.VOCABULARY:
+      if self._table is None:  # an empty vocabulary: everything is OOV
+        return tf.zeros_like(ids)
       return self._table.lookup(ids) + 1
     buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(ids),
                                              self.field.num_ids)

@@ -134,7 +134,7 @@ def test_vocabularies_count_train_impressions_and_drop_rare(tmp_path):
   spec = {f["name"]: f for f in schema["fields"]}
   assert spec["user_id"]["num_ids"] == 1
   assert spec["user_id"]["vocabulary_file"] == "vocab/user_id.txt"
-  assert spec["cross_category"]["num_ids"] == 1  # empty: still >= 1
+  assert spec["cross_category"]["num_ids"] == 0  # empty: every id is OOV
   assert schema["user_field"] == "user_id" and schema["has_sample_id"]
   report = json.load(open(os.path.join(out, "report.json")))
   assert "cross_category" in report["empty_vocabularies"]

@@ -91,3 +91,13 @@ def test_config_round_trip(tmp_path):
   spec = schema.field("item")
   layer = id_lookup.IdLookup(spec, schema.vocabulary_path(spec))
   td.assert_config_round_trip(layer, tf.constant([1000, 1007, 3], tf.int64))
+
+
+def test_empty_vocabulary_sends_every_id_to_the_oov_row(tmp_path):
+  path = tmp_path / "empty.txt"
+  path.write_text("")
+  field = features_lib.FieldSpec("rare", "id", "vocabulary", num_ids=0,
+                                 vocabulary_file=str(path))
+  lookup = id_lookup.IdLookup(field, vocabulary_path=str(path))
+  rows = lookup(tf.constant([0, 7, -1, 123456789], tf.int64))
+  np.testing.assert_array_equal(rows.numpy(), [0, 0, 0, 0])
