@@ -1,5 +1,4 @@
-"""Tests of TAFE: learning, outputs, save/restore, three steps."""
-
+"""Tests specific to TAFE (every model's shared contract: test_every_model.py)."""
 
 import numpy as np
 import pytest
@@ -8,59 +7,9 @@ import tensorflow as tf
 
 import multistep_testdata as td
 
-from tafe_tf import features as features_lib  # noqa: E402
-from tafe_tf import models  # noqa: E402
+from tafe_tf import models
 
 MODEL = "tafe"
-# AUC margin to the oracle that TAFE must stay within (2 epochs, 8000 rows).
-TAFE_ORACLE_MARGIN = 0.06
-
-
-@pytest.fixture(name="trained", scope="module")
-def _trained(tmp_path_factory):
-  """The model after 2 epochs on 8000 synthetic rows (T = 2)."""
-  data_dir, report = td.learning_dataset(str(tmp_path_factory.mktemp("data")))
-  tf.keras.utils.set_random_seed(0)
-  model = models.build_model(MODEL, features_lib.Schema.load(data_dir),
-                             **td.LEARNING_HPARAMS)
-  history = td.fit(model, data_dir, epochs=2, batch_size=256)
-  return model, history, data_dir, report
-
-
-def test_learns_the_synthetic_truth(trained):
-  model, history, data_dir, report = trained
-  assert history["loss"][-1] < history["loss"][0]
-  assert "auc/click" in history and "auc/purchase" in history
-  labels, outputs = td.predict_split(model, data_dir)
-  aucs = td.aucs(labels, outputs, model.steps)
-  oracle = report["splits"]["test"]["oracle_auc"]
-  # Chance is 0.5; the oracle (true probabilities) is about 0.91 / 0.93.
-  assert min(aucs) > 0.8, (aucs, oracle)
-  # TAFE within a stated margin of the oracle on every step.
-  for step, auc in zip(model.steps, aucs):
-    assert auc > oracle[step] - TAFE_ORACLE_MARGIN, (step, auc, oracle)
-
-
-def test_output_contract_and_padded_input(trained):
-  model, _, data_dir, _ = trained
-  _, outputs = td.predict_split(model, data_dir)
-  td.check_output_contract(model, outputs)
-  _, padded = td.predict_split(model, data_dir, dense_padded=True)
-  for name, value in outputs.items():
-    np.testing.assert_array_equal(padded[name], value, err_msg=name)
-
-
-def test_save_and_restore_give_identical_predictions(trained, tmp_path):
-  model, _, data_dir, _ = trained
-  td.check_save_and_restore(model, data_dir, str(tmp_path))
-
-
-def test_three_steps_fit_and_loss_drops(tmp_path):
-  model, history = td.three_step_fit(MODEL, str(tmp_path))
-  assert history["loss"][-1] < 0.9 * history["loss"][0], history["loss"]
-  _, outputs = td.predict_split(model, str(tmp_path))
-  td.check_output_contract(model, outputs)
-  assert model.chained is True
 
 
 @pytest.fixture(name="tiny", scope="module")
