@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -37,10 +37,11 @@ class LineFormatConfig(tfds.core.BuilderConfig):
   validation_fraction: float = 0.1
 
 
-def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
-  """The TFDS features of a format's examples."""
+def field_features(fields: Iterable[Any], steps: Sequence[str]
+                   ) -> Dict[str, Any]:
+  """TFDS feature specs of fields (anything with name, kind, dim) and labels."""
   features: Dict[str, Any] = {}
-  for field in fmt.fields():
+  for field in fields:
     if field.kind == FieldKind.ID:
       features[field.name] = np.int64
     elif field.kind == FieldKind.WEIGHTED_IDS:
@@ -51,7 +52,13 @@ def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
       features[field.name] = tfds.features.Tensor(shape=(field.dim,),
                                                   dtype=np.float32)
   features["label"] = tfds.features.FeaturesDict(
-      {step: np.int64 for step in line_format.STEPS})
+      {step: np.int64 for step in steps})
+  return features
+
+
+def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
+  """The TFDS features of a format's examples."""
+  features = field_features(fmt.fields(), line_format.STEPS)
   if fmt.has_sample_id:
     features["sample_id"] = tfds.features.Text()
   return tfds.features.FeaturesDict(features)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import synthetic
+from data.tfds import line_builder
 from tafe_tf import features as features_lib
 
 FieldKind = features_lib.FieldKind
@@ -51,19 +52,7 @@ class SyntheticConversions(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config.synthetic
     schema = synthetic.synthetic_schema(config)
-    features: Dict[str, Any] = {}
-    for field in schema.fields:
-      if field.kind == FieldKind.ID:
-        features[field.name] = np.int64
-      elif field.kind == FieldKind.WEIGHTED_IDS:
-        features[field.name] = tfds.features.FeaturesDict({
-            "ids": tfds.features.Sequence(np.int64),
-            "weights": tfds.features.Sequence(np.float32)})
-      else:
-        features[field.name] = tfds.features.Tensor(shape=(field.dim,),
-                                                    dtype=np.float32)
-    features["label"] = tfds.features.FeaturesDict(
-        {step: np.int64 for step in schema.steps})
+    features = line_builder.field_features(schema.fields, schema.steps)
     features["oracle"] = tfds.features.FeaturesDict(
         {step: np.float32 for step in schema.steps})
     features["sample_id"] = tfds.features.Text()
