@@ -394,6 +394,31 @@ class Pcoc(tf.keras.metrics.Metric):
     self.sum_observed.assign(0.0)
 
 
+class RunningMeans(tf.keras.layers.Layer):
+  """Example-weighted running means of scalars (the losses) for fit's logs.
+
+  Like :class:`StepMetrics`, a layer holding its metrics in a list, so that
+  they show up in ``model.metrics`` (logged, reset every epoch, aggregated
+  across replicas) but not in the model's weights or checkpoints.
+  """
+
+  def __init__(self, names: Sequence[str], **kwargs):
+    super().__init__(**kwargs)
+    self.names = tuple(names)
+    self._means = [tf.keras.metrics.Mean(name=n) for n in self.names]
+
+  def update_state(self, values: Sequence[tf.Tensor],
+                   sample_weight: tf.Tensor) -> None:
+    """Adds one value per name, each counting ``sample_weight`` examples."""
+    for mean, value in zip(self._means, values):
+      mean.update_state(value, sample_weight=sample_weight)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(names=list(self.names))
+    return config
+
+
 class StepMetrics(tf.keras.layers.Layer):
   """Per-step streaming metrics, updated inside ``compute_loss`` each batch.
 

@@ -25,7 +25,9 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Dict, Mapping, Optional
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from absl import logging
 import tafe_tf  # noqa: F401
@@ -54,6 +56,14 @@ class TrainConfig:
     learning_rate: Adam learning rate.
     seed: Seeds weights, dropout and shuffling.
     strategy: A ``tafe_tf.distribution.STRATEGY_NAMES`` entry.
+    precision: A ``tafe_tf.distribution.PRECISIONS`` entry (mixed precision
+      policy of the model's layers).
+    jit_compile: Compile the train and evaluation steps with XLA; the id
+      lookups then run in the input pipeline (always on for ``tpu``).
+    shuffle: Shuffle the training split (False: file order; for runs that must
+      see the same batches, e.g. comparing strategies).
+    tpu_address: TPU name or address (``tpu`` strategy).
+    min_shard_bytes: Smallest variable shard of a parameter-server run.
     checkpoint_every_steps: Also back up mid-epoch every N steps (0: only at
       epoch ends); a killed run resumes from the last backup.
     steps_per_epoch: Steps per epoch; default: the training split's size over
@@ -69,6 +79,11 @@ class TrainConfig:
   learning_rate: float = 2e-3
   seed: int = 0
   strategy: str = "auto"
+  precision: str = "float32"
+  jit_compile: bool = False
+  shuffle: bool = True
+  tpu_address: str = ""
+  min_shard_bytes: int = distribution.DEFAULT_MIN_SHARD_BYTES
   checkpoint_every_steps: int = 0
   steps_per_epoch: Optional[int] = None
   monitor: str = "val_loss"
@@ -86,6 +101,9 @@ class TrainResult:
   best_value: float
   history: Dict[str, list]
   steps_per_epoch: int
+  # False on the non-chief workers of a multi-worker run (they write nothing
+  # into the model directory and should not evaluate or export).
+  is_chief: bool = True
 
 
 def split_size(data_dir: str, split: str) -> int:
@@ -124,6 +142,8 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
 
   def __init__(self, best_dir: str, monitor: str = "val_loss"):
     super().__init__()
+    # Every worker of a multi-worker run saves (saving reads replicated
+    # variables collectively); non-chief workers pass a scratch directory.
     self.best_dir = best_dir
     self.monitor = monitor
     self.lower_is_better = monitor.endswith("loss")
@@ -180,14 +200,64 @@ def _floats(logs: Mapping[str, Any]) -> Dict[str, float]:
 
 def build_and_compile(model_name: str, schema: features_lib.Schema,
                       hparams: Mapping[str, Any], learning_rate: float,
-                      strategy: tf.distribute.Strategy
+                      strategy: tf.distribute.Strategy,
+                      precision: str = "float32",
+                      jit_compile: bool = False
                       ) -> models_lib.MultiStepModel:
-  with strategy.scope():
+  """Builds ``model_name`` in ``strategy``'s scope under ``precision``'s
+  policy, compiled with Adam (``jit_compile``: XLA train/test steps)."""
+  with strategy.scope(), distribution.precision_policy(precision):
     model = models_lib.build_model(model_name, schema, **dict(hparams))
     # Built before fit: BackupAndRestore restores into existing variables.
     model(features_lib.dummy_batch(schema), training=False)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                  jit_compile=jit_compile)
   return model
+
+
+def _datasets(data_dir: str, split_sizes: Tuple[int, int],
+              schema: features_lib.Schema, config: TrainConfig,
+              strategy: tf.distribute.Strategy,
+              model: models_lib.MultiStepModel,
+              global_batch: int) -> Tuple[Any, Any, Dict[str, Any]]:
+  """``(train, validation, extra fit kwargs)`` for ``strategy``.
+
+  Mirrored, multi-worker and TPU: ``tf.data`` datasets of global batches;
+  Keras splits each over the replicas and, on several workers, auto-shards the
+  input by file. Parameter server: ``DatasetCreator``s building each worker's
+  pipeline from its ``InputContext`` (its files, per-replica batches), with
+  the step counts Keras needs for them.
+  """
+  compiled = config.jit_compile or distribution.is_tpu(strategy)
+  prepare = (distribution.compiled_step_inputs(model, schema)
+             if compiled else None)
+  common = dict(schema=schema, dense_padded=compiled, drop_remainder=compiled)
+
+  def make(split: str, batch: int, training: bool,
+           input_context: Optional[tf.distribute.InputContext] = None,
+           repeat: Optional[bool] = None) -> tf.data.Dataset:
+    ds = input_pipeline.make_dataset(
+        data_dir, split, batch, shuffle=training and config.shuffle,
+        repeat=training if repeat is None else repeat, seed=config.seed,
+        input_context=input_context, **common)
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
+
+  if not distribution.is_parameter_server(strategy):
+    return (make("train", global_batch, True),
+            make("validation", global_batch, False), {})
+
+  def creator(split: str, training: bool) -> Callable[..., tf.data.Dataset]:
+    def dataset_fn(input_context: tf.distribute.InputContext
+                   ) -> tf.data.Dataset:
+      return make(split, input_context.get_per_replica_batch_size(
+          global_batch), training, input_context, repeat=True)
+    return dataset_fn
+
+  validation_steps = max(1, math.ceil(split_sizes[1] / global_batch))
+  return (tf.keras.utils.experimental.DatasetCreator(creator("train", True)),
+          tf.keras.utils.experimental.DatasetCreator(
+              creator("validation", False)),
+          {"validation_steps": validation_steps})
 
 
 def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
@@ -204,24 +274,39 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   Returns:
     A :class:`TrainResult` whose model holds the best epoch's weights.
   """
+  if config.precision not in distribution.PRECISIONS:
+    raise ValueError(f"unknown precision {config.precision!r}; expected one "
+                     f"of {', '.join(distribution.PRECISIONS)}")
+  strategy = distribution.get_strategy(
+      config.strategy, tpu_address=config.tpu_address,
+      min_shard_bytes=config.min_shard_bytes)
+  if config.jit_compile and distribution.is_parameter_server(strategy):
+    raise ValueError("jit_compile with the parameter_server strategy is not "
+                     "supported: its embedding lookups run on the ps tasks")
+  role = distribution.worker_role(strategy)
+  # Non-chief workers of a multi-worker run write their own files (logs, the
+  # best weights they must save too) into a scratch directory; the backup
+  # directory is shared: Keras' BackupAndRestore coordinates it.
+  out_dir = model_dir if role.is_chief else tempfile.mkdtemp(
+      prefix=f"tafe-{role.task_type}-{role.task_id}-")
   tf.io.gfile.makedirs(model_dir)
-  schema = copy_schema(features_lib.Schema.load(data_dir), model_dir)
-  _write_run_file(model_dir, config, data_dir)
+  schema = features_lib.Schema.load(data_dir)
+  if role.is_chief:
+    schema = copy_schema(schema, model_dir)
+    _write_run_file(model_dir, config, data_dir)
   tf.keras.utils.set_random_seed(config.seed)
-  strategy = distribution.get_strategy(config.strategy)
   global_batch = config.batch_size * strategy.num_replicas_in_sync
+  sizes = (split_size(data_dir, "train"), split_size(data_dir, "validation"))
   steps_per_epoch = config.steps_per_epoch or max(
-      1, math.ceil(split_size(data_dir, "train") / global_batch))
-  # Repeat so that every epoch has exactly steps_per_epoch steps, also after a
-  # mid-epoch resume.
-  train_ds = input_pipeline.make_dataset(
-      data_dir, "train", global_batch, schema=schema, shuffle=True, repeat=True,
-      seed=config.seed)
-  val_ds = input_pipeline.make_dataset(data_dir, "validation", global_batch,
-                                       schema=schema)
+      1, math.ceil(sizes[0] / global_batch))
   model = build_and_compile(config.model, schema, config.hparams,
-                            config.learning_rate, strategy)
-  best = KeepBestEpoch(os.path.join(model_dir, BEST_DIRNAME), config.monitor)
+                            config.learning_rate, strategy, config.precision,
+                            config.jit_compile)
+  # The training split repeats so that every epoch has exactly
+  # steps_per_epoch steps, also after a mid-epoch resume.
+  train_ds, val_ds, fit_kwargs = _datasets(data_dir, sizes, schema, config,
+                                           strategy, model, global_batch)
+  best = KeepBestEpoch(os.path.join(out_dir, BEST_DIRNAME), config.monitor)
   start = RecordStartStep()
   callbacks = [
       tf.keras.callbacks.BackupAndRestore(
@@ -229,21 +314,28 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
           save_freq=config.checkpoint_every_steps or "epoch"),
       start,
       tf.keras.callbacks.ModelCheckpoint(
-          os.path.join(model_dir, "checkpoints", "epoch-{epoch:03d}"),
+          os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"),
           save_weights_only=True),
       best,
-      tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"),
+      tf.keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"),
                                    append=True),
-      tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"),
+      tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                      update_freq="epoch"),
   ]
-  history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                      steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                      verbose=config.verbose)
-  optimizer_steps = int(model.optimizer.iterations.numpy())
-  if best.best_epoch == 0:
-    raise RuntimeError(f"no epoch produced a finite {config.monitor}")
-  model.load_weights(os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS))
+  try:
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                        verbose=config.verbose, **fit_kwargs)
+    optimizer_steps = int(model.optimizer.iterations.numpy())
+    if best.best_epoch == 0:
+      raise RuntimeError(f"no epoch produced a finite {config.monitor}")
+    model.load_weights(os.path.join(out_dir, BEST_DIRNAME, BEST_WEIGHTS))
+  finally:
+    if not role.is_chief:
+      shutil.rmtree(out_dir, ignore_errors=True)
+  # Later use (evaluation, export) feeds raw ids: the XLA steps were traced
+  # for the pipeline's precomputed rows.
+  model.jit_compile = False
   logging.info("kept the weights of epoch %d (best %s = %.6f of %d epochs)",
                best.best_epoch, config.monitor, best.best_value, config.epochs)
   report = {"best_epoch": best.best_epoch, "monitor": config.monitor,
@@ -251,12 +343,15 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
             "steps_per_epoch": steps_per_epoch, "global_batch_size": global_batch,
             "optimizer_steps": optimizer_steps,
             "resumed_from_step": start.start_step,
-            "num_replicas": strategy.num_replicas_in_sync}
-  _write_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
+            "num_replicas": strategy.num_replicas_in_sync,
+            "strategy": type(strategy).__name__,
+            "precision": config.precision, "jit_compile": config.jit_compile}
+  if role.is_chief:
+    _write_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
   return TrainResult(model=model, schema=schema, best_epoch=best.best_epoch,
                      best_value=best.best_value,
                      history={k: list(v) for k, v in history.history.items()},
-                     steps_per_epoch=steps_per_epoch)
+                     steps_per_epoch=steps_per_epoch, is_chief=role.is_chief)
 
 
 def load_trained_model(model_dir: str,

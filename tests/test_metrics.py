@@ -426,3 +426,26 @@ def test_step_metrics_aggregate_across_replicas_under_mirrored_strategy():
   y, p, q = (np.asarray(out[k], np.float32) for k in ("y", "p", "q"))
   assert_close_to_exact(out["results"],
                         exact_step_metrics(y, p, q, ["click", "buy"]))
+
+
+def test_running_means_weigh_by_examples_and_stay_out_of_weights():
+
+  class Holder(tf.keras.Model):
+
+    def __init__(self):
+      super().__init__()
+      self.dense = tf.keras.layers.Dense(1)
+      self.means = metrics.RunningMeans(["loss", "other"])
+
+    def call(self, x):
+      return self.dense(x)
+
+  holder = Holder()
+  holder(tf.zeros([1, 2]))
+  holder.means.update_state([tf.constant(1.0), tf.constant(5.0)],
+                            sample_weight=tf.constant(3.0))
+  holder.means.update_state([tf.constant(3.0), tf.constant(5.0)],
+                            sample_weight=tf.constant(1.0))
+  results = {m.name: float(m.result()) for m in holder.metrics}
+  assert results == {"loss": 1.5, "other": 5.0}
+  assert len(holder.weights) == 2  # the Dense kernel and bias only

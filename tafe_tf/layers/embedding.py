@@ -42,6 +42,9 @@ from tafe_tf.layers import initializers
 
 FLAT = "flat"
 FIELDS = "fields"
+# Feature key of a field's precomputed table rows (see FeatureEmbedding
+# .lookup_rows): when present the layer skips the id lookup of that field.
+ROWS_PREFIX = "rows/"
 _OUTPUT_MODES = (FLAT, FIELDS)
 
 
@@ -119,6 +122,13 @@ def _group_id_fields(schema: features_lib.Schema,
   return groups
 
 
+def table_groups(schema: features_lib.Schema,
+                 fused: bool = True) -> List[_TableGroup]:
+  """The embedding tables of :class:`FeatureEmbedding` (name, width, fields
+  and each field's row offset), e.g. to lay out TPU embedding tables alike."""
+  return _group_id_fields(schema, fused)
+
+
 def _group_dense_fields(schema: features_lib.Schema) -> Tuple[
     List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
   """Projected dense fields grouped by (dim, width); the raw dense fields."""
@@ -172,6 +182,22 @@ def _flat_weighted_ids(ids: Any, weights: Any, field_name: str
   weight_values = tf.where(tf.equal(values, features_lib.PAD_ID),
                            tf.zeros_like(weight_values), weight_values)
   return values, weight_values, row_ids, batch_size
+
+
+def _lookup(table: Any, rows: tf.Tensor) -> tf.Tensor:
+  """``table[rows]``; also for a table sharded over parameter servers.
+
+  ``tf.nn.embedding_lookup`` gathers from each shard of a ``ShardedVariable``
+  where it lives; on a plain variable it is ``tf.gather``.
+  """
+  return tf.nn.embedding_lookup(table, rows)
+
+
+def _is_padded_rows(features: Mapping[str, Any],
+                    field: features_lib.FieldSpec) -> bool:
+  """Whether ``field`` comes as precomputed rows in padded ``[B, L]`` form."""
+  rows = features.get(ROWS_PREFIX + field.name)
+  return rows is not None and not isinstance(rows, tf.RaggedTensor)
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -283,29 +309,30 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     offsets = g.offsets
     rows = []
     for f in g.single:
-      ids = self._get(features, f.name)
+      ids = self._ids(features, f)
       if ids.shape.rank != 1:
         raise ValueError(f"field {f.name!r}: expected ids of shape [batch], "
                          f"got {ids.shape}")
-      rows.append(self._lookups[f.name](ids) + offsets[f.name])
-    return tf.gather(self._tables[g.name], tf.stack(rows, axis=1))
+      rows.append(self._rows(features, f, ids) + offsets[f.name])
+    return _lookup(self._tables[g.name], tf.stack(rows, axis=1))
 
   def _multi_tokens(self, g: _TableGroup,
                     features: Mapping[str, Any]) -> tf.Tensor:
     """[B, len(g.multi), dim]: weighted means, one gather + one segment sum."""
     offsets = g.offsets
+    if all(_is_padded_rows(features, f) for f in g.multi):
+      return self._padded_multi_tokens(g, features)
     rows, weights, segments = [], [], []
     batch_size = None
     for i, f in enumerate(g.multi):
       values, w, row_ids, b = _flat_weighted_ids(
-          self._get(features, f.name), self._get(features, f.weight_key),
-          f.name)
+          self._ids(features, f), self._get(features, f.weight_key), f.name)
       batch_size = b if batch_size is None else batch_size
-      rows.append(self._lookups[f.name](values) + offsets[f.name])
+      rows.append(self._rows(features, f, values) + offsets[f.name])
       weights.append(w)
       segments.append(row_ids + i * batch_size)
     n = len(g.multi)
-    vectors = tf.gather(self._tables[g.name], tf.concat(rows, 0))
+    vectors = _lookup(self._tables[g.name], tf.concat(rows, 0))
     weights = tf.cast(tf.concat(weights, 0), vectors.dtype)
     # Segment ids field * B + row are sorted (fields in order, rows row-major
     # within a field), so the sorted segment sum applies: ~5x faster on CPU
@@ -318,6 +345,26 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     sums = tf.pad(sums, [[0, missing], [0, 0]])
     means = tf.math.divide_no_nan(sums[:, :-1], sums[:, -1:])
     return tf.transpose(tf.reshape(means, [n, -1, g.dim]), [1, 0, 2])
+
+  def _padded_multi_tokens(self, g: _TableGroup,
+                           features: Mapping[str, Any]) -> tf.Tensor:
+    """[B, len(g.multi), dim] from padded precomputed rows, segment-free.
+
+    The XLA path (:meth:`lookup_rows` output, padded): a segment sum needs a
+    data-dependent output size, which XLA cannot compile; a masked sum over
+    the padded axis has static shapes. Equal to the segment-sum path up to
+    float rounding (the order of the additions differs).
+    """
+    offsets = g.offsets
+    means = []
+    for f in g.multi:
+      rows = tf.cast(features[ROWS_PREFIX + f.name], tf.int64) + offsets[f.name]
+      vectors = _lookup(self._tables[g.name], rows)  # [B, L, dim]
+      weights = tf.cast(self._get(features, f.weight_key), vectors.dtype)
+      means.append(tf.math.divide_no_nan(
+          tf.reduce_sum(vectors * weights[:, :, None], axis=1),
+          tf.reduce_sum(weights, axis=1, keepdims=True)))
+    return tf.stack(means, axis=1)
 
   def _dense_tokens(self, g: _DenseGroup,
                     features: Mapping[str, Any]) -> tf.Tensor:
@@ -334,6 +381,57 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       raise ValueError(f"field {field.name!r}: expected dense values of shape "
                        f"[batch, {field.dim}], got {values.shape}")
     return values
+
+  def _ids(self, features: Mapping[str, Any],
+           field: features_lib.FieldSpec) -> Any:
+    """The field's precomputed rows when given, else its raw ids."""
+    key = ROWS_PREFIX + field.name
+    return features[key] if key in features else self._get(features,
+                                                            field.name)
+
+  def _rows(self, features: Mapping[str, Any], field: features_lib.FieldSpec,
+            ids: tf.Tensor) -> tf.Tensor:
+    """Table rows of ``ids`` (already rows when precomputed)."""
+    if ROWS_PREFIX + field.name in features:
+      return tf.cast(ids, tf.int64)
+    return self._lookups[field.name](ids)
+
+  def lookup_rows(self, features: Mapping[str, Any]) -> Dict[str, Any]:
+    """Moves the id lookups out of the model, e.g. into ``tf.data.map``.
+
+    Args:
+      features: A raw feature dict (as :meth:`call` takes it).
+
+    Returns:
+      A copy of ``features`` where every id field's raw ids are replaced by
+      its table rows under ``rows/<field>`` (same shape, ragged or padded) and
+      the padding entries of multi-valued fields get weight 0. :meth:`call`
+      gives the same result on it as on ``features``, with no hashing, string
+      or hash-table work: what an XLA-compiled training step needs.
+    """
+    out = dict(features)
+    for f in self.schema.fields:
+      if not f.is_id:
+        continue
+      ids = out.pop(f.name) if f.name in out else self._get(features, f.name)
+      if isinstance(ids, tf.RaggedTensor):
+        out[ROWS_PREFIX + f.name] = tf.ragged.map_flat_values(
+            self._lookups[f.name], ids)
+      else:
+        out[ROWS_PREFIX + f.name] = self._lookups[f.name](ids)
+      if f.kind == features_lib.FieldKind.WEIGHTED_IDS:
+        # Rows lose the padding id (it shares the OOV row 0), so the weights
+        # carry it: padding weighs 0, as in the raw path.
+        weights = self._get(features, f.weight_key)
+        is_pad = tf.equal(tf.cast(ids, tf.int64), features_lib.PAD_ID)
+        if isinstance(weights, tf.RaggedTensor):
+          out[f.weight_key] = weights.with_flat_values(tf.where(
+              is_pad.flat_values, tf.zeros_like(weights.flat_values),
+              weights.flat_values))
+        else:
+          out[f.weight_key] = tf.where(is_pad, tf.zeros_like(weights),
+                                       weights)
+    return out
 
   def _get(self, features: Mapping[str, Any], key: str) -> Any:
     if key not in features:

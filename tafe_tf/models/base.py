@@ -39,6 +39,7 @@ COMMON_HPARAMS: Tuple[str, ...] = (
     "num_levels", "dropout", "seed")
 
 TWO_STEP_ALIASES = ("ctr", "cvr", "ctcvr")
+LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,11 @@ class MultiStepModel(tfrs.Model):
         chained, name="probabilities")
     self.step_metrics = metrics_lib.StepMetrics(self.steps,
                                                 name="step_metrics")
+    # Running means of the losses over an epoch (and over a whole evaluate):
+    # tfrs itself logs the last batch's loss, which made val_loss (and with it
+    # the kept epoch) depend on the last validation batch alone.
+    self.loss_means = metrics_lib.RunningMeans(LOSS_LOG_NAMES,
+                                               name="loss_means")
 
   @classmethod
   def make_hparams(cls, **hparams: Any) -> BaseHParams:
@@ -133,6 +139,17 @@ class MultiStepModel(tfrs.Model):
   def _seed(self, salt: int) -> Optional[int]:
     """Seed of the ``salt``-th sublayer (None when the model is unseeded)."""
     return initializers.derive_seed(self.hparams.seed, salt)
+
+  @tf.autograph.experimental.do_not_convert
+  def preprocess(self, features: Mapping[str, Any]) -> Dict[str, Any]:
+    """Raw features -> features with id lookups done (``rows/<field>`` keys).
+
+    For ``dataset.map`` ahead of an XLA-compiled step: the model gives the
+    same outputs on the result as on ``features``; the hashing, string and
+    hash-table work of the lookups then stays in the input pipeline. See
+    :meth:`tafe_tf.layers.embedding.FeatureEmbedding.lookup_rows`.
+    """
+    return self.embedding.lookup_rows(features)
 
   # --- forward ----------------------------------------------------------------
   # The forward methods are marked do_not_convert: nothing in them (or in the
@@ -194,30 +211,52 @@ class MultiStepModel(tfrs.Model):
     return loss
 
   def train_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
-    """``tfrs.Model.train_step``, plus loss scaling under mixed float16.
+    """One optimizer step; logs the epoch's running mean losses.
 
-    ``compile`` wraps the optimizer in a ``LossScaleOptimizer`` under the
-    ``mixed_float16`` policy, but tfrs applies gradients of the unscaled loss,
-    so small float16 gradients would flush to zero. Here the loss is scaled
-    and the gradients unscaled as that optimizer expects; otherwise the step
-    is tfrs's own.
+    As ``tfrs.Model.train_step``, with two corrections: under mixed float16
+    the loss is scaled for the ``LossScaleOptimizer`` that ``compile``
+    installs (tfrs applies gradients of the unscaled loss, so small float16
+    gradients would flush to zero), and the regularisation loss is divided by
+    the replicas (their gradients are summed).
     """
     optimizer = self.optimizer
-    if not isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-      return super().train_step(inputs)
+    scaling = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
-      loss = self.compute_loss(inputs, training=True)
-      regularization_loss = tf.reduce_sum(
-          [tf.reduce_sum(extra) for extra in self.losses])
-      total_loss = loss + regularization_loss
-      scaled_loss = optimizer.get_scaled_loss(total_loss)
-    gradients = optimizer.get_unscaled_gradients(
-        tape.gradient(scaled_loss, self.trainable_variables))
+      objective, loss, regularization, batch = self._loss_terms(inputs, True)
+      if scaling:
+        objective = optimizer.get_scaled_loss(objective)
+    gradients = tape.gradient(objective, self.trainable_variables)
+    if scaling:
+      gradients = optimizer.get_unscaled_gradients(gradients)
     optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    metrics = {metric.name: metric.result() for metric in self.metrics}
-    metrics.update(loss=loss, regularization_loss=regularization_loss,
-                   total_loss=total_loss)
-    return metrics
+    return self._logs(loss, regularization, batch)
+
+  def test_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
+    """One evaluation batch; logs running mean losses over the whole run."""
+    _, loss, regularization, batch = self._loss_terms(inputs, False)
+    return self._logs(loss, regularization, batch)
+
+  def _loss_terms(self, inputs: Any, training: bool
+              ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(objective to differentiate, DTL loss, regularisation, batch size)."""
+    loss = self.compute_loss(inputs, training=training)
+    regularization = tf.reduce_sum(
+        [tf.reduce_sum(extra) for extra in self.losses])
+    objective = loss + tf.nn.scale_regularization_loss(regularization)
+    labels = inputs[1]
+    batch = tf.shape(labels[self.steps[0]])[0]
+    return objective, loss, regularization, batch
+
+  def _logs(self, loss: tf.Tensor, regularization: tf.Tensor,
+            batch: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Updates the loss means (per example) and returns the logs."""
+    # compute_average_loss divides this replica's loss sum by the global
+    # batch (local batch x replicas): times replicas is the local mean.
+    local_mean = loss * tf.distribute.get_strategy().num_replicas_in_sync
+    self.loss_means.update_state(
+        (local_mean, regularization, local_mean + regularization),
+        sample_weight=tf.cast(batch, tf.float32))
+    return {metric.name: metric.result() for metric in self.metrics}
 
   # --- config -----------------------------------------------------------------
 

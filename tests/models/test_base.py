@@ -10,8 +10,9 @@ import tensorflow as tf
 
 import multistep_testdata as td
 
-from tafe_tf import losses  # noqa: E402
-from tafe_tf import models  # noqa: E402
+from tafe_tf import input_pipeline
+from tafe_tf import losses
+from tafe_tf import models
 
 
 @pytest.fixture(name="data", scope="module")
@@ -90,7 +91,8 @@ def test_compute_loss_is_the_dtl_loss_and_updates_step_metrics(data):
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
   names = [m.name for m in model.metrics]
   assert names == ["auc/click", "logloss/click", "pcoc/click", "auc/cart",
-                   "logloss/cart", "pcoc/cart", "auc_conditional/cart"]
+                   "logloss/cart", "pcoc/cart", "auc_conditional/cart",
+                   "loss", "regularization_loss", "total_loss"]
   results = model.step_metrics.results()
   np.testing.assert_allclose(results["pcoc/click"],
                              p[:, 0].sum() / y[:, 0].sum(), rtol=1e-4)
@@ -159,3 +161,24 @@ def test_mixed_float16_training_scales_the_loss(data, caplog):
   assert np.isfinite(history["loss"]).all()
   assert history["loss"][-1] < history["loss"][0]
   assert int(model.optimizer.iterations.numpy()) == 2 * 3
+
+
+def test_logged_losses_are_means_over_all_batches(tmp_path):
+  """val_loss (which picks the kept epoch) averages every validation example,
+  not just the last batch, as tfrs alone would report."""
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=2, num_train=40,
+                               num_test=40)
+  model = models.build_model("esmm", schema, embedding_dim=4, seed=0)
+  model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+  dataset = input_pipeline.make_dataset(str(tmp_path), "test", batch_size=16)
+  per_example = []
+  for feats, labels in dataset:  # batches of 16, 16 and 8
+    logits = model.step_logits(feats)
+    y = losses.stack_labels(labels, model.steps)
+    per_example.append(model.dtl_loss.per_example(y, logits).numpy())
+  per_example = np.concatenate(per_example)
+  assert len(per_example) == 40
+  logs = model.evaluate(dataset, return_dict=True, verbose=0)
+  np.testing.assert_allclose(logs["loss"], per_example.mean(), rtol=1e-5)
+  np.testing.assert_allclose(logs["total_loss"], per_example.mean(), rtol=1e-5)
+  assert logs["regularization_loss"] == 0.0

@@ -1,0 +1,204 @@
+"""tafe_tf.distribution in one process: names, TF_CONFIG checks, precision,
+XLA inputs, TPU embedding config; jit and bfloat16 training vs float32."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tafe_tf  # noqa: F401
+import tensorflow as tf
+
+from data import synthetic
+from tafe_tf import distribution
+from tafe_tf import features as features_lib
+from tafe_tf import input_pipeline
+from tafe_tf import models as models_lib
+from tafe_tf import training
+from tafe_tf.layers import embedding as embedding_lib
+
+TINY = dict(embedding_dim=4, tower_units=(8,), seed=0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.write_dataset(out, synthetic.SyntheticConfig(seed=3),
+                          num_train=1500, num_validation=300, num_test=300,
+                          num_shards=2)
+  return out
+
+
+def test_unknown_strategy_names_the_valid_ones():
+  with pytest.raises(ValueError, match="unknown strategy 'nccl'; expected one "
+                     "of auto, one_device, mirrored, multi_worker, tpu, "
+                     "parameter_server"):
+    distribution.get_strategy("nccl")
+
+
+@pytest.mark.parametrize("name,needed", [
+    ("multi_worker", "worker"), ("parameter_server", "chief, worker, ps")])
+def test_cluster_strategies_need_tf_config(monkeypatch, name, needed):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(ValueError, match=f"--strategy={name} needs TF_CONFIG "
+                     f"with a cluster holding {needed} tasks"):
+    distribution.get_strategy(name)
+
+
+def test_bad_tf_config_json_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", "{cluster: 1}")
+  with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+    distribution.tf_config()
+
+
+def test_parameter_server_strategy_refuses_a_worker_task(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", json.dumps({
+      "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"],
+                  "ps": ["127.0.0.1:3"]},
+      "task": {"type": "worker", "index": 0}}))
+  with pytest.raises(ValueError, match="trains in the chief task only; this "
+                     "process is worker:0"):
+    distribution.get_strategy("parameter_server")
+
+
+def test_auto_and_one_device_without_accelerators_is_the_default_strategy(
+    monkeypatch):
+  monkeypatch.delenv("TPU_NAME", raising=False)
+  assert not distribution.tpu_resolvable()
+  for name in ("auto", "one_device"):
+    strategy = distribution.get_strategy(name)
+    assert strategy is tf.distribute.get_strategy()
+    assert distribution.worker_role(strategy) == distribution.WorkerRole(
+        "chief", 0, True)
+
+
+def test_precision_policy_is_scoped_and_checked():
+  before = tf.keras.mixed_precision.global_policy().name
+  with distribution.precision_policy("mixed_bfloat16") as policy:
+    assert policy.compute_dtype == "bfloat16"
+    assert tf.keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  assert tf.keras.mixed_precision.global_policy().name == before
+  with pytest.raises(ValueError, match="unknown precision 'float8'"):
+    with distribution.precision_policy("float8"):
+      pass
+
+
+def test_padded_length_bucket_is_the_next_power_of_two():
+  lengths = tf.constant([0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 1000, 1024, 1025])
+  np.testing.assert_array_equal(
+      distribution.padded_length_bucket(lengths).numpy(),
+      [1, 1, 2, 4, 4, 8, 8, 16, 16, 32, 1024, 1024, 2048])
+
+
+def _model(schema, name="esmm", **hparams):
+  model = models_lib.build_model(name, schema, **{**TINY, **hparams})
+  model(features_lib.dummy_batch(schema))
+  return model
+
+
+def test_compiled_step_inputs_give_the_outputs_of_raw_ids(data_dir):
+  schema = features_lib.Schema.load(data_dir)
+  model = _model(schema, "tafe", num_experts=2, expert_units=(8,))
+  raw = next(iter(input_pipeline.make_dataset(data_dir, "train", 50,
+                                              schema=schema,
+                                              dense_padded=True)))
+  prepared, _ = distribution.compiled_step_inputs(model, schema)(*raw)
+  for f in schema.fields:
+    if f.is_id:
+      assert f.name not in prepared  # no raw ids (no lookups) left
+      assert embedding_lib.ROWS_PREFIX + f.name in prepared
+  for f in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS):
+    length = prepared[embedding_lib.ROWS_PREFIX + f.name].shape[1]
+    assert length & (length - 1) == 0  # a power of two
+  expected, got = model(raw[0]), model(prepared)
+  for key in expected:
+    np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_lookup_rows_of_ragged_input_gives_identical_embeddings(data_dir):
+  schema = features_lib.Schema.load(data_dir)
+  layer = embedding_lib.FeatureEmbedding(schema, seed=1)
+  raw, _ = next(iter(input_pipeline.make_dataset(data_dir, "train", 40,
+                                                 schema=schema)))
+  rows = layer.lookup_rows(raw)
+  assert isinstance(rows[embedding_lib.ROWS_PREFIX + "hist_shop"],
+                    tf.RaggedTensor)
+  np.testing.assert_array_equal(layer(rows).numpy(), layer(raw).numpy())
+
+
+def test_compiled_step_inputs_reject_ragged_lists(data_dir):
+  schema = features_lib.Schema.load(data_dir)
+  model = _model(schema)
+  raw = next(iter(input_pipeline.make_dataset(data_dir, "train", 8,
+                                              schema=schema)))
+  with pytest.raises(ValueError, match="field 'hist_category' is ragged; an "
+                     "XLA-compiled step needs padded lists"):
+    distribution.compiled_step_inputs(model, schema)(*raw)
+
+
+def test_tpu_embedding_feature_config_mirrors_the_fused_tables(data_dir):
+  schema = embedding_lib.schema_with_embedding_dim(
+      features_lib.Schema.load(data_dir), 8)
+  config = distribution.tpu_embedding_feature_config(schema)
+  layer = embedding_lib.FeatureEmbedding(schema)
+  layer(features_lib.dummy_batch(schema))
+  ids = [f.name for f in schema.fields if f.is_id]
+  assert sorted(config) == sorted(ids)
+  tables = {c.table.name: c.table for c in config.values()}
+  assert {n: (t.vocabulary_size, t.dim) for n, t in tables.items()} == {
+      n: tuple(v.shape) for n, v in layer.tables.items()}
+  assert {c.table.combiner for c in config.values()} == {"mean"}
+  offsets = distribution.tpu_row_offsets(schema)
+  assert offsets[ids[0]] == 0
+  assert sorted(offsets.values())[-1] < layer.tables["table_d8"].shape[0]
+
+
+def _train(data_dir, model_dir, **overrides):
+  config = training.TrainConfig(
+      model="esmm", hparams=TINY, epochs=1, batch_size=64, shuffle=False,
+      steps_per_epoch=12, learning_rate=1e-2, verbose=0, strategy="one_device")
+  for k, v in overrides.items():
+    setattr(config, k, v)
+  return training.train(data_dir, model_dir, config)
+
+
+def _weights(result):
+  return [w.numpy().astype(np.float64) for w in result.model.weights]
+
+
+@pytest.fixture(scope="module")
+def float32_run(data_dir, tmp_path_factory):
+  return _train(data_dir, str(tmp_path_factory.mktemp("f32")))
+
+
+def test_jit_compiled_training_matches_float32(data_dir, float32_run,
+                                               tmp_path):
+  jit = _train(data_dir, str(tmp_path / "jit"), jit_compile=True)
+  report = json.load(open(os.path.join(str(tmp_path / "jit"),
+                                       training.TRAIN_REPORT_FILENAME)))
+  assert report["jit_compile"] is True and report["optimizer_steps"] == 12
+  # Same batches, same math; only the order of float additions differs.
+  for a, b in zip(_weights(float32_run), _weights(jit)):
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
+  assert not jit.model.jit_compile  # raw-id use after training stays eager
+
+
+def test_mixed_bfloat16_training_matches_float32(data_dir, float32_run,
+                                                 tmp_path):
+  bf16 = _train(data_dir, str(tmp_path / "bf16"), precision="mixed_bfloat16")
+  assert bf16.model.embedding.compute_dtype == "bfloat16"
+  outputs = bf16.model(features_lib.dummy_batch(bf16.schema))
+  assert {v.dtype for v in outputs.values()} == {tf.float32}
+  assert all(w.dtype == tf.float32 for w in bf16.model.weights)
+  # bfloat16 keeps 8 bits of mantissa, and Adam turns tiny gradients of rare
+  # embedding rows into full-size steps whose sign rounding can flip: compare
+  # what the model predicts, not every weight.
+  batch, _ = next(iter(input_pipeline.make_dataset(
+      data_dir, "validation", 300, schema=bf16.schema)))
+  expected, got = float32_run.model(batch), bf16.model(batch)
+  for key in ("p_click", "p_purchase", "q_purchase"):
+    np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(),
+                               rtol=0.05, atol=0.01)
+  assert abs(bf16.best_value - float32_run.best_value) < 0.02

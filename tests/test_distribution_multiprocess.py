@@ -1,0 +1,227 @@
+"""Real strategies across devices and processes on localhost (subprocesses).
+
+MirroredStrategy over 2 logical CPUs vs one device (same weights);
+MultiWorkerMirroredStrategy with 2 worker processes vs one worker (same loss),
+a killed worker as a bounded failure; ParameterServerStrategy with 1 chief,
+2 ps and 1 worker (the embedding table sharded over both ps tasks).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model=esmm", "--embedding_dim=4", "--tower_units=8",
+        "--evaluate=false", "--export=false", "--learning_rate=0.01"]
+
+
+def _env(**extra):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return [f"127.0.0.1:{p}" for p in ports]
+
+
+def _tf_config(cluster, task_type, index):
+  return json.dumps({"cluster": cluster,
+                     "task": {"type": task_type, "index": index}})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.write_dataset(out, synthetic.SyntheticConfig(seed=3),
+                          num_train=2000, num_validation=300, num_test=300,
+                          num_shards=2)
+  return out
+
+
+_MIRRORED = r"""
+import json, sys
+import tafe_tf
+from tafe_tf import distribution, training
+distribution.split_cpu(2)
+import numpy as np
+data_dir, out = sys.argv[1], sys.argv[2]
+runs = {}
+for name, strategy, batch in (("one", "one_device", 64), ("mirrored", "mirrored", 32)):
+  config = training.TrainConfig(
+      model="esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
+      epochs=1, batch_size=batch, strategy=strategy, shuffle=False,
+      steps_per_epoch=10, learning_rate=1e-2, verbose=0)
+  result = training.train(data_dir, f"{out}/{name}", config)
+  runs[name] = result
+diff = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in
+           zip(runs["one"].model.weights, runs["mirrored"].model.weights))
+print("RESULT " + json.dumps({
+    "max_weight_diff": diff,
+    "replicas": json.load(open(f"{out}/mirrored/train_report.json"))["num_replicas"],
+    "history": {k: r.history for k, r in runs.items()}}))
+"""
+
+
+def _result(proc):
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+  return json.loads(line[-1][len("RESULT "):])
+
+
+def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir,
+                                                              tmp_path):
+  proc = subprocess.run([sys.executable, "-c", _MIRRORED, data_dir,
+                         str(tmp_path)], cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=300)
+  result = _result(proc)
+  assert result["replicas"] == 2
+  # 2 replicas x 32 = the one device's 64: the loss is averaged over the
+  # global batch once (a double average would halve every gradient). Only
+  # the order of float additions differs.
+  assert result["max_weight_diff"] < 1e-5
+  one, mirrored = result["history"]["one"], result["history"]["mirrored"]
+  assert set(one) == set(mirrored)
+  for key in one:  # metrics aggregate over both replicas
+    np.testing.assert_allclose(mirrored[key], one[key], rtol=1e-5, atol=1e-6,
+                               err_msg=key)
+
+
+def _validation_loss(model_dir, data_dir):
+  """Exact mean DTL loss of a trained model over the validation split."""
+  import tafe_tf  # noqa: F401  pylint: disable=g-import-not-at-top
+  from tafe_tf import input_pipeline, losses, training  # pylint: disable=g-import-not-at-top
+  model = training.load_trained_model(model_dir)
+  total, count = 0.0, 0
+  for features, labels in input_pipeline.make_dataset(data_dir, "validation",
+                                                      100):
+    y = losses.stack_labels(labels, model.steps)
+    per_example = model.dtl_loss.per_example(y, model.step_logits(features))
+    total += float(np.sum(per_example.numpy()))
+    count += int(y.shape[0])
+  return total / count
+
+
+def _launch(flags, tf_config=None, log=None):
+  env = _env(TF_CONFIG=tf_config) if tf_config else _env()
+  return subprocess.Popen([sys.executable, "-m", "launch.train", *flags],
+                          cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL,
+                          stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
+  common = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
+            "--steps_per_epoch=20", "--shuffle=false", *TINY]
+  cluster = {"worker": _free_ports(2)}
+  workers = [_launch([*common, "--strategy=multi_worker", "--batch_size=32",
+                      f"--model_dir={tmp_path}/two"],
+                     _tf_config(cluster, "worker", i)) for i in range(2)]
+  try:
+    codes = [w.wait(timeout=300) for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+  assert codes == [0, 0]
+  single = _launch([*common, "--strategy=one_device", "--batch_size=64",
+                    f"--model_dir={tmp_path}/one"])
+  assert single.wait(timeout=300) == 0
+  report = json.load(open(f"{tmp_path}/two/train_report.json"))
+  assert report["num_replicas"] == 2 and report["global_batch_size"] == 64
+  assert report["optimizer_steps"] == 20
+  two = _validation_loss(f"{tmp_path}/two", data_dir)
+  one = _validation_loss(f"{tmp_path}/one", data_dir)
+  # Same global batch and steps; the workers read one file each (auto-shard
+  # by file), so batches hold other examples than the single worker's.
+  assert abs(two - one) < 0.03, (two, one)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
+  cluster = {"worker": _free_ports(2)}
+  flags = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
+           "--steps_per_epoch=100000", "--strategy=multi_worker",
+           "--batch_size=16", f"--model_dir={tmp_path}/run", *TINY]
+  logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
+  workers = [_launch(flags, _tf_config(cluster, "worker", i), logs[i])
+             for i in range(2)]
+  try:
+    deadline = time.time() + 240
+    # Kill worker 1 once both are training (the progress log shows steps).
+    while time.time() < deadline and "loss:" not in open(
+        tmp_path / "worker0.log").read():
+      assert workers[0].poll() is None, open(tmp_path / "worker0.log").read()
+      time.sleep(0.5)
+    os.kill(workers[1].pid, signal.SIGKILL)
+    killed_at = time.time()
+    code = workers[0].wait(timeout=200)
+    waited = time.time() - killed_at
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+  assert code != 0
+  log = open(tmp_path / "worker0.log").read()
+  assert any(m in log for m in ("UnavailableError", "DeadlineExceeded",
+                                "CancelledError", "peer")), log[-2000:]
+  assert waited < 200
+
+
+_PS_CHIEF = r"""
+import json, sys
+import tafe_tf
+from tafe_tf import training
+data_dir, model_dir = sys.argv[1], sys.argv[2]
+config = training.TrainConfig(
+    model="esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
+    epochs=1, batch_size=32, strategy="parameter_server", steps_per_epoch=10,
+    verbose=0, min_shard_bytes=64)
+result = training.train(data_dir, model_dir, config)
+table = result.model.embedding.tables["table_d4"]
+print("RESULT " + json.dumps({
+    "shards": [[v.device, list(v.shape)] for v in table.variables],
+    "shape": list(table.shape), "best_value": result.best_value,
+    "steps": int(result.model.optimizer.iterations.numpy())}))
+"""
+
+
+@pytest.mark.slow
+def test_parameter_server_shards_the_embedding_over_both_ps(data_dir,
+                                                            tmp_path):
+  cluster = {"chief": _free_ports(1), "worker": _free_ports(1),
+             "ps": _free_ports(2)}
+  serve_flags = [f"--data_dir={data_dir}", "--dataset=tfrecord",
+                 "--strategy=parameter_server", *TINY]
+  servers = [_launch(serve_flags, _tf_config(cluster, t, i))
+             for t, n in (("worker", 1), ("ps", 2)) for i in range(n)]
+  try:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
+        cwd=ROOT, env=_env(TF_CONFIG=_tf_config(cluster, "chief", 0)),
+        capture_output=True, text=True, timeout=400)
+  finally:
+    for s in servers:
+      s.kill()
+      s.wait(timeout=30)
+  result = _result(proc)
+  devices = sorted(d for d, _ in result["shards"])
+  assert devices == ["/job:ps/replica:0/task:0/device:CPU:0",
+                     "/job:ps/replica:0/task:1/device:CPU:0"]
+  assert sum(s[0] for _, s in result["shards"]) == result["shape"][0]
+  assert result["steps"] == 10 and np.isfinite(result["best_value"])
