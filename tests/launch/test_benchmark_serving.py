@@ -6,26 +6,14 @@ imported into one pytest process would define ``--output`` twice.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
-
-def _env():
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
+from cli_runner import run_module
 
 
 def _run(*flags):
-  return subprocess.run(
-      [sys.executable, "-m", "launch.benchmark_serving", *flags], cwd=ROOT,
-      env=_env(), capture_output=True, text=True, timeout=400)
+  return run_module("launch.benchmark_serving", *flags, timeout=400)
 
 
 def test_benchmark_times_both_signatures_per_batch_size(tmp_path):

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,20 +11,12 @@ import tensorflow as tf
 from tafe_tf import export
 from tafe_tf import training
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 import multistep_testdata as testdata
-
-
-def _env():
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
+from cli_runner import ROOT, module_command, subprocess_env
 
 
 def _export_cmd(*flags):
-  return [sys.executable, "-m", "launch.export", *flags]
+  return module_command("launch.export", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,8 @@ def test_export_writes_one_servable_version(data_dir, model_dir, tmp_path):
   proc = subprocess.run(
       _export_cmd(f"--model_dir={model_dir}", f"--export_dir={export_dir}",
                   "--version=7", "--model_name=ranker"),
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
   version_dir = os.path.join(export_dir, "7")
   assert proc.stdout.strip().splitlines()[-1] == version_dir
@@ -97,7 +89,8 @@ def test_bad_flags_fail_with_one_clear_line(model_dir, tmp_path):
   ]
   # One process per case, all at once: each spends seconds importing
   # TensorFlow before it can fail.
-  procs = [subprocess.Popen(_export_cmd(*flags), cwd=ROOT, env=_env(),
+  procs = [subprocess.Popen(_export_cmd(*flags), cwd=ROOT,
+                            env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True) for flags, _ in cases]
   for proc, (flags, message) in zip(procs, cases):

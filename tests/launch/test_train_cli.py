@@ -1,30 +1,23 @@
-"""launch.train as a user runs it: resume after SIGKILL, one-line user errors."""
+"""launch.train as a user runs it: resume after SIGKILL, one-line errors."""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from data import synthetic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli_runner import ROOT, module_command, run_module, subprocess_env
+
 TINY_MODEL = ["--embedding_dim=4", "--num_experts=2", "--expert_units=16",
               "--tower_units=8", "--batch_size=64"]
 
 
-def _env():
-  env = dict(os.environ)
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
-
-
 def _train_cmd(*flags):
-  return [sys.executable, "-m", "launch.train", *flags]
+  return module_command("launch.train", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +29,15 @@ def data_dir(tmp_path_factory):
   return out
 
 
-def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path):
+def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir,
+                                                              tmp_path):
   model_dir = str(tmp_path / "run")
   cmd = _train_cmd(f"--data_dir={data_dir}", "--dataset=tfrecord",
                    f"--model_dir={model_dir}", "--epochs=2",
                    "--steps_per_epoch=40", "--checkpoint_every_steps=5",
                    "--evaluate=false", "--export=false", *TINY_MODEL)
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   backup = os.path.join(model_dir, "backup")
   deadline = time.time() + 240
   try:
@@ -60,8 +54,7 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path
     proc.wait(timeout=60)
   assert not os.path.exists(os.path.join(model_dir, "train_report.json"))
 
-  done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True,
-                        text=True, timeout=300)
+  done = run_module(*cmd[2:], timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   report = json.load(open(os.path.join(model_dir, "train_report.json")))
   assert report["optimizer_steps"] == 2 * 40
@@ -84,18 +77,15 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path
     (["stray_argument"], "error: unexpected arguments: stray_argument"),
 ])
 def test_bad_flags_fail_before_work_with_one_clear_line(flags, message):
-  proc = subprocess.run(_train_cmd(*flags), cwd=ROOT, env=_env(),
-                        capture_output=True, text=True, timeout=120)
+  proc = run_module("launch.train", *flags, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
 
 
 def test_dataset_flag_must_match_the_converted_data(data_dir):
-  proc = subprocess.run(_train_cmd("--dataset=aliexpress",
-                                   f"--data_dir={data_dir}"),
-                        cwd=ROOT, env=_env(), capture_output=True, text=True,
-                        timeout=120)
+  proc = run_module("launch.train", "--dataset=aliexpress",
+                    f"--data_dir={data_dir}", timeout=120)
   assert proc.returncode == 2
   assert (f"error: --data_dir={data_dir} holds dataset 'synthetic', not "
           "'aliexpress'") in proc.stderr
@@ -112,20 +102,18 @@ def test_real_fixture_rows_convert_train_evaluate_and_export(
     fmt, dataset, fixture, tmp_path):
   """The README's real-data path on real rows: convert, train, evaluate."""
   data_dir = str(tmp_path / "data")
-  convert = subprocess.run(
-      [sys.executable, "-m", "launch.convert", f"--format={fmt}",
-       f"--raw_dir={os.path.join(FIXTURES, fixture)}", f"--out_dir={data_dir}",
-       "--min_count=0", "--validation_fraction=0.3", "--num_shards=1",
-       "--workers=1"],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  convert = run_module(
+      "launch.convert", f"--format={fmt}",
+      f"--raw_dir={os.path.join(FIXTURES, fixture)}", f"--out_dir={data_dir}",
+      "--min_count=0", "--validation_fraction=0.3", "--num_shards=1",
+      "--workers=1", timeout=120)
   assert convert.returncode == 0, convert.stderr[-2000:]
   model_dir = str(tmp_path / "run")
-  train = subprocess.run(
-      _train_cmd(f"--dataset={dataset}", f"--data_dir={data_dir}",
-                 f"--model_dir={model_dir}", "--epochs=1", "--batch_size=16",
-                 "--embedding_dim=4", "--num_experts=2", "--expert_units=8",
-                 "--tower_units=4"),
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  train = run_module(
+      "launch.train", f"--dataset={dataset}", f"--data_dir={data_dir}",
+      f"--model_dir={model_dir}", "--epochs=1", "--batch_size=16",
+      "--embedding_dim=4", "--num_experts=2", "--expert_units=8",
+      "--tower_units=4", timeout=300)
   assert train.returncode == 0, train.stderr[-3000:]
   report = json.load(open(os.path.join(model_dir, "eval", "test.json")))
   for step in ("click", "purchase"):
