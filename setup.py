@@ -29,6 +29,6 @@ setuptools.setup(
         "test": ["pytest>=8"],
         # The speed peer for launch.benchmark; installed with --no-deps since its
         # metadata pins an old TensorFlow (see docs/benchmarks.md).
-        "benchmark": [],
+        "benchmark": ["deepctr==0.9.4"],
     },
 )

@@ -59,6 +59,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Training batch.",
                                    lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-3, "Adam rate.",
                                     lower_bound=0)
+_MONITOR = flags.DEFINE_string("monitor", "val_loss", "Validation quantity "
+                               "that picks each run's epoch (e.g. "
+                               "val_logloss/purchase).")
 _HPARAMS = flags.DEFINE_string("hparams", "{}", "JSON of common model "
                                "hyperparameters.")
 _SPEED = flags.DEFINE_bool("speed", True, "Measure the speed section.")
@@ -129,7 +132,7 @@ def main(argv: List[str]) -> None:
         seeds=tuple(range(_SEEDS.value)), num_train=_NUM_TRAIN.value,
         num_eval=_NUM_EVAL.value, epochs=_EPOCHS.value,
         batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-        hparams=hparams, **({"work_dir": _WORK_DIR.value}
+        hparams=hparams, monitor=_MONITOR.value, **({"work_dir": _WORK_DIR.value}
                             if _WORK_DIR.value else {}))
   except ValueError as e:
     raise common.UserError(str(e)) from None
@@ -171,7 +174,8 @@ def main(argv: List[str]) -> None:
           "ablation_scenarios": list(config.ablation_scenarios),
           "seeds": list(config.seeds), "num_train": config.num_train,
           "num_eval": config.num_eval, "epochs": config.epochs,
-          "batch_size": config.batch_size, "hparams": hparams},
+          "batch_size": config.batch_size, "monitor": config.monitor,
+          "hparams": hparams},
       "runs": [r.to_json() for r in runs],
       "summary": {sc: {v: {k: s.to_json() for k, s in stats.items()}
                        for v, stats in variants.items()}

@@ -81,7 +81,7 @@ def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
   if history and os.path.isfile(history):
     plots.plot_training_curves(history,
                                os.path.join(output_dir, "training_curves.png"))
-  gates = _gate_weights(model, data_dir, split, schema, batch_size)
+  gates = split_gate_weights(model, data_dir, split, schema, batch_size)
   if gates:
     plots.plot_gate_weights(gates, os.path.join(output_dir, "gate_weights.png"))
   print(f"{split} ({report['num_examples']} examples):")
@@ -90,7 +90,9 @@ def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
   return report
 
 
-def _gate_weights(model, data_dir, split, schema, batch_size):
+def split_gate_weights(model, data_dir: str, split: str,
+                       schema: features_lib.Schema,
+                       batch_size: int) -> Dict[str, np.ndarray]:
   """Per-sample gate weights of a few batches, concatenated per gate."""
   gather = getattr(model, "gate_weights", None)
   if gather is None:

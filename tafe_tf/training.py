@@ -68,8 +68,9 @@ class TrainConfig:
       epoch ends); a killed run resumes from the last backup.
     steps_per_epoch: Steps per epoch; default: the training split's size over
       the global batch, rounded up.
-    monitor: Validation quantity that picks the best epoch (lower is better
-      for ``*loss``, higher otherwise).
+    monitor: Validation quantity that picks the best epoch: lower is better
+      for losses (``val_loss``, ``val_logloss/<step>``), higher otherwise
+      (``val_auc/<step>``).
     verbose: Keras progress output (1: progress bar, 2: a line per epoch).
   """
   model: str = "tafe"
@@ -146,7 +147,7 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
     # variables collectively); non-chief workers pass a scratch directory.
     self.best_dir = best_dir
     self.monitor = monitor
-    self.lower_is_better = monitor.endswith("loss")
+    self.lower_is_better = "loss" in monitor.rsplit("/", 1)[0]
     self.best_epoch = 0
     self.best_value = math.inf if self.lower_is_better else -math.inf
     path = os.path.join(best_dir, "best.json")

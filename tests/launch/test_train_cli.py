@@ -122,3 +122,4 @@ def test_real_fixture_rows_convert_train_evaluate_and_export(
   assert report["num_examples"] > 0
   exports = os.listdir(os.path.join(model_dir, "export"))
   assert len(exports) == 1 and exports[0].isdigit()
+
