@@ -81,6 +81,9 @@ flags.DEFINE_integer("num_levels", 1, "Extraction levels (TAFE, PLE).",
                      lower_bound=1)
 flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0,
                    upper_bound=0.9)
+flags.DEFINE_bool("train_metrics", True, "Also compute the step metrics (AUC, "
+                  "logloss, PCOC) in training steps; off: on validation only, "
+                  "up to ~2x faster training steps on CPU.")
 # Built-in synthetic data.
 flags.DEFINE_integer("synthetic_steps", 2, "Steps of the synthetic chain.",
                      lower_bound=2, upper_bound=4)
@@ -106,6 +109,7 @@ def model_hparams() -> Dict[str, Any]:
       "num_levels": FLAGS.num_levels,
       "dropout": FLAGS.dropout,
       "seed": FLAGS.seed,
+      "train_metrics": FLAGS.train_metrics,
   }
 
 

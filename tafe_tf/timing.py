@@ -82,7 +82,9 @@ def time_model(name: str, schema: features_lib.Schema,
     ``step_ms``, ``forward_flops_per_example``, ``train_flops_per_example``,
     ``trainable_parameters``.
   """
-  model = models.build_model(name, schema, **dict(hparams))
+  # Loss only, no training-time metrics: what the peers compile with.
+  model = models.build_model(name, schema,
+                             **{"train_metrics": False, **dict(hparams)})
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
   seconds = time_fit_steps(model, dataset, steps, warmup, repeats)
   forward = flops_lib.forward_flops_per_example(model, sample)

@@ -55,6 +55,10 @@ class BaseHParams:
     step_weights: DTL weight w_t per step (None: all 1).
     calibration_weight: Weight of the calibrator ``relu(p_t - p_{t-1})``.
     conditional_weight: Weight of the conditional BCE (chained models only).
+    train_metrics: Update the step metrics (thresholded AUCs, logloss, PCOC)
+      in training steps too; False keeps them for evaluation and validation
+      only, which makes a CPU training step up to ~2x faster (the losses are
+      still logged).
   """
   embedding_dim: Optional[int] = None
   dropout: float = 0.0
@@ -63,6 +67,7 @@ class BaseHParams:
   step_weights: Optional[Tuple[float, ...]] = None
   calibration_weight: float = 0.0
   conditional_weight: float = 0.0
+  train_metrics: bool = True
 
   def __post_init__(self):
     # JSON gives lists; the architecture wants hashable tuples.
@@ -206,8 +211,9 @@ class MultiStepModel(tfrs.Model):
     logits = self.step_logits(features, training)
     y = losses_lib.stack_labels(labels, self.steps)
     loss = tf.nn.compute_average_loss(self.dtl_loss.per_example(y, logits))
-    p, q = self.probabilities(logits)
-    self.step_metrics.update_state(labels, p, q)
+    if not training or self.hparams.train_metrics:
+      p, q = self.probabilities(logits)
+      self.step_metrics.update_state(labels, p, q)
     return loss
 
   def train_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
@@ -229,7 +235,8 @@ class MultiStepModel(tfrs.Model):
     if scaling:
       gradients = optimizer.get_unscaled_gradients(gradients)
     optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    return self._logs(loss, regularization, batch)
+    return self._logs(loss, regularization, batch,
+                      with_step_metrics=self.hparams.train_metrics)
 
   def test_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
     """One evaluation batch; logs running mean losses over the whole run."""
@@ -248,7 +255,8 @@ class MultiStepModel(tfrs.Model):
     return objective, loss, regularization, batch
 
   def _logs(self, loss: tf.Tensor, regularization: tf.Tensor,
-            batch: tf.Tensor) -> Dict[str, tf.Tensor]:
+            batch: tf.Tensor, with_step_metrics: bool = True
+            ) -> Dict[str, tf.Tensor]:
     """Updates the loss means (per example) and returns the logs."""
     # compute_average_loss divides this replica's loss sum by the global
     # batch (local batch x replicas): times replicas is the local mean.
@@ -256,7 +264,8 @@ class MultiStepModel(tfrs.Model):
     self.loss_means.update_state(
         (local_mean, regularization, local_mean + regularization),
         sample_weight=tf.cast(batch, tf.float32))
-    return {metric.name: metric.result() for metric in self.metrics}
+    shown = self.metrics if with_step_metrics else self.loss_means.metrics
+    return {metric.name: metric.result() for metric in shown}
 
   # --- config -----------------------------------------------------------------
 

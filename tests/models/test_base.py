@@ -182,3 +182,20 @@ def test_logged_losses_are_means_over_all_batches(tmp_path):
   np.testing.assert_allclose(logs["loss"], per_example.mean(), rtol=1e-5)
   np.testing.assert_allclose(logs["total_loss"], per_example.mean(), rtol=1e-5)
   assert logs["regularization_loss"] == 0.0
+
+
+def test_train_metrics_off_keeps_them_for_validation_only(tmp_path):
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=2, num_train=64,
+                               num_test=32)
+  model = models.build_model("mmoe", schema, embedding_dim=4, seed=0,
+                             train_metrics=False)
+  model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+  train = input_pipeline.make_dataset(str(tmp_path), "train", batch_size=32)
+  test = input_pipeline.make_dataset(str(tmp_path), "test", batch_size=32)
+  history = model.fit(train, validation_data=test, epochs=1, verbose=0).history
+  assert history["loss"][0] > 0
+  # Not computed, so not logged, in training; validation computes them.
+  assert "auc/click" not in history and "logloss/click" not in history
+  assert 0.0 < history["val_auc/click"][0] < 1.0
+  assert history["val_logloss/click"][0] > 0
+  assert model.get_config()["hparams"]["train_metrics"] is False
