@@ -63,7 +63,8 @@ def make_dataset(data_dir: str,
     shuffle: Shuffle files and examples (training).
     shuffle_buffer: Examples in the shuffle buffer.
     repeat: Repeat forever (step-based training).
-    seed: Shuffle seed, for reproducible runs.
+    seed: Shuffle seed: the same seed gives the same order on every run
+      (without one, parallel reads may also reorder examples).
     with_metadata: Keep ``sample_id`` and ``oracle/<step>`` in the features
       dict (evaluation); models ignore these keys.
     drop_remainder: Drop a last partial batch (static batch shapes for XLA/TPU).
@@ -78,6 +79,9 @@ def make_dataset(data_dir: str,
   """
   schema = schema or features_lib.Schema.load(data_dir)
   files = list_split_files(data_dir, split)
+  # Unseeded shuffling may also let parallel reads deliver out of order (a
+  # little faster); a seed promises the same order on every run.
+  deterministic = not shuffle or seed is not None
   ds = tf.data.Dataset.from_tensor_slices(files)
   if input_context is not None and input_context.num_input_pipelines > 1:
     ds = ds.shard(input_context.num_input_pipelines,
@@ -88,7 +92,7 @@ def make_dataset(data_dir: str,
       lambda f: tf.data.TFRecordDataset(f, compression_type=COMPRESSION),
       cycle_length=num_parallel_reads if num_parallel_reads > 0 else None,
       num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=not shuffle)
+      deterministic=deterministic)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -106,7 +110,7 @@ def make_dataset(data_dir: str,
     return feats, labels
 
   ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=not shuffle)
+              deterministic=deterministic)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
