@@ -19,6 +19,7 @@ and write the same cumulative labels (``click``, ``purchase``).
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -92,13 +93,13 @@ class _CsvFormat(line_format.LineFormat):
   holdout_column: str = ""  # "" hashes the whole line
   train_file, validation_file, test_file = "train.csv", "", "test.csv"
 
+  @abc.abstractmethod
   def id_columns(self) -> List[Tuple[str, str]]:
     """``(field name, column)`` of every id field."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def dense_columns(self) -> List[Tuple[str, List[str]]]:
     """``(field name, columns)`` of every dense field."""
-    raise NotImplementedError
 
   def field_groups(self) -> Dict[str, str]:
     return {}

@@ -668,13 +668,10 @@ def replace_sections(text: str, sections: Mapping[str, str]) -> str:
 
 def plot_auc(summary, steps: Mapping[str, Sequence[str]], path: str) -> str:
   """AUC per variant with std error bars, one panel per scenario and step."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   panels = [(sc, st) for sc in summary for st in steps[sc]]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6),
-                           squeeze=False)
-  for ax, (scenario, step) in zip(axes[0], panels):
+  fig, axes = plots.new_figure(len(panels), panel_size=(4.2, 3.6),
+                               max_columns=len(panels))
+  for ax, (scenario, step) in zip(axes, panels):
     variants = [v for v in summary[scenario]
                 if f"auc/{step}" in summary[scenario][v]]
     means = [summary[scenario][v][f"auc/{step}"].mean for v in variants]
@@ -695,20 +692,14 @@ def plot_auc(summary, steps: Mapping[str, Sequence[str]], path: str) -> str:
     ax.set_xticks(range(len(variants)), labels=variants, rotation=60,
                   ha="right", fontsize="small")
     ax.set_title(f"{scenario}: AUC {step}")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return plots.save_figure(fig, path)
 
 
 def plot_throughput(speed: Mapping[str, Any], path: str) -> str:
   """Train examples/s bars, ours and DeepCTR's."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = [r for r in speed["rows"] if "examples_per_second" in r]
-  fig, ax = plt.subplots(figsize=(1.0 + 0.8 * max(1, len(rows)), 3.6))
+  fig, (ax,) = plots.new_figure(
+      1, panel_size=(1.0 + 0.8 * max(1, len(rows)), 3.6))
   labels = [f"{r['model']}\n({r['implementation']})" for r in rows]
   ax.bar(range(len(rows)), [r["examples_per_second"] for r in rows],
          color=["tab:blue" if r["implementation"] == "tafe_tf" else "tab:gray"
@@ -716,8 +707,4 @@ def plot_throughput(speed: Mapping[str, Any], path: str) -> str:
   ax.set_xticks(range(len(rows)), labels=labels, fontsize="small")
   ax.set_ylabel("train examples/s")
   ax.set_title(f"batch {speed['batch_size']}, {speed['cpu_count']} CPUs")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return plots.save_figure(fig, path)

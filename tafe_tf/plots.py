@@ -30,18 +30,21 @@ _MAX_PANEL_COLUMNS = 3
 _CSV_MISSING = ("", "NA", "nan", "NaN")  # CSVLogger writes NA for absent keys
 
 
-def _new_figure(num_panels: int) -> Tuple[figure_lib.Figure, List[Any]]:
-  """A figure with ``num_panels`` axes on a grid of at most 3 columns."""
-  cols = min(num_panels, _MAX_PANEL_COLUMNS)
+def new_figure(num_panels: int, panel_size: Tuple[float, float] = (
+    _PANEL_INCHES, _PANEL_INCHES), max_columns: int = _MAX_PANEL_COLUMNS
+               ) -> Tuple[figure_lib.Figure, List[Any]]:
+  """An Agg figure (no pyplot state) with ``num_panels`` axes on a grid."""
+  cols = min(num_panels, max_columns)
   rows = math.ceil(num_panels / cols)
-  fig = figure_lib.Figure(figsize=(_PANEL_INCHES * cols, _PANEL_INCHES * rows),
+  fig = figure_lib.Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows),
                           layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
   axes = [fig.add_subplot(rows, cols, i + 1) for i in range(num_panels)]
   return fig, axes
 
 
-def _save(fig: figure_lib.Figure, path: str) -> str:
+def save_figure(fig: figure_lib.Figure, path: str) -> str:
+  """Writes ``fig`` as a PNG to ``path`` (any tf.io.gfile path); returns it."""
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=100)
   directory = os.path.dirname(path)
@@ -88,7 +91,7 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray,
     ``path``.
   """
   arrays = _step_columns(steps, labels=labels, probs=probs)
-  fig, axes = _new_figure(len(steps))
+  fig, axes = new_figure(len(steps))
   for t, (ax, step) in enumerate(zip(axes, steps)):
     y, p = arrays["labels"][:, t], arrays["probs"][:, t]
     curve = metrics_lib.reliability_curve(y, p, num_bins, strategy)
@@ -105,7 +108,7 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray,
     ax.set_ylabel("observed rate")
     ax.set_title(f"{step}: {len(curve.count)} {strategy} bins")
     ax.legend(loc="upper left", fontsize="small")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
@@ -127,7 +130,7 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
   curves = [("model", arrays["probs"])]
   if arrays["oracle_probs"] is not None:
     curves.append(("oracle", arrays["oracle_probs"]))
-  fig, axes = _new_figure(len(steps))
+  fig, axes = new_figure(len(steps))
   for t, (ax, step) in enumerate(zip(axes, steps)):
     y = arrays["labels"][:, t]
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
@@ -144,7 +147,7 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
       ax.plot(roc.false_positive_rate, roc.true_positive_rate,
               label=f"{name} (AUC {auc:.4f})")
     ax.legend(loc="lower right", fontsize="small")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def read_training_log(path: str) -> Dict[str, np.ndarray]:
@@ -235,7 +238,7 @@ def plot_training_curves(history: Union[Mapping[str, Sequence[float]], str,
     panels = [(base, keys) for base, keys in panels if base in metrics]
   if not panels:
     raise ValueError("history holds no metrics to plot")
-  fig, axes = _new_figure(len(panels))
+  fig, axes = new_figure(len(panels))
   for ax, (base, keys) in zip(axes, panels):
     for key in keys:
       ax.plot(epochs, log[key], marker="o",
@@ -244,7 +247,7 @@ def plot_training_curves(history: Union[Mapping[str, Sequence[float]], str,
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.legend(fontsize="small")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def mean_gate_weights(gate_weights: Mapping[str, Any]
@@ -284,7 +287,7 @@ def plot_gate_weights(gate_weights: Mapping[str, Any], path: str) -> str:
   levels = mean_gate_weights(gate_weights)
   if not levels:
     raise ValueError("no gate weights to plot (the model has no gates)")
-  fig, axes = _new_figure(len(levels))
+  fig, axes = new_figure(len(levels))
   for ax, (level, rows) in zip(axes, levels.items()):
     width = max(len(v) for v in rows.values())
     grid = np.full((len(rows), width), np.nan)
@@ -303,4 +306,4 @@ def plot_gate_weights(gate_weights: Mapping[str, Any], path: str) -> str:
                   color="white" if value < 0.6 * np.nanmax(grid) else "black",
                   fontsize="small")
     fig.colorbar(image, ax=ax)
-  return _save(fig, path)
+  return save_figure(fig, path)
