@@ -59,9 +59,11 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Training batch.",
                                    lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-3, "Adam rate.",
                                     lower_bound=0)
-_MONITOR = flags.DEFINE_string("monitor", "val_loss", "Validation quantity "
-                               "that picks each run's epoch (e.g. "
-                               "val_logloss/purchase).")
+_MONITOR = flags.DEFINE_string(
+    "monitor", experiments.LAST_STEP_AUC, "Validation quantity that picks "
+    f"each run's epoch: {experiments.LAST_STEP_AUC} (val_auc/<last step> of "
+    "each scenario), or any logged one, e.g. val_loss, "
+    "val_logloss/purchase.")
 _HPARAMS = flags.DEFINE_string("hparams", "{}", "JSON of common model "
                                "hyperparameters.")
 _SPEED = flags.DEFINE_bool("speed", True, "Measure the speed section.")
@@ -188,7 +190,7 @@ def main(argv: List[str]) -> None:
     json.dump(experiments.json_safe(result), f, indent=2, allow_nan=False)
     f.write("\n")
   sections = experiments.markdown_sections(summary, steps, speed, command,
-                                           checks)
+                                           checks, monitor=config.monitor)
   if _MARKDOWN.value:
     text = (open(_MARKDOWN.value).read() if os.path.exists(_MARKDOWN.value)
             else "# Benchmarks\n")

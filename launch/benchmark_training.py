@@ -4,8 +4,10 @@ Every model trains on the same synthetic data through the same front end, with
 batches parsed once and cached in memory (the input pipeline is measured by
 ``launch/benchmark_data.py``), so the numbers are the model's own cost:
 
-* examples/s of ``model.fit`` train steps (after warm-up steps that trace;
-  the fastest of ``--repeats`` timed runs, since the CPUs may be shared),
+* examples/s of ``model.fit`` train steps in the steady state (after warm-up
+  steps that trace, and without ``fit``'s per-call set-up; all models timed
+  in turns, the fastest of ``--repeats`` rounds each, since the CPUs may be
+  shared),
 * forward matrix-product FLOPs per example (:mod:`tafe_tf.models.flops`),
 * model FLOP utilisation: ``3 * forward FLOPs * examples/s`` over the float32
   matmul rate measured on the same machine (square matmuls, best of a few).
@@ -14,7 +16,9 @@ batches parsed once and cached in memory (the input pipeline is measured by
         --output=/tmp/benchmark_training.json
 
 ``--embedding=both`` also times every model with one table per field (the
-per-field layout) against the fused tables.
+per-field layout) against the fused tables. ``--profile_top=N`` then profiles
+a few train steps of every model (:mod:`tafe_tf.profiling`) and prints, and
+writes to the JSON, its N costliest op types and ops: where the step goes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import tafe_tf  # noqa: F401
 from data import synthetic
 from tafe_tf import features as features_lib
 from tafe_tf import models
+from tafe_tf import profiling
 from tafe_tf import timing
 from tafe_tf.models import flops as flops_lib
 
@@ -51,6 +56,9 @@ _EMBEDDING = flags.DEFINE_enum("embedding", "fused",
                                "Embedding table layout(s) to time.")
 _HPARAMS = flags.DEFINE_string("hparams", "{}",
                                "JSON of hparams given to every model.")
+_PROFILE_TOP = flags.DEFINE_integer(
+    "profile_top", 0, "Profile --steps train steps of every model and report "
+    "its N costliest op types and ops (0: no profile).", lower_bound=0)
 _OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON.")
 
 
@@ -70,14 +78,30 @@ def main(argv: List[str]) -> None:
   hparams = json.loads(_HPARAMS.value)
   layouts = {"fused": [True], "per_field": [False],
              "both": [True, False]}[_EMBEDDING.value]
+  # All models are built first and timed in turns (fair under a changing
+  # load on shared CPUs).
+  runs = {(name, fused): (timing.compile_for_timing(
+      name, schema, dict(hparams, fused_embedding=fused, seed=0)), dataset)
+          for name in _MODELS.value for fused in layouts}
+  seconds = timing.interleaved_fit_seconds(runs, _STEPS.value, _WARMUP.value,
+                                           _REPEATS.value)
   rows = []
   for name in _MODELS.value:
     for fused in layouts:
-      _, row = timing.time_model(name, schema, dataset, sample,
-                                 dict(hparams, fused_embedding=fused, seed=0),
-                                 _STEPS.value, _WARMUP.value,
-                                 _BATCH_SIZE.value, _REPEATS.value)
+      model = runs[(name, fused)][0]
+      row = timing.speed_row(name, model, sample, seconds[(name, fused)],
+                             _STEPS.value, _BATCH_SIZE.value)
       row["embedding"] = "fused" if fused else "per_field"
+      if _PROFILE_TOP.value:
+        profile = profiling.profile_fit_steps(model, dataset, _STEPS.value,
+                                              warmup=1)
+        print(f"--- {name} ({row['embedding']}) profile\n"
+              + profile.format(_PROFILE_TOP.value))
+        row["profile"] = {
+            "step_ms": profile.step_ms, "kernel_ms": profile.kernel_ms,
+            "by_type": profile.top_types(_PROFILE_TOP.value),
+            "by_op": [{"op": op, "type": t, "ms": ms}
+                      for op, t, ms in profile.by_op[:_PROFILE_TOP.value]]}
       row["mfu"] = (row["train_flops_per_example"]
                     * row["examples_per_second"] / peak)
       rows.append(row)

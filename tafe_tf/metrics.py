@@ -405,6 +405,8 @@ class RunningMeans(tf.keras.layers.Layer):
   def __init__(self, names: Sequence[str], **kwargs):
     super().__init__(**kwargs)
     self.names = tuple(names)
+    if not self.names:
+      raise ValueError("RunningMeans needs at least one name")
     self._means = [tf.keras.metrics.Mean(name=n) for n in self.names]
 
   def update_state(self, values: Sequence[tf.Tensor],
@@ -412,6 +414,14 @@ class RunningMeans(tf.keras.layers.Layer):
     """Adds one value per name, each counting ``sample_weight`` examples."""
     for mean, value in zip(self._means, values):
       mean.update_state(value, sample_weight=sample_weight)
+
+  def count(self) -> tf.Tensor:
+    """Examples counted since the last reset (the summed ``sample_weight``).
+
+    Read outside ``strategy.run`` under a ``tf.distribute`` strategy, it is
+    the count of all replicas and workers together.
+    """
+    return self._means[0].count.read_value()
 
   def get_config(self):
     config = super().get_config()

@@ -2,20 +2,26 @@
 
 * :func:`cached_batches` -- parsed train batches cached in memory, so that a
   timed ``fit`` measures the model, not the input pipeline;
-* :func:`time_fit_steps` -- examples/s of ``model.fit`` train steps of any
-  compiled Keras model (ours or a peer's), best of a few runs;
+* :func:`time_steady_steps` -- seconds per window of train steps inside one
+  ``fit`` (no per-``fit`` set-up), and :func:`time_strategy` -- examples/s of
+  one of our models under a ``tf.distribute`` strategy with it;
+* :func:`interleaved_fit_seconds` -- steady-state seconds of train steps of
+  several compiled Keras models (ours and peers), timed in turns;
+  :func:`time_fit_steps` is the one-model case;
 * :func:`time_model` -- that, plus FLOPs and parameters, for one of our models;
 * :func:`input_examples_per_second` -- one pass of the ``tf.data`` pipeline;
 * :func:`latency_ms` / :func:`request_batches` -- serving calls of an export.
 
 The CPUs may be shared with other jobs: every rate is the best of ``repeats``
-runs (the least disturbed one), and callers should report the machine load.
+runs (the least disturbed one), models compared with each other are timed in
+turns (a load change then hits all of them alike), and callers should report
+the machine load.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
 import numpy as np
 import tafe_tf  # noqa: F401
@@ -24,6 +30,7 @@ import tensorflow as tf
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import models
+from tafe_tf import training
 from tafe_tf.models import flops as flops_lib
 
 
@@ -35,24 +42,130 @@ def cached_batches(data_dir: str, batch_size: int,
   return ds.take(num_batches).cache().repeat()
 
 
+def interleaved_fit_seconds(
+    runs: Mapping[Hashable, Tuple[tf.keras.Model, Any]], steps: int,
+    warmup: int, repeats: int) -> Dict[Hashable, float]:
+  """Steady-state seconds of ``steps`` train steps of each model, in turns.
+
+  Every model first trains ``warmup`` untimed steps (tracing); then, in each
+  of ``repeats`` rounds, every model runs one ``fit`` whose first step is
+  untimed (``fit``'s set-up: ~0.3 s per call on 2 CPUs, as much as 10 steps of
+  a small model at batch 512) and whose next ``steps`` steps are timed by
+  :func:`time_steady_steps`. A model's time is its fastest round.
+
+  Args:
+    runs: Name -> (compiled Keras model, repeated batches ``fit`` accepts).
+    steps: Timed train steps per round (>= 1).
+    warmup: Untimed steps before the first round (>= 1).
+    repeats: Rounds (>= 1).
+
+  Returns:
+    Name -> seconds of ``steps`` steps.
+  """
+  if steps < 1 or warmup < 1 or repeats < 1:
+    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, "
+                     f"{warmup}, {repeats}")
+  for model, dataset in runs.values():
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
+  seconds = {name: float("inf") for name in runs}
+  for _ in range(repeats):
+    for name, (model, dataset) in runs.items():
+      seconds[name] = min(seconds[name], time_steady_steps(
+          model, dataset, steps, warmup=1, repeats=1))
+  return seconds
+
+
 def time_fit_steps(model: tf.keras.Model, dataset: tf.data.Dataset,
                    steps: int, warmup: int, repeats: int) -> float:
-  """Seconds of the fastest of ``repeats`` ``fit`` runs of ``steps`` steps.
+  """Steady-state seconds of ``steps`` train steps, fastest of ``repeats``
+  (:func:`interleaved_fit_seconds` of one model)."""
+  return interleaved_fit_seconds({"model": (model, dataset)}, steps,
+                                 max(1, warmup), repeats)["model"]
+
+
+class _StepEndClock(tf.keras.callbacks.Callback):
+  """``time.perf_counter()`` at the end of every train step."""
+
+  def __init__(self):
+    super().__init__()
+    # Keep the logs as tensors: converting them each step adds a host sync.
+    self._supports_tf_logs = True
+    self.times = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.times.append(time.perf_counter())
+
+
+def time_steady_steps(model: tf.keras.Model, dataset: Any, steps: int,
+                      warmup: int, repeats: int) -> float:
+  """Seconds of the fastest of ``repeats`` windows of ``steps`` train steps.
+
+  Unlike :func:`time_fit_steps`, everything happens in one ``fit`` of
+  ``warmup + repeats * steps`` steps, and the clock reads at step ends: a
+  window runs from the end of one step to the end of the step ``steps`` later,
+  so neither tracing (the warm-up steps) nor ``fit``'s set-up (callbacks, the
+  dataset iterator, distributing the dataset over replicas, which costs ~1 s
+  under MirroredStrategy) is in it: the steady state of a long epoch.
 
   Args:
     model: A compiled Keras model.
-    dataset: Repeated batches ``fit`` accepts for ``model``.
-    steps: Timed train steps per run.
-    warmup: Untimed steps first (tracing, first allocations).
-    repeats: Timed runs; the fastest counts.
+    dataset: Repeated batches ``fit`` accepts for ``model`` (under a
+      strategy, Keras distributes them).
+    steps: Train steps per timed window (>= 1).
+    warmup: Untimed steps first (>= 1: the first window starts at the end of
+      the last of them).
+    repeats: Timed windows; the fastest counts (>= 1).
   """
-  model.fit(dataset, epochs=1, steps_per_epoch=max(1, warmup), verbose=0)
-  seconds = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    seconds = min(seconds, time.perf_counter() - start)
-  return seconds
+  if steps < 1 or warmup < 1 or repeats < 1:
+    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, "
+                     f"{warmup}, {repeats}")
+  clock = _StepEndClock()
+  model.fit(dataset, epochs=1, steps_per_epoch=warmup + repeats * steps,
+            callbacks=[clock], verbose=0)
+  ends = clock.times[warmup - 1::steps]
+  return min(b - a for a, b in zip(ends[:-1], ends[1:]))
+
+
+def time_strategy(name: str, schema: features_lib.Schema, dataset: Any,
+                  hparams: Mapping[str, Any],
+                  strategy: tf.distribute.Strategy, global_batch: int,
+                  steps: int, warmup: int, repeats: int,
+                  learning_rate: float = 1e-3) -> Dict[str, Any]:
+  """Steady-state training speed of model ``name`` under ``strategy``.
+
+  The model is built and compiled as ``tafe_tf.training`` does it (in the
+  strategy's scope), without training-time step metrics unless ``hparams``
+  says ``train_metrics``, and timed with :func:`time_steady_steps`.
+
+  Args:
+    name: One of ``tafe_tf.models.MODEL_NAMES``.
+    schema: The dataset schema.
+    dataset: Repeated batches of ``global_batch`` examples (Keras splits each
+      over the strategy's replicas and workers).
+    hparams: ``build_model`` keyword arguments.
+    strategy: The strategy to train under.
+    global_batch: Examples per step over all replicas.
+    steps, warmup, repeats: See :func:`time_steady_steps`.
+    learning_rate: Adam learning rate.
+
+  Returns:
+    ``strategy`` (its class name), ``replicas``, ``global_batch``,
+    ``examples_per_step`` (measured: the examples the loss mean counted over
+    every replica and worker, over the steps run), ``examples_per_second``
+    (of the global batch) and ``step_ms``.
+  """
+  model = training.build_and_compile(
+      name, schema, {"train_metrics": False, **dict(hparams)}, learning_rate,
+      strategy)
+  seconds = time_steady_steps(model, dataset, steps, warmup, repeats)
+  examples_per_step = float(model.loss_means.count()) / (warmup
+                                                         + repeats * steps)
+  return {"strategy": type(strategy).__name__,
+          "replicas": strategy.num_replicas_in_sync,
+          "global_batch": global_batch,
+          "examples_per_step": examples_per_step,
+          "examples_per_second": steps * examples_per_step / seconds,
+          "step_ms": 1000.0 * seconds / steps}
 
 
 def trainable_parameters(model: tf.keras.Model) -> int:
@@ -82,13 +195,28 @@ def time_model(name: str, schema: features_lib.Schema,
     ``step_ms``, ``forward_flops_per_example``, ``train_flops_per_example``,
     ``trainable_parameters``.
   """
-  # Loss only, no training-time metrics: what the peers compile with.
+  model = compile_for_timing(name, schema, hparams, learning_rate)
+  seconds = time_fit_steps(model, dataset, steps, warmup, repeats)
+  return model, speed_row(name, model, sample, seconds, steps, batch_size)
+
+
+def compile_for_timing(name: str, schema: features_lib.Schema,
+                       hparams: Mapping[str, Any],
+                       learning_rate: float = 1e-3) -> tf.keras.Model:
+  """Model ``name`` compiled with Adam, loss only: no training-time step
+  metrics (unless ``hparams`` asks for them), as the peers are compiled."""
   model = models.build_model(name, schema,
                              **{"train_metrics": False, **dict(hparams)})
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-  seconds = time_fit_steps(model, dataset, steps, warmup, repeats)
+  return model
+
+
+def speed_row(name: str, model: tf.keras.Model,
+              sample: Mapping[str, tf.Tensor], seconds: float, steps: int,
+              batch_size: int) -> Dict[str, Any]:
+  """The row of :func:`time_model` from ``steps`` steps in ``seconds``."""
   forward = flops_lib.forward_flops_per_example(model, sample)
-  return model, {
+  return {
       "model": name, "examples_per_second": steps * batch_size / seconds,
       "step_ms": 1000.0 * seconds / steps,
       "forward_flops_per_example": forward,

@@ -1,15 +1,16 @@
 """Real strategies across devices and processes on localhost (subprocesses).
 
 MirroredStrategy over 2 logical CPUs vs one device (same weights);
-MultiWorkerMirroredStrategy with 2 worker processes vs one worker (same loss),
-a killed worker as a bounded failure; ParameterServerStrategy with 1 chief,
-2 ps and 1 worker (the embedding table sharded over both ps tasks).
+MultiWorkerMirroredStrategy with 2 worker processes: the logged metrics are
+the global ones (those of one device on the same weights), the loss that of
+one worker, a killed worker a bounded failure; ParameterServerStrategy with 1
+chief, 2 ps and 1 worker (the embedding table sharded over both ps tasks).
+Clusters run on loopback ports (tafe_tf.distribution's local-cluster helpers).
 """
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,31 +19,16 @@ import numpy as np
 import pytest
 
 from data import synthetic
+from tafe_tf import distribution
+from tafe_tf import features as features_lib
+from tafe_tf import input_pipeline
+from tafe_tf import models as models_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cli_runner import ROOT, module_command, subprocess_env
+
+TINY_HPARAMS = dict(embedding_dim=4, tower_units=(8,), seed=0)
 TINY = ["--model=esmm", "--embedding_dim=4", "--tower_units=8",
         "--evaluate=false", "--export=false", "--learning_rate=0.01"]
-
-
-def _env(**extra):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
-
-
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return [f"127.0.0.1:{p}" for p in ports]
-
-
-def _tf_config(cluster, task_type, index):
-  return json.dumps({"cluster": cluster,
-                     "task": {"type": task_type, "index": index}})
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +73,7 @@ def _result(proc):
 def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir,
                                                               tmp_path):
   proc = subprocess.run([sys.executable, "-c", _MIRRORED, data_dir,
-                         str(tmp_path)], cwd=ROOT, env=_env(),
+                         str(tmp_path)], cwd=ROOT, env=subprocess_env(),
                         capture_output=True, text=True, timeout=300)
   result = _result(proc)
   assert result["replicas"] == 2
@@ -118,27 +104,121 @@ def _validation_loss(model_dir, data_dir):
 
 
 def _launch(flags, tf_config=None, log=None):
-  env = _env(TF_CONFIG=tf_config) if tf_config else _env()
-  return subprocess.Popen([sys.executable, "-m", "launch.train", *flags],
-                          cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL,
+  env = (subprocess_env(TF_CONFIG=tf_config) if tf_config
+         else subprocess_env())
+  return subprocess.Popen(module_command("launch.train", *flags), cwd=ROOT,
+                          env=env, stdout=log or subprocess.DEVNULL,
                           stderr=subprocess.STDOUT)
+
+
+def _run_two_workers(command, log_dir):
+  return distribution.run_local_workers(command, 2, timeout_s=300,
+                                        log_dir=str(log_dir),
+                                        env=subprocess_env(), cwd=ROOT)
+
+
+# Each worker trains 4 steps and validates, recording at every batch what the
+# progress bar shows (the batch-end logs) next to the global metric values
+# read across workers at that point (model.get_metrics_result(), as Keras
+# does at epoch ends); the chief saves the weights.
+_LOGGED_METRICS = r"""
+import json, sys
+import numpy as np
+import tafe_tf
+import tensorflow as tf
+from tafe_tf import distribution, input_pipeline, training
+from tafe_tf import features as features_lib
+data_dir, out = sys.argv[1], sys.argv[2]
+strategy = distribution.get_strategy("multi_worker")
+schema = features_lib.Schema.load(data_dir)
+tf.keras.utils.set_random_seed(0)
+model = training.build_and_compile(
+    "esmm", schema, dict(embedding_dim=4, tower_units=(8,), seed=0,
+                         train_metrics=False), 1e-2, strategy)
+
+class Logged(tf.keras.callbacks.Callback):
+  def __init__(self):
+    super().__init__()
+    self.batches = []
+  def _record(self, kind, logs):
+    state = self.model.get_metrics_result()
+    self.batches.append({"kind": kind,
+                         "logged": {k: float(v) for k, v in logs.items()},
+                         "global": {k: float(state[k]) for k in logs}})
+  def on_train_batch_end(self, batch, logs=None):
+    self._record("train", logs)
+  def on_test_batch_end(self, batch, logs=None):
+    self._record("test", logs)
+
+logged = Logged()
+history = model.fit(
+    input_pipeline.make_dataset(data_dir, "train", 64, schema=schema,
+                                repeat=True),
+    validation_data=input_pipeline.make_dataset(data_dir, "validation", 64,
+                                                schema=schema),
+    epochs=1, steps_per_epoch=4, verbose=0, callbacks=[logged])
+role = distribution.worker_role(strategy)
+if role.is_chief:
+  np.savez(f"{out}/weights.npz", *model.get_weights())
+with open(f"{out}/worker-{role.task_id}.json", "w") as f:
+  json.dump({"batches": logged.batches,
+             "epoch": {k: v[-1] for k, v in history.history.items()}}, f)
+"""
+
+
+def _one_device_evaluation(data_dir, weights_path):
+  """evaluate() of the chief's weights on the whole validation split."""
+  schema = features_lib.Schema.load(data_dir)
+  model = models_lib.build_model("esmm", schema, **TINY_HPARAMS)
+  model(features_lib.dummy_batch(schema))
+  saved = np.load(weights_path)
+  model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+  model.compile()
+  return model.evaluate(input_pipeline.make_dataset(
+      data_dir, "validation", 64, schema=schema), return_dict=True, verbose=0)
+
+
+def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
+  _run_two_workers([sys.executable, "-c", _LOGGED_METRICS, data_dir,
+                    str(tmp_path)], tmp_path / "logs")
+  workers = [json.load(open(tmp_path / f"worker-{i}.json")) for i in range(2)]
+  for worker in workers:
+    kinds = [b["kind"] for b in worker["batches"]]
+    assert kinds.count("train") == 4 and kinds.count("test") >= 2
+    for b in worker["batches"]:
+      # Keras' default reduction summed the workers' copies: 2x every value.
+      for name, value in b["logged"].items():
+        assert value == pytest.approx(b["global"][name], rel=1e-6), (
+            b["kind"], name, value, b["global"][name])
+    assert worker["epoch"] == workers[0]["epoch"]
+  epoch = workers[0]["epoch"]
+  # Without training-time step metrics the epoch's training losses are the
+  # last step's logs (Keras recomputes them only when every metric is logged).
+  last_train = [b for b in workers[0]["batches"] if b["kind"] == "train"][-1]
+  for name in ("loss", "total_loss"):
+    assert epoch[name] == pytest.approx(last_train["global"][name], rel=1e-6)
+  # The validation split of both workers (one file each) is the whole split
+  # one device evaluates: same thresholded AUC counts (exact), same loss and
+  # logloss sums up to float32 addition order.
+  expected = _one_device_evaluation(data_dir, tmp_path / "weights.npz")
+  for step in ("click", "purchase"):
+    auc = epoch[f"val_auc/{step}"]
+    assert 0.0 <= auc <= 1.0
+    assert auc == pytest.approx(expected[f"auc/{step}"], abs=1e-6)
+    for name in (f"logloss/{step}", f"pcoc/{step}"):
+      assert epoch[f"val_{name}"] == pytest.approx(expected[name], rel=1e-5)
+  assert epoch["val_auc_conditional/purchase"] == pytest.approx(
+      expected["auc_conditional/purchase"], abs=1e-6)
+  assert epoch["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
 def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
   common = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
             "--steps_per_epoch=20", "--shuffle=false", *TINY]
-  cluster = {"worker": _free_ports(2)}
-  workers = [_launch([*common, "--strategy=multi_worker", "--batch_size=32",
-                      f"--model_dir={tmp_path}/two"],
-                     _tf_config(cluster, "worker", i)) for i in range(2)]
-  try:
-    codes = [w.wait(timeout=300) for w in workers]
-  finally:
-    for w in workers:
-      if w.poll() is None:
-        w.kill()
-  assert codes == [0, 0]
+  _run_two_workers(module_command(
+      "launch.train", *common, "--strategy=multi_worker", "--batch_size=32",
+      f"--model_dir={tmp_path}/two"), tmp_path / "logs")
   single = _launch([*common, "--strategy=one_device", "--batch_size=64",
                     f"--model_dir={tmp_path}/one"])
   assert single.wait(timeout=300) == 0
@@ -154,12 +234,13 @@ def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
-  cluster = {"worker": _free_ports(2)}
+  cluster = {"worker": distribution.loopback_addresses(2)}
   flags = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
            "--steps_per_epoch=100000", "--strategy=multi_worker",
            "--batch_size=16", f"--model_dir={tmp_path}/run", *TINY]
   logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
-  workers = [_launch(flags, _tf_config(cluster, "worker", i), logs[i])
+  workers = [_launch(flags, distribution.tf_config_json(cluster, "worker", i),
+                     logs[i])
              for i in range(2)]
   try:
     deadline = time.time() + 240
@@ -204,16 +285,17 @@ print("RESULT " + json.dumps({
 @pytest.mark.slow
 def test_parameter_server_shards_the_embedding_over_both_ps(data_dir,
                                                             tmp_path):
-  cluster = {"chief": _free_ports(1), "worker": _free_ports(1),
-             "ps": _free_ports(2)}
+  chief, worker, *ps = distribution.loopback_addresses(4)
+  cluster = {"chief": [chief], "worker": [worker], "ps": ps}
   serve_flags = [f"--data_dir={data_dir}", "--dataset=tfrecord",
                  "--strategy=parameter_server", *TINY]
-  servers = [_launch(serve_flags, _tf_config(cluster, t, i))
+  servers = [_launch(serve_flags, distribution.tf_config_json(cluster, t, i))
              for t, n in (("worker", 1), ("ps", 2)) for i in range(n)]
   try:
     proc = subprocess.run(
         [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
-        cwd=ROOT, env=_env(TF_CONFIG=_tf_config(cluster, "chief", 0)),
+        cwd=ROOT, env=subprocess_env(
+            TF_CONFIG=distribution.tf_config_json(cluster, "chief", 0)),
         capture_output=True, text=True, timeout=400)
   finally:
     for s in servers:

@@ -189,3 +189,13 @@ def test_peer_is_optional(tmp_path):
                TF_CPP_MIN_LOG_LEVEL="2"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_default_epoch_monitor_is_the_last_steps_validation_auc():
+  assert experiments.GridConfig(scenarios=(), ablations=()).monitor == (
+      experiments.LAST_STEP_AUC)
+  assert experiments.resolve_monitor(
+      experiments.LAST_STEP_AUC, ("click", "cart", "purchase")) == (
+          "val_auc/purchase")
+  assert experiments.resolve_monitor("val_loss", ("click", "purchase")) == (
+      "val_loss")

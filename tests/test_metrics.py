@@ -449,3 +449,12 @@ def test_running_means_weigh_by_examples_and_stay_out_of_weights():
   results = {m.name: float(m.result()) for m in holder.metrics}
   assert results == {"loss": 1.5, "other": 5.0}
   assert len(holder.weights) == 2  # the Dense kernel and bias only
+  assert float(holder.means.count()) == 4.0  # examples: 3 + 1
+  for m in holder.metrics:
+    m.reset_state()
+  assert float(holder.means.count()) == 0.0
+
+
+def test_running_means_need_a_name():
+  with pytest.raises(ValueError, match="RunningMeans needs at least one name"):
+    metrics.RunningMeans([])

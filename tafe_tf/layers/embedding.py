@@ -17,7 +17,7 @@ ONE table variable, each field owning a block of rows at a fixed offset, so a
 batch needs one gather for all single-valued fields of that width and one
 gather plus one segment sum for all multi-valued fields, instead of one lookup
 per field. Dense fields of equal (dim, embedding_dim) are projected by one
-batched einsum. ``fused=False`` gives every id field its own table (the
+batched matmul. ``fused=False`` gives every id field its own table (the
 per-field layout), kept for the benchmark that compares both
 (``launch/benchmark_training.py --embedding=per_field``).
 
@@ -76,7 +76,7 @@ class _TableGroup:
 
 @dataclasses.dataclass(frozen=True)
 class _DenseGroup:
-  """Dense fields of equal (dim, embedding_dim), projected by one einsum."""
+  """Dense fields of equal (dim, embedding_dim), projected by one matmul."""
   name: str
   dim: int
   width: int
@@ -343,7 +343,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         tf.concat(segments, 0))
     missing = n * batch_size - tf.shape(sums, out_type=tf.int64)[0]
     sums = tf.pad(sums, [[0, missing], [0, 0]])
-    means = tf.math.divide_no_nan(sums[:, :-1], sums[:, -1:])
+    # A split, not slices: its gradient is a concat, a slice's a scatter.
+    weighted, total = tf.split(sums, [g.dim, 1], axis=1)
+    means = tf.math.divide_no_nan(weighted, total)
     return tf.transpose(tf.reshape(means, [n, -1, g.dim]), [1, 0, 2])
 
   def _padded_multi_tokens(self, g: _TableGroup,
@@ -368,11 +370,13 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   def _dense_tokens(self, g: _DenseGroup,
                     features: Mapping[str, Any]) -> tf.Tensor:
-    """[B, len(g.fields), width]: every field's projection in one einsum."""
+    """[B, len(g.fields), width]: every field's projection in one matmul."""
     kernel, bias = self._projections[g.name]
     x = tf.stack([tf.cast(self._dense(features, f), kernel.dtype)
-                  for f in g.fields], axis=1)
-    return tf.einsum("bnd,nde->bne", x, kernel) + bias
+                  for f in g.fields], axis=0)  # [n, B, dim]
+    # A batched matmul over the fields, not an einsum (slower on CPU).
+    projected = tf.transpose(tf.matmul(x, kernel), [1, 0, 2])
+    return projected + bias
 
   def _dense(self, features: Mapping[str, Any],
              field: features_lib.FieldSpec) -> tf.Tensor:

@@ -1,9 +1,9 @@
-"""A bank of independent MLPs evaluated as one einsum per layer.
+"""A bank of independent MLPs evaluated as one batched matmul per layer.
 
 Experts, task towers and the shared bottom are all "G groups x J members of
 identical MLP shape, each with its own weights". Stacking the members' kernels
 into one ``[G, J, in, out]`` variable turns ``G * J`` Dense calls into one
-einsum per layer, which is what makes K experts cost one op instead of K.
+batched matmul per layer, which is what makes K experts cost one op instead of K.
 """
 
 from __future__ import annotations
@@ -83,19 +83,53 @@ class ExpertBank(tf.keras.layers.Layer):
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None
            ) -> tf.Tensor:
-    if inputs.shape.rank == 2:
-      x = tf.einsum("bi,gjio->bgjo", inputs, self.kernels[0])
-    else:
-      x = tf.einsum("bgi,gjio->bgjo", inputs, self.kernels[0])
+    # Plain (batched) matmuls with the expert axis leading, not einsums: on
+    # CPU, TF's einsum transposes its operands around every call, which made
+    # the expert layers about a third slower than these matmuls (PLE's train
+    # step: docs/benchmarks.md, "Speed").
+    g, j = self.num_groups, self.experts_per_group
+    x = self._first_layer(inputs)  # [G*J, B, units[0]] or [B, units[0]]
     for i in range(len(self.units)):
       if i > 0:
-        x = tf.einsum("bgji,gjio->bgjo", x, self.kernels[i])
-      x = x + self.biases[i]
+        kernel = self.kernels[i]
+        if g * j == 1:
+          x = tf.matmul(x, kernel[0, 0])
+        else:
+          x = tf.matmul(x, tf.reshape(kernel, [g * j] + kernel.shape[2:]))
+      bias = self.biases[i]
+      x = x + (bias[0] if g * j == 1 else tf.reshape(bias, [g * j, 1, -1]))
       if self.activation is not None:
         x = self.activation(x)
       if self._dropouts:
         x = self._dropouts[i](x, training=training)
-    return x
+    if g * j == 1:
+      return x[:, None, None, :]
+    x = tf.transpose(x, [1, 0, 2])  # [B, G*J, out]
+    return tf.reshape(x, [-1, g, j, self.units[-1]])
+
+  def _first_layer(self, inputs: tf.Tensor) -> tf.Tensor:
+    """First layer's pre-activations: ``[G*J, B, u]`` (or ``[B, u]`` when
+    the bank holds one MLP)."""
+    g, j = self.num_groups, self.experts_per_group
+    kernel = self.kernels[0]  # [G, J, in, u]
+    fan_in, width = kernel.shape[2], kernel.shape[3]
+    if inputs.shape.rank == 2:
+      if g * j == 1:
+        return tf.matmul(inputs, kernel[0, 0])
+      # One GEMM for all experts: x [B, in] @ [in, G*J*u].
+      wide = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [fan_in, -1])
+      x = tf.reshape(tf.matmul(inputs, wide), [-1, g * j, width])
+      return tf.transpose(x, [1, 0, 2])
+    if g == 1:
+      return self._first_layer(tf.squeeze(inputs, axis=1))
+    # One GEMM per group: [G, B, in] @ [G, in, J*u].
+    x = tf.matmul(tf.transpose(inputs, [1, 0, 2]),
+                  tf.reshape(tf.transpose(kernel, [0, 2, 1, 3]),
+                             [g, fan_in, j * width]))
+    if j == 1:
+      return x
+    x = tf.transpose(tf.reshape(x, [g, -1, j, width]), [0, 2, 1, 3])
+    return tf.reshape(x, [g * j, -1, width])
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()

@@ -2,8 +2,10 @@
 
 Every level takes ``(x_shared [B, in], x_tasks [B, T, in])``: the input of the
 shared experts and each task's own input (at the first level both are the
-front-end output; deeper levels get the previous level's outputs), and returns
-a dict of tensors:
+front-end output; deeper levels get the previous level's outputs). ``x_tasks``
+may also be ``[B, in]``, one input for every task: the first level then needs
+no per-task copy of the front-end output and evaluates each bank in one GEMM.
+A level returns a dict of tensors:
 
 * ``tasks``: ``[B, T, D]`` the per-task representation,
 * ``gates``: the per-task gate weights,
@@ -28,10 +30,11 @@ LevelInputs = Tuple[tf.Tensor, tf.Tensor]
 
 def _check_inputs(name: str, inputs: LevelInputs, num_tasks: int) -> None:
   x_shared, x_tasks = inputs
-  if x_shared.shape.rank != 2 or x_tasks.shape.rank != 3:
-    raise ValueError(f"{name}: expected (x_shared [B, in], x_tasks [B, T, in]),"
-                     f" got shapes {x_shared.shape} and {x_tasks.shape}")
-  if x_tasks.shape[1] != num_tasks:
+  if x_shared.shape.rank != 2 or x_tasks.shape.rank not in (2, 3):
+    raise ValueError(f"{name}: expected (x_shared [B, in], x_tasks [B, T, in] "
+                     f"or [B, in]), got shapes {x_shared.shape} and "
+                     f"{x_tasks.shape}")
+  if x_tasks.shape.rank == 3 and x_tasks.shape[1] != num_tasks:
     raise ValueError(f"{name}: x_tasks has {x_tasks.shape[1]} tasks, the level "
                      f"{num_tasks}")
 
@@ -99,16 +102,21 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
     x_shared, x_tasks = inputs
     experts = self.experts(x_shared, training=training)  # [B, 1, K, D]
     gate_inputs = x_tasks
-    if self.shared_output:
+    if self.shared_output and x_tasks is not x_shared:
+      if x_tasks.shape.rank == 2:
+        x_tasks = tf.repeat(x_tasks[:, None, :], self.num_tasks, axis=1)
       gate_inputs = tf.concat([x_tasks, x_shared[:, None, :]], axis=1)
     weights = self.gate(gate_inputs)  # [B, T (+1), K]
     mixed = gates_lib.mix_experts(weights, experts)
-    out = {"tasks": mixed[:, :self.num_tasks],
-           "gates": weights[:, :self.num_tasks]}
-    if self.shared_output:
-      out["shared"] = mixed[:, self.num_tasks]
-      out["shared_gates"] = weights[:, self.num_tasks]
-    return out
+    if not self.shared_output:
+      return {"tasks": mixed, "gates": weights}
+    # Splits, not slices: their gradients are concats, not scatters.
+    tasks, shared = tf.split(mixed, [self.num_tasks, 1], axis=1)
+    task_weights, shared_weights = tf.split(weights, [self.num_tasks, 1],
+                                            axis=1)
+    return {"tasks": tasks, "gates": task_weights,
+            "shared": tf.squeeze(shared, axis=1),
+            "shared_gates": tf.squeeze(shared_weights, axis=1)}
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
@@ -137,7 +145,7 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
     dropout: Dropout in the experts.
     seed: Initializer seed.
 
-  Call: ``(x_tasks [B, T, in], shared [B, T, D])`` ->
+  Call: ``(x_tasks [B, T, in] or [B, in], shared [B, T, D])`` ->
   ``{"tasks": [B, T, D], "gates": [B, T, J + 1]}`` (the last gate column
   weighs the shared reconstruction).
   """
@@ -166,9 +174,11 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
                        f"{shared.shape[-1]} wide, task experts "
                        f"{self.expert_units[-1]}")
     own = self.experts(x_tasks, training=training)  # [B, T, J, D]
-    candidates = tf.concat([own, shared[:, :, None, :]], axis=2)
     weights = self.gate(x_tasks)
-    return {"tasks": gates_lib.mix_experts(weights, candidates),
+    own_weights, shared_weight = tf.split(
+        weights, [self.experts_per_task, 1], axis=2)
+    return {"tasks": gates_lib.mix_experts(own_weights, own)
+                     + shared_weight * shared,
             "gates": weights}
 
   def get_config(self) -> Dict[str, Any]:
@@ -244,23 +254,26 @@ class CustomizedGateControl(tf.keras.layers.Layer):
     _check_inputs(self.name, inputs, self.num_tasks)
     x_shared, x_tasks = inputs
     shared = self.shared_experts(x_shared, training=training)  # [B,1,K,D]
+    weights = self.task_gate(x_tasks)
     if self.task_experts is None:
-      weights = self.task_gate(x_tasks)
       return {"tasks": gates_lib.mix_experts(weights, shared),
               "gates": weights}
     own = self.task_experts(x_tasks, training=training)  # [B, T, J, D]
-    shared_per_task = tf.repeat(shared, self.num_tasks, axis=1)
-    weights = self.task_gate(x_tasks)
-    out = {"tasks": gates_lib.mix_experts(
-        weights, tf.concat([own, shared_per_task], axis=2)),
+    # Own and shared experts mixed separately and summed: no per-task copy
+    # of the shared experts.
+    own_weights, shared_weights_per_task = tf.split(
+        weights, [self.experts_per_task, self.num_shared_experts], axis=2)
+    out = {"tasks": gates_lib.mix_experts(own_weights, own)
+                    + gates_lib.mix_experts(shared_weights_per_task, shared),
            "gates": weights}
     if self.shared_output:
       batch = tf.shape(own)[0]
       all_experts = tf.concat([
           tf.reshape(own, [batch, 1, -1, own.shape[-1]]), shared], axis=2)
       shared_weights = self.shared_gate(x_shared)  # [B, 1, T*J + K]
-      out["shared"] = gates_lib.mix_experts(shared_weights, all_experts)[:, 0]
-      out["shared_gates"] = shared_weights[:, 0]
+      out["shared"] = tf.squeeze(
+          gates_lib.mix_experts(shared_weights, all_experts), axis=1)
+      out["shared_gates"] = tf.squeeze(shared_weights, axis=1)
     return out
 
   def get_config(self) -> Dict[str, Any]:

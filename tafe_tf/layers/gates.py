@@ -57,9 +57,12 @@ def mix_experts(weights: tf.Tensor, experts: tf.Tensor) -> tf.Tensor:
 
   ``experts`` may have a group axis of 1 (experts shared by every group).
   """
-  if experts.shape[1] == 1 and weights.shape[1] != 1:
-    return tf.einsum("bge,bed->bgd", weights, experts[:, 0])
-  return tf.einsum("bge,bged->bgd", weights, experts)
+  # Not einsums (slower on CPU, see layers/experts.py): a batched matmul when
+  # the experts are shared, else a broadcast product summed over E (E is a
+  # handful, so B tiny [1, E] x [E, D] matmuls would cost more).
+  if experts.shape[1] == 1:
+    return tf.matmul(weights, tf.squeeze(experts, axis=1))
+  return tf.reduce_sum(weights[..., None] * experts, axis=2)
 
 
 def _check_top_k(top_k: Optional[int], num_experts: int, name: str) -> None:
@@ -70,7 +73,7 @@ def _check_top_k(top_k: Optional[int], num_experts: int, name: str) -> None:
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class GroupedGate(tf.keras.layers.Layer):
-  """One linear softmax gate per group, evaluated as one einsum.
+  """One linear softmax gate per group, evaluated as one (batched) matmul.
 
   Args:
     num_groups: G gates.
@@ -105,8 +108,18 @@ class GroupedGate(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
-    equation = "bi,gie->bge" if inputs.shape.rank == 2 else "bgi,gie->bge"
-    logits = tf.einsum(equation, inputs, self.kernel) + self.bias
+    g, e = self.num_groups, self.num_experts
+    if inputs.shape.rank == 2:
+      # All gates in one GEMM: x [B, in] @ [in, G*E].
+      wide = tf.reshape(tf.transpose(self.kernel, [1, 0, 2]), [-1, g * e])
+      logits = tf.reshape(tf.matmul(inputs, wide), [-1, g, e])
+    elif g == 1:
+      logits = tf.matmul(tf.squeeze(inputs, axis=1),
+                         self.kernel[0])[:, None, :]
+    else:
+      logits = tf.transpose(
+          tf.matmul(tf.transpose(inputs, [1, 0, 2]), self.kernel), [1, 0, 2])
+    logits = logits + self.bias
     return gate_softmax(logits, self.top_k)
 
   def get_config(self) -> Dict[str, Any]:

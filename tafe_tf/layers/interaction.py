@@ -87,11 +87,22 @@ class FieldInteraction(tf.keras.layers.Layer):
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
     x = inputs
     if self.attention:
-      q, k, v = tf.unstack(tf.einsum("bfd,cdhk->cbhfk", x, self.qkv_kernel))
-      scores = tf.einsum("bhfk,bhgk->bhfg", q, k) / math.sqrt(self._head_dim)
-      attended = tf.einsum("bhfg,bhgk->bhfk", tf.nn.softmax(scores, -1), v)
-      x = self.norm(x + tf.einsum("bhfk,hkd->bfd", attended,
-                                  self.output_kernel))
+      # Projections as plain [B*F, .] matmuls (faster than einsums on CPU,
+      # see layers/experts.py); the per-sample scores stay batched matmuls.
+      _, num_fields, dim = x.shape
+      heads, key_dim = self.num_heads, self._head_dim
+      qkv = tf.matmul(tf.reshape(x, [-1, dim]), tf.reshape(
+          tf.transpose(self.qkv_kernel, [1, 0, 2, 3]), [dim, -1]))
+      qkv = tf.transpose(tf.reshape(qkv, [-1, num_fields, 3, heads, key_dim]),
+                         [2, 0, 3, 1, 4])  # [3, B, H, F, K]
+      q, k, v = tf.unstack(qkv)
+      scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(key_dim)
+      attended = tf.matmul(tf.nn.softmax(scores, -1), v)  # [B, H, F, K]
+      attended = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]),
+                            [-1, heads * key_dim])
+      projected = tf.matmul(attended, tf.reshape(self.output_kernel,
+                                                 [heads * key_dim, dim]))
+      x = self.norm(x + tf.reshape(projected, [-1, num_fields, dim]))
     if self.excitation:
       squeezed = tf.reduce_mean(x, axis=-1)  # [B, F]
       scale = tf.sigmoid(tf.matmul(tf.nn.relu(

@@ -62,13 +62,22 @@ class TaskTower(tf.keras.layers.Layer):
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None
            ) -> Tuple[tf.Tensor, tf.Tensor]:
+    # A [B, in] input stays one tensor (the banks take it as every tower's
+    # input, one GEMM for all towers) instead of being copied per tower;
+    # reshapes, not slices, drop the banks' unit axes (a slice's gradient is
+    # a scatter into zeros).
     x = inputs
-    if x.shape.rank == 2:
-      x = tf.repeat(x[:, None, :], self.num_towers, axis=1)
+    g = self.num_towers
     if self._gate_bank is not None:
-      x = x * 2.0 * self._gate_bank(x)[:, :, 0]
-    u = self.hidden(x, training=training)[:, :, 0] if self.hidden else x
-    logits = self.head(u)[:, :, 0, 0]
+      gate = tf.squeeze(self._gate_bank(x), axis=2)  # [B, G, in]
+      x = (x[:, None, :] if x.shape.rank == 2 else x) * 2.0 * gate
+    if self.hidden is not None:
+      u = tf.squeeze(self.hidden(x, training=training), axis=2)
+    elif x.shape.rank == 2:
+      u = tf.repeat(x[:, None, :], g, axis=1)
+    else:
+      u = x
+    logits = tf.reshape(self.head(u), [-1, g])
     return u, logits
 
   def get_config(self) -> Dict[str, Any]:

@@ -57,10 +57,13 @@ class AITM(base.MultiStepModel):
 
   def _forward(self, features: Mapping[str, Any], training: bool
                ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    towers = self.towers(self.embedding(features), training=training)
-    transferred = [towers[:, 0, 0]]
+    towers = tf.unstack(tf.squeeze(
+        self.towers(self.embedding(features), training=training), axis=2),
+                        axis=1)
+    transferred = [towers[0]]
     for t in range(1, len(self.steps)):
       transferred.append(self.transfers[t - 1](
-          (towers[:, t, 0], transferred[-1]), training=training))
-    logits = self.heads(tf.stack(transferred, axis=1))[:, :, 0, 0]
+          (towers[t], transferred[-1]), training=training))
+    logits = tf.reshape(self.heads(tf.stack(transferred, axis=1)),
+                        [-1, len(self.steps)])
     return logits, {}

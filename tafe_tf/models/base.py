@@ -130,6 +130,13 @@ class MultiStepModel(tfrs.Model):
     # the kept epoch) depend on the last validation batch alone.
     self.loss_means = metrics_lib.RunningMeans(LOSS_LOG_NAMES,
                                                name="loss_means")
+    # Every value train_step/test_step return is a metric's result, which
+    # Keras computes from the metric state summed over all replicas and
+    # workers: each replica already holds the global value. Keras' default
+    # ("auto") adds the workers' copies under MultiWorkerMirroredStrategy, so
+    # a 2-worker run logged twice every value (AUC above 1) in the progress
+    # bar, per-batch callbacks and epoch logs not recomputed at epoch end.
+    self.distribute_reduction_method = "first"
 
   @classmethod
   def make_hparams(cls, **hparams: Any) -> BaseHParams:

@@ -55,9 +55,8 @@ class MMoE(base.MultiStepModel):
   def _forward(self, features: Mapping[str, Any], training: bool
                ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x = self.embedding(features)
-    x_tasks = tf.repeat(x[:, None, :], len(self.steps), axis=1)
-    out = self.experts((x, x_tasks), training=training)
+    out = self.experts((x, x), training=training)  # every step's input is x
     _, logits = self.towers(out["tasks"], training=training)
-    gates = {f"level0/{step}": out["gates"][:, t]
-             for t, step in enumerate(self.steps)}
+    gates = {f"level0/{step}": weights for step, weights in
+             zip(self.steps, tf.unstack(out["gates"], axis=1))}
     return logits, gates

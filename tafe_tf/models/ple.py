@@ -68,13 +68,13 @@ class PLE(base.MultiStepModel):
   def _forward(self, features: Mapping[str, Any], training: bool
                ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x_shared = self.embedding(features)
-    x_tasks = tf.repeat(x_shared[:, None, :], len(self.steps), axis=1)
+    x_tasks = x_shared  # [B, in]: the same input for every step at level 0
     gates: Dict[str, tf.Tensor] = {}
     for level, cgc in enumerate(self.levels):
       out = cgc((x_shared, x_tasks), training=training)
       x_tasks = out["tasks"]
-      for t, step in enumerate(self.steps):
-        gates[f"level{level}/{step}"] = out["gates"][:, t]
+      for step, weights in zip(self.steps, tf.unstack(out["gates"], axis=1)):
+        gates[f"level{level}/{step}"] = weights
       if "shared" in out:
         x_shared = out["shared"]
         gates[f"level{level}/shared"] = out["shared_gates"]

@@ -132,15 +132,13 @@ class TAFE(base.MultiStepModel):
     if self.field_interaction is not None:
       x = self.field_interaction(x)
       x = tf.reshape(x, [-1, x.shape[1] * x.shape[2]])
-    num_steps = len(self.steps)
     x_shared = x
-    x_tasks = tf.repeat(x[:, None, :], num_steps, axis=1)
+    x_tasks = x  # [B, in]: the same input for every step at the first level
     gates: Dict[str, tf.Tensor] = {}
     for level, shared_stage in enumerate(self.shared_extraction):
       out = shared_stage((x_shared, x_tasks), training=training)
       h_tasks = out["tasks"]
-      for t, step in enumerate(self.steps):
-        gates[f"level{level}/{step}"] = out["gates"][:, t]
+      gates.update(_per_step(f"level{level}", self.steps, out["gates"]))
       if "shared" in out:
         gates[f"level{level}/shared"] = out["shared_gates"]
         x_shared = out["shared"]
@@ -148,16 +146,23 @@ class TAFE(base.MultiStepModel):
         mixed = self.task_extraction[level]((x_tasks, h_tasks),
                                             training=training)
         h_tasks = mixed["tasks"]
-        for t, step in enumerate(self.steps):
-          gates[f"level{level}/{step}/mix"] = mixed["gates"][:, t]
+        gates.update(_per_step(f"level{level}", self.steps, mixed["gates"],
+                               suffix="/mix"))
       x_tasks = h_tasks
     logits = []
     previous = None
-    for t in range(num_steps):
-      z = x_tasks[:, t]
+    # Unstack and squeeze, not slices: a slice's gradient is a scatter.
+    for t, z in enumerate(tf.unstack(x_tasks, axis=1)):
       if t > 0:
         z = self.transfers[t - 1]((z, previous), training=training)
       u, logit = self.towers[t](z, training=training)
-      previous = u[:, 0]
-      logits.append(logit[:, 0])
-    return tf.stack(logits, axis=1), gates
+      previous = tf.squeeze(u, axis=1)
+      logits.append(logit)
+    return tf.concat(logits, axis=1), gates
+
+
+def _per_step(prefix: str, steps: Tuple[str, ...], weights: tf.Tensor,
+              suffix: str = "") -> Dict[str, tf.Tensor]:
+  """``{"<prefix>/<step><suffix>": weights[:, t]}`` from ``[B, T, E]``."""
+  return {f"{prefix}/{step}{suffix}": w
+          for step, w in zip(steps, tf.unstack(weights, axis=1))}

@@ -17,7 +17,7 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
       [sys.executable, "-m", "launch.benchmark_training",
        f"--data_dir={tmp_path / 'data'}", "--models=shared_bottom,esmm",
        "--embedding=both", "--batch_size=32", "--steps=2", "--warmup=1",
-       "--repeats=1",
+       "--repeats=1", "--profile_top=3",
        f"--output={output}", '--hparams={"expert_units": [8]}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -31,4 +31,10 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
   for r in rows:
     assert r["examples_per_second"] > 0 and 0 < r["mfu"] < 1
     assert r["train_flops_per_example"] == 3 * r["forward_flops_per_example"]
+    # The profile: the 3 costliest op types, shares of the kernel time.
+    profile = r["profile"]
+    shares = [t["fraction"] for t in profile["by_type"]]
+    assert len(shares) == 3 and shares == sorted(shares, reverse=True)
+    assert 0 < sum(shares) <= 1 + 1e-9 and profile["kernel_ms"] > 0
+    assert len(profile["by_op"]) == 3
   assert report["hparams"] == {"expert_units": [8]}
