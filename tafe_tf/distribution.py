@@ -328,8 +328,8 @@ def compiled_step_inputs(model: Any, schema: features_lib.Schema
 
 
 def tpu_embedding_feature_config(
-    schema: features_lib.Schema,
-    optimizer: Optional[Any] = None) -> Dict[str, Any]:
+    schema: features_lib.Schema, optimizer: Optional[Any] = None,
+    seed: Optional[int] = None) -> Dict[str, Any]:
   """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
 
   One ``TableConfig`` per table of :class:`FeatureEmbedding`'s fused layout
@@ -347,15 +347,18 @@ def tpu_embedding_feature_config(
     schema: The dataset schema (its per-field ``embedding_dim``).
     optimizer: A ``tf.tpu.experimental.embedding`` optimizer for the tables
       (None: the TPUEmbedding layer's).
+    seed: Seed of the table initialisers, derived per table as
+      ``FeatureEmbedding`` derives its own (same seed, same initial tables).
   """
   from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
   from tafe_tf.layers import initializers  # pylint: disable=g-import-not-at-top
   groups = embedding_lib.table_groups(schema, fused=True)
   config = {}
-  for g in groups:
+  for i, g in enumerate(groups):
     table = tf.tpu.experimental.embedding.TableConfig(
         vocabulary_size=g.num_rows, dim=g.dim,
-        initializer=initializers.embedding_uniform(None),
+        initializer=initializers.embedding_uniform(
+            initializers.derive_seed(seed, i)),
         optimizer=optimizer, combiner="mean", name=g.name)
     for f in g.fields:
       config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(

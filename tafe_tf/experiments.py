@@ -655,9 +655,11 @@ def markdown_sections(summary, steps: Mapping[str, Sequence[str]],
     speed_text = [f"Not measured by `{command}`."]
   else:
     speed_text = [
-        f"Produced by `{command}`. Batch {speed['batch_size']}, best of "
-        f"{speed['repeats']} runs of {speed['timed_steps']} train steps on "
-        "the same cached batches; DeepCTR "
+        f"Produced by `{command}`. Batch {speed['batch_size']}; steady "
+        "state: every model (ours and DeepCTR's) traced first, then timed "
+        f"in turns, the fastest of {speed['repeats']} rounds of "
+        f"{speed['timed_steps']} train steps on the same cached batches "
+        "(each round's first step, `fit`'s set-up, untimed); DeepCTR "
         f"{speed['peer'] or 'not installed'}. Matmul rate "
         f"{speed['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s; `tf.data` "
         f"(parse, no model) {speed['input_examples_per_second']:,.0f} "

@@ -284,6 +284,12 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   if config.jit_compile and distribution.is_parameter_server(strategy):
     raise ValueError("jit_compile with the parameter_server strategy is not "
                      "supported: its embedding lookups run on the ps tasks")
+  if distribution.is_tpu(strategy) and "tpu_embedding" not in config.hparams:
+    # Tables in TPU embedding memory, updated at the run's learning rate; in
+    # the run file, so evaluation and export rebuild the same layer.
+    config = dataclasses.replace(config, hparams={
+        **config.hparams, "tpu_embedding": True,
+        "tpu_embedding_learning_rate": config.learning_rate})
   role = distribution.worker_role(strategy)
   # Non-chief workers of a multi-worker run write their own files (logs, the
   # best weights they must save too) into a scratch directory; the backup

@@ -252,3 +252,18 @@ def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
                              expert_units=(16,), tower_units=(8,), **hparams)
   history = fit(model, data_dir, epochs=4, batch_size=64, learning_rate=0.02)
   return model, history
+
+
+def assert_gradients_reach_only_rows_used(layer: tf.keras.layers.Layer,
+                                          features: Dict[str, tf.Tensor],
+                                          table: tf.Variable) -> None:
+  """The gradient of ``sum(layer(features))`` w.r.t. the tiny schema's id
+  ``table`` touches every used ``user`` row (id + 1, OOV row 0) and fewer
+  than half of the table's rows."""
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(layer(features))
+  grad = tf.convert_to_tensor(tape.gradient(loss, table))
+  touched = np.flatnonzero(np.abs(grad.numpy()).sum(1))
+  users = features["user"].numpy()
+  assert set(np.where(users < 50, users + 1, 0)) <= set(touched)
+  assert len(touched) < grad.shape[0] / 2

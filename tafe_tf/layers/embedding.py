@@ -282,12 +282,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   def build(self, input_shape: Any = None) -> None:
     del input_shape  # every shape comes from the schema
-    self._tables = {}
-    for i, g in enumerate(self._table_groups):
-      self._tables[g.name] = self.add_weight(
-          name=g.name, shape=(g.num_rows, g.dim),
-          initializer=initializers.embedding_uniform(
-              initializers.derive_seed(self.seed, i)))
+    self._tables = self._build_tables()
     self._projections = {}
     for i, g in enumerate(self._dense_groups):
       salt = 1000 + 2 * i
@@ -300,6 +295,14 @@ class FeatureEmbedding(tf.keras.layers.Layer):
                              initializer="zeros")
       self._projections[g.name] = (kernel, bias)
     super().build(None)
+
+  def _build_tables(self) -> Dict[str, tf.Variable]:
+    """The id table variables by name (a subclass may keep them elsewhere)."""
+    return {g.name: self.add_weight(
+        name=g.name, shape=(g.num_rows, g.dim),
+        initializer=initializers.embedding_uniform(
+            initializers.derive_seed(self.seed, i)))
+            for i, g in enumerate(self._table_groups)}
 
   # --- forward ----------------------------------------------------------------
 
@@ -451,6 +454,13 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     for g in self._table_groups:
       if g.multi:
         blocks.append(self._multi_tokens(g, features))
+    return self._assemble(blocks, features)
+
+  def _assemble(self, blocks: List[tf.Tensor],
+                features: Mapping[str, Any]) -> tf.Tensor:
+    """The output from the id fields' ``[B, n, width]`` blocks (in output
+    order) plus the dense fields."""
+    blocks = list(blocks)
     for g in self._dense_groups:
       blocks.append(self._dense_tokens(g, features))
     raw = [tf.cast(self._dense(features, f), self.compute_dtype)

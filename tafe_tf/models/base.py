@@ -31,6 +31,7 @@ from tafe_tf import metrics as metrics_lib
 from tafe_tf.layers import embedding as embedding_lib
 from tafe_tf.layers import initializers
 from tafe_tf.layers import probabilities
+from tafe_tf.layers import tpu_embedding
 
 # Hyperparameters every model accepts through build_model; a model whose
 # architecture has no use for one ignores it (docs/models.md lists which).
@@ -59,6 +60,14 @@ class BaseHParams:
       in training steps too; False keeps them for evaluation and validation
       only, which makes a CPU training step up to ~2x faster (the losses are
       still logged).
+    tpu_embedding: Keep the id tables in a ``tfrs.layers.embedding
+      .TPUEmbedding`` (:class:`~tafe_tf.layers.tpu_embedding
+      .TPUFeatureEmbedding`): built under a TPUStrategy they live in TPU
+      embedding memory, elsewhere they are ordinary variables (checkpoints
+      compatible both ways). ``launch.train --strategy=tpu`` turns it on.
+    tpu_embedding_learning_rate: Adam learning rate of the TPU embedding
+      engine for the tables (used on TPUs only; elsewhere the model's
+      optimizer trains them).
   """
   embedding_dim: Optional[int] = None
   dropout: float = 0.0
@@ -68,6 +77,8 @@ class BaseHParams:
   calibration_weight: float = 0.0
   conditional_weight: float = 0.0
   train_metrics: bool = True
+  tpu_embedding: bool = False
+  tpu_embedding_learning_rate: float = 1e-3
 
   def __post_init__(self):
     # JSON gives lists; the architecture wants hashable tuples.
@@ -81,6 +92,17 @@ class BaseHParams:
   def to_json(self) -> Dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(self).items()}
+
+
+def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:
+  """The TPU embedding engine's optimizer under a TPUStrategy, else None (the
+  tables are then ordinary variables trained by the model's optimizer)."""
+  strategy = tf.distribute.get_strategy()
+  if isinstance(strategy, (tf.distribute.TPUStrategy,
+                           tf.distribute.experimental.TPUStrategy)):
+    return tf.tpu.experimental.embedding.Adam(
+        learning_rate=hparams.tpu_embedding_learning_rate)
+  return None
 
 
 class MultiStepModel(tfrs.Model):
@@ -117,10 +139,16 @@ class MultiStepModel(tfrs.Model):
         step_weights=hparams.step_weights,
         calibration_weight=hparams.calibration_weight,
         conditional_weight=hparams.conditional_weight)
-    self.embedding = embedding_lib.FeatureEmbedding(
-        schema, fused=hparams.fused_embedding,
-        output_mode=embedding_output_mode, seed=self._seed(0),
-        name="feature_embedding")
+    if hparams.tpu_embedding:
+      self.embedding = tpu_embedding.TPUFeatureEmbedding(
+          schema, output_mode=embedding_output_mode, seed=self._seed(0),
+          optimizer=_tpu_table_optimizer(hparams),
+          name="feature_embedding")
+    else:
+      self.embedding = embedding_lib.FeatureEmbedding(
+          schema, fused=hparams.fused_embedding,
+          output_mode=embedding_output_mode, seed=self._seed(0),
+          name="feature_embedding")
     self.probabilities = probabilities.ChainedProbabilities(
         chained, name="probabilities")
     self.step_metrics = metrics_lib.StepMetrics(self.steps,

@@ -6,12 +6,35 @@ absl flags are process-global, hence a subprocess per run (tests/cli_runner.py).
 import json
 import math
 
+import pytest
+
 from cli_runner import run_module
 
 TINY = ["--hparams={\"embedding_dim\": 4, \"tower_units\": [8]}",
         "--global_batch=64", "--steps=3", "--warmup=1", "--repeats=2"]
 
 
+def test_devices_pair_reports_steady_state_rates_at_one_global_batch(
+    tmp_path):
+  output = tmp_path / "distribution.json"
+  proc = run_module("launch.benchmark_distribution", *TINY, "--parts=devices",
+                    f"--data_dir={tmp_path / 'data'}", f"--output={output}",
+                    timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = {r["configuration"]: r
+          for r in json.loads(output.read_text())["results"]}
+  assert list(rows) == ["one_device", "mirrored_2_devices"]
+  assert [r["replicas"] for r in rows.values()] == [1, 2]
+  for r in rows.values():
+    assert r["global_batch"] == 64 and r["examples_per_step"] == 64
+    assert math.isfinite(r["examples_per_second"])
+    assert r["examples_per_second"] > 0
+  assert math.isclose(rows["mirrored_2_devices"]["relative_to_one"],
+                      rows["mirrored_2_devices"]["examples_per_second"]
+                      / rows["one_device"]["examples_per_second"])
+
+
+@pytest.mark.slow  # ~27 s: the devices pair above runs in the fast suite
 def test_both_pairs_report_steady_state_rates_at_one_global_batch(tmp_path):
   output = tmp_path / "distribution.json"
   proc = run_module("launch.benchmark_distribution", *TINY,
