@@ -99,6 +99,7 @@ def main(argv: List[str]) -> None:
               + profile.format(_PROFILE_TOP.value))
         row["profile"] = {
             "step_ms": profile.step_ms, "kernel_ms": profile.kernel_ms,
+            "matmul_ms": profile.matmul_ms,
             "by_type": profile.top_types(_PROFILE_TOP.value),
             "by_op": [{"op": op, "type": t, "ms": ms}
                       for op, t, ms in profile.by_op[:_PROFILE_TOP.value]]}

@@ -46,6 +46,12 @@ class StepProfile:
   by_type: Tuple[Tuple[str, float], ...]
   by_op: Tuple[Tuple[str, str, float], ...]
 
+  @property
+  def matmul_ms(self) -> float:
+    """Kernel time of matrix products (MatMul, BatchMatMul, Einsum kinds)."""
+    return sum(ms for t, ms in self.by_type
+               if "MatMul" in t or "Einsum" in t)
+
   def top_types(self, n: int) -> List[Dict[str, float]]:
     """The ``n`` costliest op types as ``{"type", "ms", "fraction"}``."""
     return [{"type": t, "ms": ms, "fraction": ms / self.kernel_ms}
@@ -54,7 +60,9 @@ class StepProfile:
   def format(self, n: int) -> str:
     """A text table of the ``n`` costliest op types and ops."""
     lines = [f"{self.steps} profiled steps, {self.step_ms:.1f} ms/step wall, "
-             f"{self.kernel_ms:.1f} ms/step kernel time (summed over threads)",
+             f"{self.kernel_ms:.1f} ms/step kernel time (summed over threads)"
+             f", of which matrix products {self.matmul_ms:.1f} ms "
+             f"({100 * self.matmul_ms / self.kernel_ms:.1f}%)",
              f"{'ms/step':>9} {'share':>6}  op type"]
     lines += [f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {t}"
               for t, ms in self.by_type[:n]]

@@ -30,6 +30,9 @@ def test_profile_of_a_training_step_names_its_matmuls_and_gathers(dataset):
   # The towers' matmuls (forward and gradient) and the embedding gather are
   # kernels of every ESMM train step.
   assert any("MatMul" in t for t in types), sorted(types)
+  assert 0 < profile.matmul_ms < profile.kernel_ms
+  assert profile.matmul_ms == pytest.approx(
+      sum(ms for t, ms in types.items() if "MatMul" in t or "Einsum" in t))
   assert any("Gather" in t for t in types), sorted(types)
   # Per-type and per-op totals are the same time, sorted largest first.
   assert np.isclose(sum(types.values()), profile.kernel_ms)

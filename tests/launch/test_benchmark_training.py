@@ -37,4 +37,5 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
     assert len(shares) == 3 and shares == sorted(shares, reverse=True)
     assert 0 < sum(shares) <= 1 + 1e-9 and profile["kernel_ms"] > 0
     assert len(profile["by_op"]) == 3
+    assert 0 < profile["matmul_ms"] < profile["kernel_ms"]
   assert report["hparams"] == {"expert_units": [8]}
