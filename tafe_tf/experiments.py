@@ -57,7 +57,6 @@ SYNTHETIC_SCENARIOS: Dict[str, synthetic.SyntheticConfig] = {
     "conflict": synthetic.SyntheticConfig(num_steps=2, conflict=3.0),
 }
 
-# TAFE with one part changed: ablation name -> TAFE hyperparameters.
 # The default epoch choice of the benchmark: the validation AUC of each
 # scenario's last step, the number the comparison is about. The summed DTL
 # loss (``val_loss``) can rise while the last step still improves, which
@@ -70,6 +69,7 @@ def resolve_monitor(monitor: str, steps: Sequence[str]) -> str:
   return f"val_auc/{steps[-1]}" if monitor == LAST_STEP_AUC else monitor
 
 
+# TAFE with one part changed: ablation name -> TAFE hyperparameters.
 ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_field_interaction": {"field_interaction": False},
     "no_task_indicators": {"task_indicators": False},
