@@ -69,7 +69,13 @@ def resolve_monitor(monitor: str, steps: Sequence[str]) -> str:
   return f"val_auc/{steps[-1]}" if monitor == LAST_STEP_AUC else monitor
 
 
-# TAFE with one part changed: ablation name -> TAFE hyperparameters.
+def _first_step_only(num_steps: int) -> Tuple[float, ...]:
+  """Step weights with the entire-space loss on the first step only."""
+  return (1.0,) + (0.0,) * (num_steps - 1)
+
+
+# TAFE with one part changed: ablation name -> TAFE hyperparameters (a
+# callable value is called with the scenario's number of steps).
 ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_field_interaction": {"field_interaction": False},
     "no_task_indicators": {"task_indicators": False},
@@ -78,6 +84,11 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     # Top-k gating is off by default (dense gates): this variant turns it on.
     "top_k_2": {"top_k": 2},
     "independent_heads": {"chained": False},
+    # The classic CVR training: step t > 1 learns q_t only on the rows where
+    # step t-1 happened (clicks), not p_t over all impressions: the sample
+    # selection bias the entire-space DTL loss avoids.
+    "click_space_cvr": {"step_weights": _first_step_only,
+                        "conditional_weight": 1.0},
 }
 
 ABLATION_WHAT = {
@@ -88,6 +99,9 @@ ABLATION_WHAT = {
     "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
     "independent_heads": "independent entire-space heads instead of the "
                          "chained DTL probabilities",
+    "click_space_cvr": "steps after the first trained on the previous "
+                       "step's positives only (classic CVR loss on clicks), "
+                       "not on all impressions",
 }
 
 REFERENCE_MODEL = "tafe"
@@ -209,12 +223,15 @@ def variant_name(model: str, ablation: Optional[str] = None) -> str:
   return f"{model}-{ablation}" if ablation else model
 
 
-def variant_hparams(variant: str) -> Tuple[str, Dict[str, Any]]:
-  """``(model name, extra hyperparameters)`` of a variant name."""
+def variant_hparams(variant: str, num_steps: int = 2
+                    ) -> Tuple[str, Dict[str, Any]]:
+  """``(model name, extra hyperparameters)`` of a variant name, for a
+  scenario of ``num_steps`` steps."""
   model, _, ablation = variant.partition("-")
   if ablation and ablation not in ABLATIONS:
     raise ValueError(f"unknown ablation {ablation!r} in variant {variant!r}")
-  return model, dict(ABLATIONS.get(ablation, {}))
+  return model, {k: v(num_steps) if callable(v) else v
+                 for k, v in ABLATIONS.get(ablation, {}).items()}
 
 
 def scenario_data_dir(scenario: Scenario, config: GridConfig) -> str:
@@ -245,14 +262,14 @@ def train_and_evaluate(data_dir: str, model_dir: str, variant: str, seed: int,
   Returns:
     ``(trained model, result)``; ``result.scenario`` is left empty.
   """
-  model_name, extra = variant_hparams(variant)
+  steps = features_lib.Schema.load(data_dir).steps
+  model_name, extra = variant_hparams(variant, len(steps))
   shutil.rmtree(model_dir, ignore_errors=True)  # never resume a stale run
   train_config = training.TrainConfig(
       model=model_name, hparams=dict(config.hparams, seed=seed, **extra),
       epochs=config.epochs, batch_size=config.batch_size,
       learning_rate=config.learning_rate, seed=seed,
-      monitor=resolve_monitor(config.monitor,
-                              features_lib.Schema.load(data_dir).steps),
+      monitor=resolve_monitor(config.monitor, steps),
       verbose=0)
   start = time.perf_counter()
   trained = training.train(data_dir, model_dir, train_config)

@@ -94,11 +94,15 @@ def test_variant_hparams_and_grid_validation():
 def test_every_ablation_changes_the_built_tafe():
   schema = synthetic.synthetic_schema(synthetic.SyntheticConfig(num_steps=2))
   default = models.build_model("tafe", schema).get_config()["hparams"]
-  for name, extra in experiments.ABLATIONS.items():
+  for name in experiments.ABLATIONS:
+    _, extra = experiments.variant_hparams(f"tafe-{name}", num_steps=2)
     hparams = models.build_model("tafe", schema, **extra).get_config()[
         "hparams"]
     changed = {k for k in hparams if hparams[k] != default[k]}
     assert changed == set(extra), name
+  # Step-count dependent ablations resolve per scenario.
+  assert experiments.variant_hparams("tafe-click_space_cvr", num_steps=3) == (
+      "tafe", {"step_weights": (1.0, 0.0, 0.0), "conditional_weight": 1.0})
 
 
 def test_replace_sections_keeps_other_sections_byte_for_byte():
