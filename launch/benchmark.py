@@ -29,6 +29,7 @@ from typing import Dict, List
 from absl import flags
 import tafe_tf  # noqa: F401
 
+from data import writer
 from tafe_tf import experiments
 from tafe_tf import features as features_lib
 from tafe_tf import plots
@@ -186,9 +187,8 @@ def main(argv: List[str]) -> None:
                 for sc, g in gates.items()},
       "speed": speed,
       "targets": [c.__dict__ for c in checks]}
-  with open(os.path.join(out, "benchmark.json"), "w") as f:
-    json.dump(experiments.json_safe(result), f, indent=2, allow_nan=False)
-    f.write("\n")
+  writer.write_json_atomic(os.path.join(out, "benchmark.json"),
+                           experiments.json_safe(result))
   sections = experiments.markdown_sections(summary, steps, speed, command,
                                            checks, monitor=config.monitor)
   if _MARKDOWN.value:

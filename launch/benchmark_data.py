@@ -30,6 +30,7 @@ from absl import flags
 import numpy as np
 
 from data import ali_ccp
+from data import writer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("impressions", 1_000_000, "Skeleton rows to generate.",
@@ -295,9 +296,7 @@ def main(argv: List[str]) -> None:
                                 sys.argv[1:])
   print(_table(results))
   if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      json.dump(results, f, indent=2, sort_keys=True)
-      f.write("\n")
+    writer.write_json_atomic(FLAGS.output, results)
 
 
 if __name__ == "__main__":

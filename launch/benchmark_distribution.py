@@ -33,6 +33,7 @@ from absl import flags
 import tafe_tf  # noqa: F401
 
 from data import synthetic
+from data import writer
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import models
@@ -205,8 +206,7 @@ def _worker() -> None:
   row = _time(strategy, _DATA_DIR.value)
   role = distribution.worker_role(strategy)
   path = os.path.join(_WORKER_OUTPUT_DIR.value, f"worker-{role.task_id}.json")
-  with open(path, "w") as f:
-    json.dump({"worker": role.task_id, **row}, f)
+  writer.write_json_atomic(path, {"worker": role.task_id, **row})
 
 
 def main(argv: List[str]) -> None:
@@ -226,9 +226,7 @@ def main(argv: List[str]) -> None:
   result = _benchmark(_PARTS.value)
   _print_table(result)
   if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+    writer.write_json_atomic(_OUTPUT.value, result)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from data import synthetic
+from data import writer
 from tafe_tf import export
 from tafe_tf import features as features_lib
 from tafe_tf import models as models_lib
@@ -213,9 +214,7 @@ def main(argv: List[str]) -> None:
     result["export_path"] = None  # deleted with the work dir
   print_table(result)
   if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+    writer.write_json_atomic(_OUTPUT.value, result)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from absl import flags
 import tafe_tf  # noqa: F401
 
 from data import synthetic
+from data import writer
 from tafe_tf import features as features_lib
 from tafe_tf import models
 from tafe_tf import profiling
@@ -121,9 +122,7 @@ def main(argv: List[str]) -> None:
               "cpu_count": os.cpu_count(), "hparams": hparams,
               "timed_steps": _STEPS.value, "repeats": _REPEATS.value,
               "results": rows}
-    with open(_OUTPUT.value, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+    writer.write_json_atomic(_OUTPUT.value, result)
 
 
 if __name__ == "__main__":

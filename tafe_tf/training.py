@@ -33,6 +33,7 @@ from absl import logging
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
+from data import writer
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
@@ -354,7 +355,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
             "strategy": type(strategy).__name__,
             "precision": config.precision, "jit_compile": config.jit_compile}
   if role.is_chief:
-    _write_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
+    writer.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME),
+                             report)
   return TrainResult(model=model, schema=schema, best_epoch=best.best_epoch,
                      best_value=best.best_value,
                      history={k: list(v) for k, v in history.history.items()},
@@ -408,13 +410,4 @@ def _write_run_file(model_dir: str, config: TrainConfig, data_dir: str) -> None:
           f"{model_dir} holds a run of another model or other hyper-parameters "
           f"({previous.get('model')}, {previous.get('hparams')}); use a new "
           "--model_dir or delete it")
-  _write_json(path, run)
-
-
-def _write_json(path: str, obj: Mapping[str, Any]) -> None:
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
+  writer.write_json_atomic(path, run)
