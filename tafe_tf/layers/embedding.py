@@ -149,8 +149,8 @@ def _group_dense_fields(schema: features_lib.Schema) -> Tuple[
   return groups, tuple(raw)
 
 
-def _flat_weighted_ids(ids: Any, weights: Any, field_name: str
-                       ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def flat_weighted_ids(ids: Any, weights: Any, field_name: str
+                      ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """(values, weights, row ids, batch size) of a multi-valued field.
 
   Accepts ragged ``[B, None]`` or padded ``[B, L]`` ids and weights, flattened
@@ -328,7 +328,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     rows, weights, segments = [], [], []
     batch_size = None
     for i, f in enumerate(g.multi):
-      values, w, row_ids, b = _flat_weighted_ids(
+      values, w, row_ids, b = flat_weighted_ids(
           self._ids(features, f), self._get(features, f.weight_key), f.name)
       batch_size = b if batch_size is None else batch_size
       rows.append(self._rows(features, f, values) + offsets[f.name])

@@ -3,7 +3,7 @@
 Experts, task towers and the shared bottom are all "G groups x J members of
 identical MLP shape, each with its own weights". Stacking the members' kernels
 into one ``[G, J, in, out]`` variable turns ``G * J`` Dense calls into one
-batched matmul per layer, which is what makes K experts cost one op instead of K.
+batched matmul per layer, which makes K experts cost one op instead of K.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class ExpertBank(tf.keras.layers.Layer):
       if self._dropouts:
         x = self._dropouts[i](x, training=training)
     if g * j == 1:
-      return x[:, None, None, :]
+      return tf.reshape(x, [-1, 1, 1, self.units[-1]])
     x = tf.transpose(x, [1, 0, 2])  # [B, G*J, out]
     return tf.reshape(x, [-1, g, j, self.units[-1]])
 

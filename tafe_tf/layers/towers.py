@@ -70,7 +70,7 @@ class TaskTower(tf.keras.layers.Layer):
     g = self.num_towers
     if self._gate_bank is not None:
       gate = tf.squeeze(self._gate_bank(x), axis=2)  # [B, G, in]
-      x = (x[:, None, :] if x.shape.rank == 2 else x) * 2.0 * gate
+      x = (tf.expand_dims(x, 1) if x.shape.rank == 2 else x) * 2.0 * gate
     if self.hidden is not None:
       u = tf.squeeze(self.hidden(x, training=training), axis=2)
     elif x.shape.rank == 2:

@@ -91,7 +91,7 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
         weights[f.name] = None
       for f in g.multi:
         # Ragged or padded, raw ids or rows; padding entries get weight 0.
-        values, w, row_ids, batch = embedding_lib._flat_weighted_ids(  # pylint: disable=protected-access
+        values, w, row_ids, batch = embedding_lib.flat_weighted_ids(
             self._ids(features, f), self._get(features, f.weight_key),
             f.name)
         rows = self._rows(features, f, values) + self._row_offsets[f.name]
