@@ -8,7 +8,8 @@
 * :func:`interleaved_fit_seconds` -- steady-state seconds of train steps of
   several compiled Keras models (ours and peers), timed in turns;
   :func:`time_fit_steps` is the one-model case;
-* :func:`time_model` -- that, plus FLOPs and parameters, for one of our models;
+* :func:`compile_for_timing` / :func:`speed_row` -- one of our models built
+  as the peers are, and its examples/s, FLOPs and parameters;
 * :func:`input_examples_per_second` -- one pass of the ``tf.data`` pipeline;
 * :func:`latency_ms` / :func:`request_batches` -- serving calls of an export.
 
@@ -172,34 +173,6 @@ def trainable_parameters(model: tf.keras.Model) -> int:
   return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
-def time_model(name: str, schema: features_lib.Schema,
-               dataset: tf.data.Dataset, sample: Mapping[str, tf.Tensor],
-               hparams: Mapping[str, Any], steps: int, warmup: int,
-               batch_size: int, repeats: int,
-               learning_rate: float = 1e-3) -> Tuple[tf.keras.Model,
-                                                     Dict[str, Any]]:
-  """Trains model ``name`` for a few timed steps; its speed and FLOPs.
-
-  Args:
-    name: One of ``tafe_tf.models.MODEL_NAMES``.
-    schema: The dataset schema.
-    dataset: Cached repeated ``(features, labels)`` batches of ``batch_size``.
-    sample: One batch in padded form (FLOPs are traced on it).
-    hparams: ``build_model`` keyword arguments.
-    steps, warmup, repeats: See :func:`time_fit_steps`.
-    batch_size: Examples per step of ``dataset``.
-    learning_rate: Adam learning rate.
-
-  Returns:
-    ``(model, row)``: the (briefly trained) model and ``examples_per_second``,
-    ``step_ms``, ``forward_flops_per_example``, ``train_flops_per_example``,
-    ``trainable_parameters``.
-  """
-  model = compile_for_timing(name, schema, hparams, learning_rate)
-  seconds = time_fit_steps(model, dataset, steps, warmup, repeats)
-  return model, speed_row(name, model, sample, seconds, steps, batch_size)
-
-
 def compile_for_timing(name: str, schema: features_lib.Schema,
                        hparams: Mapping[str, Any],
                        learning_rate: float = 1e-3) -> tf.keras.Model:
@@ -214,7 +187,10 @@ def compile_for_timing(name: str, schema: features_lib.Schema,
 def speed_row(name: str, model: tf.keras.Model,
               sample: Mapping[str, tf.Tensor], seconds: float, steps: int,
               batch_size: int) -> Dict[str, Any]:
-  """The row of :func:`time_model` from ``steps`` steps in ``seconds``."""
+  """``model``'s speed row from ``steps`` steps of ``batch_size`` taking
+  ``seconds``: ``examples_per_second``, ``step_ms``,
+  ``forward_flops_per_example``, ``train_flops_per_example``,
+  ``trainable_parameters``."""
   forward = flops_lib.forward_flops_per_example(model, sample)
   return {
       "model": name, "examples_per_second": steps * batch_size / seconds,
