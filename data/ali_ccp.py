@@ -29,9 +29,9 @@ from typing import (Any, Collection, Dict, Iterable, Iterator, List, Optional,
 
 import numpy as np
 
-from data import line_format
-from data import writer as writer_lib
-from data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
+from tafe_tf.data import line_format
+from tafe_tf.data import writer as writer_lib
+from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
 
 ID, WEIGHTED = FieldKind.ID, FieldKind.WEIGHTED_IDS
 

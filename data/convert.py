@@ -31,18 +31,17 @@ import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
-from data import ali_ccp
-from data import csv_formats
-from data import example_encoder
-from data import line_format
-from data import vocabulary
-from data import writer as writer_lib
-from data.line_format import FieldKind, LineFormat, Row, SplitInput
+from tafe_tf.data import ali_ccp
+from tafe_tf.data import csv_formats
+from tafe_tf.data import example_encoder
+from tafe_tf.data import line_format
+from tafe_tf.data import vocabulary
+from tafe_tf.data import writer as writer_lib
+from tafe_tf.data.line_format import FieldKind, LineFormat, Row, SplitInput
 
 FORMATS = {
     "ali_ccp": ali_ccp.RawAliCcp,

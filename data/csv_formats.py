@@ -13,7 +13,7 @@
   multi-valued field, no values: every weight is 1.0). Files ``train.txt``
   and ``test.txt``.
 
-All three name fields as :mod:`data.ali_ccp` does where they come from Ali-CCP,
+All three name fields as :mod:`tafe_tf.data.ali_ccp` does where they come from Ali-CCP,
 and write the same cumulative labels (``click``, ``purchase``).
 """
 
@@ -23,10 +23,10 @@ import abc
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
-from data import ali_ccp
-from data import line_format
-from data import writer as writer_lib
-from data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
+from tafe_tf.data import ali_ccp
+from tafe_tf.data import line_format
+from tafe_tf.data import writer as writer_lib
+from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
 
 
 def _parse_int(text: bytes, column: str) -> int:
@@ -232,7 +232,7 @@ class _PaddleReader(line_format.LineReader):
 
 
 class PaddleEsmm(line_format.LineFormat):
-  """PaddleRec's ESMM token form of Ali-CCP (fields as in :mod:`data.ali_ccp`)."""
+  """PaddleRec's ESMM token form of Ali-CCP (fields as in :mod:`tafe_tf.data.ali_ccp`)."""
 
   name = "ali_ccp_paddle_esmm"
   has_sample_id = True

@@ -4,12 +4,12 @@ Every real-data format here (raw Ali-CCP, processed Ali-CCP CSV, AliExpress
 CSV, PaddleRec's ESMM tokens) is a set of text files with one impression per
 line. A :class:`LineFormat` says which file feeds which split, which fields the
 dataset has, and makes a :class:`LineReader` that turns one line into a
-:class:`Row` or skips it. The same reader serves :func:`data.convert.convert`
+:class:`Row` or skips it. The same reader serves :func:`tafe_tf.data.convert.convert`
 (TFRecords, in parallel over byte ranges) and the TFDS builders
 (:func:`iter_rows`), so there is one parser per format.
 
 A line that cannot be used raises :class:`LineError` inside the reader; the
-reader reports it to its :class:`data.writer.SkipCounter` (which raises instead
+reader reports it to its :class:`tafe_tf.data.writer.SkipCounter` (which raises instead
 in strict mode) and returns ``None``.
 """
 
@@ -22,10 +22,9 @@ import zlib
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple)
 
-import tafe_tf  # noqa: F401
 from tafe_tf import features as features_lib
 
-from data import writer as writer_lib
+from tafe_tf.data import writer as writer_lib
 
 FieldKind = features_lib.FieldKind
 STEPS = ("click", "purchase")

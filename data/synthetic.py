@@ -72,11 +72,10 @@ from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
 from absl import logging
 import numpy as np
 
-import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
 import tensorflow as tf
 
-from data import example_encoder
-from data import writer
+from tafe_tf.data import example_encoder
+from tafe_tf.data import writer
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import metrics
@@ -1090,7 +1089,7 @@ def write_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
   """Writes a complete synthetic dataset directory.
 
   ``schema.json`` first, then each split's shards through
-  :class:`data.writer.ShardedWriter`, then ``report.json`` last (a directory
+  :class:`tafe_tf.data.writer.ShardedWriter`, then ``report.json`` last (a directory
   without it is incomplete; an existing one is removed before anything else is
   written).
 

@@ -15,8 +15,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
+from tafe_tf import files
 
 VOCAB_DIR = "vocab"
 DEFAULT_MIN_COUNT = 10
@@ -131,12 +131,9 @@ def vocabulary_file(field_name: str) -> str:
 
 def write_vocabulary(path: str, ids: np.ndarray) -> None:
   """Writes ids one per line (through a temporary file and a rename)."""
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  tmp = path + ".incomplete"
   text = "".join(f"{i}\n" for i in np.asarray(ids).tolist())
-  with tf.io.gfile.GFile(tmp, "w") as f:
+  with files.atomic_text_file(path) as f:
     f.write(text)  # also for no ids: GFile creates the file on first write
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read_vocabulary(path: str) -> np.ndarray:

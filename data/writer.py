@@ -13,13 +13,13 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
+from tafe_tf import files
 from tafe_tf import input_pipeline
 
 REPORT_FILENAME = "report.json"
-_INCOMPLETE = ".incomplete"
+_INCOMPLETE = files.INCOMPLETE_SUFFIX
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -115,19 +115,10 @@ class ShardedWriter:
       self.abort()
 
 
-def write_json_atomic(path: str, obj: Mapping[str, Any]) -> None:
-  """Writes JSON to ``path`` through a temporary file and a rename."""
-  tmp = path + _INCOMPLETE
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_report(out_dir: str, report: Mapping[str, Any]) -> str:
   """Writes ``out_dir/report.json`` (the completion marker); returns its path."""
   path = os.path.join(out_dir, REPORT_FILENAME)
-  write_json_atomic(path, report)
+  files.write_json_atomic(path, report)
   return path
 
 

@@ -27,14 +27,13 @@ import sys
 from typing import Dict, List
 
 from absl import flags
-import tafe_tf  # noqa: F401
 
-from data import writer
-from tafe_tf import experiments
+from tafe_tf.benchmarks import experiments
 from tafe_tf import features as features_lib
 from tafe_tf import plots
 
-from launch import common
+from tafe_tf.launch import common
+from tafe_tf import files
 
 _QUICK = flags.DEFINE_bool("quick", False, "A tiny grid (see the module doc).")
 _MODELS = flags.DEFINE_list("models", list(experiments.models_lib.MODEL_NAMES),
@@ -187,8 +186,8 @@ def main(argv: List[str]) -> None:
                 for sc, g in gates.items()},
       "speed": speed,
       "targets": [c.__dict__ for c in checks]}
-  writer.write_json_atomic(os.path.join(out, "benchmark.json"),
-                           experiments.json_safe(result))
+  files.write_json_atomic(os.path.join(out, "benchmark.json"),
+                           files.json_safe(result))
   sections = experiments.markdown_sections(summary, steps, speed, command,
                                            checks, monitor=config.monitor)
   if _MARKDOWN.value:
@@ -200,5 +199,10 @@ def main(argv: List[str]) -> None:
     print(f"## {title}\n\n{body}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (``tafe-benchmark``)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  run()

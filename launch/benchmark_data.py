@@ -27,10 +27,12 @@ from typing import Any, Dict, List
 
 from absl import app
 from absl import flags
+
+from tafe_tf.launch import common
 import numpy as np
 
-from data import ali_ccp
-from data import writer
+from tafe_tf.data import ali_ccp
+from tafe_tf import files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("impressions", 1_000_000, "Skeleton rows to generate.",
@@ -296,8 +298,13 @@ def main(argv: List[str]) -> None:
                                 sys.argv[1:])
   print(_table(results))
   if FLAGS.output:
-    writer.write_json_atomic(FLAGS.output, results)
+    files.write_json_atomic(FLAGS.output, results)
+
+
+def run() -> None:
+  """Entry point: flags parsed by absl, user errors as one line."""
+  common.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -11,7 +11,7 @@ Two pairs, each at the same global batch:
 
 Every rate is the steady state: train batches parsed once and cached, warm-up
 steps that trace, then the fastest of ``--repeats`` windows of ``--steps``
-steps inside one ``fit`` (:func:`tafe_tf.timing.time_steady_steps`), so
+steps inside one ``fit`` (:func:`tafe_tf.benchmarks.timing.time_steady_steps`), so
 tracing, ``fit``'s set-up and process start-up are not in it. On a machine
 whose replicas or workers share the same few cores this shows the overhead
 of a strategy (synchronisation, splitting batches, collectives), not a
@@ -30,14 +30,16 @@ from typing import Any, Dict, List, Sequence
 
 from absl import app
 from absl import flags
-import tafe_tf  # noqa: F401
 
-from data import synthetic
-from data import writer
+from tafe_tf.launch import common
+
+from tafe_tf.data import synthetic
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import models
-from tafe_tf import timing
+from tafe_tf.benchmarks import timing
+from tafe_tf import files
+from tafe_tf.benchmarks import local_cluster
 
 PARTS = ("devices", "workers")
 # Train batches parsed and cached per run (every step reuses them).
@@ -134,7 +136,7 @@ def _worker_rows(data_dir: str, work_dir: str) -> List[Dict[str, Any]]:
     output_dir = os.path.join(work_dir, f"workers-{num_workers}")
     try:
       # From the repository root, so that python -m finds this module.
-      distribution.run_local_workers(
+      local_cluster.run_local_workers(
           _worker_command(output_dir, data_dir), num_workers,
           _WORKER_TIMEOUT_S.value, output_dir,
           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=ROOT)
@@ -206,7 +208,7 @@ def _worker() -> None:
   row = _time(strategy, _DATA_DIR.value)
   role = distribution.worker_role(strategy)
   path = os.path.join(_WORKER_OUTPUT_DIR.value, f"worker-{role.task_id}.json")
-  writer.write_json_atomic(path, {"worker": role.task_id, **row})
+  files.write_json_atomic(path, {"worker": role.task_id, **row})
 
 
 def main(argv: List[str]) -> None:
@@ -226,8 +228,13 @@ def main(argv: List[str]) -> None:
   result = _benchmark(_PARTS.value)
   _print_table(result)
   if _OUTPUT.value:
-    writer.write_json_atomic(_OUTPUT.value, result)
+    files.write_json_atomic(_OUTPUT.value, result)
+
+
+def run() -> None:
+  """Entry point: flags parsed by absl, user errors as one line."""
+  common.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -29,18 +29,17 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from absl import flags
 import numpy as np
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import synthetic
-from data import writer
+from tafe_tf.data import synthetic
 from tafe_tf import export
 from tafe_tf import features as features_lib
 from tafe_tf import models as models_lib
-from tafe_tf import timing
+from tafe_tf.benchmarks import timing
 from tafe_tf import training
 
-from launch import common
+from tafe_tf.launch import common
+from tafe_tf import files
 
 _MODEL = flags.DEFINE_enum("model", "tafe", list(models_lib.MODEL_NAMES),
                            "Model to train briefly (ignored with --model_dir).")
@@ -75,7 +74,7 @@ SIGNATURES = (export.SERVING_DEFAULT, export.SERVING_EXAMPLES)
 
 def request_batches(data_dir: str, schema: features_lib.Schema,
                     batch_size: int) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
-  """:func:`tafe_tf.timing.request_batches`, a missing split as a UserError."""
+  """:func:`tafe_tf.benchmarks.timing.request_batches`, a missing split as a UserError."""
   try:
     return timing.request_batches(data_dir, schema, batch_size)
   except FileNotFoundError as e:
@@ -214,8 +213,13 @@ def main(argv: List[str]) -> None:
     result["export_path"] = None  # deleted with the work dir
   print_table(result)
   if _OUTPUT.value:
-    writer.write_json_atomic(_OUTPUT.value, result)
+    files.write_json_atomic(_OUTPUT.value, result)
+
+
+def run() -> None:
+  """Entry point: flags parsed by absl, user errors as one line."""
+  common.run(main)
 
 
 if __name__ == "__main__":
-  common.run(main)
+  run()

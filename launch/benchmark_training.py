@@ -8,7 +8,7 @@ batches parsed once and cached in memory (the input pipeline is measured by
   steps that trace, and without ``fit``'s per-call set-up; all models timed
   in turns, the fastest of ``--repeats`` rounds each, since the CPUs may be
   shared),
-* forward matrix-product FLOPs per example (:mod:`tafe_tf.models.flops`),
+* forward matrix-product FLOPs per example (:mod:`tafe_tf.benchmarks.flops`),
 * model FLOP utilisation: ``3 * forward FLOPs * examples/s`` over the float32
   matmul rate measured on the same machine (square matmuls, best of a few).
 
@@ -17,7 +17,7 @@ batches parsed once and cached in memory (the input pipeline is measured by
 
 ``--embedding=both`` also times every model with one table per field (the
 per-field layout) against the fused tables. ``--profile_top=N`` then profiles
-a few train steps of every model (:mod:`tafe_tf.profiling`) and prints, and
+a few train steps of every model (:mod:`tafe_tf.benchmarks.profiling`) and prints, and
 writes to the JSON, its N costliest op types and ops: where the step goes.
 """
 
@@ -28,17 +28,17 @@ import os
 import tempfile
 from typing import List
 
-from absl import app
 from absl import flags
-import tafe_tf  # noqa: F401
 
-from data import synthetic
-from data import writer
+from tafe_tf.launch import common
+
+from tafe_tf.data import synthetic
 from tafe_tf import features as features_lib
 from tafe_tf import models
-from tafe_tf import profiling
-from tafe_tf import timing
-from tafe_tf.models import flops as flops_lib
+from tafe_tf.benchmarks import profiling
+from tafe_tf.benchmarks import timing
+from tafe_tf.benchmarks import flops as flops_lib
+from tafe_tf import files
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Synthetic dataset directory (written when missing or "
@@ -122,8 +122,13 @@ def main(argv: List[str]) -> None:
               "cpu_count": os.cpu_count(), "hparams": hparams,
               "timed_steps": _STEPS.value, "repeats": _REPEATS.value,
               "results": rows}
-    writer.write_json_atomic(_OUTPUT.value, result)
+    files.write_json_atomic(_OUTPUT.value, result)
+
+
+def run() -> None:
+  """Entry point: flags parsed by absl, user errors as one line."""
+  common.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
-import tafe_tf  # noqa: F401
 from tafe_tf import features as features_lib
 
 DATASETS = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")

@@ -2,7 +2,7 @@ r"""Converts a real dataset's files into a dataset directory (TFRecords).
 
   python -m launch.convert --format=ali_ccp --raw_dir=RAW --out_dir=OUT
 
-The command-line face of :mod:`data.convert` (the same code path as the
+The command-line face of :mod:`tafe_tf.data.convert` (the same code path as the
 library functions and the TFDS builders). Formats and the files each expects in
 ``--raw_dir``:
 
@@ -25,6 +25,8 @@ from typing import List
 
 from absl import app
 from absl import flags
+
+from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", None, ["ali_ccp", "ali_ccp_processed", "aliexpress",
@@ -58,7 +60,7 @@ def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not wait for TensorFlow.
-  from data import convert  # pylint: disable=g-import-not-at-top
+  from tafe_tf.data import convert  # pylint: disable=g-import-not-at-top
   options = dict(min_count=FLAGS.min_count,
                  validation_fraction=FLAGS.validation_fraction,
                  num_shards=FLAGS.num_shards, strict=FLAGS.strict,
@@ -77,5 +79,10 @@ def main(argv: List[str]) -> None:
       "seconds")}))
 
 
+def run() -> None:
+  """Console-script entry point (``tafe-convert``)."""
+  common.run(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -18,12 +18,11 @@ import os
 from absl import flags
 from absl import logging
 
-import tafe_tf  # noqa: F401
 from tafe_tf import input_pipeline
 from tafe_tf import reporting
 from tafe_tf import training
 
-from launch import common
+from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 
@@ -62,5 +61,10 @@ def main(argv):
                      model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (``tafe-evaluate``)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  run()

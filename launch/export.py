@@ -11,11 +11,10 @@ import os
 
 from absl import flags
 
-import tafe_tf  # noqa: F401
 from tafe_tf import export
 from tafe_tf import training
 
-from launch import common
+from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 
@@ -52,5 +51,10 @@ def main(argv):
   print(path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (``tafe-export``)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  run()

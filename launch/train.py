@@ -23,13 +23,12 @@ from typing import Any, Dict
 from absl import flags
 from absl import logging
 
-import tafe_tf  # noqa: F401
 from tafe_tf import distribution
 from tafe_tf import models as models_lib
 from tafe_tf import reporting
 from tafe_tf import training
 
-from launch import common
+from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 
@@ -122,7 +121,7 @@ def resolve_data_dir() -> str:
       raise common.UserError(f"--data_dir={FLAGS.data_dir} holds dataset "
                            f"{schema.name!r}, not {FLAGS.dataset!r}")
     return FLAGS.data_dir
-  from data import synthetic  # pylint: disable=g-import-not-at-top
+  from tafe_tf.data import synthetic  # pylint: disable=g-import-not-at-top
   kwargs = {"num_steps": FLAGS.synthetic_steps, "seed": FLAGS.seed}
   if FLAGS.synthetic_conflict is not None:
     kwargs["conflict"] = FLAGS.synthetic_conflict
@@ -184,5 +183,10 @@ def main(argv):
     print(f"SavedModel for TF Serving: {path}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (``tafe-train``)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  run()

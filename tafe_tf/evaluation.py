@@ -27,23 +27,18 @@ Report keys, per step ``<step>`` (t = 1..T):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import json
-import math
-import os
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+from typing import (Any, Callable, Dict, List, Mapping, Optional,
                     Sequence)
 
 import numpy as np
-import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf import files
 from tafe_tf import metrics as metrics_lib
 
-_TMP_SUFFIX = ".incomplete"
 _CSV_CHUNK_ROWS = 100_000
 
 
@@ -233,27 +228,6 @@ def compute_report(predictions: Predictions,
   return report
 
 
-@contextlib.contextmanager
-def _atomic_text_file(path: str) -> Iterator[Any]:
-  """Yields a text file that becomes ``path`` only when the block succeeds.
-
-  Writes go to ``path + '.incomplete'``, renamed over ``path`` at the end; an
-  exception deletes the temporary file and leaves any old ``path`` as it was.
-  """
-  directory = os.path.dirname(path)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  tmp = path + _TMP_SUFFIX
-  try:
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      yield f
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-    raise
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def prediction_columns(steps: Sequence[str], with_sample_id: bool) -> List[str]:
   """The CSV header: [``sample_id``], then ``p_<step>, q_<step>`` per step."""
   header = [features_lib.SAMPLE_ID_KEY] if with_sample_id else []
@@ -271,7 +245,7 @@ def write_predictions_csv(predictions: Predictions, steps: Sequence[str],
   """
   _check_num_steps(predictions, steps)
   with_ids = predictions.sample_ids is not None
-  with _atomic_text_file(path) as f:
+  with files.atomic_text_file(path) as f:
     writer = csv.writer(f, lineterminator="\n")
     writer.writerow(prediction_columns(steps, with_ids))
     # In chunks: formatting 10M rows at once would hold gigabytes of strings.
@@ -287,22 +261,9 @@ def write_predictions_csv(predictions: Predictions, steps: Sequence[str],
   return path
 
 
-def _json_value(value: Any) -> Any:
-  """NaN and infinities -> None: strict JSON has no NaN."""
-  if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
-
-
 def write_report_json(report: Mapping[str, Any], path: str) -> str:
   """Writes ``report`` as strict JSON (NaN -> null), keys sorted.
 
   Returns ``path``.
   """
-  obj = {k: _json_value(v) for k, v in report.items()}
-  with _atomic_text_file(path) as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  return path
+  return files.write_json_atomic(path, report)

@@ -46,7 +46,6 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib

@@ -38,8 +38,8 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
 import tensorflow as tf
+from tafe_tf import files
 
 SCHEMA_FILENAME = "schema.json"
 # Padding id for multi-valued fields in dense (padded) form; never a real id.
@@ -257,13 +257,9 @@ class Schema:
   def save(self, directory: str) -> str:
     """Writes ``directory/schema.json`` atomically; returns its path."""
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, SCHEMA_FILENAME)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      json.dump(self.to_json(), f, indent=2, sort_keys=False)
-      f.write("\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-    return path
+    return files.write_json_atomic(
+        os.path.join(directory, SCHEMA_FILENAME), self.to_json(),
+        sort_keys=False)
 
   @classmethod
   def load(cls, path: str) -> "Schema":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib

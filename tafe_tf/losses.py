@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional, Sequence, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.layers import probabilities

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
 import tensorflow as tf
 
 # Probabilities are clipped to [LOGLOSS_EPS, 1 - LOGLOSS_EPS] inside the log

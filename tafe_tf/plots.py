@@ -20,7 +20,6 @@ from matplotlib.backends import backend_agg
 from matplotlib import figure as figure_lib
 from matplotlib import ticker
 import numpy as np
-import tafe_tf  # noqa: F401  (selects Keras 2 before tf.keras is touched)
 import tensorflow as tf
 
 from tafe_tf import metrics as metrics_lib

@@ -11,7 +11,6 @@ import os
 from typing import Dict, Mapping, Optional
 
 import numpy as np
-import tafe_tf  # noqa: F401
 
 from tafe_tf import evaluation
 from tafe_tf import features as features_lib

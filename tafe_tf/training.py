@@ -30,12 +30,11 @@ import tempfile
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from absl import logging
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import writer
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
+from tafe_tf import files
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 
@@ -173,12 +172,10 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
       self.best_epoch, self.best_value = epoch + 1, value
       tf.io.gfile.makedirs(self.best_dir)
       self.model.save_weights(os.path.join(self.best_dir, BEST_WEIGHTS))
-      tmp = os.path.join(self.best_dir, "best.json.tmp")
-      with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump({"epoch": self.best_epoch, "value": value,
-                   "monitor": self.monitor, "logs": _floats(logs)}, f, indent=2)
-      tf.io.gfile.rename(tmp, os.path.join(self.best_dir, "best.json"),
-                         overwrite=True)
+      files.write_json_atomic(
+          os.path.join(self.best_dir, "best.json"),
+          {"epoch": self.best_epoch, "value": value, "monitor": self.monitor,
+           "logs": _floats(logs)})
 
 
 class RecordStartStep(tf.keras.callbacks.Callback):
@@ -355,7 +352,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
             "strategy": type(strategy).__name__,
             "precision": config.precision, "jit_compile": config.jit_compile}
   if role.is_chief:
-    writer.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME),
+    files.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME),
                              report)
   return TrainResult(model=model, schema=schema, best_epoch=best.best_epoch,
                      best_value=best.best_value,
@@ -410,4 +407,4 @@ def _write_run_file(model_dir: str, config: TrainConfig, data_dir: str) -> None:
           f"{model_dir} holds a run of another model or other hyper-parameters "
           f"({previous.get('model')}, {previous.get('hparams')}); use a new "
           "--model_dir or delete it")
-  writer.write_json_atomic(path, run)
+  files.write_json_atomic(path, run)

@@ -23,7 +23,7 @@ import numpy as np
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import writer
+from tafe_tf.data import writer
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 
@@ -153,7 +153,7 @@ LEARNING_HPARAMS = dict(seed=0, expert_units=(32, 16), tower_units=(16,))
 def learning_dataset(data_dir: str, num_train: int = 8000,
                      num_test: int = 4000) -> Tuple[str, dict]:
   """Writes the learning test's synthetic data; returns (dir, report)."""
-  from data import synthetic  # pylint: disable=g-import-not-at-top
+  from tafe_tf.data import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.SyntheticConfig(num_steps=2, **LEARNING_CONFIG)
   report = synthetic.write_dataset(data_dir, config, num_train=num_train,
                                    num_validation=0, num_test=num_test,

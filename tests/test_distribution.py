@@ -13,13 +13,14 @@ import pytest
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import synthetic
+from tafe_tf.data import synthetic
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf import training
 from tafe_tf.layers import embedding as embedding_lib
+from tafe_tf.benchmarks import local_cluster
 
 TINY = dict(embedding_dim=4, tower_units=(8,), seed=0)
 
@@ -66,10 +67,10 @@ def test_parameter_server_strategy_refuses_a_worker_task(monkeypatch):
 
 
 def test_tf_config_json_names_this_task_in_the_cluster(monkeypatch):
-  addresses = distribution.loopback_addresses(3)
+  addresses = local_cluster.loopback_addresses(3)
   assert len(set(addresses)) == 3
   assert all(a.startswith("127.0.0.1:") for a in addresses)
-  monkeypatch.setenv("TF_CONFIG", distribution.tf_config_json(
+  monkeypatch.setenv("TF_CONFIG", local_cluster.tf_config_json(
       {"worker": addresses[:2], "ps": addresses[2:]}, "ps", 0))
   assert distribution.tf_config() == {
       "cluster": {"worker": addresses[:2], "ps": addresses[2:]},
@@ -91,7 +92,7 @@ time.sleep(float(sys.argv[2]) if index == 0 else 0)
 
 
 def test_local_workers_each_get_their_task_and_a_log(tmp_path):
-  logs = distribution.run_local_workers(
+  logs = local_cluster.run_local_workers(
       [sys.executable, "-c", _WORKER, "ok", "0"], 2, timeout_s=60,
       log_dir=str(tmp_path))
   lines = [log.split() for log in logs]
@@ -105,7 +106,7 @@ def test_a_failed_local_worker_stops_the_others(tmp_path):
   with pytest.raises(RuntimeError, match=r"worker 1 of 2 exited with status 3; "
                      r".*worker-1\.log ends with:\n1 2 127\.0\.0\.1:"):
     # Worker 0 would sleep 60 s: it is killed as soon as worker 1 fails.
-    distribution.run_local_workers(
+    local_cluster.run_local_workers(
         [sys.executable, "-c", _WORKER, "fail", "60"], 2, timeout_s=120,
         log_dir=str(tmp_path))
   assert time.monotonic() - start < 30
@@ -115,7 +116,7 @@ def test_local_workers_past_the_timeout_are_killed(tmp_path):
   start = time.monotonic()
   with pytest.raises(TimeoutError, match=r"worker\(s\) 0 of 2 still running "
                      r"after 2 s \(killed\); .*worker-0\.log ends with:\n0 2 "):
-    distribution.run_local_workers(
+    local_cluster.run_local_workers(
         [sys.executable, "-c", _WORKER, "ok", "60"], 2, timeout_s=2,
         log_dir=str(tmp_path))
   assert time.monotonic() - start < 30

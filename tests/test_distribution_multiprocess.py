@@ -18,11 +18,11 @@ import time
 import numpy as np
 import pytest
 
-from data import synthetic
-from tafe_tf import distribution
+from tafe_tf.data import synthetic
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
+from tafe_tf.benchmarks import local_cluster
 
 from cli_runner import ROOT, module_command, subprocess_env
 
@@ -112,7 +112,7 @@ def _launch(flags, tf_config=None, log=None):
 
 
 def _run_two_workers(command, log_dir):
-  return distribution.run_local_workers(command, 2, timeout_s=300,
+  return local_cluster.run_local_workers(command, 2, timeout_s=300,
                                         log_dir=str(log_dir),
                                         env=subprocess_env(), cwd=ROOT)
 
@@ -234,12 +234,12 @@ def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
-  cluster = {"worker": distribution.loopback_addresses(2)}
+  cluster = {"worker": local_cluster.loopback_addresses(2)}
   flags = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
            "--steps_per_epoch=100000", "--strategy=multi_worker",
            "--batch_size=16", f"--model_dir={tmp_path}/run", *TINY]
   logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
-  workers = [_launch(flags, distribution.tf_config_json(cluster, "worker", i),
+  workers = [_launch(flags, local_cluster.tf_config_json(cluster, "worker", i),
                      logs[i])
              for i in range(2)]
   try:
@@ -285,17 +285,17 @@ print("RESULT " + json.dumps({
 @pytest.mark.slow
 def test_parameter_server_shards_the_embedding_over_both_ps(data_dir,
                                                             tmp_path):
-  chief, worker, *ps = distribution.loopback_addresses(4)
+  chief, worker, *ps = local_cluster.loopback_addresses(4)
   cluster = {"chief": [chief], "worker": [worker], "ps": ps}
   serve_flags = [f"--data_dir={data_dir}", "--dataset=tfrecord",
                  "--strategy=parameter_server", *TINY]
-  servers = [_launch(serve_flags, distribution.tf_config_json(cluster, t, i))
+  servers = [_launch(serve_flags, local_cluster.tf_config_json(cluster, t, i))
              for t, n in (("worker", 1), ("ps", 2)) for i in range(n)]
   try:
     proc = subprocess.run(
         [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
         cwd=ROOT, env=subprocess_env(
-            TF_CONFIG=distribution.tf_config_json(cluster, "chief", 0)),
+            TF_CONFIG=local_cluster.tf_config_json(cluster, "chief", 0)),
         capture_output=True, text=True, timeout=400)
   finally:
     for s in servers:

@@ -11,7 +11,7 @@ import pytest
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import writer as writer_lib
+from tafe_tf.data import writer as writer_lib
 from tafe_tf import evaluation
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline

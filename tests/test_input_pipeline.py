@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import writer
+from tafe_tf.data import writer
 from tafe_tf import features as F
 from tafe_tf import input_pipeline
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.tfds import line_builder
+from tafe_tf.data.tfds import line_builder
 
 _INSTRUCTIONS = """\
 Ali-CCP needs a Tianchi login (https://tianchi.aliyun.com/dataset/408), so it is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data.tfds import line_builder
+from tafe_tf.data.tfds import line_builder
 
 _INSTRUCTIONS = """\
 AliExpress needs a Tianchi login (https://tianchi.aliyun.com/dataset/74690), so

@@ -1,6 +1,6 @@
 """What the real-data TFDS builders share: features and examples of a format.
 
-Example layout (raw ids, as in the TFRecords of :mod:`data.convert`):
+Example layout (raw ids, as in the TFRecords of :mod:`tafe_tf.data.convert`):
 one int64 per ``id`` field, ``{"ids": [int64], "weights": [float32]}`` per
 ``weighted_ids`` field, a float32 vector per ``dense`` field,
 ``label: {click, purchase}`` (cumulative) and ``sample_id`` where the format
@@ -11,17 +11,19 @@ hashed hold-out of its train file (``validation_fraction`` of the config).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
+from etils import epath
 import tensorflow_datasets as tfds
 
-from data import convert
-from data import line_format
-from data import writer as writer_lib
-from data.line_format import FieldKind, LineFormat, SplitInput
+from tafe_tf.data import convert
+from tafe_tf.data import line_format
+from tafe_tf.data import writer as writer_lib
+from tafe_tf.data.line_format import FieldKind, LineFormat, SplitInput
 
 
 @dataclasses.dataclass
@@ -29,7 +31,7 @@ class LineFormatConfig(tfds.core.BuilderConfig):
   """A builder config naming an input format.
 
   Attributes:
-    format_name: Key of :data:`data.convert.FORMATS`.
+    format_name: Key of :data:`tafe_tf.data.convert.FORMATS`.
     validation_fraction: Hold-out share of the train file (formats without a
       validation file).
   """
@@ -112,8 +114,27 @@ def manual_dir_or_raise(manual_dir: Optional[str], instructions: str) -> str:
   return os.fspath(manual_dir)
 
 
-class LineFormatBuilder(tfds.core.GeneratorBasedBuilder,
+class SourceFileBuilder(tfds.core.GeneratorBasedBuilder,
                         skip_registration=True):
+  """A builder whose ``code_path`` is its class's source file.
+
+  TFDS derives ``code_path`` and ``pkg_dir_path`` from the module name under
+  the top-level package (``tafe_tf/data/tfds/...``), but ``data/`` is mapped
+  under ``tafe_tf`` by setup.py's ``package_dir``: in an editable install that
+  path does not exist.
+  """
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    cls.pkg_dir_path = epath.Path(os.path.dirname(inspect.getfile(cls)))
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(inspect.getfile(cls))
+
+
+class LineFormatBuilder(SourceFileBuilder, skip_registration=True):
   """A builder whose configs name line formats; subclasses set HOMEPAGE,
   MANUAL_DOWNLOAD_INSTRUCTIONS, VERSION and BUILDER_CONFIGS."""
 

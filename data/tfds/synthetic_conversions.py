@@ -1,7 +1,7 @@
-"""TFDS builder ``synthetic_conversions``: :mod:`data.synthetic` as a TFDS set.
+"""TFDS builder ``synthetic_conversions``: :mod:`tafe_tf.data.synthetic` as a TFDS set.
 
 Generated, never downloaded. Examples hold the schema's fields (raw ids, as the
-identity lookups of :func:`data.synthetic.synthetic_schema` expect), the
+identity lookups of :func:`tafe_tf.data.synthetic.synthetic_schema` expect), the
 cumulative labels, the true conditional probabilities (``oracle``) and the
 sample id.
 """
@@ -14,8 +14,8 @@ from typing import Any, Dict, Iterator, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data import synthetic
-from data.tfds import line_builder
+from tafe_tf.data import synthetic
+from tafe_tf.data.tfds import line_builder
 from tafe_tf import features as features_lib
 
 FieldKind = features_lib.FieldKind
@@ -31,7 +31,7 @@ class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   num_test: int = 20_000
 
 
-class SyntheticConversions(tfds.core.GeneratorBasedBuilder):
+class SyntheticConversions(line_builder.SourceFileBuilder):
   """Ali-CCP-like conversions with a known ground truth."""
 
   VERSION = tfds.core.Version("1.0.0")

@@ -33,7 +33,6 @@ import collections
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib

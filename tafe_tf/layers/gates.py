@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.layers import initializers

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 _SEED_MODULUS = 2**31 - 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.layers import initializers

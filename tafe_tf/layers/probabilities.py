@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 _LOG_HALF = -math.log(2.0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.layers import experts as experts_lib

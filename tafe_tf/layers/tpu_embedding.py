@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Tuple, Type
 
-import tafe_tf  # noqa: F401
 
 from tafe_tf import features as features_lib
 from tafe_tf.models.aitm import AITM

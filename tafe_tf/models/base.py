@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

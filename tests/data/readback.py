@@ -8,9 +8,9 @@ import numpy as np
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 
-FIXTURES = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))), "shared", "data", "fixtures")
+# Small real public rows (MIT / Apache-2.0; tests/fixtures/SOURCES.md).
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "fixtures")
 
 
 def read_split(data_dir: str, split: str) -> list:

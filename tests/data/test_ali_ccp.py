@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import readback  # noqa: E402  (tests/data helper)
 
-from data import ali_ccp  # noqa: E402
-from data import convert  # noqa: E402
-from data import writer as writer_lib  # noqa: E402
+from tafe_tf.data import ali_ccp  # noqa: E402
+from tafe_tf.data import convert  # noqa: E402
+from tafe_tf.data import writer as writer_lib  # noqa: E402
 
 SKELETON = ali_ccp.SKELETON_FILES["train"]
 COMMON = ali_ccp.COMMON_FILES["train"]
@@ -269,7 +269,7 @@ def test_a_new_run_replaces_the_previous_dataset(tmp_path):
 
 
 def test_parallel_workers_write_the_same_dataset(tmp_path):
-  from launch import benchmark_data  # the realistic generator
+  from tafe_tf.launch import benchmark_data  # the realistic generator
   raw = os.path.join(tmp_path, "raw")
   benchmark_data.write_raw_ali_ccp(raw, 3000, impressions_per_user=30,
                                    history_entries=40, seed=3)

@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import readback  # noqa: E402  (tests/data helper)
 
-from data import ali_ccp  # noqa: E402
-from data import convert  # noqa: E402
+from tafe_tf.data import ali_ccp  # noqa: E402
+from tafe_tf.data import convert  # noqa: E402
 
 FIXTURES = readback.FIXTURES
 NAME = {raw: name for raw, name, _, _ in ali_ccp.FIELDS}

@@ -7,7 +7,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from data import example_encoder
+from tafe_tf.data import example_encoder
 
 K = features_lib.FieldKind
 

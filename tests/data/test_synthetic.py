@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import synthetic
-from data import writer
+from tafe_tf.data import synthetic
+from tafe_tf.data import writer
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 

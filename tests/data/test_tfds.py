@@ -11,10 +11,10 @@ import readback  # noqa: E402  (tests/data helper)
 
 import tensorflow_datasets as tfds  # noqa: E402
 
-import data.tfds  # noqa: E402,F401  (registers the builders)
-from data import convert  # noqa: E402
-from data import synthetic  # noqa: E402
-from data.tfds import line_builder  # noqa: E402
+import tafe_tf.data.tfds  # noqa: E402,F401  (registers the builders)
+from tafe_tf.data import convert  # noqa: E402
+from tafe_tf.data import synthetic  # noqa: E402
+from tafe_tf.data.tfds import line_builder  # noqa: E402
 
 FIXTURES = readback.FIXTURES
 

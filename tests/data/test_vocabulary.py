@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from data import vocabulary
+from tafe_tf.data import vocabulary
 
 
 def test_counts_match_collections_counter_across_folds():

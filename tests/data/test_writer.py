@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from data import writer
+from tafe_tf.data import writer
 
 
 def _records(path):

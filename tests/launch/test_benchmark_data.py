@@ -10,8 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 sys.path.insert(0, ROOT)
 
-from data import ali_ccp  # noqa: E402
-from launch import benchmark_data  # noqa: E402
+from tafe_tf.data import ali_ccp  # noqa: E402
+from tafe_tf.launch import benchmark_data  # noqa: E402
 
 
 def test_generator_writes_valid_raw_files_of_the_asked_shape(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
-FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "data", "fixtures")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 def _run(*args):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from data import synthetic
+from tafe_tf.data import synthetic
 
 from cli_runner import ROOT, module_command, run_module, subprocess_env
 
@@ -91,7 +91,7 @@ def test_dataset_flag_must_match_the_converted_data(data_dir):
           "'aliexpress'") in proc.stderr
 
 
-FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "data", "fixtures")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 @pytest.mark.parametrize("fmt,dataset,fixture", [

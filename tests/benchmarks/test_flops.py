@@ -8,7 +8,7 @@ import tensorflow as tf
 import multistep_testdata as td
 
 from tafe_tf import models  # noqa: E402
-from tafe_tf.models import flops  # noqa: E402
+from tafe_tf.benchmarks import flops  # noqa: E402
 
 
 def test_matmul_batch_matmul_and_einsum_by_hand():

@@ -8,7 +8,7 @@ import tensorflow as tf
 import multistep_testdata
 from tafe_tf import input_pipeline
 from tafe_tf import models
-from tafe_tf import profiling
+from tafe_tf.benchmarks import profiling
 
 
 @pytest.fixture(scope="module")

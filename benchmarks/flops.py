@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Iterable, Mapping
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 _BATCH_MATMULS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")

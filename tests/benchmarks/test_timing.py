@@ -7,7 +7,7 @@ import pytest
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from tafe_tf import timing
+from tafe_tf.benchmarks import timing
 
 
 def _model_and_data(width):

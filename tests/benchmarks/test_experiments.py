@@ -10,11 +10,12 @@ import pytest
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import synthetic
-from tafe_tf import deepctr_peer
-from tafe_tf import experiments
+from tafe_tf.data import synthetic
+from tafe_tf.benchmarks import deepctr_peer
+from tafe_tf.benchmarks import experiments
 from tafe_tf import features as features_lib
 from tafe_tf import models
+from tafe_tf import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,7 +117,7 @@ def test_replace_sections_keeps_other_sections_byte_for_byte():
 
 
 def test_json_safe_turns_non_finite_into_none():
-  assert experiments.json_safe({"a": [np.float32(1.5), float("nan")],
+  assert files.json_safe({"a": [np.float32(1.5), float("nan")],
                                 "b": (np.int64(2), float("inf"))}) == {
                                     "a": [1.5, None], "b": [2, None]}
 
@@ -150,6 +151,8 @@ def test_tables_render_means_stds_and_missing_peer():
 
 
 def test_peer_batch_conversion_matches_our_id_lookup():
+  pytest.importorskip("deepctr", reason="the optional DeepCTR peer "
+                      "(pip install '.[benchmark]' --no-deps) is not installed")
   schema = features_lib.Schema(
       name="t", steps=("click", "purchase"), fields=(
           features_lib.FieldSpec(name="item", kind=features_lib.FieldKind.ID,
@@ -186,7 +189,7 @@ def test_peer_is_optional(tmp_path):
   blocker.mkdir()
   (blocker / "__init__.py").write_text("raise ImportError('blocked')\n")
   result = subprocess.run(
-      [sys.executable, "-c", "import tafe_tf\nfrom tafe_tf import deepctr_peer"
+      [sys.executable, "-c", "import tafe_tf\nfrom tafe_tf.benchmarks import deepctr_peer"
        "\nprint(deepctr_peer.version())"], cwd=ROOT, capture_output=True,
       text=True, timeout=120, check=False,
       env=dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}",

@@ -10,7 +10,7 @@ The library behind ``launch.benchmark``:
   per (scenario, variant, metric); :func:`check_targets` states the issue's
   targets against them.
 * :func:`measure_speed` times train steps of our models and of DeepCTR's ESMM,
-  MMoE and PLE on identical cached batches (:mod:`tafe_tf.deepctr_peer`),
+  MMoE and PLE on identical cached batches (:mod:`tafe_tf.benchmarks.deepctr_peer`),
   FLOPs and their share of the measured matmul rate, ``tf.data`` throughput and
   serving latency of the exported SavedModel.
 * :func:`markdown_sections` renders the "Comparison", "Ablation" and "Speed"
@@ -33,21 +33,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from data import synthetic
+from tafe_tf.data import synthetic
 from tafe_tf import evaluation
 from tafe_tf import export
 from tafe_tf import features as features_lib
+from tafe_tf import files
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf import plots
 from tafe_tf import reporting
-from tafe_tf import timing
+from tafe_tf.benchmarks import timing
 from tafe_tf import training
 from tafe_tf.layers import transfer as transfer_lib
-from tafe_tf.models import flops as flops_lib
+from tafe_tf.benchmarks import flops as flops_lib
 
 # Synthetic scenarios: the default two-step funnel, three steps, and a strong
 # conflict (clickbait raises clicks and lowers every later step).
@@ -202,21 +202,7 @@ class RunResult:
   metrics: Dict[str, float]
 
   def to_json(self) -> Dict[str, Any]:
-    return json_safe(dataclasses.asdict(self))
-
-
-def json_safe(obj: Any) -> Any:
-  """``obj`` with NaN and infinities as None and numpy scalars as Python ones
-  (strict JSON has no NaN), recursively through dicts, lists and tuples."""
-  if isinstance(obj, Mapping):
-    return {k: json_safe(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [json_safe(v) for v in obj]
-  if isinstance(obj, (float, np.floating)):
-    return float(obj) if math.isfinite(obj) else None
-  if isinstance(obj, np.integer):
-    return int(obj)
-  return obj
+    return files.json_safe(dataclasses.asdict(self))
 
 
 def variant_name(model: str, ablation: Optional[str] = None) -> str:
@@ -480,7 +466,7 @@ def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
     ``forward_flops_per_example``, ``mfu`` and ``serving_ms`` (batch size ->
     latency), peers ``status`` ("ok" or why not).
   """
-  from tafe_tf import deepctr_peer  # optional dependency behind it
+  from tafe_tf.benchmarks import deepctr_peer  # optional dependency behind it
 
   schema = features_lib.Schema.load(data_dir)
   dataset = timing.cached_batches(data_dir, config.batch_size,

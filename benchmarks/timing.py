@@ -25,14 +25,13 @@ import time
 from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
 import numpy as np
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import models
 from tafe_tf import training
-from tafe_tf.models import flops as flops_lib
+from tafe_tf.benchmarks import flops as flops_lib
 
 
 def cached_batches(data_dir: str, batch_size: int,

@@ -21,7 +21,6 @@ import shutil
 import tempfile
 from typing import Dict, List, Tuple
 
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 # Trace lines that carry the executor's kernel events ("tf_Compute/<id>" on
