@@ -121,9 +121,27 @@ class ServingFunctions:
                   "shape (one weight per id, padding included); shapes of "
                   f"{', '.join(f.name for f in weighted)} vs "
                   f"{', '.join(f.weight_key for f in weighted)}:"))
+    checks.append(self._values_check(features))
     # The model's ops depend on the checks, so none runs before they pass.
     with tf.control_dependencies(checks):
       return {k: tf.identity(v) for k, v in features.items()}
+
+  def _values_check(self, features: Mapping[str, tf.Tensor]) -> tf.Operation:
+    """Fails a request with NaN, +-inf or a magnitude above
+    :data:`~tafe_tf.features.MAX_ABS_VALUE` in any dense value or weight
+    (padding weights included); the message names the float inputs."""
+    keys = [k for k, s in self.input_signature.items()
+            if s.dtype == tf.float32]
+    if not keys:
+      return tf.no_op()
+    values = tf.concat([tf.reshape(features[k], [-1]) for k in keys], 0)
+    # is_finite first: abs(NaN) <= bound is False too, but say which it is.
+    ok = tf.reduce_all(tf.math.is_finite(values) & (
+        tf.abs(values) <= features_lib.MAX_ABS_VALUE))
+    return tf.debugging.Assert(ok, [
+        f"float inputs must be finite with magnitude <= "
+        f"{features_lib.MAX_ABS_VALUE:g} (NaN, inf or a huge value in one of: "
+        f"{', '.join(keys)})"])
 
   def _serve_features(self, features: Dict[str, tf.Tensor]
                       ) -> Dict[str, tf.Tensor]:
@@ -133,7 +151,10 @@ class ServingFunctions:
     spec = features_lib.tf_example_spec(self.schema, with_labels=False,
                                         with_metadata=False)
     parsed = tf.io.parse_example(examples, spec)
-    return self._outputs(features_lib.to_dense_padded(parsed, self.schema))
+    dense = features_lib.to_dense_padded(parsed, self.schema)
+    with tf.control_dependencies([self._values_check(dense)]):
+      dense = {k: tf.identity(v) for k, v in dense.items()}
+    return self._outputs(dense)
 
 
 def next_version(export_dir: str) -> int:

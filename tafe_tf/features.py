@@ -48,6 +48,11 @@ WEIGHT_SUFFIX = "_weight"
 LABEL_PREFIX = "label/"
 ORACLE_PREFIX = "oracle/"
 SAMPLE_ID_KEY = "sample_id"
+# Largest magnitude of a dense value or weight the package accepts. Converted
+# data holds log counts and scaled values; a value past this is an encoding or
+# unit error upstream, and at such inputs a model answers a saturated constant
+# that looks plausible. Serving rejects it (and NaN, +-inf) instead.
+MAX_ABS_VALUE = 1e9
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 

@@ -335,6 +335,42 @@ def test_inconsistent_request_is_rejected_naming_the_inputs(exports):
   ), e.value.message
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"),
+                                 1e30])
+@pytest.mark.parametrize("key", ["price", "hist_weight"])
+def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
+    exports, key, bad):
+  # Without the check these answered a plausible constant (p_click 0.49).
+  exported = exports.get("tafe")
+  loaded = tf.saved_model.load(exported.path)
+  good = {k: v[:2].numpy() for k, v in exported.batch.padded.items()}
+  poisoned = dict(good)
+  poisoned[key] = good[key].copy()
+  poisoned[key][1, 0] = bad
+  message = (r"float inputs must be finite with magnitude <= 1e\+09 \(NaN, "
+             r"inf or a huge value in one of: hist_weight, price\)")
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    loaded.signatures[export.SERVING_DEFAULT](
+        **{k: tf.constant(v) for k, v in poisoned.items()})
+  # The same value inside a serialized example.
+  values = {"user": 1, "item": 2, "shop": 3, "hist": ([4], [1.0]),
+            "price": [0.5] * good["price"].shape[1]}
+  if key == "price":
+    values["price"] = [bad] + values["price"][1:]
+  else:
+    values["hist"] = ([4], [bad])
+  example = features_lib.make_example(exported.schema, values,
+                                      {"click": 0, "cart": 0})
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    loaded.signatures[export.SERVING_EXAMPLES](
+        examples=tf.constant([example.SerializeToString()]))
+  # Finite values at the bound are served.
+  poisoned[key][1, 0] = 1e9
+  out = loaded.signatures[export.SERVING_DEFAULT](
+      **{k: tf.constant(v) for k, v in poisoned.items()})
+  assert np.isfinite(out["p_click"].numpy()).all()
+
+
 # --- warm-up requests ------------------------------------------------------
 
 
