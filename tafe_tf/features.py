@@ -195,6 +195,8 @@ class Schema:
           raise ValueError(f"schema {self.name!r}: feature key {key!r} is used "
                            "twice")
         keys.add(key)
+      if f.vocabulary_file is not None:
+        _check_vocabulary_file(self.name, f)
     if self.user_field is not None and self.user_field not in self.field_names:
       raise ValueError(f"schema {self.name!r}: user_field {self.user_field!r} is "
                        "not a field")
@@ -222,7 +224,7 @@ class Schema:
     """Absolute path of a field's vocabulary file."""
     if spec.vocabulary_file is None:
       raise ValueError(f"field {spec.name!r} has no vocabulary file")
-    if os.path.isabs(spec.vocabulary_file) or self.directory is None:
+    if self.directory is None:
       return spec.vocabulary_file
     return os.path.join(self.directory, spec.vocabulary_file)
 
@@ -285,6 +287,20 @@ class Schema:
 
 
 # --- serialized-example contract --------------------------------------------
+
+
+def _check_vocabulary_file(schema_name: str, spec: FieldSpec) -> None:
+  """A schema's vocabularies live inside its directory: relative paths that
+  stay there. Otherwise training would copy files to or from anywhere (a
+  ``../..`` path writes outside the model dir) and export would pack them."""
+  path = spec.vocabulary_file
+  parts = path.replace("\\", "/").split("/")
+  if os.path.isabs(path) or path.startswith("\\") or ".." in parts or not (
+      os.path.normpath(path).strip(". /")):
+    raise ValueError(
+        f"schema {schema_name!r}: field {spec.name!r}: vocabulary_file "
+        f"{path!r} must be a relative path inside the dataset directory "
+        "(no '..', not absolute)")
 
 
 def label_key(step: str) -> str:

@@ -310,6 +310,7 @@ def reliability_curve(labels, probs, num_bins: int = 20,
 # --- streaming metrics (Keras) ------------------------------------------------
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class LogitAUC(tf.keras.metrics.AUC):
   """ROC AUC of probabilities with thresholds spaced evenly in logit space.
 
@@ -346,6 +347,7 @@ class LogitAUC(tf.keras.metrics.AUC):
             "name": self.name, "dtype": self.dtype}
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class LogLoss(tf.keras.metrics.Mean):
   """Streaming mean log loss of probabilities, clipped as :func:`logloss`."""
 
@@ -361,6 +363,7 @@ class LogLoss(tf.keras.metrics.Mean):
                                 sample_weight=sample_weight)
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class Pcoc(tf.keras.metrics.Metric):
   """Streaming predicted over observed, ``sum p / sum y``; NaN: no positives."""
 
@@ -393,6 +396,7 @@ class Pcoc(tf.keras.metrics.Metric):
     self.sum_observed.assign(0.0)
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class RunningMeans(tf.keras.layers.Layer):
   """Example-weighted running means of scalars (the losses) for fit's logs.
 
@@ -428,6 +432,7 @@ class RunningMeans(tf.keras.layers.Layer):
     return config
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class StepMetrics(tf.keras.layers.Layer):
   """Per-step streaming metrics, updated inside ``compute_loss`` each batch.
 

@@ -1,6 +1,7 @@
 """The feature schema: validation, JSON round trip, serialized-example contract."""
 
 import json
+import re
 import os
 
 import numpy as np
@@ -126,3 +127,27 @@ def test_serving_signature_and_dummy_batch_agree():
   batch = F.dummy_batch(schema, batch_size=3)
   for key, spec in sig.items():
     assert spec.is_compatible_with(batch[key]), key
+
+
+@pytest.mark.parametrize("path", ["../../../x.txt", "vocab/../../x.txt",
+                                  "/etc/passwd", "\\\\share\\x.txt", ".", ""])
+def test_vocabulary_files_must_stay_inside_the_dataset_dir(tmp_path, path):
+  # A schema.json with such a path made training copy a file outside the model
+  # dir, and export pack any readable file into its assets.
+  message = (f"field 'hist': vocabulary_file {path!r} must be a relative path "
+             "inside the dataset directory")
+  hist = F.FieldSpec("hist", "weighted_ids", "vocabulary", num_ids=3,
+                     vocabulary_file=path or "v.txt")
+  if not path:
+    hist = {**hist.to_json(), "vocabulary_file": ""}
+    with pytest.raises(ValueError):
+      F.FieldSpec(**hist)
+    return
+  with pytest.raises(ValueError, match=re.escape(message)):
+    _schema(fields=[hist])
+  good = _schema()
+  obj = good.to_json()
+  obj["fields"][1]["vocabulary_file"] = path
+  (tmp_path / "schema.json").write_text(json.dumps(obj))
+  with pytest.raises(ValueError, match=re.escape(message)):
+    F.Schema.load(str(tmp_path))
