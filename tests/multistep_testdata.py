@@ -102,7 +102,7 @@ def write_split(data_dir: str, schema: features_lib.Schema, split: str,
   with writer.ShardedWriter(data_dir, split, num_shards) as w:
     for feats, labels, _ in rows:
       w.write(example_codec.make_example(schema, feats,
-                                        labels).SerializeToString())
+                                         labels).SerializeToString())
 
 
 def make_dataset_dir(data_dir: str, num_steps: int = 2, num_train: int = 256,
