@@ -33,11 +33,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tafe_tf import example_codec
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf.data import ali_ccp
 from tafe_tf.data import csv_formats
-from tafe_tf.data import example_encoder
 from tafe_tf.data import line_format
 from tafe_tf.data import vocabulary
 from tafe_tf.data import writer as writer_lib
@@ -162,7 +162,7 @@ class _RowWriter:
 
   def __init__(self, schema: features_lib.Schema,
                writers: Mapping[str, writer_lib.ShardedWriter]):
-    self.encoder = example_encoder.ExampleEncoder(schema)
+    self.encoder = example_codec.ExampleEncoder(schema)
     self.has_sample_id = schema.has_sample_id
     self.writers = writers
     self.counters = {f.name: vocabulary.IdCounter()

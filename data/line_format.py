@@ -63,7 +63,8 @@ class SharedFeatures:
   """Features that many rows share (an Ali-CCP common row), encoded once.
 
   Attributes:
-    features: ``field name -> value`` in :func:`make_example` form.
+    features: ``field name -> value`` in
+      :func:`tafe_tf.example_codec.make_example` form.
     encoded: Their serialized map entries, filled in by the first writer.
     train_rows: Train rows that used them while cached (vocabulary counts).
   """

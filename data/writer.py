@@ -1,15 +1,15 @@
 """Sharded, crash-safe TFRecord writing for every converter and the generator.
 
-Shards are written under a temporary name (``*.tfrecord.gz.incomplete``) and only
-renamed to their final names by :meth:`ShardedWriter.close` after every record is
-flushed; the dataset's ``report.json`` is written after that, last of all. A run
-that crashes therefore leaves no file that the input pipeline would read (it
-globs ``*.tfrecord.gz``) and no report saying the dataset is complete.
+Shards are written under a temporary name (``*.tfrecord.gz.incomplete``,
+:func:`tafe_tf.files.incomplete_path`) and only renamed to their final names by
+:meth:`ShardedWriter.close` after every record is flushed; the dataset's
+``report.json`` is written after that, last of all. A run that crashes
+therefore leaves no file that the input pipeline would read (it globs
+``*.tfrecord.gz``) and no report saying the dataset is complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -19,7 +19,6 @@ from tafe_tf import files
 from tafe_tf import input_pipeline
 
 REPORT_FILENAME = "report.json"
-_INCOMPLETE = files.INCOMPLETE_SUFFIX
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -62,7 +61,7 @@ class ShardedWriter:
                                     compression_level=compression_level)
     self._final = [os.path.join(out_dir, shard_name(split, i, num_shards))
                    for i in indices]
-    self._writers = [tf.io.TFRecordWriter(p + _INCOMPLETE, options)
+    self._writers = [tf.io.TFRecordWriter(files.incomplete_path(p), options)
                      for p in self._final]
     self._closed = False
 
@@ -87,7 +86,7 @@ class ShardedWriter:
         except tf.errors.NotFoundError:  # a sibling writer removed it first
           pass
     for path in self._final:
-      tf.io.gfile.rename(path + _INCOMPLETE, path, overwrite=True)
+      files.publish(path)
     self._closed = True
     return self._final
 
@@ -101,8 +100,7 @@ class ShardedWriter:
       except Exception:  # pylint: disable=broad-except
         pass
     for path in self._final:
-      if tf.io.gfile.exists(path + _INCOMPLETE):
-        tf.io.gfile.remove(path + _INCOMPLETE)
+      files.discard(path)
     self._closed = True
 
   def __enter__(self) -> "ShardedWriter":
@@ -123,11 +121,15 @@ def write_report(out_dir: str, report: Mapping[str, Any]) -> str:
 
 
 def read_report(data_dir: str) -> Optional[Dict[str, Any]]:
+  """``data_dir/report.json``, or None when the dataset has none (incomplete).
+
+  Raises:
+    ValueError: when the file is not valid JSON.
+  """
   path = os.path.join(data_dir, REPORT_FILENAME)
   if not tf.io.gfile.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 class SkipCounter:

@@ -11,8 +11,6 @@ it and holds what each choice needs around ``model.fit``:
   model (:data:`PRECISIONS`).
 * :func:`compiled_step_inputs`: the input-pipeline side of an XLA-compiled step
   (id lookups done in ``tf.data``, lists padded to few distinct lengths).
-* :func:`tpu_embedding_feature_config`: the TPU embedding tables of a schema,
-  laid out like :class:`tafe_tf.layers.embedding.FeatureEmbedding`'s.
 * :func:`split_cpu`: several logical CPU devices, so that one machine runs
   several replicas (tests, overhead benchmarks; worker processes on loopback
   are ``tafe_tf.benchmarks.local_cluster``'s).
@@ -27,12 +25,12 @@ import contextlib
 import dataclasses
 import json
 import os
-from typing import (Any, Callable, Dict, Iterator, Mapping, Optional,
-                    Tuple)
+from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.layers import embedding as embedding_lib
 
 STRATEGY_NAMES: Tuple[str, ...] = ("auto", "one_device", "mirrored",
                                    "multi_worker", "tpu", "parameter_server")
@@ -298,7 +296,6 @@ def compiled_step_inputs(model: Any, schema: features_lib.Schema
     model: A :class:`tafe_tf.models.MultiStepModel` (built).
     schema: The dataset schema.
   """
-  from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
   multi = schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
 
   def prepare(features: Mapping[str, Any], labels: Any
@@ -318,57 +315,6 @@ def compiled_step_inputs(model: Any, schema: features_lib.Schema
     return out, labels
 
   return prepare
-
-
-# --- TPU embedding ------------------------------------------------------------------
-
-
-def tpu_embedding_feature_config(
-    schema: features_lib.Schema, optimizer: Optional[Any] = None,
-    seed: Optional[int] = None) -> Dict[str, Any]:
-  """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
-
-  One ``TableConfig`` per table of :class:`FeatureEmbedding`'s fused layout
-  (``table_d<dim>``: the id fields of one width share it, each owning a block
-  of rows), so the tables that live in TPU embedding memory are the ones the
-  CPU/GPU model trains. Single-valued fields have output shape ``[batch]``'s
-  embedding; weighted lists use the ``mean`` combiner (sum of w_i e_i over sum
-  of w_i, as the CPU layer pools them). The dict goes to
-  ``tfrs.layers.embedding.TPUEmbedding(feature_config, optimizer)``; its
-  inputs are the rows of :meth:`FeatureEmbedding.lookup_rows` plus the field's
-  block offset (:func:`tpu_row_offsets`), as sparse or ragged tensors with the
-  weights.
-
-  Args:
-    schema: The dataset schema (its per-field ``embedding_dim``).
-    optimizer: A ``tf.tpu.experimental.embedding`` optimizer for the tables
-      (None: the TPUEmbedding layer's).
-    seed: Seed of the table initialisers, derived per table as
-      ``FeatureEmbedding`` derives its own (same seed, same initial tables).
-  """
-  from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
-  from tafe_tf.layers import initializers  # pylint: disable=g-import-not-at-top
-  groups = embedding_lib.table_groups(schema, fused=True)
-  config = {}
-  for i, g in enumerate(groups):
-    table = tf.tpu.experimental.embedding.TableConfig(
-        vocabulary_size=g.num_rows, dim=g.dim,
-        initializer=initializers.embedding_uniform(
-            initializers.derive_seed(seed, i)),
-        optimizer=optimizer, combiner="mean", name=g.name)
-    for f in g.fields:
-      config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(
-          table=table, name=f.name)
-  return config
-
-
-def tpu_row_offsets(schema: features_lib.Schema) -> Dict[str, int]:
-  """First row of each id field's block in its TPU table (fused layout)."""
-  from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
-  out = {}
-  for g in embedding_lib.table_groups(schema, fused=True):
-    out.update(g.offsets)
-  return out
 
 
 def split_cpu(num_devices: int) -> None:

@@ -32,7 +32,8 @@ and to ``serving_examples``:
 "<base64 of a serialized tf.train.Example>"}]}}``.
 
 The export is written into a temporary sibling directory (``.tmp-*``, a name TF
-Serving ignores) and renamed into place last, so a failed export never leaves a
+Serving ignores) and renamed into place last
+(:func:`tafe_tf.files.atomic_directory`), so a failed export never leaves a
 version directory behind. The export directory must be on a local file system
 (the rename is what makes it atomic).
 """
@@ -40,8 +41,6 @@ version directory behind. The export directory must be on a local file system
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -49,13 +48,13 @@ import numpy as np
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf import files
 
 SERVING_DEFAULT = "serving_default"
 SERVING_EXAMPLES = "serving_examples"
 EXAMPLES_KEY = "examples"
 WARMUP_DIRNAME = "assets.extra"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
-_STAGING_PREFIX = ".tmp-"
 
 
 class ServingFunctions:
@@ -210,10 +209,7 @@ def export_saved_model(model: tf.keras.Model,
   warmup_inputs = warmup_request_inputs(
       schema, warmup_batch if warmup_batch is not None else
       features_lib.dummy_batch(schema))
-  os.makedirs(export_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{version}-",
-                             dir=export_dir)
-  try:
+  with files.atomic_directory(final) as staging:
     signatures = ServingFunctions(model, schema).signatures()
     # save_traces=False: TF Serving only runs the signatures; tracing every
     # Keras layer's call for Keras' own reloading would make the export several
@@ -224,10 +220,6 @@ def export_saved_model(model: tf.keras.Model,
     write_warmup_requests(
         os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME), warmup_inputs,
         model_name=model_name)
-    os.rename(staging, final)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return final
 
 
@@ -333,8 +325,8 @@ def directory_size(path: str) -> Dict[str, int]:
   """Bytes of an export: ``total`` and per top-level entry (``variables``,
   ``saved_model.pb``, ``assets``, ...)."""
   sizes: Dict[str, int] = {}
-  for root, _, files in os.walk(path):
-    for name in files:
+  for root, _, names in os.walk(path):
+    for name in names:
       full = os.path.join(root, name)
       top = os.path.relpath(full, path).split(os.sep)[0]
       sizes[top] = sizes.get(top, 0) + os.path.getsize(full)

@@ -3,7 +3,8 @@
 A :class:`Schema` lists the input fields of a dataset and the ordered conversion
 steps (``click``, ``purchase``, ...). Every other part of the package reads it:
 
-* the TFRecord writers and :func:`tf_example_spec` (what a serialized example holds),
+* :func:`tf_example_spec` (what a serialized example holds) and
+  :mod:`tafe_tf.example_codec`, which encodes it (converters, generator, tests),
 * :mod:`tafe_tf.input_pipeline` (parsing into ``(features, labels)``),
 * the embedding front end (one table per field, sized from the schema),
 * the serving signature (:func:`serving_input_signature`).
@@ -36,7 +37,7 @@ import enum
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
 from tafe_tf import files
@@ -345,72 +346,6 @@ def tf_example_spec(schema: Schema, with_labels: bool = True,
   return spec
 
 
-def make_example(schema: Schema, features: Mapping[str, Any],
-                 labels: Mapping[str, int],
-                 sample_id: Optional[str] = None,
-                 oracle: Optional[Mapping[str, float]] = None) -> tf.train.Example:
-  """Builds one ``tf.train.Example`` in the schema's serialized form.
-
-  Args:
-    schema: The dataset schema.
-    features: ``field name -> value``: an int for ``id``; a pair
-      ``(ids, weights)`` of equal-length sequences for ``weighted_ids``; a
-      sequence of ``dim`` floats for ``dense``.
-    labels: ``step -> cumulative label`` (0 or 1) for every step.
-    sample_id: Written where the schema has sample ids.
-    oracle: ``step -> true conditional probability`` (synthetic data).
-
-  Raises:
-    ValueError: on a missing field, wrong lengths or inconsistent labels
-      (y_t = 1 with y_{t-1} = 0).
-  """
-  feats: Dict[str, tf.train.Feature] = {}
-  for f in schema.fields:
-    if f.name not in features:
-      raise ValueError(f"example misses field {f.name!r}")
-    value = features[f.name]
-    if f.kind == FieldKind.ID:
-      feats[f.name] = _int64_feature([int(value)])
-    elif f.kind == FieldKind.WEIGHTED_IDS:
-      ids, weights = value
-      if len(ids) != len(weights):
-        raise ValueError(f"field {f.name!r}: {len(ids)} ids but {len(weights)} "
-                         "weights")
-      feats[f.name] = _int64_feature(ids)
-      feats[f.weight_key] = _float_feature(weights)
-    else:
-      if len(value) != f.dim:
-        raise ValueError(f"field {f.name!r}: expected {f.dim} floats, got "
-                         f"{len(value)}")
-      feats[f.name] = _float_feature(value)
-  previous = 1
-  for step in schema.steps:
-    y = int(labels[step])
-    if y not in (0, 1):
-      raise ValueError(f"label {step!r} must be 0 or 1, got {labels[step]!r}")
-    if y > previous:
-      raise ValueError(f"label {step!r} is 1 but an earlier step is 0")
-    previous = y
-    feats[label_key(step)] = _int64_feature([y])
-  if schema.has_sample_id:
-    feats[SAMPLE_ID_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[str(sample_id if sample_id is not None else "").encode()]))
-  if schema.has_oracle:
-    if oracle is None:
-      raise ValueError("schema has oracle probabilities but none were given")
-    for step in schema.steps:
-      feats[oracle_key(step)] = _float_feature([float(oracle[step])])
-  return tf.train.Example(features=tf.train.Features(feature=feats))
-
-
-def _int64_feature(values: Iterable[int]) -> tf.train.Feature:
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-
-def _float_feature(values: Iterable[float]) -> tf.train.Feature:
-  return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
 # --- model-side views ---------------------------------------------------------
 
 
@@ -482,8 +417,3 @@ def split_labels(parsed: Mapping[str, tf.Tensor], schema: Schema
             for step in schema.steps if label_key(step) in parsed}
   return features, labels
 
-
-def check_steps(schema: Schema, steps: Sequence[str]) -> None:
-  if tuple(steps) != schema.steps:
-    raise ValueError(f"steps {list(steps)} do not match schema steps "
-                     f"{list(schema.steps)}")

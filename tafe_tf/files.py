@@ -1,9 +1,15 @@
 """Files that appear whole or not at all, and the JSON every file here uses.
 
-Every file the package writes for a reader (schemas, vocabularies, reports,
-``run.json``, prediction CSVs) goes through :func:`atomic_text_file`: the text
-goes to ``<path>.incomplete`` and is renamed over ``<path>`` only when the
-writer finished, so a crash leaves the old file (or none), never half of one.
+Every file the package writes for a reader goes to a temporary name first and
+is renamed into place only when the writer finished, so a crash leaves the old
+file (or none), never half of one:
+
+* text (schemas, vocabularies, reports, ``run.json``, prediction CSVs):
+  :func:`atomic_text_file`;
+* files written by another writer (TFRecord shards): the writer writes
+  :func:`incomplete_path`, then :func:`publish` or :func:`discard`;
+* directories (a SavedModel version): :func:`atomic_directory`.
+
 Readers never look at ``*.incomplete`` names.
 
 JSON is strict (:func:`json_safe`): NaN and infinities become ``null`` and
@@ -17,12 +23,35 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 INCOMPLETE_SUFFIX = ".incomplete"
+# Prefix of a directory being staged (TF Serving ignores names not numeric).
+STAGING_PREFIX = ".tmp-"
+
+
+def incomplete_path(path: str) -> str:
+  """Where ``path`` is written until :func:`publish` renames it into place."""
+  return path + INCOMPLETE_SUFFIX
+
+
+def publish(path: str) -> str:
+  """Renames the finished :func:`incomplete_path` of ``path`` over ``path``;
+  returns ``path``."""
+  tf.io.gfile.rename(incomplete_path(path), path, overwrite=True)
+  return path
+
+
+def discard(path: str) -> None:
+  """Deletes the :func:`incomplete_path` of ``path``, if there is one."""
+  tmp = incomplete_path(path)
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.remove(tmp)
 
 
 @contextlib.contextmanager
@@ -35,15 +64,40 @@ def atomic_text_file(path: str) -> Iterator[Any]:
   directory = os.path.dirname(path)
   if directory:
     tf.io.gfile.makedirs(directory)
-  tmp = path + INCOMPLETE_SUFFIX
   try:
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    with tf.io.gfile.GFile(incomplete_path(path), "w") as f:
       yield f
   except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
+    discard(path)
     raise
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  publish(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+  """Yields an empty staging directory that becomes ``path`` when the block
+  succeeds.
+
+  The staging directory is a sibling of ``path`` named
+  ``<STAGING_PREFIX><basename>-<random>``; an exception in the block (or in
+  the final rename) deletes it. ``path`` must not exist yet, and must be on a
+  local file system: the rename is what makes the directory appear whole.
+
+  Raises:
+    FileExistsError: when ``path`` exists by the time the block finished.
+  """
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(
+      prefix=f"{STAGING_PREFIX}{os.path.basename(path)}-", dir=parent)
+  try:
+    yield staging
+    if os.path.exists(path):  # os.rename would replace an empty directory
+      raise FileExistsError(f"{path} already exists")
+    os.rename(staging, path)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
 
 
 def json_safe(obj: Any) -> Any:

@@ -24,6 +24,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.data import writer
+from tafe_tf import example_codec
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 
@@ -100,8 +101,8 @@ def write_split(data_dir: str, schema: features_lib.Schema, split: str,
   """Writes rows as a split of ``data_dir`` through the package's writer."""
   with writer.ShardedWriter(data_dir, split, num_shards) as w:
     for feats, labels, _ in rows:
-      w.write(features_lib.make_example(schema, feats,
-                                        labels).SerializeToString())
+      w.write(example_codec.make_example(schema, feats,
+                                         labels).SerializeToString())
 
 
 def make_dataset_dir(data_dir: str, num_steps: int = 2, num_train: int = 256,

@@ -1,6 +1,5 @@
 """tafe_tf.distribution in one process: names, TF_CONFIG checks, precision,
-XLA inputs, TPU embedding config, local clusters; jit, bfloat16 and float16
-training vs float32."""
+XLA inputs, local clusters; jit, bfloat16 and float16 training vs float32."""
 
 import json
 import os
@@ -196,23 +195,6 @@ def test_compiled_step_inputs_reject_ragged_lists(data_dir):
   with pytest.raises(ValueError, match="field 'hist_category' is ragged; an "
                      "XLA-compiled step needs padded lists"):
     distribution.compiled_step_inputs(model, schema)(*raw)
-
-
-def test_tpu_embedding_feature_config_mirrors_the_fused_tables(data_dir):
-  schema = embedding_lib.schema_with_embedding_dim(
-      features_lib.Schema.load(data_dir), 8)
-  config = distribution.tpu_embedding_feature_config(schema)
-  layer = embedding_lib.FeatureEmbedding(schema)
-  layer(features_lib.dummy_batch(schema))
-  ids = [f.name for f in schema.fields if f.is_id]
-  assert sorted(config) == sorted(ids)
-  tables = {c.table.name: c.table for c in config.values()}
-  assert {n: (t.vocabulary_size, t.dim) for n, t in tables.items()} == {
-      n: tuple(v.shape) for n, v in layer.tables.items()}
-  assert {c.table.combiner for c in config.values()} == {"mean"}
-  offsets = distribution.tpu_row_offsets(schema)
-  assert offsets[ids[0]] == 0
-  assert sorted(offsets.values())[-1] < layer.tables["table_d8"].shape[0]
 
 
 def _train(data_dir, model_dir, **overrides):

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tafe_tf.data import writer as writer_lib
 from tafe_tf import evaluation
+from tafe_tf import example_codec
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import metrics
@@ -89,7 +90,7 @@ def fixture_tiny_data(tmp_path):
   schema.save(str(tmp_path))
   with writer_lib.ShardedWriter(str(tmp_path), "test", num_shards=1) as w:
     for i in range(n):
-      example = features_lib.make_example(
+      example = example_codec.make_example(
           schema,
           {"user": written["user"][i], "price": written["price"][i],
            "hist": (written["hist"][i], written["hist_weight"][i])},

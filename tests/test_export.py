@@ -19,6 +19,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf import export
+from tafe_tf import example_codec
 from tafe_tf import features as features_lib
 from tafe_tf import models
 
@@ -39,7 +40,7 @@ class Batch:
   """One batch of rows in the three forms the model sees."""
 
   def __init__(self, schema: features_lib.Schema, rows):
-    self.serialized = [features_lib.make_example(schema, f, l)
+    self.serialized = [example_codec.make_example(schema, f, l)
                        .SerializeToString() for f, l, _ in rows]
     parsed = tf.io.parse_example(
         tf.constant(self.serialized),
@@ -306,7 +307,7 @@ def test_unseen_ids_and_empty_multi_valued_fields_are_served(exports):
                         {k: v[:2] for k, v in served.items()}, atol=1e-7)
 
   # The same row as a serialized example with no history at all.
-  example = features_lib.make_example(
+  example = example_codec.make_example(
       exported.schema, {"user": 10**12, "item": 999_999, "shop": 77,
                         "hist": ([], []), "price": price[0]},
       {"click": 0, "cart": 0}).SerializeToString()

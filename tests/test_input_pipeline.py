@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tafe_tf.data import writer
+from tafe_tf import example_codec
 from tafe_tf import features as F
 from tafe_tf import input_pipeline
 
@@ -21,7 +22,7 @@ def _write_toy_dataset(directory, num_rows=10, num_shards=3):
   with writer.ShardedWriter(directory, "train", num_shards) as w:
     for i in range(num_rows):
       clicked = i % 2
-      ex = F.make_example(
+      ex = example_codec.make_example(
           schema,
           {"user_id": i, "hist": (list(range(i % 4)), [1.0] * (i % 4)),
            "price": [float(i)]},

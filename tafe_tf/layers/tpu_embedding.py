@@ -3,10 +3,11 @@
 :class:`TPUFeatureEmbedding` is :class:`~tafe_tf.layers.embedding
 .FeatureEmbedding` (same fields, output order, pooling and dense projections)
 whose id tables are those of ``tfrs.layers.embedding.TPUEmbedding``, laid out
-by :func:`tafe_tf.distribution.tpu_embedding_feature_config`: one table per
-embedding width, each id field a block of rows at a fixed offset, weighted
-lists pooled by the ``mean`` combiner (``sum w e / sum w``; an empty list or
-all-zero weights give a zero vector, as in ``FeatureEmbedding``).
+by :func:`tpu_embedding_feature_config` and :func:`tpu_row_offsets` (the TPU
+table layout, beside the layer that uses it): one table per embedding width,
+each id field a block of rows at a fixed offset, weighted lists pooled by the
+``mean`` combiner (``sum w e / sum w``; an empty list or all-zero weights give
+a zero vector, as in ``FeatureEmbedding``).
 
 * Created under a ``TPUStrategy``, the tables live in TPU embedding memory
   and are updated by the TPU embedding engine with ``optimizer`` (a
@@ -32,6 +33,52 @@ import tensorflow_recommenders as tfrs
 
 from tafe_tf import features as features_lib
 from tafe_tf.layers import embedding as embedding_lib
+from tafe_tf.layers import initializers
+
+
+def tpu_embedding_feature_config(
+    schema: features_lib.Schema, optimizer: Optional[Any] = None,
+    seed: Optional[int] = None) -> Dict[str, Any]:
+  """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
+
+  One ``TableConfig`` per table of :class:`FeatureEmbedding`'s fused layout
+  (``table_d<dim>``: the id fields of one width share it, each owning a block
+  of rows), so the tables that live in TPU embedding memory are the ones the
+  CPU/GPU model trains. Single-valued fields have output shape ``[batch]``'s
+  embedding; weighted lists use the ``mean`` combiner (sum of w_i e_i over sum
+  of w_i, as the CPU layer pools them). The dict goes to
+  ``tfrs.layers.embedding.TPUEmbedding(feature_config, optimizer)``; its
+  inputs are the rows of :meth:`FeatureEmbedding.lookup_rows` plus the field's
+  block offset (:func:`tpu_row_offsets`), as sparse or ragged tensors with the
+  weights.
+
+  Args:
+    schema: The dataset schema (its per-field ``embedding_dim``).
+    optimizer: A ``tf.tpu.experimental.embedding`` optimizer for the tables
+      (None: the TPUEmbedding layer's).
+    seed: Seed of the table initialisers, derived per table as
+      ``FeatureEmbedding`` derives its own (same seed, same initial tables).
+  """
+  groups = embedding_lib.table_groups(schema, fused=True)
+  config = {}
+  for i, g in enumerate(groups):
+    table = tf.tpu.experimental.embedding.TableConfig(
+        vocabulary_size=g.num_rows, dim=g.dim,
+        initializer=initializers.embedding_uniform(
+            initializers.derive_seed(seed, i)),
+        optimizer=optimizer, combiner="mean", name=g.name)
+    for f in g.fields:
+      config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(
+          table=table, name=f.name)
+  return config
+
+
+def tpu_row_offsets(schema: features_lib.Schema) -> Dict[str, int]:
+  """First row of each id field's block in its TPU table (fused layout)."""
+  out = {}
+  for g in embedding_lib.table_groups(schema, fused=True):
+    out.update(g.offsets)
+  return out
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -54,13 +101,11 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
                **kwargs):
     super().__init__(schema, fused=True, output_mode=output_mode, seed=seed,
                      **kwargs)
-    # Imported here: distribution imports the layers package.
-    from tafe_tf import distribution  # pylint: disable=g-import-not-at-top
-    self._row_offsets = distribution.tpu_row_offsets(schema)
+    self._row_offsets = tpu_row_offsets(schema)
     # Created now, in the caller's strategy scope: TFRS picks the TPU or the
     # CPU implementation from the strategy current at construction.
     self.tpu_embedding = tfrs.layers.embedding.TPUEmbedding(
-        distribution.tpu_embedding_feature_config(schema, seed=seed),
+        tpu_embedding_feature_config(schema, seed=seed),
         optimizer=optimizer)
 
   def _build_tables(self) -> Dict[str, tf.Variable]:

@@ -38,7 +38,6 @@ COMMON_HPARAMS: Tuple[str, ...] = (
     "embedding_dim", "num_experts", "expert_units", "tower_units",
     "num_levels", "dropout", "seed")
 
-TWO_STEP_ALIASES = ("ctr", "cvr", "ctcvr")
 LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
 
 

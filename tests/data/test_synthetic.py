@@ -393,21 +393,7 @@ def test_generate_batches_rejects_bad_arguments():
   assert list(synthetic.generate_batches(SMALL, "train", 0)) == []
 
 
-# --- serialization and datasets on disk ---------------------------------------
-
-
-@pytest.mark.parametrize("num_steps", [2, 3])
-def test_serialize_batch_equals_make_example(num_steps):
-  config = dataclasses.replace(SMALL, num_steps=num_steps,
-                               empty_history_rate=0.3)
-  schema = synthetic.synthetic_schema(config)
-  batch = _one_batch(config, "train", 400)
-  assert (batch["hist_shop"].row_lengths == 0).any()
-  records = synthetic.serialize_batch(schema, batch)
-  assert len(records) == 400
-  for i, record in enumerate(records):
-    assert tf.train.Example.FromString(record) == synthetic.example_from_row(
-        schema, batch, i), i
+# --- datasets on disk ---------------------------------------------------------
 
 
 def test_write_then_read_back_equals_generated_rows(tmp_path):

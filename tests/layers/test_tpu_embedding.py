@@ -28,6 +28,30 @@ def _data(tmp_path_factory):
   return schema, directory
 
 
+def test_feature_config_mirrors_the_fused_tables(data):
+  schema, _ = data
+  config = tpu_embedding.tpu_embedding_feature_config(schema)
+  layer = embedding.FeatureEmbedding(schema, fused=True)
+  layer(features_lib.dummy_batch(schema))
+  ids = [f.name for f in schema.fields if f.is_id]
+  assert sorted(config) == sorted(ids)
+  tables = {c.table.name: c.table for c in config.values()}
+  assert {n: (t.vocabulary_size, t.dim) for n, t in tables.items()} == {
+      n: tuple(v.shape) for n, v in layer.tables.items()}
+  assert {c.table.combiner for c in config.values()} == {"mean"}
+  # Each field's block starts at its offset and ends inside its table; the
+  # blocks of one table follow each other.
+  offsets = tpu_embedding.tpu_row_offsets(schema)
+  assert sorted(offsets) == sorted(ids)
+  for table in tables.values():
+    fields = sorted((offsets[name], schema.field(name).num_rows)
+                    for name, c in config.items() if c.table is table)
+    assert fields[0][0] == 0
+    for (start, rows), (following, _) in zip(fields, fields[1:] + [
+        (table.vocabulary_size, 0)]):
+      assert start + rows == following
+
+
 @pytest.mark.parametrize("output_mode", [embedding.FLAT, embedding.FIELDS])
 def test_same_seed_same_tables_and_outputs_as_feature_embedding(
     data, output_mode):
