@@ -360,7 +360,7 @@ def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
     values["price"] = [bad] + values["price"][1:]
   else:
     values["hist"] = ([4], [bad])
-  example = features_lib.make_example(exported.schema, values,
+  example = example_codec.make_example(exported.schema, values,
                                       {"click": 0, "cart": 0})
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     loaded.signatures[export.SERVING_EXAMPLES](
