@@ -90,6 +90,11 @@ def atomic_directory(path: str) -> Iterator[str]:
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(
       prefix=f"{STAGING_PREFIX}{os.path.basename(path)}-", dir=parent)
+  # mkdtemp makes it 0700: a server running as another user (TF Serving) could
+  # not read it. Give it the mode os.makedirs would (0755 under umask 022).
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(staging, 0o777 & ~umask)
   try:
     yield staging
     if os.path.exists(path):  # os.rename would replace an empty directory

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -80,3 +81,18 @@ def test_json_is_strict_and_plain(tmp_path):
   assert text.startswith('{\n  "a"')  # keys sorted, indented
   assert "NaN" not in text and "Infinity" not in text
   assert files.read_json(path) == json.loads(json.dumps(files.json_safe(obj)))
+
+
+def test_atomic_directory_gets_the_usual_mode_not_mkdtemps_0700(tmp_path):
+  # A TF Serving process running as another user must be able to read exports.
+  umask = os.umask(0o022)
+  try:
+    final = str(tmp_path / "1")
+    with files.atomic_directory(final) as staging:
+      with open(os.path.join(staging, "saved_model.pb"), "w") as f:
+        f.write("x")
+    assert stat.S_IMODE(os.stat(final).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(os.path.join(final, "saved_model.pb")
+                                ).st_mode) == 0o644
+  finally:
+    os.umask(umask)
