@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from concurrent import futures
 import contextlib
+import ctypes
 import dataclasses
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -290,6 +293,22 @@ def byte_ranges(path: str, pieces: int) -> List[Tuple[int, int, int]]:
   return list(zip(starts, ends, first_lines))
 
 
+# prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+  """Worker initializer: a converter killed with SIGKILL takes its workers
+  with it, instead of leaving them to run on (holding memory) and publish
+  shards into a directory that no report will ever mark complete. Linux only;
+  elsewhere the missing report.json still keeps readers away."""
+  if not sys.platform.startswith("linux"):
+    return
+  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _run_file(fmt: LineFormat, split_input: SplitInput, context: Any,
               out_dir: str, options: ConvertOptions) -> List[_Result]:
   size = os.path.getsize(split_input.path)
@@ -306,7 +325,8 @@ def _run_file(fmt: LineFormat, split_input: SplitInput, context: Any,
   # An executor (unlike multiprocessing.Pool) fails instead of hanging when a
   # worker process dies.
   with futures.ProcessPoolExecutor(
-      len(tasks), mp_context=multiprocessing.get_context("spawn")) as pool:
+      len(tasks), mp_context=multiprocessing.get_context("spawn"),
+      initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
     return list(pool.map(_convert_range, tasks))
 
 
@@ -358,7 +378,9 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
   splits = sorted({s.split for s in inputs} | (
       {line_format.VALIDATION} if any(s.holdout for s in inputs) else set()))
   tf.io.gfile.makedirs(out_dir)
-  _remove_outputs(out_dir, ())  # no stale completion marker while we write
+  # No completion marker while we write, and no shard of an earlier dataset
+  # here (of any split: a split this run does not write must not survive).
+  _remove_outputs(out_dir, ("*",))
   skips = writer_lib.SkipCounter(strict=options.strict)
   try:
     context = fmt.prepare(inputs, skips)
@@ -408,8 +430,7 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
       **facts,
       **skips.to_json(),
   }
-  writer_lib.write_report(out_dir, report)
-  return report
+  return writer_lib.write_report(out_dir, report)
 
 
 def convert_ali_ccp(raw_dir: str, out_dir: str,

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tafe_tf import files
 from tafe_tf import input_pipeline
 
-REPORT_FILENAME = "report.json"
+REPORT_FILENAME = input_pipeline.REPORT_FILENAME
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -113,11 +113,16 @@ class ShardedWriter:
       self.abort()
 
 
-def write_report(out_dir: str, report: Mapping[str, Any]) -> str:
-  """Writes ``out_dir/report.json`` (the completion marker); returns its path."""
-  path = os.path.join(out_dir, REPORT_FILENAME)
-  files.write_json_atomic(path, report)
-  return path
+def write_report(out_dir: str, report: Mapping[str, Any]) -> Dict[str, Any]:
+  """Writes ``out_dir/report.json``, the completion marker: ``report`` plus
+  the manifest of the shards now in ``out_dir`` (which readers check).
+
+  Call it last, when every shard is published. Returns what it wrote.
+  """
+  full = {**report,
+          input_pipeline.SHARDS_KEY: input_pipeline.shard_manifest(out_dir)}
+  files.write_json_atomic(os.path.join(out_dir, REPORT_FILENAME), full)
+  return full
 
 
 def read_report(data_dir: str) -> Optional[Dict[str, Any]]:

@@ -7,6 +7,14 @@ A dataset directory (what the converters and the generator write) holds::
     <split>-00000-of-00008.tfrecord.gz ...
     report.json                       (what the writer read, wrote and skipped)
 
+``report.json`` is written last, by every writer, and lists each shard with its
+size in bytes (``"shards": {split: {file name: bytes}}``). It is the
+completion marker, and readers enforce it (:func:`list_split_files`): a
+directory without it (a conversion still running, killed or failed), a shard it
+does not list (left from an earlier conversion), a missing shard or one of
+another size (truncated, replaced) is an error naming the file, never data
+read silently.
+
 Batches are parsed after batching (one ``parse_example`` per batch: the fast
 path), multi-valued fields come out as ``tf.RaggedTensor`` and labels as float32
 ``[batch]`` tensors keyed by step name.
@@ -15,12 +23,16 @@ path), multi-valued fields come out as ``tf.RaggedTensor`` and labels as float32
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf import files as files_lib
 
+REPORT_FILENAME = "report.json"
+# The report's key of the shard manifest: {split: {file name: bytes}}.
+SHARDS_KEY = "shards"
 TFRECORD_SUFFIX = ".tfrecord.gz"
 COMPRESSION = "GZIP"
 # Records read from one file in a row (see make_dataset).
@@ -31,13 +43,76 @@ def shard_pattern(split: str) -> str:
   return f"{split}-*-of-*{TFRECORD_SUFFIX}"
 
 
+def _split_of(name: str) -> str:
+  return name.split("-", 1)[0]
+
+
+def shard_manifest(data_dir: str) -> Dict[str, Dict[str, int]]:
+  """``{split: {shard file name: bytes}}`` of every shard now in ``data_dir``
+  (what a writer records in ``report.json`` when it has finished)."""
+  manifest: Dict[str, Dict[str, int]] = {}
+  for path in sorted(tf.io.gfile.glob(os.path.join(data_dir, shard_pattern(
+      "*")))):
+    name = os.path.basename(path)
+    manifest.setdefault(_split_of(name), {})[name] = tf.io.gfile.stat(
+        path).length
+  return manifest
+
+
+def read_complete_report(data_dir: str) -> Dict[str, Any]:
+  """The ``report.json`` of a finished dataset directory.
+
+  Raises:
+    FileNotFoundError: there is none: the writer has not finished (it is still
+      running, was killed, or failed).
+    ValueError: it is not valid JSON, or lists no shards (an older writer).
+  """
+  path = os.path.join(data_dir, REPORT_FILENAME)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"{data_dir} has no {REPORT_FILENAME}, the marker its writer leaves "
+        "when it has finished: the conversion is still running, was "
+        "interrupted or failed; convert again")
+  try:
+    report = files_lib.read_json(path)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); convert again") from None
+  if not isinstance(report, dict) or not isinstance(report.get(SHARDS_KEY),
+                                                    dict):
+    raise ValueError(f"{path} lists no shards (written by an older tafe-tf); "
+                     "convert again")
+  return report
+
+
 def list_split_files(data_dir: str, split: str) -> List[str]:
-  """Sorted shard files of ``split`` in ``data_dir``; raises if there are none."""
-  files = sorted(tf.io.gfile.glob(os.path.join(data_dir, shard_pattern(split))))
-  if not files:
+  """The shard files of ``split``, sorted, checked against ``report.json``.
+
+  Raises:
+    FileNotFoundError: no report (unfinished writer), no such split, or a
+      listed shard is missing.
+    ValueError: a shard the report does not list, or one whose size differs
+      from the report's (truncated or replaced).
+  """
+  listed = read_complete_report(data_dir)[SHARDS_KEY].get(split)
+  on_disk = shard_manifest(data_dir).get(split, {})
+  if not listed:
     raise FileNotFoundError(
         f"no '{split}' shards ({shard_pattern(split)}) in {data_dir}")
-  return files
+  unlisted = sorted(set(on_disk) - set(listed))
+  if unlisted:
+    raise ValueError(
+        f"{os.path.join(data_dir, unlisted[0])}: a shard that "
+        f"{REPORT_FILENAME} does not list (left from an earlier conversion?); "
+        "convert again into this directory, which replaces every split")
+  for name, size in sorted(listed.items()):
+    path = os.path.join(data_dir, name)
+    if name not in on_disk:
+      raise FileNotFoundError(f"{path}: listed in {REPORT_FILENAME} but "
+                              "missing; convert again")
+    if on_disk[name] != size:
+      raise ValueError(f"{path}: {on_disk[name]} bytes, {REPORT_FILENAME} "
+                       f"says {size} (truncated or replaced); convert again")
+  return [os.path.join(data_dir, name) for name in sorted(listed)]
 
 
 def make_dataset(data_dir: str,

@@ -103,6 +103,10 @@ def write_split(data_dir: str, schema: features_lib.Schema, split: str,
     for feats, labels, _ in rows:
       w.write(example_codec.make_example(schema, feats,
                                          labels).SerializeToString())
+  # The completion marker readers require, listing every split written so far.
+  report = writer.read_report(data_dir) or {}
+  rows_per_split = {**report.get("rows_per_split", {}), split: len(rows)}
+  writer.write_report(data_dir, {"rows_per_split": rows_per_split})
 
 
 def make_dataset_dir(data_dir: str, num_steps: int = 2, num_train: int = 256,

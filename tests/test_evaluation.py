@@ -99,6 +99,7 @@ def fixture_tiny_data(tmp_path):
           oracle={"click": written["oracle"][i, 0],
                   "buy": written["oracle"][i, 1]})
       w.write(example.SerializeToString())
+  writer_lib.write_report(str(tmp_path), {"rows_per_split": {"test": n}})
   return str(tmp_path), schema, written
 
 

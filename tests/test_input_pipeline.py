@@ -31,6 +31,7 @@ def _write_toy_dataset(directory, num_rows=10, num_shards=3):
           sample_id=f"id{i}",
           oracle={"click": 0.5, "cart": 0.25, "purchase": 0.125})
       w.write(ex.SerializeToString())
+  writer.write_report(directory, {"rows_per_split": {"train": num_rows}})
   return schema
 
 

@@ -94,8 +94,7 @@ def write_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
       "seconds": round(seconds, 3),
       "rows_per_second": round(total / seconds, 1) if seconds > 0 else None,
   }
-  writer.write_report(out_dir, report)
-  return report
+  return writer.write_report(out_dir, report)
 
 
 def _check_not_another_dataset(out_dir: str) -> None:

@@ -66,6 +66,6 @@ def test_strict_skip_counter_raises_with_file_and_line():
 
 def test_report_is_written_atomically(tmp_path):
   writer.write_report(str(tmp_path), {"rows_read": 3})
-  assert writer.read_report(str(tmp_path)) == {"rows_read": 3}
+  assert writer.read_report(str(tmp_path)) == {"rows_read": 3, "shards": {}}
   assert os.listdir(tmp_path) == ["report.json"]
   assert writer.read_report(str(tmp_path / "nothing")) is None
