@@ -56,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from tafe_tf import files
+from tafe_tf import input_pipeline
 from tafe_tf import metrics
 from tafe_tf.data import ali_ccp
 from tafe_tf.data import csv_formats
@@ -238,8 +239,9 @@ def _grouped_cumulative(groups: np.ndarray, weights: np.ndarray,
 class World:
   """Users, items and their hidden traits, drawn from the config's seed.
 
-  Attributes hold one row per user or item; ``hist[f]`` holds a history
-  field's ``(keys = user * size + value, log weights)``, sorted by key.
+  Arrays hold one row per user or item; ``hist[f]`` holds a history field's
+  ``(keys = user * size + value, weights = log(1 + count), size)``, sorted by
+  key.
   """
 
   def __init__(self, config: RealisticConfig, num_impressions: int):
@@ -545,29 +547,35 @@ class _AliCcpWriter:
                        w.num_intentions))]
 
   def _user_text(self) -> List[str]:
-    """Each user's common-row entries: id, profile, histories (heaviest first)."""
+    """Each user's common-row entries: id, profile, histories (heaviest first).
+
+    Built a block of users at a time: the entries of all users at once, as
+    Python strings, took ~2 GB for the 2M-row members.
+    """
     w = self.world
-    parts: List[np.ndarray] = []
-    owners: List[np.ndarray] = []
-    for field in HISTORY_FIELDS:
-      keys, weights, size = w.hist[field]
-      users, values = np.divmod(keys, size)
-      order = np.lexsort((values, -weights, users))
-      parts.append(_entry_prefixes(field, size)[values[order]] +
-                   _values(weights[order]))
-      owners.append(users[order])
-    owner = np.concatenate(owners)
-    order = np.argsort(owner, kind="stable")
-    text = np.concatenate(parts)[order]
-    cuts = np.searchsorted(owner[order], np.arange(w.num_users + 1))
-    self.user_entries = 1 + len(PROFILE_FIELDS) + np.diff(cuts)
-    out = []
-    for u in range(w.num_users):
-      head = ali_ccp.format_entries(
-          [("101", FIELD_BASE["101"] + u, 1.0)] +
-          [(f, FIELD_BASE[f] + int(w.profile[u, j]), 1.0)
-           for j, (f, _) in enumerate(PROFILE_FIELDS)])
-      out.append(head + "".join(text[cuts[u]:cuts[u + 1]]))
+    prefixes = {f: _entry_prefixes(f, w.hist[f][2]) for f in HISTORY_FIELDS}
+    out: List[str] = []
+    counts = np.zeros(w.num_users, np.int64)
+    for start in range(0, w.num_users, 8192):
+      stop = min(w.num_users, start + 8192)
+      texts = [[] for _ in range(stop - start)]
+      for field in HISTORY_FIELDS:
+        keys, weights, size = w.hist[field]
+        a, b = np.searchsorted(keys, [start * size, stop * size])
+        users, values = np.divmod(keys[a:b], size)
+        order = np.lexsort((values, -weights[a:b], users))
+        entries = prefixes[field][values[order]] + _values(weights[a:b][order])
+        cuts = np.searchsorted(users[order], np.arange(start, stop + 1))
+        counts[start:stop] += np.diff(cuts)
+        for u in range(stop - start):
+          texts[u].append("".join(entries[cuts[u]:cuts[u + 1]]))
+      for u in range(start, stop):
+        head = ali_ccp.format_entries(
+            [("101", FIELD_BASE["101"] + u, 1.0)] +
+            [(f, FIELD_BASE[f] + int(w.profile[u, j]), 1.0)
+             for j, (f, _) in enumerate(PROFILE_FIELDS)])
+        out.append(head + "".join(texts[u - start]))
+    self.user_entries = 1 + len(PROFILE_FIELDS) + counts
     return out
 
   def write_chunk(self, rows: Impressions, click: np.ndarray, buy: np.ndarray,
@@ -828,12 +836,10 @@ def read_truth(out_dir: str, split: str) -> Dict[str, np.ndarray]:
 
 def converted_sample_ids(data_dir: str, split: str) -> np.ndarray:
   """The ``sample_id`` of every example of a converted split, as int64."""
-  paths = sorted(tf.io.gfile.glob(os.path.join(
-      data_dir, f"{split}-*-of-*.tfrecord.gz")))
-  if not paths:
-    raise FileNotFoundError(f"no '{split}' shards in {data_dir}")
+  paths = input_pipeline.list_split_files(data_dir, split)
   spec = {"sample_id": tf.io.FixedLenFeature([], tf.string)}
-  ds = tf.data.TFRecordDataset(paths, compression_type="GZIP").batch(65536).map(
+  ds = tf.data.TFRecordDataset(
+      paths, compression_type=input_pipeline.COMPRESSION).batch(65536).map(
       lambda x: tf.strings.to_number(tf.io.parse_example(x, spec)["sample_id"],
                                      tf.int64))
   return np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
