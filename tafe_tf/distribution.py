@@ -324,7 +324,9 @@ def compiled_step_inputs(model: Any, schema: features_lib.Schema
 
 
 def tpu_embedding_feature_config(
-    schema: features_lib.Schema, optimizer: Optional[Any] = None,
+    schema: features_lib.Schema, embedding_dim: int,
+    field_embedding_dims: Optional[Mapping[str, int]] = None,
+    optimizer: Optional[Any] = None,
     seed: Optional[int] = None) -> Dict[str, Any]:
   """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
 
@@ -340,7 +342,9 @@ def tpu_embedding_feature_config(
   weights.
 
   Args:
-    schema: The dataset schema (its per-field ``embedding_dim``).
+    schema: The dataset schema.
+    embedding_dim, field_embedding_dims: The model's widths
+      (:func:`tafe_tf.layers.embedding.field_widths`).
     optimizer: A ``tf.tpu.experimental.embedding`` optimizer for the tables
       (None: the TPUEmbedding layer's).
     seed: Seed of the table initialisers, derived per table as
@@ -348,7 +352,8 @@ def tpu_embedding_feature_config(
   """
   from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
   from tafe_tf.layers import initializers  # pylint: disable=g-import-not-at-top
-  groups = embedding_lib.table_groups(schema, fused=True)
+  groups = embedding_lib.table_groups(schema, embedding_dim,
+                                      field_embedding_dims)
   config = {}
   for i, g in enumerate(groups):
     table = tf.tpu.experimental.embedding.TableConfig(
@@ -362,11 +367,14 @@ def tpu_embedding_feature_config(
   return config
 
 
-def tpu_row_offsets(schema: features_lib.Schema) -> Dict[str, int]:
+def tpu_row_offsets(schema: features_lib.Schema, embedding_dim: int,
+                    field_embedding_dims: Optional[Mapping[str, int]] = None
+                    ) -> Dict[str, int]:
   """First row of each id field's block in its TPU table (fused layout)."""
   from tafe_tf.layers import embedding as embedding_lib  # pylint: disable=g-import-not-at-top
   out = {}
-  for g in embedding_lib.table_groups(schema, fused=True):
+  for g in embedding_lib.table_groups(schema, embedding_dim,
+                                      field_embedding_dims):
     out.update(g.offsets)
   return out
 

@@ -31,25 +31,19 @@ STEP_NAMES = ("click", "cart", "purchase", "pay")
 VOCABULARY = [1000 + 7 * i for i in range(30)]  # raw item ids, one per line
 
 
-def tiny_schema(directory: str, num_steps: int = 2,
-                embedding_dim: int = 8) -> features_lib.Schema:
+def tiny_schema(directory: str, num_steps: int = 2) -> features_lib.Schema:
   """A schema with all field and lookup kinds, saved in ``directory``."""
   os.makedirs(os.path.join(directory, "vocab"), exist_ok=True)
   with open(os.path.join(directory, "vocab", "item.txt"), "w") as f:
     f.write("".join(f"{v}\n" for v in VOCABULARY))
   fields = [
-      features_lib.FieldSpec("user", "id", "identity", num_ids=50,
-                             embedding_dim=embedding_dim),
+      features_lib.FieldSpec("user", "id", "identity", num_ids=50),
       features_lib.FieldSpec("item", "id", "vocabulary",
                              num_ids=len(VOCABULARY),
-                             vocabulary_file="vocab/item.txt",
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("shop", "id", "hash", num_ids=20,
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("hist", "weighted_ids", "identity", num_ids=40,
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("price", "dense", dim=2,
-                             embedding_dim=embedding_dim),
+                             vocabulary_file="vocab/item.txt"),
+      features_lib.FieldSpec("shop", "id", "hash", num_ids=20),
+      features_lib.FieldSpec("hist", "weighted_ids", "identity", num_ids=40),
+      features_lib.FieldSpec("price", "dense", dim=2),
   ]
   schema = features_lib.Schema("tiny", fields, STEP_NAMES[:num_steps],
                                user_field="user")
@@ -105,10 +99,10 @@ def write_split(data_dir: str, schema: features_lib.Schema, split: str,
 
 
 def make_dataset_dir(data_dir: str, num_steps: int = 2, num_train: int = 256,
-                     num_test: int = 128, embedding_dim: int = 8,
+                     num_test: int = 128,
                      signal: float = 3.0) -> features_lib.Schema:
   """A complete tiny dataset directory (train and test splits)."""
-  schema = tiny_schema(data_dir, num_steps, embedding_dim)
+  schema = tiny_schema(data_dir, num_steps)
   write_split(data_dir, schema, "train",
               random_rows(schema, num_train, seed=1, signal=signal))
   write_split(data_dir, schema, "test",
@@ -145,9 +139,10 @@ def first_batch(data_dir: str, split: str = "train", batch_size: int = 64,
 # A small synthetic world with a strong signal: few users and items, so a few
 # thousand rows teach a model most of what there is to know.
 LEARNING_CONFIG = dict(num_users=300, num_items=200, num_categories=20,
-                       num_shops=40, num_brands=30, embedding_dim=8,
+                       num_shops=40, num_brands=30,
                        step_rates=(0.3, 0.3), signal=1.5, seed=0)
-LEARNING_HPARAMS = dict(seed=0, expert_units=(32, 16), tower_units=(16,))
+LEARNING_HPARAMS = dict(seed=0, embedding_dim=8, expert_units=(32, 16),
+                        tower_units=(16,))
 
 
 def learning_dataset(data_dir: str, num_train: int = 8000,

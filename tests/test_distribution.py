@@ -14,6 +14,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.data import synthetic
+from tafe_tf import config as config_lib
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
@@ -179,7 +180,7 @@ def test_compiled_step_inputs_give_the_outputs_of_raw_ids(data_dir):
 
 def test_lookup_rows_of_ragged_input_gives_identical_embeddings(data_dir):
   schema = features_lib.Schema.load(data_dir)
-  layer = embedding_lib.FeatureEmbedding(schema, seed=1)
+  layer = embedding_lib.FeatureEmbedding(schema, 8, seed=1)
   raw, _ = next(iter(input_pipeline.make_dataset(data_dir, "train", 40,
                                                  schema=schema)))
   rows = layer.lookup_rows(raw)
@@ -199,10 +200,9 @@ def test_compiled_step_inputs_reject_ragged_lists(data_dir):
 
 
 def test_tpu_embedding_feature_config_mirrors_the_fused_tables(data_dir):
-  schema = embedding_lib.schema_with_embedding_dim(
-      features_lib.Schema.load(data_dir), 8)
-  config = distribution.tpu_embedding_feature_config(schema)
-  layer = embedding_lib.FeatureEmbedding(schema)
+  schema = features_lib.Schema.load(data_dir)
+  config = distribution.tpu_embedding_feature_config(schema, 8)
+  layer = embedding_lib.FeatureEmbedding(schema, 8)
   layer(features_lib.dummy_batch(schema))
   ids = [f.name for f in schema.fields if f.is_id]
   assert sorted(config) == sorted(ids)
@@ -210,17 +210,16 @@ def test_tpu_embedding_feature_config_mirrors_the_fused_tables(data_dir):
   assert {n: (t.vocabulary_size, t.dim) for n, t in tables.items()} == {
       n: tuple(v.shape) for n, v in layer.tables.items()}
   assert {c.table.combiner for c in config.values()} == {"mean"}
-  offsets = distribution.tpu_row_offsets(schema)
+  offsets = distribution.tpu_row_offsets(schema, 8)
   assert offsets[ids[0]] == 0
   assert sorted(offsets.values())[-1] < layer.tables["table_d8"].shape[0]
 
 
 def _train(data_dir, model_dir, **overrides):
-  config = training.TrainConfig(
-      model="esmm", hparams=TINY, epochs=1, batch_size=64, shuffle=False,
-      steps_per_epoch=12, learning_rate=1e-2, verbose=0, strategy="one_device")
-  for k, v in overrides.items():
-    setattr(config, k, v)
+  settings = dict(epochs=1, batch_size=64, shuffle=False, steps_per_epoch=12,
+                  learning_rate=1e-2, verbose=0, strategy="one_device")
+  config = config_lib.RunConfig.create("esmm", TINY, **dict(settings,
+                                                           **overrides))
   return training.train(data_dir, model_dir, config)
 
 

@@ -40,6 +40,7 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
 
   Args:
     schema: The dataset schema.
+    embedding_dim, field_embedding_dims: The widths (see ``FeatureEmbedding``).
     output_mode: ``"flat"`` or ``"fields"`` (see ``FeatureEmbedding``).
     seed: Seed of the table initialisers and dense projections.
     optimizer: The tables' optimizer on a TPU (None off TPUs: the model's
@@ -48,19 +49,22 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
   Call: as ``FeatureEmbedding`` (ragged or padded lists, raw ids or rows).
   """
 
-  def __init__(self, schema: features_lib.Schema,
+  def __init__(self, schema: features_lib.Schema, embedding_dim: int,
+               field_embedding_dims: Optional[Mapping[str, int]] = None,
                output_mode: str = embedding_lib.FLAT,
                seed: Optional[int] = None, optimizer: Optional[Any] = None,
                **kwargs):
-    super().__init__(schema, fused=True, output_mode=output_mode, seed=seed,
-                     **kwargs)
+    super().__init__(schema, embedding_dim, field_embedding_dims, fused=True,
+                     output_mode=output_mode, seed=seed, **kwargs)
     # Imported here: distribution imports the layers package.
     from tafe_tf import distribution  # pylint: disable=g-import-not-at-top
-    self._row_offsets = distribution.tpu_row_offsets(schema)
+    self._row_offsets = distribution.tpu_row_offsets(
+        schema, embedding_dim, field_embedding_dims)
     # Created now, in the caller's strategy scope: TFRS picks the TPU or the
     # CPU implementation from the strategy current at construction.
     self.tpu_embedding = tfrs.layers.embedding.TPUEmbedding(
-        distribution.tpu_embedding_feature_config(schema, seed=seed),
+        distribution.tpu_embedding_feature_config(
+            schema, embedding_dim, field_embedding_dims, seed=seed),
         optimizer=optimizer)
 
   def _build_tables(self) -> Dict[str, tf.Variable]:

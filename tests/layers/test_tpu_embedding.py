@@ -33,9 +33,9 @@ def test_same_seed_same_tables_and_outputs_as_feature_embedding(
     data, output_mode):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=40)
-  reference = embedding.FeatureEmbedding(schema, output_mode=output_mode,
+  reference = embedding.FeatureEmbedding(schema, 8, output_mode=output_mode,
                                          seed=5)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, output_mode=output_mode,
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, output_mode=output_mode,
                                             seed=5)
   expected = reference(feats).numpy()
   got = layer(feats).numpy()
@@ -49,8 +49,8 @@ def test_same_seed_same_tables_and_outputs_as_feature_embedding(
 def test_empty_lists_padding_and_precomputed_rows(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  reference = embedding.FeatureEmbedding(schema, seed=1)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=1)
+  reference = embedding.FeatureEmbedding(schema, 8, seed=1)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=1)
   # A padding id inside a list (weight ignored), an empty list, all-zero
   # weights: zero vectors and means over the real entries only.
   edge = dict(feats,
@@ -73,7 +73,7 @@ def test_empty_lists_padding_and_precomputed_rows(data):
 def test_tables_are_trainable_and_get_gradients_for_rows_used(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=8)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=0)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=0)
   layer(feats)
   table = layer.tables["table_d8"]
   assert any(w is table for w in layer.trainable_weights)
@@ -83,7 +83,7 @@ def test_tables_are_trainable_and_get_gradients_for_rows_used(data):
 def test_config_round_trip(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=3)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=3)
   config = layer.get_config()
   assert "fused" not in config
   clone = tpu_embedding.TPUFeatureEmbedding.from_config(config)
