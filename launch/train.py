@@ -195,9 +195,11 @@ def run_config_from_flags() -> config_lib.RunConfig:
   from that model's default hyperparameters."""
   try:
     if FLAGS.config:
+      if not os.path.isfile(FLAGS.config):
+        raise common.UserError(f"--config={FLAGS.config}: no such file")
       try:
         config = config_lib.RunConfig.from_json(files.read_json(FLAGS.config))
-      except (OSError, ValueError) as e:  # tf.errors.NotFoundError is OSError
+      except ValueError as e:  # also not JSON
         raise common.UserError(f"--config={FLAGS.config}: {e}") from None
     else:
       config = config_lib.RunConfig()
