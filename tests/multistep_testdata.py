@@ -15,6 +15,7 @@ truth, so tests can check learning against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -235,6 +236,14 @@ def aucs(labels: np.ndarray, outputs: Dict[str, np.ndarray],
           for t, s in enumerate(steps)]
 
 
+def hparams_for(name: str, **hparams) -> Dict[str, object]:
+  """The ``hparams`` model ``name`` takes: the tests size every model alike
+  (``build_model`` itself rejects a name a model does not take)."""
+  from tafe_tf import models  # pylint: disable=g-import-not-at-top
+  names = {f.name for f in dataclasses.fields(models.hparams_class(name))}
+  return {k: v for k, v in hparams.items() if k in names}
+
+
 def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
     tf.keras.Model, Dict[str, List[float]]]:
   """Fits model ``name`` a few epochs on a tiny 3-step dataset written into
@@ -243,8 +252,9 @@ def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
   schema = make_dataset_dir(data_dir, num_steps=3, num_train=512,
                             num_test=64)
   tf.keras.utils.set_random_seed(0)
-  model = models.build_model(name, schema, seed=0, embedding_dim=4,
-                             expert_units=(16,), tower_units=(8,), **hparams)
+  model = models.build_model(name, schema, **hparams_for(
+      name, seed=0, embedding_dim=4, expert_units=(16,), tower_units=(8,)),
+                             **hparams)
   history = fit(model, data_dir, epochs=4, batch_size=64, learning_rate=0.02)
   return model, history
 

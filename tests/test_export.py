@@ -56,7 +56,8 @@ class Exported:
     train = Batch(self.schema, testdata.random_rows(self.schema, 64, seed=1))
     self.batch = Batch(self.schema,
                        testdata.random_rows(self.schema, 32, seed=2))
-    self.model = models.build_model(name, self.schema, **TINY_HPARAMS)
+    self.model = models.build_model(name, self.schema,
+                                    **testdata.hparams_for(name, **TINY_HPARAMS))
     # Eager: three steps cost less than tracing a train step.
     self.model.compile(optimizer=tf.keras.optimizers.Adam(0.05),
                        run_eagerly=True)
