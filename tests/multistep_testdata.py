@@ -244,6 +244,33 @@ def hparams_for(name: str, **hparams) -> Dict[str, object]:
   return {k: v for k, v in hparams.items() if k in names}
 
 
+# Valid non-default values where "the default + 1" is not one.
+_OTHER_VALUES = {"transfer": "none", "step_weights": [1.0, 0.5],
+                 "field_embedding_dims": {"user_id": 8}, "dropout": 0.25,
+                 "top_k": 2, "experts_per_task": 2, "seed": 7,
+                 "calibration_weight": 0.3,
+                 "tpu_embedding_learning_rate": 0.01}
+
+
+def non_default_hparams(name: str) -> Dict[str, object]:
+  """Every hyperparameter of model ``name`` set to a valid JSON value other
+  than its default (for the synthetic schema: field names are its)."""
+  from tafe_tf import models  # pylint: disable=g-import-not-at-top
+  out = {}
+  for f in dataclasses.fields(models.hparams_class(name)):
+    if f.name in _OTHER_VALUES:
+      out[f.name] = _OTHER_VALUES[f.name]
+    elif isinstance(f.default, bool):
+      out[f.name] = not f.default
+    elif isinstance(f.default, (int, float)):
+      out[f.name] = f.default + (1 if isinstance(f.default, int) else 0.5)
+    elif isinstance(f.default, tuple):
+      out[f.name] = [3, 2]
+    else:
+      raise AssertionError(f"no test value for {name}'s {f.name}")
+  return out
+
+
 def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
     tf.keras.Model, Dict[str, List[float]]]:
   """Fits model ``name`` a few epochs on a tiny 3-step dataset written into

@@ -2,9 +2,10 @@
 
 import dataclasses
 import json
-import typing
 
 import pytest
+
+import multistep_testdata as td
 
 from tafe_tf import config as config_lib
 from tafe_tf import models
@@ -14,33 +15,12 @@ def _through_json(obj):
   return json.loads(json.dumps(obj))
 
 
-def _other_value(hparams_cls, field):
-  """A valid value of ``field`` other than its default (JSON form)."""
-  default = field.default
-  special = {"transfer": "none", "step_weights": [1.0, 0.5],
-             "field_embedding_dims": {"user": 8}, "dropout": 0.25,
-             "top_k": 2, "experts_per_task": 2, "seed": 7}
-  if field.name in special:
-    return special[field.name]
-  hint = typing.get_type_hints(hparams_cls)[field.name]
-  if hint is bool:
-    return not default
-  if hint is int:
-    return default + 1
-  if hint is float:
-    return default + 0.5
-  if typing.get_origin(hint) is tuple:
-    return [3, 2]
-  raise AssertionError(f"no test value for {field.name} ({hint})")
-
-
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_round_trip_through_json_for_every_model(name):
   defaults = config_lib.RunConfig(model=config_lib.ModelConfig(name))
   assert config_lib.RunConfig.from_json(
       _through_json(defaults.to_json())) == defaults
-  cls = models.hparams_class(name)
-  changed = {f.name: _other_value(cls, f) for f in dataclasses.fields(cls)}
+  changed = td.non_default_hparams(name)
   run = config_lib.RunConfig.create(
       name, hparams=changed, epochs=3, strategy="mirrored",
       synthetic_conflict=2.0, export_dir="/tmp/x", steps_per_epoch=5)

@@ -1,6 +1,5 @@
 """launch.train as a user runs it: resume after SIGKILL, one-line errors."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from tafe_tf import models
 from tafe_tf import training
 from tafe_tf.data import synthetic
 
+import multistep_testdata as td
 from cli_runner import ROOT, module_command, run_module, subprocess_env
 
 TINY_MODEL = ["--embedding_dim=4", "--num_experts=2", "--expert_units=16",
@@ -274,7 +274,7 @@ def test_config_errors_are_one_line_before_any_work(flags, message):
 # Each model's hparams, every field set to a value other than its default,
 # parsed by launch.train's own flag handling (no training: one process).
 _PARSE_ALL = r"""
-import dataclasses, json, sys
+import json, sys
 from absl import flags
 from tafe_tf import models
 from tafe_tf.launch import train
@@ -289,11 +289,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_every_hparam_of_every_model_is_reachable_with_hparams():
-  cases = {}
-  for name in models.MODEL_NAMES:
-    cls = models.hparams_class(name)
-    cases[name] = {f.name: _other_value(cls, f)
-                   for f in dataclasses.fields(cls)}
+  cases = {name: td.non_default_hparams(name) for name in models.MODEL_NAMES}
   proc = subprocess.run(
       [sys.executable, "-c", _PARSE_ALL, json.dumps(cases)], cwd=ROOT,
       env=subprocess_env(), capture_output=True, text=True, timeout=300,
@@ -305,22 +301,3 @@ def test_every_hparam_of_every_model_is_reachable_with_hparams():
     assert all(hparams[k] != v for k, v in
                models.hparams_class(name)().to_json().items())
 
-
-def _other_value(hparams_cls, field):
-  """A valid JSON value of ``field`` other than its default."""
-  special = {"transfer": "none", "step_weights": [1.0, 0.5],
-             "field_embedding_dims": {"user_id": 8}, "dropout": 0.25,
-             "top_k": 2, "experts_per_task": 2, "seed": 7,
-             "calibration_weight": 0.3, "tpu_embedding_learning_rate": 0.01}
-  if field.name in special:
-    return special[field.name]
-  default = field.default
-  if isinstance(default, bool):
-    return not default
-  if isinstance(default, int):
-    return default + 1
-  if isinstance(default, float):
-    return default + 0.5
-  if isinstance(default, tuple):
-    return [3, 2]
-  raise AssertionError(f"no test value for {field.name}")
