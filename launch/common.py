@@ -15,10 +15,9 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
-from tafe_tf import config
 from tafe_tf import features as features_lib
 
-DATASETS = config.DATASETS
+DATASETS = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")
 # The schema names launch.convert writes for each real dataset (tfrecord: any).
 DATASET_SCHEMAS = {
     "ali_ccp": ("ali_ccp", "ali_ccp_processed", "ali_ccp_paddle_esmm"),
