@@ -45,13 +45,15 @@ def _check_schema(schema: features_lib.Schema) -> None:
                        f"lookups only, not {spec.lookup.value!r}")
 
 
-def feature_columns(schema: features_lib.Schema, maxlen: Dict[str, int]
+def feature_columns(schema: features_lib.Schema, maxlen: Dict[str, int],
+                    embedding_dim: int = models_lib.BaseHParams.embedding_dim
                     ) -> List[object]:
   """DeepCTR feature columns of ``schema``'s fields.
 
   Args:
     schema: A two-step schema with identity lookups.
     maxlen: Padded length of each weighted multi-id field.
+    embedding_dim: Width of every id embedding (default: our models').
   """
   from deepctr import feature_column as fc  # pylint: disable=g-import-not-at-top
   _check_schema(schema)
@@ -59,11 +61,11 @@ def feature_columns(schema: features_lib.Schema, maxlen: Dict[str, int]
   for spec in schema.fields:
     if spec.kind == features_lib.FieldKind.ID:
       columns.append(fc.SparseFeat(spec.name, spec.num_rows,
-                                   embedding_dim=spec.embedding_dim))
+                                   embedding_dim=embedding_dim))
     elif spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
       columns.append(fc.VarLenSparseFeat(
           fc.SparseFeat(spec.name, spec.num_rows,
-                        embedding_dim=spec.embedding_dim),
+                        embedding_dim=embedding_dim),
           maxlen=maxlen[spec.name], combiner="mean",
           weight_name=spec.weight_key, weight_norm=False))
     else:
@@ -148,7 +150,7 @@ def build_peer(name: str, schema: features_lib.Schema,
   if name not in PEER_MODELS:
     raise ValueError(f"no DeepCTR peer for {name!r}; peers: {PEER_MODELS}")
   hp = models_lib.model_class(name).HParams()
-  columns = feature_columns(schema, maxlen)
+  columns = feature_columns(schema, maxlen, hp.embedding_dim)
   common = dict(l2_reg_embedding=0.0, seed=0,
                 task_names=tuple(schema.steps))
   if name == "esmm":

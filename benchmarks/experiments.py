@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tafe_tf.data import synthetic
+from tafe_tf import config as config_lib
 from tafe_tf import evaluation
 from tafe_tf import export
 from tafe_tf import features as features_lib
@@ -143,9 +144,10 @@ class GridConfig:
     epochs: Epochs per run; the best on validation loss is kept.
     batch_size: Examples per step.
     learning_rate: Adam learning rate.
-    hparams: Common hyperparameters given to every model.
+    hparams: Hyperparameters given to every model (so names every model
+      takes: :class:`tafe_tf.models.BaseHParams`'s).
     monitor: Validation quantity that picks each run's epoch
-      (:class:`tafe_tf.training.TrainConfig`), or :data:`LAST_STEP_AUC`.
+      (:class:`tafe_tf.config.TrainingConfig`), or :data:`LAST_STEP_AUC`.
     work_dir: Datasets and run directories go here.
   """
   scenarios: Sequence[Scenario]
@@ -251,14 +253,13 @@ def train_and_evaluate(data_dir: str, model_dir: str, variant: str, seed: int,
   steps = features_lib.Schema.load(data_dir).steps
   model_name, extra = variant_hparams(variant, len(steps))
   shutil.rmtree(model_dir, ignore_errors=True)  # never resume a stale run
-  train_config = training.TrainConfig(
-      model=model_name, hparams=dict(config.hparams, seed=seed, **extra),
-      epochs=config.epochs, batch_size=config.batch_size,
-      learning_rate=config.learning_rate, seed=seed,
-      monitor=resolve_monitor(config.monitor, steps),
-      verbose=0)
+  # The run seed seeds the model too (its hparams leave seed unset).
+  run_config = config_lib.RunConfig.create(
+      model_name, hparams=dict(config.hparams, **extra), epochs=config.epochs,
+      batch_size=config.batch_size, learning_rate=config.learning_rate,
+      seed=seed, monitor=resolve_monitor(config.monitor, steps), verbose=0)
   start = time.perf_counter()
-  trained = training.train(data_dir, model_dir, train_config)
+  trained = training.train(data_dir, model_dir, run_config)
   seconds = time.perf_counter() - start
   test = input_pipeline.make_dataset(data_dir, "test", 4096,
                                      schema=trained.schema, with_metadata=True)

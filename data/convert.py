@@ -71,7 +71,6 @@ class ConvertOptions:
     workers: Worker processes (0: one per CPU). A file gets at most one per
       ``min_bytes_per_worker`` bytes and one per shard.
     min_bytes_per_worker: Smallest byte range worth a worker process.
-    embedding_dim: Embedding width written into the schema for id fields.
     compression_level: zlib level of the gzip shards (1: fastest; the
       conversion is bound by it: level 6 costs ~2.5x the time of level 1 for
       files ~30% smaller).
@@ -82,7 +81,6 @@ class ConvertOptions:
   strict: bool = False
   workers: int = 0
   min_bytes_per_worker: int = 16 << 20
-  embedding_dim: int = 16
   compression_level: int = 1
 
   def __post_init__(self):
@@ -98,34 +96,30 @@ class ConvertOptions:
     if self.min_bytes_per_worker < 1:
       raise ValueError("min_bytes_per_worker must be >= 1, got "
                        f"{self.min_bytes_per_worker}")
-    if self.embedding_dim < 1:
-      raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
     if not 0 <= self.compression_level <= 9:
       raise ValueError("compression_level must be in [0, 9], got "
                        f"{self.compression_level}")
 
 
-def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int],
-                 embedding_dim: int = 16) -> features_lib.Schema:
+def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int]
+                 ) -> features_lib.Schema:
   """The format's schema; id fields use ``vocab/<field>.txt`` lookups.
 
   A field whose vocabulary is empty (every train id rare) declares
-  ``num_ids=0``: all its ids map to the OOV row. Dense fields get a learned
-  projection of ``embedding_dim`` (so every field has the same width, which
-  the field-interaction block needs).
+  ``num_ids=0``: all its ids map to the OOV row. (Embedding widths are the
+  model's hyperparameters, not the schema's.)
   """
   fields = []
   for t in fmt.fields():
     if t.kind == FieldKind.DENSE:
       fields.append(features_lib.FieldSpec(
-          name=t.name, kind=t.kind, dim=t.dim, embedding_dim=embedding_dim,
-          group=t.group))
+          name=t.name, kind=t.kind, dim=t.dim, group=t.group))
     else:
       fields.append(features_lib.FieldSpec(
           name=t.name, kind=t.kind, lookup=features_lib.LookupKind.VOCABULARY,
           num_ids=int(vocabulary_sizes.get(t.name, 0)),
           vocabulary_file=vocabulary.vocabulary_file(t.name),
-          embedding_dim=embedding_dim, group=t.group))
+          group=t.group))
   return features_lib.Schema(name=fmt.name, fields=tuple(fields),
                              steps=line_format.STEPS,
                              user_field=fmt.user_field,
@@ -225,7 +219,7 @@ def _convert_range(task: _Task) -> _Result:
   reader = fmt.reader(split_input, task.context, skips)
   splits = [split_input.split] + (
       [line_format.VALIDATION] if split_input.holdout else [])
-  schema = build_schema(fmt, {}, options.embedding_dim)
+  schema = build_schema(fmt, {})
   rows_read = 0
   with contextlib.ExitStack() as stack:
     writers = {split: stack.enter_context(writer_lib.ShardedWriter(
@@ -413,7 +407,7 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
   sizes = vocabulary.write_vocabularies(
       out_dir, counters, options.min_count,
       {name: fmt.excluded_ids(name) for name in counters})
-  schema = build_schema(fmt, sizes, options.embedding_dim)
+  schema = build_schema(fmt, sizes)
   schema.save(out_dir)
   report = {
       "format": fmt.name,

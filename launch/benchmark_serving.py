@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tafe_tf.data import synthetic
+from tafe_tf import config as config_lib
 from tafe_tf import export
 from tafe_tf import features as features_lib
 from tafe_tf import models as models_lib
@@ -98,11 +99,11 @@ def train_briefly(model_dir: str) -> Tuple[tf.keras.Model, str]:
     hparams = json.loads(_HPARAMS.value)
   except json.JSONDecodeError as e:
     raise common.UserError(f"--hparams: not JSON: {e}") from None
-  config = training.TrainConfig(
-      model=_MODEL.value, hparams=dict(hparams, seed=0), epochs=1,
-      batch_size=_TRAIN_BATCH_SIZE.value, steps_per_epoch=_TRAIN_STEPS.value,
-      verbose=0)
   try:
+    config = config_lib.RunConfig.create(
+        _MODEL.value, hparams=hparams, epochs=1,
+        batch_size=_TRAIN_BATCH_SIZE.value,
+        steps_per_epoch=_TRAIN_STEPS.value, verbose=0)
     result = training.train(data_dir, model_dir, config)
   except ValueError as e:  # e.g. an unknown hyperparameter
     raise common.UserError(str(e)) from None
@@ -112,8 +113,8 @@ def train_briefly(model_dir: str) -> Tuple[tf.keras.Model, str]:
 def load_model_dir(model_dir: str) -> Tuple[tf.keras.Model, str, str]:
   """``(model, model name, data dir)`` of a trained ``--model_dir``."""
   common.require_model_dir(model_dir)
-  run = training.read_run_file(model_dir)
-  data_dir = _DATA_DIR.value or run.get("data_dir", "")
+  run = training.read_run_config(model_dir)
+  data_dir = _DATA_DIR.value or run.data.data_dir
   if not os.path.isdir(data_dir):
     raise common.UserError(
         f"--data_dir={data_dir}: no such directory (the test rows of the "
@@ -122,7 +123,7 @@ def load_model_dir(model_dir: str) -> Tuple[tf.keras.Model, str, str]:
     model = training.load_trained_model(model_dir)
   except FileNotFoundError as e:
     raise common.UserError(str(e)) from None
-  return model, run["model"], data_dir
+  return model, run.model.name, data_dir
 
 
 def benchmark(model: tf.keras.Model, schema: features_lib.Schema,

@@ -48,8 +48,6 @@ flags.DEFINE_integer("cache_rows", 4096, "ali_ccp: common rows each worker "
 flags.DEFINE_integer("compression_level", 1, "zlib level of the gzip shards "
                      "(1: fastest; 6: ~30% smaller, ~2.5x slower).",
                      lower_bound=0, upper_bound=9)
-flags.DEFINE_integer("embedding_dim", 16, "Embedding width written into the "
-                     "schema for id fields.", lower_bound=1)
 
 flags.mark_flags_as_required(["format", "raw_dir", "out_dir"])
 flags.register_validator("raw_dir", lambda path: path is None or os.path.isdir(
@@ -64,7 +62,7 @@ def main(argv: List[str]) -> None:
   options = dict(min_count=FLAGS.min_count,
                  validation_fraction=FLAGS.validation_fraction,
                  num_shards=FLAGS.num_shards, strict=FLAGS.strict,
-                 workers=FLAGS.workers, embedding_dim=FLAGS.embedding_dim,
+                 workers=FLAGS.workers,
                  compression_level=FLAGS.compression_level)
   if FLAGS.format == "ali_ccp":
     options["cache_rows"] = FLAGS.cache_rows

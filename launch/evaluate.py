@@ -40,8 +40,11 @@ flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1
 def main(argv):
   del argv  # checked by common.run
   common.require_model_dir(FLAGS.model_dir)
-  data_dir = FLAGS.data_dir or training.read_run_file(FLAGS.model_dir).get(
-      "data_dir", "")
+  try:
+    run = training.read_run_config(FLAGS.model_dir)
+  except ValueError as e:
+    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
+  data_dir = FLAGS.data_dir or run.data.data_dir
   common.require_dataset_dir(data_dir)
   try:
     input_pipeline.list_split_files(data_dir, FLAGS.split)

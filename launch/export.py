@@ -37,7 +37,7 @@ def main(argv):
     if os.path.exists(existing):  # fail before loading the model
       raise common.UserError(f"export version {existing} already exists")
   try:
-    run = training.read_run_file(FLAGS.model_dir)
+    run = training.read_run_config(FLAGS.model_dir)
     schema = training.model_dir_schema(FLAGS.model_dir)
     model = training.load_trained_model(FLAGS.model_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:
@@ -45,7 +45,7 @@ def main(argv):
   try:
     path = export.export_saved_model(model, schema, FLAGS.export_dir,
                                      version=FLAGS.version,
-                                     model_name=FLAGS.model_name or run["model"])
+                                     model_name=FLAGS.model_name or run.model.name)
   except (FileExistsError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(path)

@@ -12,135 +12,247 @@ On converted real data (see ``python -m launch.convert``)::
     python -m launch.train --model=ple --dataset=ali_ccp \
         --data_dir=/data/ali_ccp_tfrecords --model_dir=runs/ple_aliccp
 
-Rerunning the same command after a crash resumes from the last checkpoint.
+Any hyperparameter of the chosen model (docs/models.md) goes in ``--hparams``;
+a previous run's ``run.json`` repeats it (flags given as well override it)::
+
+    python -m launch.train --model=tafe --hparams='{"transfer": "none", "top_k": 2}'
+    python -m launch.train --config=runs/tafe-synthetic/run.json --model_dir=runs/again
+
+Rerunning the same command after a crash resumes from the last checkpoint; a
+finished run is reported and left alone; another run in the same
+``--model_dir`` is refused (``--overwrite`` replaces it). docs/training.md has
+the configuration tree.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from absl import flags
 from absl import logging
 
+from tafe_tf import config as config_lib
 from tafe_tf import distribution
+from tafe_tf import export
+from tafe_tf import files
 from tafe_tf import models as models_lib
 from tafe_tf import reporting
 from tafe_tf import training
+from tafe_tf.data import synthetic
 
 from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
+_default = config_lib.setting_default
 
-flags.DEFINE_enum("model", "tafe", list(models_lib.MODEL_NAMES), "Model.")
-flags.DEFINE_enum("dataset", "synthetic", list(common.DATASETS),
-                  "synthetic (generated into --data_dir, or a cache dir), or a "
-                  "converted dataset directory given by --data_dir.")
-flags.DEFINE_string("data_dir", "", "Dataset directory (schema.json + shards). "
-                    "For --dataset=synthetic: where to generate it (default: "
-                    "~/.cache/tafe_tf/synthetic-<steps>step-seed<seed>).")
+# What to run: the whole config from a file, the model and its hparams.
+flags.DEFINE_string("config", "", "A run.json (any run's) to start from: "
+                    "the whole run config; flags given as well override it.")
+flags.DEFINE_enum("model", config_lib.ModelConfig.name,
+                  list(models_lib.MODEL_NAMES), "Model.")
+flags.DEFINE_string("hparams", "", "JSON object of the model's "
+                    "hyperparameters (any of them, docs/models.md), over its "
+                    "defaults (or --config's), e.g. "
+                    "'{\"transfer\": \"none\", \"top_k\": 2}'.")
 flags.DEFINE_string("model_dir", "", "Run directory (default: runs/<model>-"
                     "<dataset>).")
-flags.DEFINE_integer("epochs", 2, "Epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 2048, "Examples per replica per step.",
+flags.DEFINE_bool("overwrite", False, "Remove a previous run's files from "
+                  "--model_dir first (else another run there is an error).")
+# Data.
+flags.DEFINE_enum("dataset", _default("dataset"), list(config_lib.DATASETS),
+                  "synthetic (generated into --data_dir, or a cache dir), or a "
+                  "converted dataset directory given by --data_dir.")
+flags.DEFINE_string("data_dir", _default("data_dir"), "Dataset directory "
+                    "(schema.json + shards). For --dataset=synthetic: where to "
+                    "generate it (default: ~/.cache/tafe_tf/synthetic-"
+                    "<steps>step-seed<seed>).")
+flags.DEFINE_integer("synthetic_steps", _default("synthetic_steps"),
+                     "Steps of the synthetic chain.", lower_bound=2,
+                     upper_bound=4)
+flags.DEFINE_integer("synthetic_train_rows", _default("synthetic_train_rows"),
+                     "Synthetic train rows.", lower_bound=1)
+flags.DEFINE_integer("synthetic_eval_rows", _default("synthetic_eval_rows"),
+                     "Synthetic validation and test rows (each).",
                      lower_bound=1)
-flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.", lower_bound=0)
-flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffling and the "
-                     "synthetic data.")
-flags.DEFINE_enum("strategy", "auto", list(distribution.STRATEGY_NAMES),
+flags.DEFINE_float("synthetic_conflict", _default("synthetic_conflict"),
+                   "Conflict between steps in the synthetic truth (default: "
+                   "the generator's).")
+# Training.
+flags.DEFINE_integer("epochs", _default("epochs"), "Epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", _default("batch_size"),
+                     "Examples per replica per step.", lower_bound=1)
+flags.DEFINE_float("learning_rate", _default("learning_rate"),
+                   "Adam learning rate.", lower_bound=0)
+flags.DEFINE_integer("seed", _default("seed"), "The run seed: shuffling, the "
+                     "synthetic data, and the model unless --hparams sets "
+                     "its seed.")
+flags.DEFINE_bool("shuffle", _default("shuffle"), "Shuffle the training split.")
+flags.DEFINE_integer("checkpoint_every_steps",
+                     _default("checkpoint_every_steps"), "Also checkpoint "
+                     "mid-epoch every N steps (0: at epoch ends only).",
+                     lower_bound=0)
+flags.DEFINE_integer("steps_per_epoch", _default("steps_per_epoch"),
+                     "Steps per epoch (default: one pass over the training "
+                     "split).", lower_bound=1)
+flags.DEFINE_string("monitor", _default("monitor"), "Validation quantity that "
+                    "picks the kept epoch.")
+flags.DEFINE_enum("verbose", str(_default("verbose")),
+                  [str(v) for v in config_lib.VERBOSITIES],
+                  "Keras progress output: 0 none, 1 bar, 2 a line per epoch.")
+# Distribution.
+flags.DEFINE_enum("strategy", _default("strategy"),
+                  list(distribution.STRATEGY_NAMES),
                   "Distribution strategy (docs/distribution.md). multi_worker "
                   "and parameter_server read the cluster from TF_CONFIG; with "
                   "parameter_server the worker and ps tasks run this same "
                   "command and serve.")
-flags.DEFINE_string("tpu", "", "TPU name or grpc:// address (--strategy=tpu; "
-                    "default: TPU_NAME or the local TPU VM).")
-flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices "
-                     "(0: no split), e.g. to run --strategy=mirrored with N "
-                     "replicas on a host without GPUs.", lower_bound=0)
-flags.DEFINE_enum("mixed_precision", "float32", list(distribution.PRECISIONS),
+flags.DEFINE_string("tpu", _default("tpu_address"), "TPU name or grpc:// "
+                    "address (--strategy=tpu; default: TPU_NAME or the local "
+                    "TPU VM).")
+flags.DEFINE_integer("cpu_devices", _default("cpu_devices"), "Split the CPU "
+                     "into N logical devices (0: no split), e.g. to run "
+                     "--strategy=mirrored with N replicas on a host without "
+                     "GPUs.", lower_bound=0)
+flags.DEFINE_enum("mixed_precision", _default("precision"),
+                  list(distribution.PRECISIONS),
                   "Keras dtype policy; the loss and probabilities stay "
                   "float32, mixed_float16 adds loss scaling.")
-flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA "
-                  "(id lookups move into the input pipeline).")
-flags.DEFINE_bool("shuffle", True, "Shuffle the training split.")
-flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint mid-epoch "
-                     "every N steps (0: at epoch ends only).", lower_bound=0)
-flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over "
-                     "the training split).", lower_bound=0)
-flags.DEFINE_string("monitor", "val_loss", "Validation quantity that picks the "
-                    "kept epoch.")
-# Model size.
-flags.DEFINE_integer("embedding_dim", 16, "Embedding width of every id field.",
+flags.DEFINE_bool("jit_compile", _default("jit_compile"), "Compile the "
+                  "training step with XLA (id lookups move into the input "
+                  "pipeline).")
+flags.DEFINE_integer("min_shard_bytes", _default("min_shard_bytes"),
+                     "Smallest variable shard (parameter_server).",
                      lower_bound=1)
-flags.DEFINE_integer("num_experts", 4, "Shared experts (TAFE, MMoE, PLE).",
+# After training.
+flags.DEFINE_bool("evaluate", _default("evaluate"),
+                  "Evaluate on the test split after training.")
+flags.DEFINE_bool("export", _default("export"),
+                  "Export a SavedModel after training.")
+flags.DEFINE_string("export_dir", _default("export_dir"), "Export base "
+                    "directory (default: <model_dir>/export).")
+# Shortcuts for common hyperparameters; None: the model's default (its
+# HParams dataclass). A model that lacks one rejects it.
+flags.DEFINE_integer("embedding_dim", None, "hparams embedding_dim: width of "
+                     "every id embedding.", lower_bound=1)
+flags.DEFINE_integer("num_experts", None, "hparams num_experts (TAFE, MMoE, "
+                     "PLE).", lower_bound=1)
+flags.DEFINE_list("expert_units", None, "hparams expert_units: expert MLP "
+                  "widths.")
+flags.DEFINE_list("tower_units", None, "hparams tower_units: task tower MLP "
+                  "widths.")
+flags.DEFINE_integer("num_levels", None, "hparams num_levels (TAFE, PLE).",
                      lower_bound=1)
-flags.DEFINE_list("expert_units", ["128", "64"], "Expert MLP widths.")
-flags.DEFINE_list("tower_units", ["64", "32"], "Task tower MLP widths.")
-flags.DEFINE_integer("num_levels", 1, "Extraction levels (TAFE, PLE).",
-                     lower_bound=1)
-flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0,
+flags.DEFINE_float("dropout", None, "hparams dropout.", lower_bound=0,
                    upper_bound=0.9)
-flags.DEFINE_bool("train_metrics", True, "Also compute the step metrics (AUC, "
-                  "logloss, PCOC) in training steps; off: on validation only, "
-                  "up to ~2x faster training steps on CPU.")
-# Built-in synthetic data.
-flags.DEFINE_integer("synthetic_steps", 2, "Steps of the synthetic chain.",
-                     lower_bound=2, upper_bound=4)
-flags.DEFINE_integer("synthetic_train_rows", 300_000, "Synthetic train rows.",
-                     lower_bound=1)
-flags.DEFINE_integer("synthetic_eval_rows", 50_000, "Synthetic validation and "
-                     "test rows (each).", lower_bound=1)
-flags.DEFINE_float("synthetic_conflict", None, "Conflict between steps in the "
-                   "synthetic truth (default: the generator's).")
-# What to do after training.
-flags.DEFINE_bool("evaluate", True, "Evaluate on the test split after training.")
-flags.DEFINE_bool("export", True, "Export a SavedModel after training.")
-flags.DEFINE_string("export_dir", "", "Export base directory (default: "
-                    "<model_dir>/export).")
+flags.DEFINE_bool("train_metrics", None, "hparams train_metrics: also compute "
+                  "the step metrics in training steps; off: on validation "
+                  "only, up to ~2x faster training steps on CPU.")
+
+# flag -> (run setting, flag value -> setting value).
+_SETTING_FLAGS: Dict[str, Any] = {
+    name: (name, None) for name in (
+        "dataset", "data_dir", "synthetic_steps", "synthetic_train_rows",
+        "synthetic_eval_rows", "synthetic_conflict", "epochs", "batch_size",
+        "learning_rate", "seed", "shuffle", "checkpoint_every_steps",
+        "steps_per_epoch", "monitor", "strategy", "cpu_devices", "jit_compile",
+        "min_shard_bytes", "evaluate", "export", "export_dir")}
+_SETTING_FLAGS.update(tpu=("tpu_address", None),
+                      mixed_precision=("precision", None),
+                      verbose=("verbose", int))
+_HPARAM_FLAGS: Dict[str, Optional[Callable[[Any, str], Any]]] = {
+    "embedding_dim": None, "num_experts": None, "num_levels": None,
+    "dropout": None, "train_metrics": None,
+    "expert_units": common.int_tuple, "tower_units": common.int_tuple}
 
 
-def model_hparams() -> Dict[str, Any]:
-  return {
-      "embedding_dim": FLAGS.embedding_dim,
-      "num_experts": FLAGS.num_experts,
-      "expert_units": common.int_tuple(FLAGS.expert_units, "expert_units"),
-      "tower_units": common.int_tuple(FLAGS.tower_units, "tower_units"),
-      "num_levels": FLAGS.num_levels,
-      "dropout": FLAGS.dropout,
-      "seed": FLAGS.seed,
-      "train_metrics": FLAGS.train_metrics,
-  }
+def _hparams_from_flags() -> Dict[str, Any]:
+  """--hparams and the hyperparameter shortcut flags given, merged."""
+  out: Dict[str, Any] = {}
+  if FLAGS.hparams:
+    try:
+      out = json.loads(FLAGS.hparams)
+    except json.JSONDecodeError as e:
+      raise common.UserError(f"--hparams: not JSON: {e}") from None
+    if not isinstance(out, dict):
+      raise common.UserError("--hparams: expected a JSON object of "
+                             f"hyperparameters, got {FLAGS.hparams}")
+  for name, convert in _HPARAM_FLAGS.items():
+    if not FLAGS[name].present:
+      continue
+    if name in out:
+      raise common.UserError(f"--{name} and --hparams both set {name}; give "
+                             "it once")
+    value = FLAGS[name].value
+    out[name] = convert(value, name) if convert else value
+  return out
 
 
-def resolve_data_dir() -> str:
+def run_config_from_flags() -> config_lib.RunConfig:
+  """The run's config: --config's file (or the defaults), overridden by the
+  flags given on the command line. A --model other than the file's starts
+  from that model's default hyperparameters."""
+  try:
+    if FLAGS.config:
+      if not os.path.isfile(FLAGS.config):
+        raise common.UserError(f"--config={FLAGS.config}: no such file")
+      try:
+        config = config_lib.RunConfig.from_json(files.read_json(FLAGS.config))
+      except ValueError as e:  # also not JSON
+        raise common.UserError(f"--config={FLAGS.config}: {e}") from None
+    else:
+      config = config_lib.RunConfig()
+    model = config.model
+    if FLAGS["model"].present and FLAGS.model != model.name:
+      model = config_lib.ModelConfig(FLAGS.model)
+    hparams = _hparams_from_flags()
+    settings = {}
+    for flag, (setting, convert) in _SETTING_FLAGS.items():
+      if FLAGS[flag].present:
+        value = FLAGS[flag].value
+        settings[setting] = convert(value) if convert else value
+    return config_lib.RunConfig(
+        data=config.data, model=model.with_hparams(hparams),
+        training=config.training, distribution=config.distribution,
+        export=config.export).replace(**settings)
+  except ValueError as e:
+    raise common.UserError(str(e)) from None
+
+
+def resolve_data_dir(config: config_lib.RunConfig) -> str:
   """The dataset directory, generating the synthetic set when needed."""
-  if FLAGS.dataset != "synthetic":
-    schema = common.require_dataset_dir(FLAGS.data_dir)
-    if schema.name not in common.DATASET_SCHEMAS.get(FLAGS.dataset,
+  data = config.data
+  if data.dataset != "synthetic":
+    schema = common.require_dataset_dir(data.data_dir)
+    if schema.name not in common.DATASET_SCHEMAS.get(data.dataset,
                                                      (schema.name,)):
-      raise common.UserError(f"--data_dir={FLAGS.data_dir} holds dataset "
-                           f"{schema.name!r}, not {FLAGS.dataset!r}")
-    return FLAGS.data_dir
-  from tafe_tf.data import synthetic  # pylint: disable=g-import-not-at-top
-  kwargs = {"num_steps": FLAGS.synthetic_steps, "seed": FLAGS.seed}
-  if FLAGS.synthetic_conflict is not None:
-    kwargs["conflict"] = FLAGS.synthetic_conflict
-  config = synthetic.SyntheticConfig(**kwargs)
-  data_dir = FLAGS.data_dir or os.path.join(
+      raise common.UserError(f"--data_dir={data.data_dir} holds dataset "
+                             f"{schema.name!r}, not {data.dataset!r}")
+    return data.data_dir
+  kwargs = {"num_steps": data.synthetic_steps, "seed": config.training.seed}
+  if data.synthetic_conflict is not None:
+    kwargs["conflict"] = data.synthetic_conflict
+  data_dir = data.data_dir or os.path.join(
       os.path.expanduser("~"), ".cache", "tafe_tf",
-      f"synthetic-{FLAGS.synthetic_steps}step-seed{FLAGS.seed}")
+      f"synthetic-{data.synthetic_steps}step-seed{config.training.seed}")
   logging.info("synthetic data in %s", data_dir)
-  return synthetic.ensure_dataset(
-      data_dir, config, num_train=FLAGS.synthetic_train_rows,
-      num_validation=FLAGS.synthetic_eval_rows,
-      num_test=FLAGS.synthetic_eval_rows)
+  try:
+    return synthetic.ensure_dataset(
+        data_dir, synthetic.SyntheticConfig(**kwargs),
+        num_train=data.synthetic_train_rows,
+        num_validation=data.synthetic_eval_rows,
+        num_test=data.synthetic_eval_rows)
+  except ValueError as e:  # e.g. a bad conflict
+    raise common.UserError(f"synthetic data: {e}") from None
 
 
 def main(argv):
   del argv  # checked by common.run
-  if FLAGS.cpu_devices:
-    distribution.split_cpu(FLAGS.cpu_devices)
-  if FLAGS.strategy == "parameter_server":
+  config = run_config_from_flags()
+  if config.distribution.cpu_devices:
+    distribution.split_cpu(config.distribution.cpu_devices)
+  if config.distribution.strategy == "parameter_server":
     try:
       task_type = (distribution.tf_config().get("task") or {}).get("type")
     except ValueError as e:
@@ -150,36 +262,33 @@ def main(argv):
       logging.info("serving as %s until killed", task_type)
       distribution.serve()
       return
-  hparams = model_hparams()
-  data_dir = resolve_data_dir()
-  model_dir = FLAGS.model_dir or os.path.join("runs",
-                                              f"{FLAGS.model}-{FLAGS.dataset}")
-  config = training.TrainConfig(
-      model=FLAGS.model, hparams=hparams, epochs=FLAGS.epochs,
-      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-      seed=FLAGS.seed, strategy=FLAGS.strategy,
-      precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-      shuffle=FLAGS.shuffle, tpu_address=FLAGS.tpu,
-      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-      steps_per_epoch=FLAGS.steps_per_epoch or None, monitor=FLAGS.monitor)
+  data_dir = resolve_data_dir(config)
+  model_dir = FLAGS.model_dir or os.path.join(
+      "runs", f"{config.model.name}-{config.data.dataset}")
   try:
-    result = training.train(data_dir, model_dir, config)
+    result = training.train(data_dir, model_dir, config,
+                            overwrite=FLAGS.overwrite)
   except ValueError as e:  # e.g. a model dir of another run
     raise common.UserError(str(e)) from None
   if not result.is_chief:
     return  # the chief reports, evaluates and exports
-  print(f"Kept epoch {result.best_epoch} of {FLAGS.epochs} "
-        f"({FLAGS.monitor} = {result.best_value:.6f}); model dir: {model_dir}")
-  if FLAGS.evaluate:
+  monitor = config.training.monitor
+  if result.already_finished:
+    print(f"{model_dir} holds this run, finished (kept epoch "
+          f"{result.best_epoch}, {monitor} = {result.best_value:.6f}): nothing "
+          "to do (--overwrite trains it again)")
+    return
+  print(f"Kept epoch {result.best_epoch} of {config.training.epochs} "
+        f"({monitor} = {result.best_value:.6f}); model dir: {model_dir}")
+  if config.export.evaluate:
     reporting.evaluate_and_write(
         result.model, result.schema, data_dir, split="test",
         output_dir=os.path.join(model_dir, "eval"), model_dir=model_dir)
-  if FLAGS.export:
-    from tafe_tf import export  # pylint: disable=g-import-not-at-top
+  if config.export.export:
     path = export.export_saved_model(
         result.model, result.schema,
-        FLAGS.export_dir or os.path.join(model_dir, "export"),
-        model_name=FLAGS.model)
+        config.export.export_dir or os.path.join(model_dir, "export"),
+        model_name=config.model.name)
     print(f"SavedModel for TF Serving: {path}")
 
 

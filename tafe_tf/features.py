@@ -6,7 +6,7 @@ steps (``click``, ``purchase``, ...). Every other part of the package reads it:
 * :func:`tf_example_spec` (what a serialized example holds) and
   :mod:`tafe_tf.example_codec`, which encodes it (converters, generator, tests),
 * :mod:`tafe_tf.input_pipeline` (parsing into ``(features, labels)``),
-* the embedding front end (one table per field, sized from the schema),
+* the embedding front end (a table per field; the model sets the widths),
 * the serving signature (:func:`serving_input_signature`).
 
 Ids are *raw* everywhere outside the model (the ids as the data has them); the
@@ -39,7 +39,9 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from absl import logging
 import tensorflow as tf
+
 from tafe_tf import files
 
 SCHEMA_FILENAME = "schema.json"
@@ -54,6 +56,10 @@ SAMPLE_ID_KEY = "sample_id"
 # unit error upstream, and at such inputs a model answers a saturated constant
 # that looks plausible. Serving rejects it (and NaN, +-inf) instead.
 MAX_ABS_VALUE = 1e9
+
+# The per-field width schema.json files carried before widths moved into the
+# model's hyperparameters (read, noted and ignored; never written).
+_OLD_WIDTH_KEY = "embedding_dim"
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -86,8 +92,6 @@ class FieldSpec:
       vocabulary may be empty (0): every id of the field is then OOV.
     vocabulary_file: Path of the vocabulary, one id a line, relative to the
       schema's directory unless absolute (vocabulary lookup only).
-    embedding_dim: Width of the field's embedding (id kinds) or of its
-      projection (dense; 0 keeps the dense vector as it is).
     dim: Length of a dense field's vector.
     group: Free-form tag (``user``, ``item``, ``context``, ``cross``), used by
       the synthetic generator and reports; no effect on the model.
@@ -97,7 +101,6 @@ class FieldSpec:
   lookup: Optional[LookupKind] = None
   num_ids: int = 0
   vocabulary_file: Optional[str] = None
-  embedding_dim: int = 16
   dim: int = 1
   group: str = ""
 
@@ -122,8 +125,6 @@ class FieldSpec:
     if self.num_ids < least:
       raise ValueError(f"field {self.name!r}: num_ids must be >= {least}, got "
                        f"{self.num_ids}")
-    if self.embedding_dim < 1:
-      raise ValueError(f"field {self.name!r}: embedding_dim must be >= 1")
 
   @property
   def is_id(self) -> bool:
@@ -141,10 +142,9 @@ class FieldSpec:
   def to_json(self) -> Dict[str, Any]:
     out = {"name": self.name, "kind": self.kind.value}
     if self.kind == FieldKind.DENSE:
-      out.update(dim=self.dim, embedding_dim=self.embedding_dim)
+      out.update(dim=self.dim)
     else:
-      out.update(lookup=self.lookup.value, num_ids=self.num_ids,
-                 embedding_dim=self.embedding_dim)
+      out.update(lookup=self.lookup.value, num_ids=self.num_ids)
       if self.vocabulary_file:
         out["vocabulary_file"] = self.vocabulary_file
     if self.group:
@@ -229,12 +229,6 @@ class Schema:
       return spec.vocabulary_file
     return os.path.join(self.directory, spec.vocabulary_file)
 
-  def with_embedding_dim(self, dim: int) -> "Schema":
-    """A copy whose id fields all use ``dim``-wide embeddings."""
-    fields = tuple(dataclasses.replace(f, embedding_dim=dim) if f.is_id else f
-                   for f in self.fields)
-    return dataclasses.replace(self, fields=fields)
-
   # --- (de)serialization ---------------------------------------------------
 
   def to_json(self) -> Dict[str, Any]:
@@ -251,10 +245,22 @@ class Schema:
   def from_json(cls, obj: Mapping[str, Any],
                 directory: Optional[str] = None) -> "Schema":
     try:
+      fields = [dict(f) for f in obj["fields"]]
+      widths = {f["name"]: f.pop(_OLD_WIDTH_KEY) for f in fields
+                if _OLD_WIDTH_KEY in f}
+      if widths:
+        # Older converters wrote embedding widths into the schema; they are
+        # model hyperparameters now. The data itself is unchanged, so it stays
+        # usable without reconverting: note what is ignored instead of failing.
+        logging.warning(
+            "schema %r%s: ignoring the embedding_dim of fields %s (embedding "
+            "widths are model hyperparameters now: embedding_dim, "
+            "field_embedding_dims)", obj.get("name"),
+            f" in {directory}" if directory else "", widths)
       return cls(
           name=obj["name"],
           steps=tuple(obj["steps"]),
-          fields=tuple(FieldSpec(**f) for f in obj["fields"]),
+          fields=tuple(FieldSpec(**f) for f in fields),
           user_field=obj.get("user_field"),
           has_sample_id=bool(obj.get("has_sample_id", False)),
           has_oracle=bool(obj.get("has_oracle", False)),

@@ -3,7 +3,7 @@
 A *model directory* is self-contained; everything needed to rebuild, resume,
 evaluate and export a run lives in it::
 
-    run.json            model name, hyper-parameters, training settings
+    run.json            the run's tafe_tf.config.RunConfig (+ provenance)
     schema/             the dataset's schema.json and vocabularies (copied)
     backup/             tf.keras.callbacks.BackupAndRestore state (resume after a
                         crash, mid-epoch with checkpoint_every_steps); removed by
@@ -14,6 +14,9 @@ evaluate and export a run lives in it::
     logs/               TensorBoard
     train_report.json   what happened: epochs, best epoch, its validation metrics
 
+A rerun into the same directory resumes the same run, returns a finished one
+without training, and refuses another run (:func:`run_state`).
+
 Id-heavy click logs overfit after one epoch (the "one-epoch phenomenon"), so
 the weights kept at the end are those of the epoch with the best validation
 loss, not the last.
@@ -22,6 +25,7 @@ loss, not the last.
 from __future__ import annotations
 
 import dataclasses
+from importlib import metadata
 import json
 import math
 import os
@@ -32,6 +36,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from tafe_tf import config as config_lib
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import files
@@ -40,58 +45,15 @@ from tafe_tf import models as models_lib
 
 RUN_FILENAME = "run.json"
 TRAIN_REPORT_FILENAME = "train_report.json"
+HISTORY_FILENAME = "history.csv"
 BEST_DIRNAME = "best"
 BEST_WEIGHTS = "weights"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-  """How to train.
-
-  Attributes:
-    model: One of ``tafe_tf.models.MODEL_NAMES``.
-    hparams: Keyword arguments of ``tafe_tf.models.build_model``.
-    epochs: Passes over the training split.
-    batch_size: Examples per replica per step (global batch = this x replicas).
-    learning_rate: Adam learning rate.
-    seed: Seeds weights, dropout and shuffling.
-    strategy: A ``tafe_tf.distribution.STRATEGY_NAMES`` entry.
-    precision: A ``tafe_tf.distribution.PRECISIONS`` entry (mixed precision
-      policy of the model's layers).
-    jit_compile: Compile the train and evaluation steps with XLA; the id
-      lookups then run in the input pipeline (always on for ``tpu``).
-    shuffle: Shuffle the training split (False: file order; for runs that must
-      see the same batches, e.g. comparing strategies).
-    tpu_address: TPU name or address (``tpu`` strategy).
-    min_shard_bytes: Smallest variable shard of a parameter-server run.
-    checkpoint_every_steps: Also back up mid-epoch every N steps (0: only at
-      epoch ends); a killed run resumes from the last backup.
-    steps_per_epoch: Steps per epoch; default: the training split's size over
-      the global batch, rounded up.
-    monitor: Validation quantity that picks the best epoch: lower is better
-      for losses (``val_loss``, ``val_logloss/<step>``), higher otherwise
-      (``val_auc/<step>``).
-    verbose: Keras progress output (1: progress bar, 2: a line per epoch).
-  """
-  model: str = "tafe"
-  hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  epochs: int = 2
-  batch_size: int = 2048
-  learning_rate: float = 2e-3
-  seed: int = 0
-  strategy: str = "auto"
-  precision: str = "float32"
-  jit_compile: bool = False
-  shuffle: bool = True
-  tpu_address: str = ""
-  min_shard_bytes: int = distribution.DEFAULT_MIN_SHARD_BYTES
-  checkpoint_every_steps: int = 0
-  steps_per_epoch: Optional[int] = None
-  monitor: str = "val_loss"
-  verbose: int = 1
-
-  def to_json(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
+# What a run writes into its model directory (what overwrite removes);
+# eval/ and export/ are launch.train's defaults for evaluation and export.
+RUN_FILES = (RUN_FILENAME, "schema", "backup", "checkpoints", BEST_DIRNAME,
+             HISTORY_FILENAME, "logs", TRAIN_REPORT_FILENAME, "eval", "export")
+# run_state: the model directory holds no run, this run unfinished, finished.
+NEW, RESUME, FINISHED = "new", "resume", "finished"
 
 
 @dataclasses.dataclass
@@ -105,6 +67,9 @@ class TrainResult:
   # False on the non-chief workers of a multi-worker run (they write nothing
   # into the model directory and should not evaluate or export).
   is_chief: bool = True
+  # True when model_dir already held this run, finished: nothing was trained
+  # (the model is the one it kept; history is empty).
+  already_finished: bool = False
 
 
 def split_size(data_dir: str, split: str) -> int:
@@ -215,7 +180,7 @@ def build_and_compile(model_name: str, schema: features_lib.Schema,
 
 
 def _datasets(data_dir: str, split_sizes: Tuple[int, int],
-              schema: features_lib.Schema, config: TrainConfig,
+              schema: features_lib.Schema, config: config_lib.RunConfig,
               strategy: tf.distribute.Strategy,
               model: models_lib.MultiStepModel,
               global_batch: int) -> Tuple[Any, Any, Dict[str, Any]]:
@@ -227,7 +192,7 @@ def _datasets(data_dir: str, split_sizes: Tuple[int, int],
   pipeline from its ``InputContext`` (its files, per-replica batches), with
   the step counts Keras needs for them.
   """
-  compiled = config.jit_compile or distribution.is_tpu(strategy)
+  compiled = config.distribution.jit_compile or distribution.is_tpu(strategy)
   prepare = (distribution.compiled_step_inputs(model, schema)
              if compiled else None)
   common = dict(schema=schema, dense_padded=compiled, drop_remainder=compiled)
@@ -236,9 +201,9 @@ def _datasets(data_dir: str, split_sizes: Tuple[int, int],
            input_context: Optional[tf.distribute.InputContext] = None,
            repeat: Optional[bool] = None) -> tf.data.Dataset:
     ds = input_pipeline.make_dataset(
-        data_dir, split, batch, shuffle=training and config.shuffle,
-        repeat=training if repeat is None else repeat, seed=config.seed,
-        input_context=input_context, **common)
+        data_dir, split, batch, shuffle=training and config.training.shuffle,
+        repeat=training if repeat is None else repeat,
+        seed=config.training.seed, input_context=input_context, **common)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
 
   if not distribution.is_parameter_server(strategy):
@@ -259,36 +224,60 @@ def _datasets(data_dir: str, split_sizes: Tuple[int, int],
           {"validation_steps": validation_steps})
 
 
-def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
-  """Trains ``config.model`` on ``data_dir``'s train split into ``model_dir``.
+def resolve_run_config(config: config_lib.RunConfig, data_dir: str,
+                       strategy: tf.distribute.Strategy
+                       ) -> config_lib.RunConfig:
+  """The config a run records: the absolute data directory it trains on and,
+  under a TPUStrategy, the id tables in TPU embedding memory (updated at the
+  run's learning rate), so that evaluation and export rebuild the same
+  layer."""
+  config = config.replace(data_dir=os.path.abspath(data_dir))
+  if distribution.is_tpu(strategy) and not config.model.hparams.tpu_embedding:
+    config = dataclasses.replace(config, model=config.model.with_hparams({
+        "tpu_embedding": True,
+        "tpu_embedding_learning_rate": config.training.learning_rate}))
+  return config
+
+
+def train(data_dir: str, model_dir: str,
+          config: Optional[config_lib.RunConfig] = None,
+          overwrite: bool = False) -> TrainResult:
+  """Trains ``config``'s model on ``data_dir``'s train split into ``model_dir``.
 
   Running the same call again after a crash resumes from the last backup and
-  ends with the same number of optimizer steps as an uninterrupted run.
+  ends with the same number of optimizer steps as an uninterrupted run; after
+  the run finished it trains nothing and returns the kept model
+  (``already_finished``). A model directory holding another run (any
+  :meth:`~tafe_tf.config.RunConfig.identity` key differs) is a ValueError
+  naming the keys, unless ``overwrite``.
 
   Args:
-    data_dir: A dataset directory (schema.json + train/validation shards).
+    data_dir: A dataset directory (schema.json + train/validation shards);
+      recorded, absolute, as ``data.data_dir``.
     model_dir: Where the run's files go (see the module docstring).
-    config: How to train.
+    config: The run (None: :class:`~tafe_tf.config.RunConfig` defaults), e.g.
+      ``RunConfig.create("esmm", hparams={...}, epochs=1)``.
+    overwrite: First remove a previous run's files (:data:`RUN_FILES`) from
+      ``model_dir``.
 
   Returns:
     A :class:`TrainResult` whose model holds the best epoch's weights.
   """
-  if config.precision not in distribution.PRECISIONS:
-    raise ValueError(f"unknown precision {config.precision!r}; expected one "
-                     f"of {', '.join(distribution.PRECISIONS)}")
+  config = config or config_lib.RunConfig()
+  dist, run = config.distribution, config.training
   strategy = distribution.get_strategy(
-      config.strategy, tpu_address=config.tpu_address,
-      min_shard_bytes=config.min_shard_bytes)
-  if config.jit_compile and distribution.is_parameter_server(strategy):
+      dist.strategy, tpu_address=dist.tpu_address,
+      min_shard_bytes=dist.min_shard_bytes)
+  if dist.jit_compile and distribution.is_parameter_server(strategy):
     raise ValueError("jit_compile with the parameter_server strategy is not "
                      "supported: its embedding lookups run on the ps tasks")
-  if distribution.is_tpu(strategy) and "tpu_embedding" not in config.hparams:
-    # Tables in TPU embedding memory, updated at the run's learning rate; in
-    # the run file, so evaluation and export rebuild the same layer.
-    config = dataclasses.replace(config, hparams={
-        **config.hparams, "tpu_embedding": True,
-        "tpu_embedding_learning_rate": config.learning_rate})
+  config = resolve_run_config(config, data_dir, strategy)
   role = distribution.worker_role(strategy)
+  if overwrite and role.is_chief:
+    remove_run(model_dir)
+  if run_state(model_dir, config) == FINISHED:
+    logging.info("%s holds this run, finished: nothing to train", model_dir)
+    return _finished_result(model_dir, strategy, role.is_chief)
   # Non-chief workers of a multi-worker run write their own files (logs, the
   # best weights they must save too) into a scratch directory; the backup
   # directory is shared: Keras' BackupAndRestore coordinates it.
@@ -298,42 +287,43 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   schema = features_lib.Schema.load(data_dir)
   if role.is_chief:
     schema = copy_schema(schema, model_dir)
-    _write_run_file(model_dir, config, data_dir)
-  tf.keras.utils.set_random_seed(config.seed)
-  global_batch = config.batch_size * strategy.num_replicas_in_sync
+    write_run_config(model_dir, config)
+  tf.keras.utils.set_random_seed(run.seed)
+  global_batch = run.batch_size * strategy.num_replicas_in_sync
   sizes = (split_size(data_dir, "train"), split_size(data_dir, "validation"))
-  steps_per_epoch = config.steps_per_epoch or max(
+  steps_per_epoch = run.steps_per_epoch or max(
       1, math.ceil(sizes[0] / global_batch))
-  model = build_and_compile(config.model, schema, config.hparams,
-                            config.learning_rate, strategy, config.precision,
-                            config.jit_compile)
+  model = build_and_compile(config.model.name, schema,
+                            config.model_hparams().to_json(),
+                            run.learning_rate, strategy, dist.precision,
+                            dist.jit_compile)
   # The training split repeats so that every epoch has exactly
   # steps_per_epoch steps, also after a mid-epoch resume.
   train_ds, val_ds, fit_kwargs = _datasets(data_dir, sizes, schema, config,
                                            strategy, model, global_batch)
-  best = KeepBestEpoch(os.path.join(out_dir, BEST_DIRNAME), config.monitor)
+  best = KeepBestEpoch(os.path.join(out_dir, BEST_DIRNAME), run.monitor)
   start = RecordStartStep()
   callbacks = [
       tf.keras.callbacks.BackupAndRestore(
           os.path.join(model_dir, "backup"),
-          save_freq=config.checkpoint_every_steps or "epoch"),
+          save_freq=run.checkpoint_every_steps or "epoch"),
       start,
       tf.keras.callbacks.ModelCheckpoint(
           os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"),
           save_weights_only=True),
       best,
-      tf.keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"),
+      tf.keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILENAME),
                                    append=True),
       tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                      update_freq="epoch"),
   ]
   try:
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=run.epochs,
                         steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=config.verbose, **fit_kwargs)
+                        verbose=run.verbose, **fit_kwargs)
     optimizer_steps = int(model.optimizer.iterations.numpy())
     if best.best_epoch == 0:
-      raise RuntimeError(f"no epoch produced a finite {config.monitor}")
+      raise RuntimeError(f"no epoch produced a finite {run.monitor}")
     model.load_weights(os.path.join(out_dir, BEST_DIRNAME, BEST_WEIGHTS))
   finally:
     if not role.is_chief:
@@ -342,15 +332,15 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
   # for the pipeline's precomputed rows.
   model.jit_compile = False
   logging.info("kept the weights of epoch %d (best %s = %.6f of %d epochs)",
-               best.best_epoch, config.monitor, best.best_value, config.epochs)
-  report = {"best_epoch": best.best_epoch, "monitor": config.monitor,
-            "best_value": best.best_value, "epochs": config.epochs,
+               best.best_epoch, run.monitor, best.best_value, run.epochs)
+  report = {"best_epoch": best.best_epoch, "monitor": run.monitor,
+            "best_value": best.best_value, "epochs": run.epochs,
             "steps_per_epoch": steps_per_epoch, "global_batch_size": global_batch,
             "optimizer_steps": optimizer_steps,
             "resumed_from_step": start.start_step,
             "num_replicas": strategy.num_replicas_in_sync,
             "strategy": type(strategy).__name__,
-            "precision": config.precision, "jit_compile": config.jit_compile}
+            "precision": dist.precision, "jit_compile": dist.jit_compile}
   if role.is_chief:
     files.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME),
                              report)
@@ -360,15 +350,29 @@ def train(data_dir: str, model_dir: str, config: TrainConfig) -> TrainResult:
                      steps_per_epoch=steps_per_epoch, is_chief=role.is_chief)
 
 
+def _finished_result(model_dir: str, strategy: tf.distribute.Strategy,
+                     is_chief: bool) -> TrainResult:
+  """The :class:`TrainResult` of the finished run in ``model_dir``."""
+  report = files.read_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME))
+  return TrainResult(model=load_trained_model(model_dir, strategy),
+                     schema=model_dir_schema(model_dir),
+                     best_epoch=report["best_epoch"],
+                     best_value=report["best_value"], history={},
+                     steps_per_epoch=report["steps_per_epoch"],
+                     is_chief=is_chief, already_finished=True)
+
+
 def load_trained_model(model_dir: str,
                        strategy: Optional[tf.distribute.Strategy] = None
                        ) -> models_lib.MultiStepModel:
-  """Rebuilds a trained model from ``model_dir`` with its best weights."""
-  run = read_run_file(model_dir)
+  """Rebuilds a trained model from ``model_dir`` (its run.json, through
+  :meth:`~tafe_tf.config.RunConfig.from_json`) with its best weights."""
+  run = read_run_config(model_dir)
   schema = model_dir_schema(model_dir)
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    model = models_lib.build_model(run["model"], schema, **run["hparams"])
+    model = models_lib.build_model(run.model.name, schema,
+                                   **run.model_hparams().to_json())
   weights = os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS)
   if not tf.io.gfile.exists(weights + ".index"):
     raise FileNotFoundError(f"{model_dir} holds no trained weights ({weights} "
@@ -384,27 +388,70 @@ def model_dir_schema(model_dir: str) -> features_lib.Schema:
   return features_lib.Schema.load(os.path.join(model_dir, "schema"))
 
 
-def read_run_file(model_dir: str) -> Dict[str, Any]:
+def read_run_config(model_dir: str) -> config_lib.RunConfig:
+  """The :class:`~tafe_tf.config.RunConfig` of ``model_dir``'s run.json.
+
+  Raises:
+    FileNotFoundError: when there is no run.json.
+    ValueError: one line, when it is not a valid run config.
+  """
   path = os.path.join(model_dir, RUN_FILENAME)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{model_dir} is not a model directory: no "
                             f"{RUN_FILENAME}")
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  try:
+    return config_lib.RunConfig.from_json(files.read_json(path))
+  except ValueError as e:  # also bad JSON (JSONDecodeError)
+    raise ValueError(f"{path}: {e}") from None
 
 
-def _write_run_file(model_dir: str, config: TrainConfig, data_dir: str) -> None:
-  path = os.path.join(model_dir, RUN_FILENAME)
-  # Through JSON, so that tuples compare equal to the lists read back.
-  run = json.loads(json.dumps(
-      {"model": config.model, "hparams": config.hparams,
-       "train": config.to_json(), "data_dir": os.path.abspath(data_dir)}))
-  if tf.io.gfile.exists(path):
-    previous = read_run_file(model_dir)
-    if (previous.get("model"), previous.get("hparams")) != (run["model"],
-                                                            run["hparams"]):
-      raise ValueError(
-          f"{model_dir} holds a run of another model or other hyper-parameters "
-          f"({previous.get('model')}, {previous.get('hparams')}); use a new "
-          "--model_dir or delete it")
-  files.write_json_atomic(path, run)
+def run_state(model_dir: str, config: config_lib.RunConfig) -> str:
+  """:data:`NEW` (no run there), :data:`RESUME` (this run, unfinished) or
+  :data:`FINISHED` (this run, finished: train_report.json is there).
+
+  Raises:
+    ValueError: one line, when ``model_dir`` holds another run (naming the
+      differing keys) or an unreadable run.json.
+  """
+  if not tf.io.gfile.exists(os.path.join(model_dir, RUN_FILENAME)):
+    return NEW
+  try:
+    previous = read_run_config(model_dir)
+  except ValueError as e:
+    raise ValueError(f"{e}; use a new --model_dir, or --overwrite to replace "
+                     "that run") from None
+  differing = config.differences(previous)
+  if differing:
+    raise ValueError(
+        f"{model_dir} holds a different run (differing: "
+        f"{', '.join(differing)}); use a new --model_dir, or --overwrite to "
+        "replace that run")
+  finished = tf.io.gfile.exists(os.path.join(model_dir, TRAIN_REPORT_FILENAME))
+  return FINISHED if finished else RESUME
+
+
+def remove_run(model_dir: str) -> None:
+  """Removes a run's files (:data:`RUN_FILES`) from ``model_dir``; anything
+  else there stays."""
+  for name in RUN_FILES:
+    path = os.path.join(model_dir, name)
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    elif tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+
+
+def write_run_config(model_dir: str, config: config_lib.RunConfig) -> str:
+  """Writes ``model_dir/run.json``: ``config.to_json()`` plus a provenance
+  section (package and TensorFlow versions) that readers ignore."""
+  run = dict(config.to_json())
+  run[config_lib.PROVENANCE] = {"tafe_tf_version": _package_version(),
+                                "tensorflow_version": tf.__version__}
+  return files.write_json_atomic(os.path.join(model_dir, RUN_FILENAME), run)
+
+
+def _package_version() -> str:
+  try:
+    return metadata.version("tafe-tf")
+  except metadata.PackageNotFoundError:
+    return "unknown"

@@ -15,6 +15,7 @@ truth, so tests can check learning against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -32,25 +33,19 @@ STEP_NAMES = ("click", "cart", "purchase", "pay")
 VOCABULARY = [1000 + 7 * i for i in range(30)]  # raw item ids, one per line
 
 
-def tiny_schema(directory: str, num_steps: int = 2,
-                embedding_dim: int = 8) -> features_lib.Schema:
+def tiny_schema(directory: str, num_steps: int = 2) -> features_lib.Schema:
   """A schema with all field and lookup kinds, saved in ``directory``."""
   os.makedirs(os.path.join(directory, "vocab"), exist_ok=True)
   with open(os.path.join(directory, "vocab", "item.txt"), "w") as f:
     f.write("".join(f"{v}\n" for v in VOCABULARY))
   fields = [
-      features_lib.FieldSpec("user", "id", "identity", num_ids=50,
-                             embedding_dim=embedding_dim),
+      features_lib.FieldSpec("user", "id", "identity", num_ids=50),
       features_lib.FieldSpec("item", "id", "vocabulary",
                              num_ids=len(VOCABULARY),
-                             vocabulary_file="vocab/item.txt",
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("shop", "id", "hash", num_ids=20,
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("hist", "weighted_ids", "identity", num_ids=40,
-                             embedding_dim=embedding_dim),
-      features_lib.FieldSpec("price", "dense", dim=2,
-                             embedding_dim=embedding_dim),
+                             vocabulary_file="vocab/item.txt"),
+      features_lib.FieldSpec("shop", "id", "hash", num_ids=20),
+      features_lib.FieldSpec("hist", "weighted_ids", "identity", num_ids=40),
+      features_lib.FieldSpec("price", "dense", dim=2),
   ]
   schema = features_lib.Schema("tiny", fields, STEP_NAMES[:num_steps],
                                user_field="user")
@@ -110,10 +105,10 @@ def write_split(data_dir: str, schema: features_lib.Schema, split: str,
 
 
 def make_dataset_dir(data_dir: str, num_steps: int = 2, num_train: int = 256,
-                     num_test: int = 128, embedding_dim: int = 8,
+                     num_test: int = 128,
                      signal: float = 3.0) -> features_lib.Schema:
   """A complete tiny dataset directory (train and test splits)."""
-  schema = tiny_schema(data_dir, num_steps, embedding_dim)
+  schema = tiny_schema(data_dir, num_steps)
   write_split(data_dir, schema, "train",
               random_rows(schema, num_train, seed=1, signal=signal))
   write_split(data_dir, schema, "test",
@@ -150,9 +145,10 @@ def first_batch(data_dir: str, split: str = "train", batch_size: int = 64,
 # A small synthetic world with a strong signal: few users and items, so a few
 # thousand rows teach a model most of what there is to know.
 LEARNING_CONFIG = dict(num_users=300, num_items=200, num_categories=20,
-                       num_shops=40, num_brands=30, embedding_dim=8,
+                       num_shops=40, num_brands=30,
                        step_rates=(0.3, 0.3), signal=1.5, seed=0)
-LEARNING_HPARAMS = dict(seed=0, expert_units=(32, 16), tower_units=(16,))
+LEARNING_HPARAMS = dict(seed=0, embedding_dim=8, expert_units=(32, 16),
+                        tower_units=(16,))
 
 
 def learning_dataset(data_dir: str, num_train: int = 8000,
@@ -245,6 +241,41 @@ def aucs(labels: np.ndarray, outputs: Dict[str, np.ndarray],
           for t, s in enumerate(steps)]
 
 
+def hparams_for(name: str, **hparams) -> Dict[str, object]:
+  """The ``hparams`` model ``name`` takes: the tests size every model alike
+  (``build_model`` itself rejects a name a model does not take)."""
+  from tafe_tf import models  # pylint: disable=g-import-not-at-top
+  names = {f.name for f in dataclasses.fields(models.hparams_class(name))}
+  return {k: v for k, v in hparams.items() if k in names}
+
+
+# Valid non-default values where "the default + 1" is not one.
+_OTHER_VALUES = {"transfer": "none", "step_weights": [1.0, 0.5],
+                 "field_embedding_dims": {"user_id": 8}, "dropout": 0.25,
+                 "top_k": 2, "experts_per_task": 2, "seed": 7,
+                 "calibration_weight": 0.3,
+                 "tpu_embedding_learning_rate": 0.01}
+
+
+def non_default_hparams(name: str) -> Dict[str, object]:
+  """Every hyperparameter of model ``name`` set to a valid JSON value other
+  than its default (for the synthetic schema: field names are its)."""
+  from tafe_tf import models  # pylint: disable=g-import-not-at-top
+  out = {}
+  for f in dataclasses.fields(models.hparams_class(name)):
+    if f.name in _OTHER_VALUES:
+      out[f.name] = _OTHER_VALUES[f.name]
+    elif isinstance(f.default, bool):
+      out[f.name] = not f.default
+    elif isinstance(f.default, (int, float)):
+      out[f.name] = f.default + (1 if isinstance(f.default, int) else 0.5)
+    elif isinstance(f.default, tuple):
+      out[f.name] = [3, 2]
+    else:
+      raise AssertionError(f"no test value for {name}'s {f.name}")
+  return out
+
+
 def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
     tf.keras.Model, Dict[str, List[float]]]:
   """Fits model ``name`` a few epochs on a tiny 3-step dataset written into
@@ -253,8 +284,9 @@ def three_step_fit(name: str, data_dir: str, **hparams) -> Tuple[
   schema = make_dataset_dir(data_dir, num_steps=3, num_train=512,
                             num_test=64)
   tf.keras.utils.set_random_seed(0)
-  model = models.build_model(name, schema, seed=0, embedding_dim=4,
-                             expert_units=(16,), tower_units=(8,), **hparams)
+  model = models.build_model(name, schema, **hparams_for(
+      name, seed=0, embedding_dim=4, expert_units=(16,), tower_units=(8,)),
+                             **hparams)
   history = fit(model, data_dir, epochs=4, batch_size=64, learning_rate=0.02)
   return model, history
 

@@ -13,6 +13,7 @@ import tafe_tf  # noqa: F401
 import tensorflow as tf
 
 from tafe_tf.data import synthetic
+from tafe_tf import config as config_lib
 from tafe_tf import distribution
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
@@ -178,7 +179,7 @@ def test_compiled_step_inputs_give_the_outputs_of_raw_ids(data_dir):
 
 def test_lookup_rows_of_ragged_input_gives_identical_embeddings(data_dir):
   schema = features_lib.Schema.load(data_dir)
-  layer = embedding_lib.FeatureEmbedding(schema, seed=1)
+  layer = embedding_lib.FeatureEmbedding(schema, 8, seed=1)
   raw, _ = next(iter(input_pipeline.make_dataset(data_dir, "train", 40,
                                                  schema=schema)))
   rows = layer.lookup_rows(raw)
@@ -198,11 +199,10 @@ def test_compiled_step_inputs_reject_ragged_lists(data_dir):
 
 
 def _train(data_dir, model_dir, **overrides):
-  config = training.TrainConfig(
-      model="esmm", hparams=TINY, epochs=1, batch_size=64, shuffle=False,
-      steps_per_epoch=12, learning_rate=1e-2, verbose=0, strategy="one_device")
-  for k, v in overrides.items():
-    setattr(config, k, v)
+  settings = dict(epochs=1, batch_size=64, shuffle=False, steps_per_epoch=12,
+                  learning_rate=1e-2, verbose=0, strategy="one_device")
+  config = config_lib.RunConfig.create("esmm", TINY, **dict(settings,
+                                                           **overrides))
   return training.train(data_dir, model_dir, config)
 
 

@@ -43,17 +43,17 @@ def data_dir(tmp_path_factory):
 _MIRRORED = r"""
 import json, sys
 import tafe_tf
-from tafe_tf import distribution, training
+from tafe_tf import config, distribution, training
 distribution.split_cpu(2)
 import numpy as np
 data_dir, out = sys.argv[1], sys.argv[2]
 runs = {}
 for name, strategy, batch in (("one", "one_device", 64), ("mirrored", "mirrored", 32)):
-  config = training.TrainConfig(
-      model="esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
+  run = config.RunConfig.create(
+      "esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
       epochs=1, batch_size=batch, strategy=strategy, shuffle=False,
       steps_per_epoch=10, learning_rate=1e-2, verbose=0)
-  result = training.train(data_dir, f"{out}/{name}", config)
+  result = training.train(data_dir, f"{out}/{name}", run)
   runs[name] = result
 diff = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in
            zip(runs["one"].model.weights, runs["mirrored"].model.weights))
@@ -267,10 +267,10 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
 _PS_CHIEF = r"""
 import json, sys
 import tafe_tf
-from tafe_tf import training
+from tafe_tf import config as config_lib, training
 data_dir, model_dir = sys.argv[1], sys.argv[2]
-config = training.TrainConfig(
-    model="esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
+config = config_lib.RunConfig.create(
+    "esmm", hparams=dict(embedding_dim=4, tower_units=(8,), seed=0),
     epochs=1, batch_size=32, strategy="parameter_server", steps_per_epoch=10,
     verbose=0, min_shard_bytes=64)
 result = training.train(data_dir, model_dir, config)

@@ -29,9 +29,9 @@ def make_schema():
       name="tiny",
       fields=(
           features_lib.FieldSpec("user", "id", lookup="identity", num_ids=20,
-                                 embedding_dim=4, group="user"),
+                                 group="user"),
           features_lib.FieldSpec("hist", "weighted_ids", lookup="hash",
-                                 num_ids=50, embedding_dim=4),
+                                 num_ids=50),
           features_lib.FieldSpec("price", "dense", dim=2),
       ),
       steps=STEPS, user_field="user", has_sample_id=True, has_oracle=True)

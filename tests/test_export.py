@@ -53,12 +53,12 @@ class Exported:
   """A trained tiny model, its schema, a batch and its export."""
 
   def __init__(self, root: str, name: str, num_steps: int):
-    self.schema = testdata.tiny_schema(os.path.join(root, "schema"), num_steps,
-                                       embedding_dim=4)
+    self.schema = testdata.tiny_schema(os.path.join(root, "schema"), num_steps)
     train = Batch(self.schema, testdata.random_rows(self.schema, 64, seed=1))
     self.batch = Batch(self.schema,
                        testdata.random_rows(self.schema, 32, seed=2))
-    self.model = models.build_model(name, self.schema, **TINY_HPARAMS)
+    self.model = models.build_model(name, self.schema,
+                                    **testdata.hparams_for(name, **TINY_HPARAMS))
     # Eager: three steps cost less than tracing a train step.
     self.model.compile(optimizer=tf.keras.optimizers.Adam(0.05),
                        run_eagerly=True)

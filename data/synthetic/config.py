@@ -102,7 +102,6 @@ class SyntheticConfig:
     max_history: Most distinct ids kept per history (the most frequent).
     empty_history_rate: Fraction of users with empty histories.
     latent_dim: Width of the hidden user and item vectors.
-    embedding_dim: Embedding width written into the schema for every field.
   """
   num_steps: int = 2
   seed: int = 0
@@ -123,7 +122,6 @@ class SyntheticConfig:
   max_history: int = 20
   empty_history_rate: float = 0.1
   latent_dim: int = 8
-  embedding_dim: int = 16
 
   def __post_init__(self):
     if self.step_rates is not None and not isinstance(self.step_rates, tuple):
@@ -147,8 +145,7 @@ class SyntheticConfig:
       raise ValueError(f"SyntheticConfig.num_steps must be one of "
                        f"{sorted(_STEP_NAMES)}, got {self.num_steps!r}")
     for name in ("num_users", "num_items", "num_categories", "num_shops",
-                 "num_brands", "num_positions", "max_history", "latent_dim",
-                 "embedding_dim"):
+                 "num_brands", "num_positions", "max_history", "latent_dim"):
       _check(self, name, getattr(self, name) >= 1, ">= 1")
     for name in ("seed", "conflict", "signal", "user_zipf", "item_zipf"):
       _check(self, name, getattr(self, name) >= 0, ">= 0")
@@ -225,7 +222,7 @@ def synthetic_schema(config: SyntheticConfig) -> features_lib.Schema:
           ) -> features_lib.FieldSpec:
     return features_lib.FieldSpec(
         name=name, kind=kind, lookup=features_lib.LookupKind.IDENTITY,
-        num_ids=num_ids, embedding_dim=config.embedding_dim, group=group)
+        num_ids=num_ids, group=group)
 
   weighted = features_lib.FieldKind.WEIGHTED_IDS
   fields = (
@@ -245,8 +242,7 @@ def synthetic_schema(config: SyntheticConfig) -> features_lib.Schema:
       ids(POSITION, config.num_positions, "context"),
       ids(USER_CATEGORY_MATCH, NUM_MATCH_BUCKETS, "cross"),
       features_lib.FieldSpec(name=PRICE, kind=features_lib.FieldKind.DENSE,
-                             dim=1, embedding_dim=config.embedding_dim,
-                             group="item"),
+                             dim=1, group="item"),
   )
   return features_lib.Schema(name=DATASET_NAME, fields=fields,
                              steps=config.steps, user_field=USER_ID,

@@ -9,7 +9,7 @@ Extraction levels: :class:`AdaptivePatternExtraction`,
 """
 
 from tafe_tf.layers.embedding import FeatureEmbedding
-from tafe_tf.layers.embedding import schema_with_embedding_dim
+from tafe_tf.layers.embedding import field_widths
 from tafe_tf.layers.experts import ExpertBank
 from tafe_tf.layers.extraction import AdaptivePatternExtraction
 from tafe_tf.layers.extraction import CustomizedGateControl
@@ -35,6 +35,7 @@ __all__ = [
     "ExpertBank",
     "FeatureEmbedding",
     "FieldInteraction",
+    "field_widths",
     "GroupedGate",
     "IdLookup",
     "TaskIndicatorGate",
@@ -44,6 +45,5 @@ __all__ = [
     "gate_softmax",
     "log1mexp",
     "mix_experts",
-    "schema_with_embedding_dim",
     "step_log_probabilities",
 ]

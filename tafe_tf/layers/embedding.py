@@ -9,14 +9,17 @@ Per field kind:
   (padding id :data:`tafe_tf.features.PAD_ID`, its weight ignored) give the same
   result (padding entries weigh 0, which leaves the sums bit-identical).
   Weights are expected to be >= 0.
-* ``dense``: projected to ``embedding_dim`` by a linear map, or passed through
-  unchanged when ``embedding_dim`` is 0.
+* ``dense``: projected to its width by a linear map, or passed through
+  unchanged when its width is 0.
+
+Widths (:func:`field_widths`) are the model's, not the schema's: one
+``embedding_dim`` for every field, optionally overridden per field.
 
 Efficiency ("fused" mode, the default): id fields of equal embedding width share
 ONE table variable, each field owning a block of rows at a fixed offset, so a
 batch needs one gather for all single-valued fields of that width and one
 gather plus one segment sum for all multi-valued fields, instead of one lookup
-per field. Dense fields of equal (dim, embedding_dim) are projected by one
+per field. Dense fields of equal (dim, width) are projected by one
 batched matmul. ``fused=False`` gives every id field its own table (the
 per-field layout), kept for the benchmark that compares both
 (``launch/benchmark_training.py --embedding=per_field``).
@@ -75,28 +78,47 @@ class _TableGroup:
 
 @dataclasses.dataclass(frozen=True)
 class _DenseGroup:
-  """Dense fields of equal (dim, embedding_dim), projected by one matmul."""
+  """Dense fields of equal (dim, width), projected by one matmul."""
   name: str
   dim: int
   width: int
   fields: Tuple[features_lib.FieldSpec, ...]
 
 
-def schema_with_embedding_dim(schema: features_lib.Schema,
-                              dim: int) -> features_lib.Schema:
-  """A copy of ``schema`` where every id field and every projected dense field
-  is ``dim`` wide (raw dense fields, ``embedding_dim == 0``, stay raw)."""
-  if dim < 1:
-    raise ValueError(f"embedding_dim must be >= 1, got {dim}")
-  schema = schema.with_embedding_dim(dim)
-  fields = tuple(
-      dataclasses.replace(f, embedding_dim=dim)
-      if f.kind == features_lib.FieldKind.DENSE and f.embedding_dim > 0 else f
-      for f in schema.fields)
-  return dataclasses.replace(schema, fields=fields)
+def field_widths(schema: features_lib.Schema, embedding_dim: int,
+                 field_embedding_dims: Optional[Mapping[str, int]] = None
+                 ) -> Dict[str, int]:
+  """Each field's embedding width: ``field_embedding_dims[name]`` where given,
+  else ``embedding_dim`` (for a dense field the projection width; 0 passes
+  its vector through unprojected).
+
+  The widths are the model's (its ``embedding_dim`` and
+  ``field_embedding_dims`` hyperparameters); the schema describes data only.
+
+  Raises:
+    ValueError: on a width below 1 (0 for dense fields) or an override naming
+      a field the schema lacks.
+  """
+  overrides = dict(field_embedding_dims or {})
+  unknown = sorted(set(overrides) - set(schema.field_names))
+  if unknown:
+    raise ValueError(f"field_embedding_dims names {unknown}, not fields of "
+                     f"schema {schema.name!r} (its fields: "
+                     f"{', '.join(schema.field_names)})")
+  if embedding_dim < 1:
+    raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+  widths = {}
+  for f in schema.fields:
+    width = overrides.get(f.name, embedding_dim)
+    least = 1 if f.is_id else 0
+    if width < least:
+      raise ValueError(f"field {f.name!r}: embedding width must be >= {least},"
+                       f" got {width}")
+    widths[f.name] = width
+  return widths
 
 
-def _group_id_fields(schema: features_lib.Schema,
+def _group_id_fields(schema: features_lib.Schema, widths: Mapping[str, int],
                      fused: bool) -> List[_TableGroup]:
   """Id fields grouped by table: by width when fused, else one per field."""
   order: List[Any] = []
@@ -104,7 +126,7 @@ def _group_id_fields(schema: features_lib.Schema,
   for f in schema.fields:
     if not f.is_id:
       continue
-    key = f.embedding_dim if fused else f.name
+    key = widths[f.name] if fused else f.name
     if key not in members:
       order.append(key)
       members[key] = []
@@ -114,31 +136,34 @@ def _group_id_fields(schema: features_lib.Schema,
     fs = members[key]
     name = f"table_d{key}" if fused else f"table_{key}"
     groups.append(_TableGroup(
-        name=name, dim=fs[0].embedding_dim,
+        name=name, dim=widths[fs[0].name],
         single=tuple(f for f in fs if f.kind == features_lib.FieldKind.ID),
         multi=tuple(f for f in fs
                     if f.kind == features_lib.FieldKind.WEIGHTED_IDS)))
   return groups
 
 
-def table_groups(schema: features_lib.Schema,
+def table_groups(schema: features_lib.Schema, embedding_dim: int,
+                 field_embedding_dims: Optional[Mapping[str, int]] = None,
                  fused: bool = True) -> List[_TableGroup]:
   """The embedding tables of :class:`FeatureEmbedding` (name, width, fields
   and each field's row offset), e.g. to lay out TPU embedding tables alike."""
-  return _group_id_fields(schema, fused)
+  return _group_id_fields(
+      schema, field_widths(schema, embedding_dim, field_embedding_dims), fused)
 
 
-def _group_dense_fields(schema: features_lib.Schema) -> Tuple[
-    List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
+def _group_dense_fields(schema: features_lib.Schema,
+                        widths: Mapping[str, int]) -> Tuple[
+                            List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
   """Projected dense fields grouped by (dim, width); the raw dense fields."""
   order: List[Tuple[int, int]] = []
   members: Dict[Tuple[int, int], List[features_lib.FieldSpec]] = {}
   raw = []
   for f in schema.fields_of(features_lib.FieldKind.DENSE):
-    if f.embedding_dim == 0:
+    if widths[f.name] == 0:
       raw.append(f)
       continue
-    key = (f.dim, f.embedding_dim)
+    key = (f.dim, widths[f.name])
     if key not in members:
       order.append(key)
       members[key] = []
@@ -205,6 +230,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   Args:
     schema: The dataset schema (its ``directory`` resolves vocabulary files).
+    embedding_dim: Width of every id embedding and dense projection.
+    field_embedding_dims: Per-field widths overriding ``embedding_dim`` (a
+      dense field's 0 passes its vector through); see :func:`field_widths`.
     fused: One table per embedding width (True) or one per field (False).
     output_mode: ``"flat"``: ``[B, output_dim]``, the concatenation of all field
       vectors; ``"fields"``: ``[B, num_fields, D]``, one token per field (every
@@ -217,18 +245,24 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       (``sample_id``, ``oracle/<step>``) are ignored.
   """
 
-  def __init__(self, schema: features_lib.Schema, fused: bool = True,
-               output_mode: str = FLAT, seed: Optional[int] = None, **kwargs):
+  def __init__(self, schema: features_lib.Schema, embedding_dim: int,
+               field_embedding_dims: Optional[Mapping[str, int]] = None,
+               fused: bool = True, output_mode: str = FLAT,
+               seed: Optional[int] = None, **kwargs):
     super().__init__(**kwargs)
     if output_mode not in _OUTPUT_MODES:
       raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got "
                        f"{output_mode!r}")
     self.schema = schema
+    self.embedding_dim = embedding_dim
+    self.field_embedding_dims = (dict(field_embedding_dims)
+                                 if field_embedding_dims else None)
     self.fused = fused
     self.output_mode = output_mode
     self.seed = seed
-    self._table_groups = _group_id_fields(schema, fused)
-    self._dense_groups, self._raw_dense = _group_dense_fields(schema)
+    widths = field_widths(schema, embedding_dim, field_embedding_dims)
+    self._table_groups = _group_id_fields(schema, widths, fused)
+    self._dense_groups, self._raw_dense = _group_dense_fields(schema, widths)
     self._lookups = {
         f.name: id_lookup.IdLookup(
             f, schema.vocabulary_path(f)
@@ -242,7 +276,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         raise ValueError(
             f"output_mode='fields' needs every field {common} wide; "
             f"{odd} are not (widths {widths}); set one embedding_dim for "
-            "all fields (models: the embedding_dim hparam)")
+            "all fields (models: drop their field_embedding_dims)")
 
   # --- structure ------------------------------------------------------------
 
@@ -475,6 +509,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(schema=self.schema.to_json(),
                   schema_directory=self.schema.directory,
+                  embedding_dim=self.embedding_dim,
+                  field_embedding_dims=self.field_embedding_dims,
                   fused=self.fused, output_mode=self.output_mode,
                   seed=self.seed)
     return config

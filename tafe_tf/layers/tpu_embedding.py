@@ -37,7 +37,9 @@ from tafe_tf.layers import initializers
 
 
 def tpu_embedding_feature_config(
-    schema: features_lib.Schema, optimizer: Optional[Any] = None,
+    schema: features_lib.Schema, embedding_dim: int,
+    field_embedding_dims: Optional[Mapping[str, int]] = None,
+    optimizer: Optional[Any] = None,
     seed: Optional[int] = None) -> Dict[str, Any]:
   """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
 
@@ -53,13 +55,16 @@ def tpu_embedding_feature_config(
   weights.
 
   Args:
-    schema: The dataset schema (its per-field ``embedding_dim``).
+    schema: The dataset schema.
+    embedding_dim, field_embedding_dims: The model's widths
+      (:func:`tafe_tf.layers.embedding.field_widths`).
     optimizer: A ``tf.tpu.experimental.embedding`` optimizer for the tables
       (None: the TPUEmbedding layer's).
     seed: Seed of the table initialisers, derived per table as
       ``FeatureEmbedding`` derives its own (same seed, same initial tables).
   """
-  groups = embedding_lib.table_groups(schema, fused=True)
+  groups = embedding_lib.table_groups(schema, embedding_dim,
+                                      field_embedding_dims)
   config = {}
   for i, g in enumerate(groups):
     table = tf.tpu.experimental.embedding.TableConfig(
@@ -73,10 +78,13 @@ def tpu_embedding_feature_config(
   return config
 
 
-def tpu_row_offsets(schema: features_lib.Schema) -> Dict[str, int]:
+def tpu_row_offsets(schema: features_lib.Schema, embedding_dim: int,
+                    field_embedding_dims: Optional[Mapping[str, int]] = None
+                    ) -> Dict[str, int]:
   """First row of each id field's block in its TPU table (fused layout)."""
   out = {}
-  for g in embedding_lib.table_groups(schema, fused=True):
+  for g in embedding_lib.table_groups(schema, embedding_dim,
+                                      field_embedding_dims):
     out.update(g.offsets)
   return out
 
@@ -87,6 +95,7 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
 
   Args:
     schema: The dataset schema.
+    embedding_dim, field_embedding_dims: The widths (see ``FeatureEmbedding``).
     output_mode: ``"flat"`` or ``"fields"`` (see ``FeatureEmbedding``).
     seed: Seed of the table initialisers and dense projections.
     optimizer: The tables' optimizer on a TPU (None off TPUs: the model's
@@ -95,17 +104,20 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
   Call: as ``FeatureEmbedding`` (ragged or padded lists, raw ids or rows).
   """
 
-  def __init__(self, schema: features_lib.Schema,
+  def __init__(self, schema: features_lib.Schema, embedding_dim: int,
+               field_embedding_dims: Optional[Mapping[str, int]] = None,
                output_mode: str = embedding_lib.FLAT,
                seed: Optional[int] = None, optimizer: Optional[Any] = None,
                **kwargs):
-    super().__init__(schema, fused=True, output_mode=output_mode, seed=seed,
-                     **kwargs)
-    self._row_offsets = tpu_row_offsets(schema)
+    super().__init__(schema, embedding_dim, field_embedding_dims, fused=True,
+                     output_mode=output_mode, seed=seed, **kwargs)
+    self._row_offsets = tpu_row_offsets(schema, embedding_dim,
+                                        field_embedding_dims)
     # Created now, in the caller's strategy scope: TFRS picks the TPU or the
     # CPU implementation from the strategy current at construction.
     self.tpu_embedding = tfrs.layers.embedding.TPUEmbedding(
-        tpu_embedding_feature_config(schema, seed=seed),
+        tpu_embedding_feature_config(schema, embedding_dim,
+                                     field_embedding_dims, seed=seed),
         optimizer=optimizer)
 
   def _build_tables(self) -> Dict[str, tf.Variable]:

@@ -23,7 +23,7 @@ from tafe_tf.models import base
 
 @dataclasses.dataclass(frozen=True)
 class AITMHParams(base.BaseHParams):
-  """AITM's hyperparameters (ignores num_experts, expert_units, num_levels).
+  """AITM's hyperparameters (plus :class:`base.BaseHParams`).
 
   Attributes:
     tower_units: Widths of each step's tower (the reference: 128, 64, 32).

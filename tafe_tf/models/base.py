@@ -19,7 +19,8 @@ same architecture; ``hparams`` holds every hyperparameter, defaults included.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
+from typing import (Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple,
+                    Type)
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -32,24 +33,27 @@ from tafe_tf.layers import initializers
 from tafe_tf.layers import probabilities
 from tafe_tf.layers import tpu_embedding
 
-# Hyperparameters every model accepts through build_model; a model whose
-# architecture has no use for one ignores it (docs/models.md lists which).
-COMMON_HPARAMS: Tuple[str, ...] = (
-    "embedding_dim", "num_experts", "expert_units", "tower_units",
-    "num_levels", "dropout", "seed")
-
 LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
 
 
 @dataclasses.dataclass(frozen=True)
 class BaseHParams:
-  """Hyperparameters shared by all models.
+  """Hyperparameters shared by all models; each default lives here, once.
+
+  A model's subclass adds its own (and may change a shared one's default,
+  e.g. AITM's ``calibration_weight``). ``build_model`` rejects any name the
+  model's dataclass lacks.
 
   Attributes:
-    embedding_dim: Width of every id embedding and dense projection (None: the
-      schema's per-field widths).
+    embedding_dim: Width of every id embedding and dense projection (the
+      schema describes data only; embedding widths are the model's).
+    field_embedding_dims: Per-field widths overriding ``embedding_dim``
+      (``{"shop": 8}``; 0 for a dense field passes its vector through
+      unprojected); None: every field ``embedding_dim`` wide.
     dropout: Dropout rate in experts and towers.
-    seed: Seed of every initializer and dropout mask (None: unseeded).
+    seed: Seed of every initializer and dropout mask (None: unseeded when
+      built directly; ``tafe_tf.training.train`` then uses the run seed,
+      ``TrainingConfig.seed``).
     fused_embedding: One table per embedding width (True) or per field.
     step_weights: DTL weight w_t per step (None: all 1).
     calibration_weight: Weight of the calibrator ``relu(p_t - p_{t-1})``.
@@ -67,7 +71,8 @@ class BaseHParams:
       engine for the tables (used on TPUs only; elsewhere the model's
       optimizer trains them).
   """
-  embedding_dim: Optional[int] = None
+  embedding_dim: int = 16
+  field_embedding_dims: Optional[Dict[str, int]] = None
   dropout: float = 0.0
   seed: Optional[int] = None
   fused_embedding: bool = True
@@ -86,10 +91,27 @@ class BaseHParams:
         object.__setattr__(self, f.name, tuple(value))
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.embedding_dim < 1:
+      raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
 
   def to_json(self) -> Dict[str, Any]:
+    """Every hyperparameter, defaults included, as JSON values."""
     return {k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(self).items()}
+
+
+def check_hparam_names(model_name: str, hparams_class: Type[BaseHParams],
+                       names: Iterable[str]) -> None:
+  """Raises ValueError unless every name is a field of ``hparams_class``:
+  ``"mmoe takes no hyperparameter 'num_levels'; its hyperparameters: ..."``
+  (sorted)."""
+  valid = sorted(f.name for f in dataclasses.fields(hparams_class))
+  unknown = sorted(set(names) - set(valid))
+  if unknown:
+    raise ValueError(
+        f"{model_name} takes no hyperparameter{'s' if len(unknown) > 1 else ''}"
+        f" {', '.join(repr(n) for n in unknown)}; its hyperparameters: "
+        f"{', '.join(valid)}")
 
 
 def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:
@@ -125,10 +147,8 @@ class MultiStepModel(tfrs.Model):
     kwargs.setdefault("name", self.MODEL_NAME or None)
     super().__init__(**kwargs)
     self.hparams = hparams
+    # The same schema under both names (input_schema: what get_config saves).
     self.input_schema = schema
-    if hparams.embedding_dim is not None:
-      schema = embedding_lib.schema_with_embedding_dim(schema,
-                                                       hparams.embedding_dim)
     self.schema = schema
     self.steps = schema.steps
     self.chained = chained
@@ -139,12 +159,14 @@ class MultiStepModel(tfrs.Model):
         conditional_weight=hparams.conditional_weight)
     if hparams.tpu_embedding:
       self.embedding = tpu_embedding.TPUFeatureEmbedding(
-          schema, output_mode=embedding_output_mode, seed=self._seed(0),
+          schema, hparams.embedding_dim, hparams.field_embedding_dims,
+          output_mode=embedding_output_mode, seed=self._seed(0),
           optimizer=_tpu_table_optimizer(hparams),
           name="feature_embedding")
     else:
       self.embedding = embedding_lib.FeatureEmbedding(
-          schema, fused=hparams.fused_embedding,
+          schema, hparams.embedding_dim, hparams.field_embedding_dims,
+          fused=hparams.fused_embedding,
           output_mode=embedding_output_mode, seed=self._seed(0),
           name="feature_embedding")
     self.probabilities = probabilities.ChainedProbabilities(
@@ -166,12 +188,9 @@ class MultiStepModel(tfrs.Model):
 
   @classmethod
   def make_hparams(cls, **hparams: Any) -> BaseHParams:
-    """``cls.HParams(**hparams)`` with a ValueError naming unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls.HParams)}
-    unknown = sorted(set(hparams) - names)
-    if unknown:
-      raise ValueError(f"model {cls.MODEL_NAME!r}: unknown hyperparameters "
-                       f"{unknown}; it takes {sorted(names)}")
+    """``cls.HParams(**hparams)``; a name it lacks is a one-line ValueError
+    listing the names it takes."""
+    check_hparam_names(cls.MODEL_NAME, cls.HParams, hparams)
     return cls.HParams(**hparams)
 
   def _seed(self, salt: int) -> Optional[int]:
@@ -312,7 +331,20 @@ class MultiStepModel(tfrs.Model):
                   custom_objects: Optional[Dict[str, Any]] = None
                   ) -> "MultiStepModel":
     del custom_objects
-    from tafe_tf import models  # pylint: disable=g-import-not-at-top
     schema = features_lib.Schema.from_json(
         config["schema"], directory=config.get("schema_directory"))
-    return models.build_model(config["model"], schema, **config["hparams"])
+    model_cls = _model_classes().get(config["model"])
+    if model_cls is None:
+      raise ValueError(f"unknown model {config['model']!r}")
+    return model_cls(schema, **config["hparams"])
+
+
+def _model_classes() -> Dict[str, Type[MultiStepModel]]:
+  """Every defined model class by ``MODEL_NAME`` (subclasses, recursively)."""
+  out, pending = {}, [MultiStepModel]
+  while pending:
+    cls = pending.pop()
+    pending.extend(cls.__subclasses__())
+    if cls.MODEL_NAME:
+      out[cls.MODEL_NAME] = cls
+  return out

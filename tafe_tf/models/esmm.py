@@ -20,8 +20,8 @@ from tafe_tf.models import base
 
 @dataclasses.dataclass(frozen=True)
 class ESMMHParams(base.BaseHParams):
-  """ESMM's hyperparameters: ``tower_units``, the hidden widths of each step's
-  tower (ignores num_experts, expert_units, num_levels)."""
+  """ESMM's hyperparameters (plus :class:`base.BaseHParams`): ``tower_units``,
+  the hidden widths of each step's tower."""
   tower_units: Tuple[int, ...] = (128, 64, 32)
 
 

@@ -20,7 +20,7 @@ from tafe_tf.models import base
 
 @dataclasses.dataclass(frozen=True)
 class MMoEHParams(base.BaseHParams):
-  """MMoE's hyperparameters (ignores num_levels).
+  """MMoE's hyperparameters (plus :class:`base.BaseHParams`).
 
   Attributes:
     num_experts: K shared experts.

@@ -22,7 +22,7 @@ from tafe_tf.models import base
 
 @dataclasses.dataclass(frozen=True)
 class PLEHParams(base.BaseHParams):
-  """PLE's hyperparameters.
+  """PLE's hyperparameters (plus :class:`base.BaseHParams`).
 
   Attributes:
     num_experts: K shared experts per level.

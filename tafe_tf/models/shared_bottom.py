@@ -19,7 +19,7 @@ from tafe_tf.models import base
 
 @dataclasses.dataclass(frozen=True)
 class SharedBottomHParams(base.BaseHParams):
-  """Shared-Bottom's hyperparameters (ignores num_experts, num_levels).
+  """Shared-Bottom's hyperparameters (plus :class:`base.BaseHParams`).
 
   Attributes:
     expert_units: Widths of the shared bottom MLP.

@@ -157,14 +157,13 @@ def test_peer_batch_conversion_matches_our_id_lookup():
       name="t", steps=("click", "purchase"), fields=(
           features_lib.FieldSpec(name="item", kind=features_lib.FieldKind.ID,
                                  lookup=features_lib.LookupKind.IDENTITY,
-                                 num_ids=5, embedding_dim=4),
+                                 num_ids=5),
           features_lib.FieldSpec(name="hist",
                                  kind=features_lib.FieldKind.WEIGHTED_IDS,
                                  lookup=features_lib.LookupKind.IDENTITY,
-                                 num_ids=5, embedding_dim=4),
+                                 num_ids=5),
           features_lib.FieldSpec(name="price",
-                                 kind=features_lib.FieldKind.DENSE, dim=1,
-                                 embedding_dim=4)))
+                                 kind=features_lib.FieldKind.DENSE, dim=1)))
   feats = {"item": tf.constant([0, 4, 7]),
            "hist": tf.ragged.constant([[1, 2], [], [9]]),
            "hist_weight": tf.ragged.constant([[0.5, 1.0], [], [2.0]]),

@@ -29,8 +29,8 @@ def test_matmul_batch_matmul_and_einsum_by_hand():
 def test_model_forward_flops_by_hand(tmp_path):
   schema = td.make_dataset_dir(str(tmp_path), num_train=16, num_test=4)
   feats, _ = td.first_batch(str(tmp_path), batch_size=8, dense_padded=True)
-  model = models.build_model("shared_bottom", schema, expert_units=(8,),
-                             tower_units=(4,))
+  model = models.build_model("shared_bottom", schema, embedding_dim=8,
+                             expert_units=(8,), tower_units=(4,))
   # price projection 2 -> 8; bottom 5 fields * 8 -> 8; two towers 8 -> 4 -> 1.
   expected = 2 * 2 * 8 + 2 * 40 * 8 + 2 * 2 * 8 * 4 + 2 * 2 * 4
   assert flops.forward_flops_per_example(model, feats) == expected

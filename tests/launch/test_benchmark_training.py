@@ -18,7 +18,7 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
        f"--data_dir={tmp_path / 'data'}", "--models=shared_bottom,esmm",
        "--embedding=both", "--batch_size=32", "--steps=2", "--warmup=1",
        "--repeats=1", "--profile_top=3",
-       f"--output={output}", '--hparams={"expert_units": [8]}'],
+       f"--output={output}", '--hparams={"tower_units": [8]}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -38,4 +38,4 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
     assert 0 < sum(shares) <= 1 + 1e-9 and profile["kernel_ms"] > 0
     assert len(profile["by_op"]) == 3
     assert 0 < profile["matmul_ms"] < profile["kernel_ms"]
-  assert report["hparams"] == {"expert_units": [8]}
+  assert report["hparams"] == {"tower_units": [8]}

@@ -8,6 +8,7 @@ import pytest
 import tafe_tf  # noqa: F401
 import tensorflow as tf
 
+from tafe_tf import config as config_lib
 from tafe_tf import export
 from tafe_tf import training
 
@@ -22,8 +23,7 @@ def _export_cmd(*flags):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("data"))
-  schema = testdata.make_dataset_dir(out, num_train=128, num_test=32,
-                                     embedding_dim=4)
+  schema = testdata.make_dataset_dir(out, num_train=128, num_test=32)
   testdata.write_split(out, schema, "validation",
                        testdata.random_rows(schema, 32, seed=3))
   return out
@@ -32,9 +32,9 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, data_dir):
   out = str(tmp_path_factory.mktemp("run"))
-  training.train(data_dir, out, training.TrainConfig(
-      model="tafe", hparams=dict(embedding_dim=4, num_experts=2,
-                                 expert_units=[8], tower_units=[4], seed=0),
+  training.train(data_dir, out, config_lib.RunConfig.create(
+      "tafe", hparams=dict(embedding_dim=4, num_experts=2, expert_units=[8],
+                           tower_units=[4], seed=0),
       epochs=1, steps_per_epoch=2, batch_size=32, verbose=0))
   return out
 

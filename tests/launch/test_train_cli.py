@@ -2,14 +2,22 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
+import numpy as np
 import pytest
 
+from tafe_tf import config as config_lib
+from tafe_tf import input_pipeline
+from tafe_tf import models
+from tafe_tf import training
 from tafe_tf.data import synthetic
 
+import multistep_testdata as td
 from cli_runner import ROOT, module_command, run_module, subprocess_env
 
 TINY_MODEL = ["--embedding_dim=4", "--num_experts=2", "--expert_units=16",
@@ -122,4 +130,174 @@ def test_real_fixture_rows_convert_train_evaluate_and_export(
   assert report["num_examples"] > 0
   exports = os.listdir(os.path.join(model_dir, "export"))
   assert len(exports) == 1 and exports[0].isdigit()
+
+
+
+# --- the run config: --hparams, --config, reruns ------------------------------
+
+TINY_RUN = ["--dataset=synthetic", "--synthetic_train_rows=2000",
+            "--synthetic_eval_rows=300", "--epochs=1", "--batch_size=256",
+            "--noevaluate", "--noexport", "--embedding_dim=4"]
+# Same floating-point results in two processes (the --config repeat).
+DETERMINISTIC = subprocess_env(TF_DETERMINISTIC_OPS="1")
+
+
+def _without_provenance(run):
+  return {k: v for k, v in run.items() if k != "provenance"}
+
+
+def _read(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+@pytest.fixture(scope="module")
+def tafe_run(tmp_path_factory):
+  """A finished tiny TAFE run with transfer off: (command flags, model dir)."""
+  root = tmp_path_factory.mktemp("tafe_run")
+  flags = [f"--data_dir={root / 'synthetic'}", "--model=tafe",
+           '--hparams={"transfer": "none", "expert_units": [8], '
+           '"tower_units": [4]}', *TINY_RUN]
+  model_dir = str(root / "run")
+  proc = run_module("launch.train", *flags, f"--model_dir={model_dir}",
+                    env=DETERMINISTIC)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return flags, model_dir
+
+
+def test_hparams_are_recorded_in_run_json_which_is_the_config(tafe_run):
+  _, model_dir = tafe_run
+  run = json.load(open(os.path.join(model_dir, "run.json")))
+  assert run["model"]["name"] == "tafe"
+  assert run["model"]["hparams"]["transfer"] == "none"
+  assert run["model"]["hparams"]["expert_units"] == [8]
+  assert run["model"]["hparams"]["embedding_dim"] == 4  # the shortcut flag
+  assert run["model"]["hparams"]["num_experts"] == 4  # TAFEHParams' default
+  assert run["training"]["epochs"] == 1 and run["export"]["evaluate"] is False
+  assert os.path.isabs(run["data"]["data_dir"])
+  assert set(run["provenance"]) == {"tafe_tf_version", "tensorflow_version"}
+  rebuilt = config_lib.RunConfig.from_json(run)
+  assert rebuilt.to_json() == _without_provenance(run)
+
+
+def test_config_repeats_a_run(tafe_run, tmp_path):
+  _, first = tafe_run
+  again = str(tmp_path / "again")
+  proc = run_module("launch.train",
+                    f"--config={os.path.join(first, 'run.json')}",
+                    f"--model_dir={again}", env=DETERMINISTIC)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  runs = [json.load(open(os.path.join(d, "run.json"))) for d in (first, again)]
+  assert _without_provenance(runs[0]) == _without_provenance(runs[1])
+  reports = [json.load(open(os.path.join(d, "train_report.json")))
+             for d in (first, again)]
+  assert reports[0]["best_value"] == pytest.approx(reports[1]["best_value"],
+                                                   abs=1e-6)
+  data_dir = runs[0]["data"]["data_dir"]
+  feats, _ = next(iter(input_pipeline.make_dataset(data_dir, "test", 16)))
+  predictions = [training.load_trained_model(d)(feats)["p_purchase"].numpy()
+                 for d in (first, again)]
+  np.testing.assert_allclose(predictions[0], predictions[1], atol=1e-6)
+
+
+def test_identical_finished_rerun_exits_0_without_training(tafe_run):
+  flags, model_dir = tafe_run
+  history = _read(os.path.join(model_dir, "history.csv"))
+  report = _read(os.path.join(model_dir, "train_report.json"))
+  proc = run_module("launch.train", *flags, f"--model_dir={model_dir}",
+                    "--verbose=0")  # verbosity is no part of the run
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"{model_dir} holds this run, finished" in proc.stdout
+  assert _read(os.path.join(model_dir, "history.csv")) == history
+  assert _read(os.path.join(model_dir, "train_report.json")) == report
+
+
+def test_another_run_in_the_same_dir_fails_naming_the_keys(tafe_run):
+  flags, model_dir = tafe_run
+  changed = [f for f in flags if not f.startswith("--hparams")]
+  proc = run_module("launch.train", *changed, "--epochs=2",
+                    f"--model_dir={model_dir}")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].endswith(
+      f": error: {model_dir} holds a different run (differing: "
+      "model.hparams.expert_units, model.hparams.tower_units, "
+      "model.hparams.transfer, training.epochs); use a new --model_dir, or "
+      "--overwrite to replace that run")
+  assert "Traceback" not in proc.stderr
+
+
+def test_overwrite_replaces_the_previous_run(tafe_run, tmp_path):
+  flags, model_dir = tafe_run
+  target = str(tmp_path / "run")
+  shutil.copytree(model_dir, target)
+  changed = [f for f in flags if not f.startswith("--hparams")]
+  proc = run_module("launch.train", *changed, "--model=esmm",
+                    "--hparams={\"tower_units\": [4]}", "--overwrite",
+                    f"--model_dir={target}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  run = json.load(open(os.path.join(target, "run.json")))
+  assert run["model"] == {"name": "esmm", "hparams": dict(
+      models.hparams_class("esmm")().to_json(), embedding_dim=4,
+      tower_units=[4])}
+  # One epoch of the new run only: the old history went with the old run.
+  assert len(_read(os.path.join(target, "history.csv")).splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model=mmoe", '--hparams={"num_levels": 3}'],
+     "error: model.hparams: mmoe takes no hyperparameter 'num_levels'; its "
+     "hyperparameters: calibration_weight, conditional_weight, dropout, "
+     "embedding_dim, expert_units, field_embedding_dims, fused_embedding, "
+     "num_experts, seed, step_weights, top_k, tower_units, tpu_embedding, "
+     "tpu_embedding_learning_rate, train_metrics"),
+    (["--model=esmm", "--num_experts=2"],
+     "error: model.hparams: esmm takes no hyperparameter 'num_experts'"),
+    (['--hparams={"transfer": "none"'], "error: --hparams: not JSON: "),
+    (["--hparams=[1]"], "error: --hparams: expected a JSON object"),
+    (['--hparams={"top_k": "two"}'],
+     "error: model.hparams.top_k: expected null or an integer, got 'two'"),
+    (['--hparams={"dropout": 0.1}', "--dropout=0.2"],
+     "error: --dropout and --hparams both set dropout; give it once"),
+    (["--config=/no/such/run.json"],
+     "error: --config=/no/such/run.json: no such file"),
+])
+def test_config_errors_are_one_line_before_any_work(flags, message):
+  proc = run_module("launch.train", *flags, "--model_dir=/nonexistent/x",
+                    timeout=120)
+  assert proc.returncode == 2
+  assert message in proc.stderr.strip().splitlines()[-1]
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists("/nonexistent/x")
+
+
+# Each model's hparams, every field set to a value other than its default,
+# parsed by launch.train's own flag handling (no training: one process).
+_PARSE_ALL = r"""
+import json, sys
+from absl import flags
+from tafe_tf import models
+from tafe_tf.launch import train
+cases = json.loads(sys.argv[1])
+out = {}
+for name, hparams in cases.items():
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["train", f"--model={name}", "--hparams=" + json.dumps(hparams)])
+  out[name] = train.run_config_from_flags().to_json()["model"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_every_hparam_of_every_model_is_reachable_with_hparams():
+  cases = {name: td.non_default_hparams(name) for name in models.MODEL_NAMES}
+  proc = subprocess.run(
+      [sys.executable, "-c", _PARSE_ALL, json.dumps(cases)], cwd=ROOT,
+      env=subprocess_env(), capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  for name, hparams in cases.items():
+    assert result[name] == {"name": name, "hparams": hparams}
+    assert all(hparams[k] != v for k, v in
+               models.hparams_class(name)().to_json().items())
 

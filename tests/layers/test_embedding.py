@@ -1,7 +1,5 @@
 """Tests of the schema-driven front end (fused and per-field tables)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tafe_tf  # noqa: F401
@@ -31,7 +29,7 @@ def _table_rows(layer, name):
 
 def test_field_order_and_output_width(data):
   schema, _ = data
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   assert layer.field_names == ["user", "item", "shop", "hist", "price"]
   assert layer.output_dim == 5 * 8
 
@@ -39,7 +37,7 @@ def test_field_order_and_output_width(data):
 def test_single_valued_fields_are_their_table_rows(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=16)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   out = layer(feats).numpy().reshape(16, 5, 8)
   users = feats["user"].numpy()
   user_rows = np.where(users < 50, users + 1, 0)
@@ -55,7 +53,7 @@ def test_single_valued_fields_are_their_table_rows(data):
 def test_weighted_mean_of_history_by_hand(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=32)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   out = layer(feats).numpy().reshape(32, 5, 8)[:, 3]
   table = _table_rows(layer, "hist")
   ids = feats["hist"].to_list()
@@ -73,7 +71,7 @@ def test_weighted_mean_of_history_by_hand(data):
 def test_dense_projection_by_hand(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=8)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   out = layer(feats).numpy().reshape(8, 5, 8)[:, 4]
   projection = layer._projections["dense_2x8"]  # pylint: disable=W0212
   kernel, bias = (w.numpy() for w in projection)
@@ -87,14 +85,14 @@ def test_ragged_and_padded_inputs_give_identical_results(data):
   padded, _ = td.first_batch(directory, batch_size=40, dense_padded=True)
   assert isinstance(ragged["hist"], tf.RaggedTensor)
   assert not isinstance(padded["hist"], tf.RaggedTensor)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   np.testing.assert_array_equal(layer(ragged).numpy(), layer(padded).numpy())
 
 
 def test_pad_ids_inside_ragged_input_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   ids = tf.ragged.constant([[3, features_lib.PAD_ID], [], [5], [1, 2]],
                            tf.int64)
   weights = tf.ragged.constant([[2.0, 9.0], [], [1.0], [1.0, 3.0]])
@@ -108,7 +106,7 @@ def test_pad_ids_inside_ragged_input_are_ignored(data):
 def test_trailing_empty_histories_give_zero_vectors(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=3)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   ids = tf.ragged.constant([[3], [], []], tf.int64, row_splits_dtype=tf.int64)
   weights = tf.ragged.constant([[2.0], [], []], row_splits_dtype=tf.int64)
   out = layer(dict(feats, hist=ids, hist_weight=weights)).numpy()
@@ -120,8 +118,8 @@ def test_trailing_empty_histories_give_zero_vectors(data):
 def test_fused_and_per_field_tables_compute_the_same(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=32)
-  fused = embedding.FeatureEmbedding(schema, fused=True)
-  per_field = embedding.FeatureEmbedding(schema, fused=False)
+  fused = embedding.FeatureEmbedding(schema, 8, fused=True)
+  per_field = embedding.FeatureEmbedding(schema, 8, fused=False)
   fused(feats)
   per_field(feats)
   assert len(fused.tables) == 1
@@ -142,8 +140,8 @@ def test_fused_and_per_field_tables_compute_the_same(data):
 def test_fields_mode_is_the_flat_output_as_tokens(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=8)
-  flat = embedding.FeatureEmbedding(schema, seed=3)
-  tokens = embedding.FeatureEmbedding(schema, output_mode="fields", seed=3)
+  flat = embedding.FeatureEmbedding(schema, 8, seed=3)
+  tokens = embedding.FeatureEmbedding(schema, 8, output_mode="fields", seed=3)
   out = tokens(feats)
   assert out.shape == (8, 5, 8)
   np.testing.assert_array_equal(tf.reshape(out, [8, 40]).numpy(),
@@ -151,24 +149,18 @@ def test_fields_mode_is_the_flat_output_as_tokens(data):
 
 
 def test_fields_mode_needs_one_width(tmp_path):
-  schema = td.tiny_schema(str(tmp_path))
-  fields = [dataclasses.replace(f, embedding_dim=4) if f.name == "shop" else f
-            for f in schema.fields]
-  mixed = dataclasses.replace(schema, fields=tuple(fields))
+  mixed = td.tiny_schema(str(tmp_path))
   with pytest.raises(ValueError, match=r"\['shop'\] are not"):
-    embedding.FeatureEmbedding(mixed, output_mode="fields")
-  layer = embedding.FeatureEmbedding(mixed)  # flat mode: any widths
+    embedding.FeatureEmbedding(mixed, 8, {"shop": 4}, output_mode="fields")
+  layer = embedding.FeatureEmbedding(mixed, 8, {"shop": 4})  # flat: any widths
   assert layer.output_dim == 4 * 8 + 4
-  assert len(embedding.FeatureEmbedding(mixed).field_names) == 5
+  assert len(layer.field_names) == 5
 
 
 def test_mixed_widths_use_one_table_per_width(tmp_path):
   schema = td.make_dataset_dir(str(tmp_path), num_train=16, num_test=4)
-  fields = [dataclasses.replace(f, embedding_dim=4) if f.name == "shop" else f
-            for f in schema.fields]
-  mixed = dataclasses.replace(schema, fields=tuple(fields))
   feats, _ = td.first_batch(str(tmp_path), batch_size=4)
-  layer = embedding.FeatureEmbedding(mixed)
+  layer = embedding.FeatureEmbedding(schema, 8, {"shop": 4})
   out = layer(feats)
   assert sorted(layer.tables) == ["table_d4", "table_d8"]
   assert out.shape == (4, 36)
@@ -177,20 +169,26 @@ def test_mixed_widths_use_one_table_per_width(tmp_path):
 
 def test_raw_dense_fields_pass_through(tmp_path):
   schema = td.make_dataset_dir(str(tmp_path), num_train=16, num_test=4)
-  fields = [dataclasses.replace(f, embedding_dim=0) if f.name == "price" else f
-            for f in schema.fields]
-  raw = dataclasses.replace(schema, fields=tuple(fields))
   feats, _ = td.first_batch(str(tmp_path), batch_size=4)
-  out = embedding.FeatureEmbedding(raw)(feats).numpy()
+  out = embedding.FeatureEmbedding(schema, 8, {"price": 0})(feats).numpy()
   np.testing.assert_array_equal(out[:, -2:], feats["price"].numpy())
 
 
-def test_schema_with_embedding_dim_resizes_ids_and_projections(tmp_path):
-  schema = td.tiny_schema(str(tmp_path), embedding_dim=8)
-  resized = embedding.schema_with_embedding_dim(schema, 5)
-  assert {f.embedding_dim for f in resized.fields} == {5}
-  with pytest.raises(ValueError, match="embedding_dim must be >= 1"):
-    embedding.schema_with_embedding_dim(schema, 0)
+def test_field_widths_are_the_models_with_per_field_overrides(tmp_path):
+  schema = td.tiny_schema(str(tmp_path))
+  assert embedding.field_widths(schema, 5) == {
+      "user": 5, "item": 5, "shop": 5, "hist": 5, "price": 5}
+  assert embedding.field_widths(schema, 5, {"shop": 3, "price": 0}) == {
+      "user": 5, "item": 5, "shop": 3, "hist": 5, "price": 0}
+  with pytest.raises(ValueError, match="embedding_dim must be >= 1, got 0"):
+    embedding.field_widths(schema, 0)
+  with pytest.raises(ValueError, match="field 'shop': embedding width must be "
+                     ">= 1, got 0"):
+    embedding.field_widths(schema, 5, {"shop": 0})
+  with pytest.raises(ValueError, match=r"field_embedding_dims names \['nope'\]"
+                     r", not fields of schema 'tiny' \(its fields: user, item, "
+                     r"shop, hist, price\)"):
+    embedding.field_widths(schema, 5, {"nope": 3})
 
 
 def test_missing_feature_names_the_key(data):
@@ -198,13 +196,13 @@ def test_missing_feature_names_the_key(data):
   feats, _ = td.first_batch(directory, batch_size=4)
   del feats["hist_weight"]
   with pytest.raises(KeyError, match="features miss 'hist_weight'"):
-    embedding.FeatureEmbedding(schema)(feats)
+    embedding.FeatureEmbedding(schema, 8)(feats)
 
 
 def test_extra_keys_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   extra = dict(feats, sample_id=tf.constant(["a", "b", "c", "d"]),
                **{"oracle/click": tf.ones([4])})
   np.testing.assert_array_equal(layer(feats).numpy(), layer(extra).numpy())
@@ -215,15 +213,15 @@ def test_ragged_ids_with_padded_weights_is_an_error(data):
   feats, _ = td.first_batch(directory, batch_size=4)
   bad = dict(feats, hist_weight=feats["hist_weight"].to_tensor())
   with pytest.raises(ValueError, match="'hist': ids and weights must both"):
-    embedding.FeatureEmbedding(schema)(bad)
+    embedding.FeatureEmbedding(schema, 8)(bad)
 
 
 def test_seeded_tables_are_reproducible(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  a = embedding.FeatureEmbedding(schema, seed=7)
-  b = embedding.FeatureEmbedding(schema, seed=7)
-  c = embedding.FeatureEmbedding(schema, seed=8)
+  a = embedding.FeatureEmbedding(schema, 8, seed=7)
+  b = embedding.FeatureEmbedding(schema, 8, seed=7)
+  c = embedding.FeatureEmbedding(schema, 8, seed=8)
   np.testing.assert_array_equal(a(feats).numpy(), b(feats).numpy())
   assert not np.array_equal(a(feats).numpy(), c(feats).numpy())
 
@@ -231,7 +229,7 @@ def test_seeded_tables_are_reproducible(data):
 def test_gradients_reach_only_the_rows_used(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=8)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   layer(feats)
   td.assert_gradients_reach_only_rows_used(layer, feats,
                                            layer.tables["table_d8"])
@@ -240,14 +238,14 @@ def test_gradients_reach_only_the_rows_used(data):
 def test_config_round_trip(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  td.assert_config_round_trip(embedding.FeatureEmbedding(schema, fused=False),
+  td.assert_config_round_trip(embedding.FeatureEmbedding(schema, 8, fused=False),
                               feats)
 
 
 def test_wrong_shapes_name_the_field(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  layer = embedding.FeatureEmbedding(schema)
+  layer = embedding.FeatureEmbedding(schema, 8)
   with pytest.raises(ValueError, match=r"field 'user': expected ids of shape "
                      r"\[batch\], got \(4, 1\)"):
     layer(dict(feats, user=feats["user"][:, None]))
@@ -255,4 +253,4 @@ def test_wrong_shapes_name_the_field(data):
                      r"of shape \[batch, 2\], got \(4, 3\)"):
     layer(dict(feats, price=tf.zeros([4, 3])))
   with pytest.raises(ValueError, match="before reading its tables"):
-    _ = embedding.FeatureEmbedding(schema).tables
+    _ = embedding.FeatureEmbedding(schema, 8).tables

@@ -30,8 +30,8 @@ def _data(tmp_path_factory):
 
 def test_feature_config_mirrors_the_fused_tables(data):
   schema, _ = data
-  config = tpu_embedding.tpu_embedding_feature_config(schema)
-  layer = embedding.FeatureEmbedding(schema, fused=True)
+  config = tpu_embedding.tpu_embedding_feature_config(schema, 8)
+  layer = embedding.FeatureEmbedding(schema, 8, fused=True)
   layer(features_lib.dummy_batch(schema))
   ids = [f.name for f in schema.fields if f.is_id]
   assert sorted(config) == sorted(ids)
@@ -41,7 +41,7 @@ def test_feature_config_mirrors_the_fused_tables(data):
   assert {c.table.combiner for c in config.values()} == {"mean"}
   # Each field's block starts at its offset and ends inside its table; the
   # blocks of one table follow each other.
-  offsets = tpu_embedding.tpu_row_offsets(schema)
+  offsets = tpu_embedding.tpu_row_offsets(schema, 8)
   assert sorted(offsets) == sorted(ids)
   for table in tables.values():
     fields = sorted((offsets[name], schema.field(name).num_rows)
@@ -57,9 +57,9 @@ def test_same_seed_same_tables_and_outputs_as_feature_embedding(
     data, output_mode):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=40)
-  reference = embedding.FeatureEmbedding(schema, output_mode=output_mode,
+  reference = embedding.FeatureEmbedding(schema, 8, output_mode=output_mode,
                                          seed=5)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, output_mode=output_mode,
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, output_mode=output_mode,
                                             seed=5)
   expected = reference(feats).numpy()
   got = layer(feats).numpy()
@@ -73,8 +73,8 @@ def test_same_seed_same_tables_and_outputs_as_feature_embedding(
 def test_empty_lists_padding_and_precomputed_rows(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  reference = embedding.FeatureEmbedding(schema, seed=1)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=1)
+  reference = embedding.FeatureEmbedding(schema, 8, seed=1)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=1)
   # A padding id inside a list (weight ignored), an empty list, all-zero
   # weights: zero vectors and means over the real entries only.
   edge = dict(feats,
@@ -97,7 +97,7 @@ def test_empty_lists_padding_and_precomputed_rows(data):
 def test_tables_are_trainable_and_get_gradients_for_rows_used(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=8)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=0)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=0)
   layer(feats)
   table = layer.tables["table_d8"]
   assert any(w is table for w in layer.trainable_weights)
@@ -107,7 +107,7 @@ def test_tables_are_trainable_and_get_gradients_for_rows_used(data):
 def test_config_round_trip(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  layer = tpu_embedding.TPUFeatureEmbedding(schema, seed=3)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, seed=3)
   config = layer.get_config()
   assert "fused" not in config
   clone = tpu_embedding.TPUFeatureEmbedding.from_config(config)

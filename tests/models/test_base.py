@@ -31,33 +31,46 @@ def test_model_names_and_unknown_name():
     models.model_class("mmoee")
 
 
-def test_unknown_hparam_is_named(data):
+def test_unknown_hparam_is_one_line_naming_the_models_hparams(data):
   schema, _ = data
-  with pytest.raises(ValueError, match=r"model 'esmm': unknown "
-                     r"hyperparameters \['expert_unit'\]"):
+  esmm = ("calibration_weight, conditional_weight, dropout, embedding_dim, "
+          "field_embedding_dims, fused_embedding, seed, step_weights, "
+          "tower_units, tpu_embedding, tpu_embedding_learning_rate, "
+          "train_metrics")
+  with pytest.raises(ValueError) as info:
     models.build_model("esmm", schema, expert_unit=(4,))
-
-
-def test_common_hparams_a_model_does_not_use_are_ignored(data):
-  schema, _ = data
-  model = models.build_model("esmm", schema, num_experts=9, num_levels=3,
-                             expert_units=(5,), tower_units=(7,), dropout=0.1,
-                             seed=1, embedding_dim=4)
-  hparams = model.get_config()["hparams"]
-  assert "num_experts" not in hparams and "expert_units" not in hparams
-  assert hparams["tower_units"] == [7] and hparams["embedding_dim"] == 4
-  assert {f.embedding_dim for f in model.schema.fields} == {4}
+  assert str(info.value) == ("esmm takes no hyperparameter 'expert_unit'; its "
+                             f"hyperparameters: {esmm}")
+  # Names another model takes are no exception: nothing is silently dropped.
+  with pytest.raises(ValueError) as info:
+    models.build_model("esmm", schema, num_levels=3, num_experts=9)
+  assert str(info.value) == ("esmm takes no hyperparameters 'num_experts', "
+                             f"'num_levels'; its hyperparameters: {esmm}")
+  with pytest.raises(ValueError, match="^mmoe takes no hyperparameter "
+                     "'num_levels'; its hyperparameters: calibration_weight, "):
+    models.build_model("mmoe", schema, num_levels=3)
 
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_every_model_accepts_every_common_hparam(data, name):
+def test_every_model_takes_every_field_of_its_hparams(data, name):
   schema, _ = data
-  model = models.build_model(name, schema, embedding_dim=4, num_experts=3,
-                             expert_units=(6,), tower_units=(5,),
-                             num_levels=2, dropout=0.0, seed=3)
+  hparams = dict(models.hparams_class(name)().to_json(), embedding_dim=4,
+                 seed=3)
+  model = models.build_model(name, schema, **hparams)
   assert model.MODEL_NAME == name
   config = json.loads(json.dumps(model.get_config()))
   assert config["model"] == name and config["schema"] == schema.to_json()
+  assert config["hparams"] == hparams
+  assert model.embedding.output_dim == 4 * 4 + 4  # 4 id fields, 1 projection
+
+
+def test_one_default_per_hparam_in_its_dataclass():
+  base = models.BaseHParams()
+  assert base.embedding_dim == 16 and base.seed is None
+  # PLE's documented defaults, not another layer's.
+  ple = models.hparams_class("ple")()
+  assert (ple.num_experts, ple.num_levels, ple.expert_units) == (2, 2, (64, 32))
+  assert models.hparams_class("aitm")().calibration_weight == 0.6
 
 
 def test_config_rebuilds_the_same_seeded_model(data):

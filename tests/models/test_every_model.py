@@ -33,7 +33,8 @@ def _trained(request, learning_data):
   data_dir, report = learning_data
   tf.keras.utils.set_random_seed(0)
   model = models.build_model(request.param, features_lib.Schema.load(data_dir),
-                             **td.LEARNING_HPARAMS)
+                             **td.hparams_for(request.param,
+                                              **td.LEARNING_HPARAMS))
   history = td.fit(model, data_dir, epochs=2, batch_size=256)
   return model, history, data_dir, report
 

@@ -104,10 +104,8 @@ def test_invalid_switches(tiny):
 
 def test_field_interaction_needs_one_width(tmp_path):
   schema = td.tiny_schema(str(tmp_path))
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  fields = tuple(dataclasses.replace(f, embedding_dim=4)
-                 if f.name == "user" else f for f in schema.fields)
-  mixed = dataclasses.replace(schema, fields=fields)
   with pytest.raises(ValueError, match=r"\['user'\] are not"):
-    models.build_model(MODEL, mixed, field_interaction=True)
-  models.build_model(MODEL, mixed, field_interaction=True, embedding_dim=8)
+    models.build_model(MODEL, schema, field_interaction=True,
+                       field_embedding_dims={"user": 4})
+  models.build_model(MODEL, schema, field_interaction=True,
+                     field_embedding_dims={"user": 16})
