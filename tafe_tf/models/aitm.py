@@ -33,6 +33,7 @@ class AITMHParams(base.BaseHParams):
   calibration_weight: float = 0.6
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class AITM(base.MultiStepModel):
   """AITM with its calibrator, T steps."""
 

@@ -319,7 +319,26 @@ class MultiStepModel(tfrs.Model):
     shown = self.metrics if with_step_metrics else self.loss_means.metrics
     return {metric.name: metric.result() for metric in shown}
 
+  def summary(self, *args: Any, **kwargs: Any) -> None:
+    """Keras' summary; also after ``fit``, which reaches the layers through
+    :meth:`step_logits` rather than ``__call__``, so Keras never marked the
+    model built (the summary then refused: "not yet been built")."""
+    if not self.built and self.variables:
+      self.built = True
+    return super().summary(*args, **kwargs)
+
   # --- config -----------------------------------------------------------------
+
+  def get_build_config(self) -> Dict[str, Any]:
+    """Keras' build record. Its default (input shapes) cannot describe a dict
+    of ragged features; the schema can, so building is a dummy-batch call
+    (:meth:`build_from_config`). Without it ``tf.keras.models.load_model``
+    of a ``.keras`` file met unbuilt layers (``expected 0 variables``)."""
+    return {"dummy_batch_of_schema": True}
+
+  def build_from_config(self, config: Dict[str, Any]) -> None:
+    del config  # everything needed is in the schema
+    self(features_lib.dummy_batch(self.input_schema), training=False)
 
   def get_config(self) -> Dict[str, Any]:
     return {"model": self.MODEL_NAME, "hparams": self.hparams.to_json(),

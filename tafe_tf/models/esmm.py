@@ -25,6 +25,7 @@ class ESMMHParams(base.BaseHParams):
   tower_units: Tuple[int, ...] = (128, 64, 32)
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class ESMM(base.MultiStepModel):
   """ESMM generalised to T chained steps."""
 

@@ -34,6 +34,7 @@ class MMoEHParams(base.BaseHParams):
   top_k: Optional[int] = None
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class MMoE(base.MultiStepModel):
   """MMoE with independent entire-space heads."""
 

@@ -44,6 +44,7 @@ class PLEHParams(base.BaseHParams):
                        f"got {self.num_levels} and {self.experts_per_task}")
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class PLE(base.MultiStepModel):
   """PLE with independent entire-space heads."""
 

@@ -29,6 +29,7 @@ class SharedBottomHParams(base.BaseHParams):
   tower_units: Tuple[int, ...] = (32,)
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class SharedBottom(base.MultiStepModel):
   """Shared-Bottom with independent entire-space heads."""
 

@@ -83,6 +83,7 @@ class TAFEHParams(base.BaseHParams):
                        f" got {self.transfer!r}")
 
 
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class TAFE(base.MultiStepModel):
   """TAFE (see the module docstring and :class:`TAFEHParams`)."""
 
