@@ -33,21 +33,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from tafe_tf.data import synthetic
 from tafe_tf import evaluation
-from tafe_tf import export
 from tafe_tf import features as features_lib
 from tafe_tf import files
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf import plots
 from tafe_tf import reporting
-from tafe_tf.benchmarks import timing
 from tafe_tf import training
+from tafe_tf.benchmarks import deepctr_peer
+from tafe_tf.benchmarks import names
+from tafe_tf.benchmarks import serving
+from tafe_tf.benchmarks import timing
 from tafe_tf.layers import transfer as transfer_lib
-from tafe_tf.benchmarks import flops as flops_lib
 
 # Synthetic scenarios: the default two-step funnel, three steps, and a strong
 # conflict (clickbait raises clicks and lowers every later step).
@@ -57,11 +57,7 @@ SYNTHETIC_SCENARIOS: Dict[str, synthetic.SyntheticConfig] = {
     "conflict": synthetic.SyntheticConfig(num_steps=2, conflict=3.0),
 }
 
-# The default epoch choice of the benchmark: the validation AUC of each
-# scenario's last step, the number the comparison is about. The summed DTL
-# loss (``val_loss``) can rise while the last step still improves, which
-# kept a worse epoch for some models only (docs/benchmarks.md, three_step).
-LAST_STEP_AUC = "last_step_auc"
+LAST_STEP_AUC = names.LAST_STEP_AUC
 
 
 def resolve_monitor(monitor: str, steps: Sequence[str]) -> str:
@@ -91,18 +87,7 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
                         "conditional_weight": 1.0},
 }
 
-ABLATION_WHAT = {
-    "no_field_interaction": "field interaction (self-attention + SE) off",
-    "no_task_indicators": "task-indicator gate -> one linear gate per step",
-    "no_task_experts": "task-specific experts off (h_t = s_t)",
-    "no_transfer": "dependence transfer off",
-    "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
-    "independent_heads": "independent entire-space heads instead of the "
-                         "chained DTL probabilities",
-    "click_space_cvr": "steps after the first trained on the previous "
-                       "step's positives only (classic CVR loss on clicks), "
-                       "not on all impressions",
-}
+ABLATION_WHAT = names.ABLATION_WHAT
 
 REFERENCE_MODEL = "tafe"
 # Metric kinds reported per step, in table order.
@@ -435,26 +420,6 @@ class SpeedConfig:
   hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def serving_latency(model: Any, schema: features_lib.Schema, data_dir: str,
-                    model_name: str, batch_sizes: Sequence[int],
-                    num_calls: int) -> Dict[str, Dict[str, float]]:
-  """p50/p99/mean ms of ``serving_default`` of the exported model, per batch
-  size (string keys), after exporting to and loading from a temporary dir."""
-  export_dir = tempfile.mkdtemp(prefix="tafe_benchmark_export_")
-  try:
-    path = export.export_saved_model(model, schema, export_dir,
-                                     model_name=model_name)
-    serve = tf.saved_model.load(path).signatures[export.SERVING_DEFAULT]
-    out = {}
-    for batch_size in batch_sizes:
-      inputs, _ = timing.request_batches(data_dir, schema, batch_size)
-      out[str(batch_size)] = timing.latency_ms(lambda: serve(**inputs),
-                                               num_calls, warmup_calls=10)
-    return out
-  finally:
-    shutil.rmtree(export_dir, ignore_errors=True)
-
-
 def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
   """Train speed of our models and DeepCTR's on the same batches, and more.
 
@@ -466,55 +431,42 @@ def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
     ``forward_flops_per_example``, ``mfu`` and ``serving_ms`` (batch size ->
     latency), peers ``status`` ("ok" or why not).
   """
-  from tafe_tf.benchmarks import deepctr_peer  # optional dependency behind it
-
-  schema = features_lib.Schema.load(data_dir)
-  dataset = timing.cached_batches(data_dir, config.batch_size,
-                                  config.num_batches)
-  sample_features, _ = next(iter(dataset))
-  sample = features_lib.to_dense_padded(sample_features, schema)
-  peak = flops_lib.matmul_flops_per_second()
-  input_rate = timing.input_examples_per_second(data_dir, config.batch_size)
-  # Every model (ours and the peers) is built first and then timed in turns,
-  # so that a change of load on the shared CPUs does not favour either side.
-  runs = {("tafe_tf", name): (timing.compile_for_timing(
-      name, schema, dict(config.hparams, seed=0)), dataset)
-          for name in config.models}
   peer_version = deepctr_peer.version()
-  if peer_version is not None and config.peer_models:
+
+  def peers(dataset, schema):
+    if peer_version is None or not config.peer_models:
+      return {}
     peer_data, maxlen = deepctr_peer.peer_dataset(dataset, schema,
                                                   config.num_batches)
-    for name in config.peer_models:
-      runs[("deepctr", name)] = (deepctr_peer.build_peer(name, schema, maxlen),
-                                 peer_data)
-  seconds = timing.interleaved_fit_seconds(runs, config.steps, config.warmup,
-                                           config.repeats)
+    return {("deepctr", name): (deepctr_peer.build_peer(name, schema, maxlen),
+                                peer_data) for name in config.peer_models}
+
+  speed = timing.train_speed(
+      data_dir, {("tafe_tf", name): (name, dict(config.hparams, seed=0))
+                 for name in config.models}, config.batch_size, config.steps,
+      config.warmup, config.repeats, config.num_batches, peers)
+  input_rate = timing.input_examples_per_second(data_dir, config.batch_size)
   rows: List[Dict[str, Any]] = []
   for name in config.models:
-    model = runs[("tafe_tf", name)][0]
-    row = timing.speed_row(name, model, sample, seconds[("tafe_tf", name)],
-                           config.steps, config.batch_size)
-    row["implementation"] = "tafe_tf"
-    row["mfu"] = (row["train_flops_per_example"] * row["examples_per_second"]
-                  / peak)
-    row["serving_ms"] = serving_latency(model, schema, data_dir, name,
-                                        config.serving_batch_sizes,
-                                        config.serving_calls)
+    row = dict(speed.rows[("tafe_tf", name)], implementation="tafe_tf")
+    row["serving_ms"] = serving.serving_default_latency(
+        speed.models[("tafe_tf", name)], speed.schema, data_dir, name,
+        config.serving_batch_sizes, config.serving_calls)
     rows.append(row)
   for name in config.peer_models:
     row = {"model": name, "implementation": "deepctr"}
     if peer_version is None:
       row["status"] = "not installed"
     else:
-      peer, _ = runs[("deepctr", name)]
-      peer_seconds = seconds[("deepctr", name)]
+      peer = speed.models[("deepctr", name)]
+      peer_seconds = speed.seconds[("deepctr", name)]
       row.update(status="ok",
                  examples_per_second=(config.steps * config.batch_size
                                       / peer_seconds),
                  step_ms=1000.0 * peer_seconds / config.steps,
                  trainable_parameters=timing.trainable_parameters(peer))
     rows.append(row)
-  return {"matmul_flops_per_second": peak,
+  return {"matmul_flops_per_second": speed.matmul_flops_per_second,
           "input_examples_per_second": input_rate, "peer": peer_version,
           "batch_size": config.batch_size, "timed_steps": config.steps,
           "repeats": config.repeats, "cpu_count": os.cpu_count(),
