@@ -263,8 +263,11 @@ def define_report_flags(name: str) -> None:
 
 
 def run_dir(name: str) -> str:
-  """``--run_dir``, or :func:`default_run_dir` of ``name``."""
-  return flags.FLAGS.run_dir or default_run_dir(name)
+  """``--run_dir``, set to :func:`default_run_dir` of ``name`` if empty (so
+  that later calls name the same folder)."""
+  if not flags.FLAGS.run_dir:
+    flags.FLAGS.run_dir = default_run_dir(name)
+  return flags.FLAGS.run_dir
 
 
 def report(name: str, result: Mapping[str, Any], table: str) -> str:
