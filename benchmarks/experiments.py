@@ -15,6 +15,8 @@ The library behind ``launch.benchmark``:
   serving latency of the exported SavedModel.
 * :func:`markdown_sections` renders the "Comparison", "Ablation" and "Speed"
   sections of ``docs/benchmarks.md``; :func:`replace_sections` puts them in.
+* :func:`run_benchmark` does all of it, writing the JSON and plots into one
+  folder.
 
 A *variant* is a model name (``tafe``, ``mmoe``, ...) or an ablated TAFE
 (``tafe-<ablation>``, :data:`ABLATIONS`).
@@ -492,6 +494,71 @@ def speed_checks(speed: Mapping[str, Any]) -> List[TargetCheck]:
     checks.append(TargetCheck("speed", f"{name} MFU >= 40%", row["mfu"] >= 0.4,
                               f"MFU {100 * row['mfu']:.2f}%"))
   return checks
+
+
+def run_benchmark(config: GridConfig, speed_config: Optional[SpeedConfig],
+                  out_dir: str, command: str
+                  ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+  """The whole comparison benchmark, its numbers and plots in ``out_dir``.
+
+  Runs the grid, summarizes it, checks the targets, measures speed (on the
+  first two-step scenario) when ``speed_config`` is given, and writes
+  ``out_dir/benchmark.json``, ``benchmark_auc.png``,
+  ``benchmark_throughput.png`` (with speed) and
+  ``benchmark_gates_<scenario>.png``.
+
+  Returns:
+    ``(result, sections)``: what ``benchmark.json`` holds, and the markdown
+    sections (:func:`markdown_sections`) crediting ``command``.
+
+  Raises:
+    ValueError: speed asked for without a two-step scenario.
+  """
+  runs, gates = run_grid(config)
+  summary = summarize(runs)
+  data_dirs = {s.name: scenario_data_dir(s, config) for s in config.scenarios}
+  steps: Dict[str, List[str]] = {
+      name: list(features_lib.Schema.load(d).steps)
+      for name, d in data_dirs.items()}
+  checks = check_targets(summary, {k: v[-1] for k, v in steps.items()})
+  speed = None
+  if speed_config is not None:
+    speed_data = next((d for n, d in data_dirs.items() if len(steps[n]) == 2),
+                      None)
+    if speed_data is None:
+      raise ValueError("speed needs a two-step scenario")
+    speed = measure_speed(speed_data, speed_config)
+    checks += speed_checks(speed)
+  os.makedirs(out_dir, exist_ok=True)
+  plot_auc(summary, steps, os.path.join(out_dir, "benchmark_auc.png"))
+  if speed is not None:
+    plot_throughput(speed, os.path.join(out_dir, "benchmark_throughput.png"))
+  for scenario, means in gates.items():
+    plots.plot_gate_weights(
+        {k: v[None, :] for k, v in means.items()},
+        os.path.join(out_dir, f"benchmark_gates_{scenario}.png"))
+  result = {
+      "command": command, "config": {
+          "scenarios": [s.name for s in config.scenarios],
+          "models": list(config.models), "ablations": list(config.ablations),
+          "ablation_scenarios": list(config.ablation_scenarios),
+          "seeds": list(config.seeds), "num_train": config.num_train,
+          "num_eval": config.num_eval, "epochs": config.epochs,
+          "batch_size": config.batch_size, "monitor": config.monitor,
+          "hparams": dict(config.hparams)},
+      "runs": [r.to_json() for r in runs],
+      "summary": {sc: {v: {k: s.to_json() for k, s in stats.items()}
+                       for v, stats in variants.items()}
+                  for sc, variants in summary.items()},
+      "gates": {sc: {k: v.tolist() for k, v in g.items()}
+                for sc, g in gates.items()},
+      "speed": speed,
+      "targets": [c.__dict__ for c in checks]}
+  files.write_json_atomic(os.path.join(out_dir, "benchmark.json"),
+                          files.json_safe(result))
+  sections = markdown_sections(summary, steps, speed, command, checks,
+                               monitor=config.monitor)
+  return result, sections
 
 
 # --- rendering ----------------------------------------------------------------
