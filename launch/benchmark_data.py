@@ -64,7 +64,6 @@ def main(argv: List[str]) -> None:
   else:
     with tempfile.TemporaryDirectory(prefix="tafe_bench_data_") as work_dir:
       results = _benchmark(work_dir)
-  results["command"] = common.command_line("launch.benchmark_data")
   common.report("data", results, data_throughput.table(results))
 
 

@@ -110,7 +110,6 @@ def main(argv: List[str]) -> None:
         common.run_dir("distribution"), FLAGS.worker_timeout_s)
   except RuntimeError as e:
     raise common.UserError(str(e).splitlines()[0]) from None
-  result["command"] = common.command_line("launch.benchmark_distribution")
   common.report("distribution", result, distribution_speed.table(result))
 
 

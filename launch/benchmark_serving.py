@@ -87,7 +87,6 @@ def main(argv: List[str]) -> None:
   # No test split or weights; another dataset there; a bad hyperparameter.
   except (FileNotFoundError, ValueError) as e:
     raise common.UserError(str(e)) from None
-  result["command"] = common.command_line("launch.benchmark_serving")
   common.report("serving", result, serving.table(result))
 
 

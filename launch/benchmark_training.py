@@ -79,7 +79,6 @@ def main(argv: List[str]) -> None:
         FLAGS.profile_top)
   except ValueError as e:  # e.g. an unknown hyperparameter
     raise common.UserError(str(e)) from None
-  result["command"] = common.command_line("launch.benchmark_training")
   common.report("training", result, training_speed.table(result))
 
 

@@ -274,14 +274,16 @@ def report(name: str, result: Mapping[str, Any], table: str) -> str:
   """Prints ``table``; writes it and ``result`` into the run directory.
 
   Writes ``<run dir>/table.txt`` and ``<run dir>/<name>.json`` (strict
-  JSON), and the JSON to ``--output`` too when given. Returns the run dir.
+  JSON, with ``command``: the command line of ``launch.benchmark_<name>``),
+  and the JSON to ``--output`` too when given. Returns the run dir.
   """
+  result = dict(result, command=command_line(f"launch.benchmark_{name}"))
   out = run_dir(name)
   os.makedirs(out, exist_ok=True)
   print(table)
   with _files.atomic_text_file(os.path.join(out, "table.txt")) as f:
     f.write(table + "\n")
-  safe = _files.json_safe(dict(result))
+  safe = _files.json_safe(result)
   for path in [os.path.join(out, f"{name}.json")] + (
       [flags.FLAGS.output] if flags.FLAGS.output else []):
     _files.write_json_atomic(path, safe)
