@@ -15,6 +15,8 @@ The library behind ``launch.benchmark``:
   serving latency of the exported SavedModel.
 * :func:`markdown_sections` renders the "Comparison", "Ablation" and "Speed"
   sections of ``docs/benchmarks.md``; :func:`replace_sections` puts them in.
+* :func:`run_benchmark` does all of it, writing the JSON and plots into one
+  folder.
 
 A *variant* is a model name (``tafe``, ``mmoe``, ...) or an ablated TAFE
 (``tafe-<ablation>``, :data:`ABLATIONS`).
@@ -33,22 +35,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from tafe_tf.data import synthetic
 from tafe_tf import config as config_lib
 from tafe_tf import evaluation
-from tafe_tf import export
 from tafe_tf import features as features_lib
 from tafe_tf import files
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf import plots
 from tafe_tf import reporting
-from tafe_tf.benchmarks import timing
 from tafe_tf import training
+from tafe_tf.benchmarks import deepctr_peer
+from tafe_tf.benchmarks import names
+from tafe_tf.benchmarks import serving
+from tafe_tf.benchmarks import timing
 from tafe_tf.layers import transfer as transfer_lib
-from tafe_tf.benchmarks import flops as flops_lib
 
 # Synthetic scenarios: the default two-step funnel, three steps, and a strong
 # conflict (clickbait raises clicks and lowers every later step).
@@ -58,11 +60,7 @@ SYNTHETIC_SCENARIOS: Dict[str, synthetic.SyntheticConfig] = {
     "conflict": synthetic.SyntheticConfig(num_steps=2, conflict=3.0),
 }
 
-# The default epoch choice of the benchmark: the validation AUC of each
-# scenario's last step, the number the comparison is about. The summed DTL
-# loss (``val_loss``) can rise while the last step still improves, which
-# kept a worse epoch for some models only (docs/benchmarks.md, three_step).
-LAST_STEP_AUC = "last_step_auc"
+LAST_STEP_AUC = names.LAST_STEP_AUC
 
 
 def resolve_monitor(monitor: str, steps: Sequence[str]) -> str:
@@ -92,18 +90,7 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
                         "conditional_weight": 1.0},
 }
 
-ABLATION_WHAT = {
-    "no_field_interaction": "field interaction (self-attention + SE) off",
-    "no_task_indicators": "task-indicator gate -> one linear gate per step",
-    "no_task_experts": "task-specific experts off (h_t = s_t)",
-    "no_transfer": "dependence transfer off",
-    "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
-    "independent_heads": "independent entire-space heads instead of the "
-                         "chained DTL probabilities",
-    "click_space_cvr": "steps after the first trained on the previous "
-                       "step's positives only (classic CVR loss on clicks), "
-                       "not on all impressions",
-}
+ABLATION_WHAT = names.ABLATION_WHAT
 
 REFERENCE_MODEL = "tafe"
 # Metric kinds reported per step, in table order.
@@ -436,26 +423,6 @@ class SpeedConfig:
   hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def serving_latency(model: Any, schema: features_lib.Schema, data_dir: str,
-                    model_name: str, batch_sizes: Sequence[int],
-                    num_calls: int) -> Dict[str, Dict[str, float]]:
-  """p50/p99/mean ms of ``serving_default`` of the exported model, per batch
-  size (string keys), after exporting to and loading from a temporary dir."""
-  export_dir = tempfile.mkdtemp(prefix="tafe_benchmark_export_")
-  try:
-    path = export.export_saved_model(model, schema, export_dir,
-                                     model_name=model_name)
-    serve = tf.saved_model.load(path).signatures[export.SERVING_DEFAULT]
-    out = {}
-    for batch_size in batch_sizes:
-      inputs, _ = timing.request_batches(data_dir, schema, batch_size)
-      out[str(batch_size)] = timing.latency_ms(lambda: serve(**inputs),
-                                               num_calls, warmup_calls=10)
-    return out
-  finally:
-    shutil.rmtree(export_dir, ignore_errors=True)
-
-
 def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
   """Train speed of our models and DeepCTR's on the same batches, and more.
 
@@ -467,55 +434,42 @@ def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
     ``forward_flops_per_example``, ``mfu`` and ``serving_ms`` (batch size ->
     latency), peers ``status`` ("ok" or why not).
   """
-  from tafe_tf.benchmarks import deepctr_peer  # optional dependency behind it
-
-  schema = features_lib.Schema.load(data_dir)
-  dataset = timing.cached_batches(data_dir, config.batch_size,
-                                  config.num_batches)
-  sample_features, _ = next(iter(dataset))
-  sample = features_lib.to_dense_padded(sample_features, schema)
-  peak = flops_lib.matmul_flops_per_second()
-  input_rate = timing.input_examples_per_second(data_dir, config.batch_size)
-  # Every model (ours and the peers) is built first and then timed in turns,
-  # so that a change of load on the shared CPUs does not favour either side.
-  runs = {("tafe_tf", name): (timing.compile_for_timing(
-      name, schema, dict(config.hparams, seed=0)), dataset)
-          for name in config.models}
   peer_version = deepctr_peer.version()
-  if peer_version is not None and config.peer_models:
+
+  def peers(dataset, schema):
+    if peer_version is None or not config.peer_models:
+      return {}
     peer_data, maxlen = deepctr_peer.peer_dataset(dataset, schema,
                                                   config.num_batches)
-    for name in config.peer_models:
-      runs[("deepctr", name)] = (deepctr_peer.build_peer(name, schema, maxlen),
-                                 peer_data)
-  seconds = timing.interleaved_fit_seconds(runs, config.steps, config.warmup,
-                                           config.repeats)
+    return {("deepctr", name): (deepctr_peer.build_peer(name, schema, maxlen),
+                                peer_data) for name in config.peer_models}
+
+  speed = timing.train_speed(
+      data_dir, {("tafe_tf", name): (name, dict(config.hparams, seed=0))
+                 for name in config.models}, config.batch_size, config.steps,
+      config.warmup, config.repeats, config.num_batches, peers)
+  input_rate = timing.input_examples_per_second(data_dir, config.batch_size)
   rows: List[Dict[str, Any]] = []
   for name in config.models:
-    model = runs[("tafe_tf", name)][0]
-    row = timing.speed_row(name, model, sample, seconds[("tafe_tf", name)],
-                           config.steps, config.batch_size)
-    row["implementation"] = "tafe_tf"
-    row["mfu"] = (row["train_flops_per_example"] * row["examples_per_second"]
-                  / peak)
-    row["serving_ms"] = serving_latency(model, schema, data_dir, name,
-                                        config.serving_batch_sizes,
-                                        config.serving_calls)
+    row = dict(speed.rows[("tafe_tf", name)], implementation="tafe_tf")
+    row["serving_ms"] = serving.serving_default_latency(
+        speed.models[("tafe_tf", name)], speed.schema, data_dir, name,
+        config.serving_batch_sizes, config.serving_calls)
     rows.append(row)
   for name in config.peer_models:
     row = {"model": name, "implementation": "deepctr"}
     if peer_version is None:
       row["status"] = "not installed"
     else:
-      peer, _ = runs[("deepctr", name)]
-      peer_seconds = seconds[("deepctr", name)]
+      peer = speed.models[("deepctr", name)]
+      peer_seconds = speed.seconds[("deepctr", name)]
       row.update(status="ok",
                  examples_per_second=(config.steps * config.batch_size
                                       / peer_seconds),
                  step_ms=1000.0 * peer_seconds / config.steps,
                  trainable_parameters=timing.trainable_parameters(peer))
     rows.append(row)
-  return {"matmul_flops_per_second": peak,
+  return {"matmul_flops_per_second": speed.matmul_flops_per_second,
           "input_examples_per_second": input_rate, "peer": peer_version,
           "batch_size": config.batch_size, "timed_steps": config.steps,
           "repeats": config.repeats, "cpu_count": os.cpu_count(),
@@ -541,6 +495,71 @@ def speed_checks(speed: Mapping[str, Any]) -> List[TargetCheck]:
     checks.append(TargetCheck("speed", f"{name} MFU >= 40%", row["mfu"] >= 0.4,
                               f"MFU {100 * row['mfu']:.2f}%"))
   return checks
+
+
+def run_benchmark(config: GridConfig, speed_config: Optional[SpeedConfig],
+                  out_dir: str, command: str
+                  ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+  """The whole comparison benchmark, its numbers and plots in ``out_dir``.
+
+  Runs the grid, summarizes it, checks the targets, measures speed (on the
+  first two-step scenario) when ``speed_config`` is given, and writes
+  ``out_dir/benchmark.json``, ``benchmark_auc.png``,
+  ``benchmark_throughput.png`` (with speed) and
+  ``benchmark_gates_<scenario>.png``.
+
+  Returns:
+    ``(result, sections)``: what ``benchmark.json`` holds, and the markdown
+    sections (:func:`markdown_sections`) crediting ``command``.
+
+  Raises:
+    ValueError: speed asked for without a two-step scenario.
+  """
+  runs, gates = run_grid(config)
+  summary = summarize(runs)
+  data_dirs = {s.name: scenario_data_dir(s, config) for s in config.scenarios}
+  steps: Dict[str, List[str]] = {
+      name: list(features_lib.Schema.load(d).steps)
+      for name, d in data_dirs.items()}
+  checks = check_targets(summary, {k: v[-1] for k, v in steps.items()})
+  speed = None
+  if speed_config is not None:
+    speed_data = next((d for n, d in data_dirs.items() if len(steps[n]) == 2),
+                      None)
+    if speed_data is None:
+      raise ValueError("speed needs a two-step scenario")
+    speed = measure_speed(speed_data, speed_config)
+    checks += speed_checks(speed)
+  os.makedirs(out_dir, exist_ok=True)
+  plot_auc(summary, steps, os.path.join(out_dir, "benchmark_auc.png"))
+  if speed is not None:
+    plot_throughput(speed, os.path.join(out_dir, "benchmark_throughput.png"))
+  for scenario, means in gates.items():
+    plots.plot_gate_weights(
+        {k: v[None, :] for k, v in means.items()},
+        os.path.join(out_dir, f"benchmark_gates_{scenario}.png"))
+  result = {
+      "command": command, "config": {
+          "scenarios": [s.name for s in config.scenarios],
+          "models": list(config.models), "ablations": list(config.ablations),
+          "ablation_scenarios": list(config.ablation_scenarios),
+          "seeds": list(config.seeds), "num_train": config.num_train,
+          "num_eval": config.num_eval, "epochs": config.epochs,
+          "batch_size": config.batch_size, "monitor": config.monitor,
+          "hparams": dict(config.hparams)},
+      "runs": [r.to_json() for r in runs],
+      "summary": {sc: {v: {k: s.to_json() for k, s in stats.items()}
+                       for v, stats in variants.items()}
+                  for sc, variants in summary.items()},
+      "gates": {sc: {k: v.tolist() for k, v in g.items()}
+                for sc, g in gates.items()},
+      "speed": speed,
+      "targets": [c.__dict__ for c in checks]}
+  files.write_json_atomic(os.path.join(out_dir, "benchmark.json"),
+                          files.json_safe(result))
+  sections = markdown_sections(summary, steps, speed, command, checks,
+                               monitor=config.monitor)
+  return result, sections
 
 
 # --- rendering ----------------------------------------------------------------

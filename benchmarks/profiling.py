@@ -22,6 +22,8 @@ import tempfile
 from typing import Dict, List, Tuple
 
 import tensorflow as tf
+# TensorFlow-internal path of the profiler's trace format.
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 # Trace lines that carry the executor's kernel events ("tf_Compute/<id>" on
 # CPU, "TensorFlow Ops" on a GPU host plane); event names are "<op>:<type>".
@@ -73,8 +75,6 @@ class StepProfile:
 
 def kernel_times(xspace_path: str) -> Dict[Tuple[str, str], float]:
   """Total picoseconds per ``(op name, op type)`` in a profiler XSpace file."""
-  # Imported here: the protobuf module path is TensorFlow-internal.
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
   space = xplane_pb2.XSpace()
   with open(xspace_path, "rb") as f:
     space.ParseFromString(f.read())

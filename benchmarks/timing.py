@@ -7,10 +7,12 @@
   one of our models under a ``tf.distribute`` strategy with it;
 * :func:`interleaved_fit_seconds` -- steady-state seconds of train steps of
   several compiled Keras models (ours and peers), timed in turns;
-  :func:`time_fit_steps` is the one-model case;
-* :func:`compile_for_timing` / :func:`speed_row` -- one of our models built
-  as the peers are, and its examples/s, FLOPs and parameters;
-* :func:`input_examples_per_second` -- one pass of the ``tf.data`` pipeline;
+* :func:`train_speed` -- the speed loop of the benchmarks: our models (and
+  peers) on the same cached batches, timed in turns, with examples/s, FLOPs,
+  parameters and FLOP utilisation per model (:func:`compile_for_timing`,
+  :func:`speed_row`);
+* :func:`read_pass` / :func:`input_examples_per_second` -- one pass of the
+  ``tf.data`` pipeline;
 * :func:`latency_ms` / :func:`request_batches` -- serving calls of an export.
 
 The CPUs may be shared with other jobs: every rate is the best of ``repeats``
@@ -21,6 +23,7 @@ the machine load.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
@@ -75,14 +78,6 @@ def interleaved_fit_seconds(
   return seconds
 
 
-def time_fit_steps(model: tf.keras.Model, dataset: tf.data.Dataset,
-                   steps: int, warmup: int, repeats: int) -> float:
-  """Steady-state seconds of ``steps`` train steps, fastest of ``repeats``
-  (:func:`interleaved_fit_seconds` of one model)."""
-  return interleaved_fit_seconds({"model": (model, dataset)}, steps,
-                                 max(1, warmup), repeats)["model"]
-
-
 class _StepEndClock(tf.keras.callbacks.Callback):
   """``time.perf_counter()`` at the end of every train step."""
 
@@ -100,7 +95,7 @@ def time_steady_steps(model: tf.keras.Model, dataset: Any, steps: int,
                       warmup: int, repeats: int) -> float:
   """Seconds of the fastest of ``repeats`` windows of ``steps`` train steps.
 
-  Unlike :func:`time_fit_steps`, everything happens in one ``fit`` of
+  Unlike a ``fit`` per window, everything happens in one ``fit`` of
   ``warmup + repeats * steps`` steps, and the clock reads at step ends: a
   window runs from the end of one step to the end of the step ``steps`` later,
   so neither tracing (the warm-up steps) nor ``fit``'s set-up (callbacks, the
@@ -199,12 +194,80 @@ def speed_row(name: str, model: tf.keras.Model,
       "trainable_parameters": trainable_parameters(model)}
 
 
-def input_examples_per_second(data_dir: str, batch_size: int,
-                              max_batches: Optional[int] = None) -> float:
-  """Examples/s of one pass over the train split through ``make_dataset``.
+@dataclasses.dataclass
+class TrainSpeed:
+  """What :func:`train_speed` measured.
 
-  Parsing included, no shuffling, no model; ``max_batches`` caps the pass.
+  Attributes:
+    schema: The dataset's schema.
+    dataset: The cached, repeated train batches every model trained on.
+    matmul_flops_per_second: The float32 matmul rate of this machine.
+    models: Key -> the compiled model timed (ours and the peers).
+    seconds: Key -> steady-state seconds of the timed steps.
+    rows: Key of one of our models -> :func:`speed_row` plus ``mfu`` (train
+      FLOPs x examples/s over the matmul rate).
   """
+  schema: features_lib.Schema
+  dataset: tf.data.Dataset
+  matmul_flops_per_second: float
+  models: Dict[Hashable, tf.keras.Model]
+  seconds: Dict[Hashable, float]
+  rows: Dict[Hashable, Dict[str, Any]]
+
+
+PeerBuilder = Callable[[tf.data.Dataset, features_lib.Schema],
+                       Mapping[Hashable, Tuple[tf.keras.Model, Any]]]
+
+
+def train_speed(data_dir: str,
+                ours: Mapping[Hashable, Tuple[str, Mapping[str, Any]]],
+                batch_size: int, steps: int, warmup: int, repeats: int,
+                num_batches: int = 8,
+                peers: Optional[PeerBuilder] = None) -> TrainSpeed:
+  """Steady-state train speed of models on the same cached batches.
+
+  Every model (ours and the peers) is built first and then timed in turns
+  (:func:`interleaved_fit_seconds`), so that a change of load on shared CPUs
+  favours none of them.
+
+  Args:
+    data_dir: Dataset directory; its first ``num_batches`` train batches of
+      ``batch_size`` are parsed once and cached.
+    ours: Key -> ``(model name, hparams)`` of our models
+      (:func:`compile_for_timing`).
+    batch_size, num_batches: See above.
+    steps, warmup, repeats: See :func:`interleaved_fit_seconds`.
+    peers: Optional ``(cached batches, schema) -> {key: (compiled model,
+      its batches)}`` of other implementations, timed alongside.
+  """
+  schema = features_lib.Schema.load(data_dir)
+  dataset = cached_batches(data_dir, batch_size, num_batches)
+  sample_features, _ = next(iter(dataset))
+  sample = features_lib.to_dense_padded(sample_features, schema)
+  peak = flops_lib.matmul_flops_per_second()
+  runs = {key: (compile_for_timing(name, schema, hparams), dataset)
+          for key, (name, hparams) in ours.items()}
+  if peers is not None:
+    runs.update(peers(dataset, schema))
+  seconds = interleaved_fit_seconds(runs, steps, warmup, repeats)
+  rows = {}
+  for key, (name, _) in ours.items():
+    row = speed_row(name, runs[key][0], sample, seconds[key], steps,
+                    batch_size)
+    row["mfu"] = (row["train_flops_per_example"] * row["examples_per_second"]
+                  / peak)
+    rows[key] = row
+  return TrainSpeed(schema=schema, dataset=dataset,
+                    matmul_flops_per_second=peak,
+                    models={k: model for k, (model, _) in runs.items()},
+                    seconds=seconds, rows=rows)
+
+
+def read_pass(data_dir: str, batch_size: int,
+              max_batches: Optional[int] = None) -> Tuple[int, float]:
+  """``(examples, seconds)`` of one pass over the train split through
+  ``make_dataset``: parsing included, no shuffling, no model;
+  ``max_batches`` caps the pass."""
   ds = input_pipeline.make_dataset(data_dir, "train", batch_size)
   if max_batches:
     ds = ds.take(max_batches)
@@ -212,7 +275,13 @@ def input_examples_per_second(data_dir: str, batch_size: int,
   start = time.perf_counter()
   for _, labels in ds:
     examples += int(next(iter(labels.values())).shape[0])
-  seconds = time.perf_counter() - start
+  return examples, time.perf_counter() - start
+
+
+def input_examples_per_second(data_dir: str, batch_size: int,
+                              max_batches: Optional[int] = None) -> float:
+  """Examples/s of :func:`read_pass`; ValueError on an empty train split."""
+  examples, seconds = read_pass(data_dir, batch_size, max_batches)
   if examples == 0:
     raise ValueError(f"{data_dir}: the train split is empty")
   return examples / seconds

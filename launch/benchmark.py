@@ -2,16 +2,22 @@ r"""The comparison benchmark: accuracy with error bars, ablation, speed.
 
 Trains every model on every scenario with several seeds (the best epoch on
 validation kept), evaluates on the test split, runs TAFE's ablations, times
-train steps of our models against DeepCTR's on identical batches, and writes:
+train steps of our models against DeepCTR's on identical batches
+(:func:`tafe_tf.benchmarks.experiments.run_benchmark`), and writes into
+``--run_dir`` (default ``runs/benchmark-comparison-<UTC time>``):
 
-* ``<output_dir>/benchmark.json``: every run, the summary and the speed rows;
-* ``<output_dir>/benchmark_auc.png``, ``benchmark_throughput.png``,
+* ``benchmark.json``: every run, the summary and the speed rows;
+* ``benchmark_auc.png``, ``benchmark_throughput.png``,
   ``benchmark_gates_<scenario>.png``;
-* the "Comparison", "Ablation" and "Speed" sections of ``--markdown``
-  (other sections are kept as they are).
+* ``benchmarks.md``: ``docs/benchmarks.md`` with its "Comparison",
+  "Ablation" and "Speed" sections replaced (other sections kept as they are).
+
+The repository's ``docs/`` changes only with ``--update_docs``: then the
+JSON, the plots and the three sections go to ``--docs_dir`` too.
 
     python -m launch.benchmark                       # the default grid
-    python -m launch.benchmark --quick --output_dir=/tmp/b --markdown=/tmp/b.md
+    python -m launch.benchmark --quick --run_dir=/tmp/b
+    python -m launch.benchmark --update_docs         # refresh docs/
     python -m launch.benchmark --data_dir=/data/ali_ccp --scenarios= \
         --ablations= --speed=false                   # a converted dataset
 
@@ -21,69 +27,70 @@ train steps of our models against DeepCTR's on identical batches, and writes:
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from typing import Dict, List
+import shutil
+from typing import List, Mapping
 
 from absl import flags
 
-from tafe_tf.benchmarks import experiments
-from tafe_tf import features as features_lib
-from tafe_tf import plots
-
+from tafe_tf.benchmarks import names
 from tafe_tf.launch import common
-from tafe_tf import files
 
-_QUICK = flags.DEFINE_bool("quick", False, "A tiny grid (see the module doc).")
-_MODELS = flags.DEFINE_list("models", list(experiments.models_lib.MODEL_NAMES),
-                            "Models compared.")
-_SCENARIOS = flags.DEFINE_list(
-    "scenarios", list(experiments.SYNTHETIC_SCENARIOS),
-    f"Synthetic scenarios ({', '.join(experiments.SYNTHETIC_SCENARIOS)}).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Also a converted dataset "
-                                "(Ali-CCP, AliExpress) as a scenario.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per (scenario, model): 0..N-1.",
-                              lower_bound=1)
-_ABLATIONS = flags.DEFINE_list("ablations", list(experiments.ABLATIONS),
-                               "TAFE ablations.")
-_ABLATION_SCENARIOS = flags.DEFINE_list("ablation_scenarios", ["conflict"],
-                                        "Scenarios the ablations run on.")
-_NUM_TRAIN = flags.DEFINE_integer("num_train", 50_000, "Synthetic train rows.",
-                                  lower_bound=1)
-_NUM_EVAL = flags.DEFINE_integer("num_eval", 20_000, "Synthetic validation "
-                                 "and test rows (each).", lower_bound=1)
-_EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs per run (best kept).",
-                               lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Training batch.",
-                                   lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-3, "Adam rate.",
-                                    lower_bound=0)
-_MONITOR = flags.DEFINE_string(
-    "monitor", experiments.LAST_STEP_AUC, "Validation quantity that picks "
-    f"each run's epoch: {experiments.LAST_STEP_AUC} (val_auc/<last step> of "
-    "each scenario), or any logged one, e.g. val_loss, "
-    "val_logloss/purchase.")
-_HPARAMS = flags.DEFINE_string("hparams", "{}", "JSON of common model "
-                               "hyperparameters.")
-_SPEED = flags.DEFINE_bool("speed", True, "Measure the speed section.")
-_SPEED_MODELS = flags.DEFINE_list("speed_models", None, "Our models timed "
-                                  "(default: --models).")
-_PEER_MODELS = flags.DEFINE_list("peer_models", ["esmm", "mmoe", "ple"],
-                                 "DeepCTR models timed.")
-_SPEED_BATCH = flags.DEFINE_integer("speed_batch_size", 2048, "Speed batch.",
-                                    lower_bound=1)
-_SPEED_STEPS = flags.DEFINE_integer("speed_steps", 20, "Timed steps per run.",
-                                    lower_bound=1)
-_SPEED_REPEATS = flags.DEFINE_integer("speed_repeats", 3, "Timed runs (best "
-                                      "kept).", lower_bound=1)
-_SERVING_CALLS = flags.DEFINE_integer("serving_calls", 100, "Timed serving "
-                                      "calls per batch size.", lower_bound=1)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs", "JSON and PNGs go here.")
-_MARKDOWN = flags.DEFINE_string("markdown", "docs/benchmarks.md", "Document "
-                                "whose sections are replaced ('' : none).")
-_WORK_DIR = flags.DEFINE_string("work_dir", "", "Datasets and runs (default: "
-                                "a folder under the system temp dir).")
+experiments = common.lazy_import("tafe_tf.benchmarks.experiments")
+
+FLAGS = flags.FLAGS
+DOC = "benchmarks.md"
+# What --update_docs copies from the run directory into --docs_dir.
+DOC_FILES = ("benchmark.json", "benchmark_auc.png", "benchmark_throughput.png")
+
+flags.DEFINE_bool("quick", False, "A tiny grid (see the module doc).")
+flags.DEFINE_list("models", list(common.MODEL_NAMES), "Models compared.")
+flags.DEFINE_list("scenarios", list(names.SCENARIOS),
+                  f"Synthetic scenarios ({', '.join(names.SCENARIOS)}).")
+flags.DEFINE_string("data_dir", "", "Also a converted dataset (Ali-CCP, "
+                    "AliExpress) as a scenario.")
+flags.DEFINE_integer("seeds", 3, "Seeds per (scenario, model): 0..N-1.",
+                     lower_bound=1)
+flags.DEFINE_list("ablations", list(names.ABLATIONS), "TAFE ablations.")
+flags.DEFINE_list("ablation_scenarios", ["conflict"],
+                  "Scenarios the ablations run on.")
+flags.DEFINE_integer("num_train", 50_000, "Synthetic train rows.",
+                     lower_bound=1)
+flags.DEFINE_integer("num_eval", 20_000, "Synthetic validation and test rows "
+                     "(each).", lower_bound=1)
+flags.DEFINE_integer("epochs", 2, "Epochs per run (best kept).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 1024, "Training batch.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 2e-3, "Adam rate.", lower_bound=0)
+flags.DEFINE_string(
+    "monitor", names.LAST_STEP_AUC, "Validation quantity that picks each "
+    f"run's epoch: {names.LAST_STEP_AUC} (val_auc/<last step> of each "
+    "scenario), or any logged one, e.g. val_loss, val_logloss/purchase.")
+flags.DEFINE_string("hparams", "{}", "JSON of common model hyperparameters.")
+flags.DEFINE_bool("speed", True, "Measure the speed section.")
+flags.DEFINE_list("speed_models", None, "Our models timed (default: "
+                  "--models).")
+flags.DEFINE_list("peer_models", ["esmm", "mmoe", "ple"],
+                  "DeepCTR models timed.")
+flags.DEFINE_integer("speed_batch_size", 2048, "Speed batch.", lower_bound=1)
+flags.DEFINE_integer("speed_steps", 20, "Timed steps per run.", lower_bound=1)
+flags.DEFINE_integer("speed_repeats", 3, "Timed runs (best kept).",
+                     lower_bound=1)
+flags.DEFINE_integer("serving_calls", 100, "Timed serving calls per batch "
+                     "size.", lower_bound=1)
+flags.DEFINE_string("run_dir", "", "JSON, plots and benchmarks.md go here "
+                    "(default: runs/benchmark-comparison-<UTC time>).")
+flags.DEFINE_alias("output_dir", "run_dir")
+flags.DEFINE_bool("update_docs", False, "Also refresh --docs_dir: its "
+                  "benchmark.json, benchmark_*.png and the three sections of "
+                  "its benchmarks.md.")
+flags.DEFINE_string("docs_dir", "docs", "The documentation --update_docs "
+                    "refreshes; also the page the run dir's benchmarks.md "
+                    "starts from.")
+flags.DEFINE_string("markdown", "", "Also replace the sections in this "
+                    "document ('': none).")
+flags.DEFINE_string("work_dir", "", "Datasets and runs (default: a folder "
+                    "under the system temp dir).")
 
 # --quick: sizes used for every flag not given on the command line.
 QUICK = {"models": ["tafe", "mmoe"], "scenarios": ["conflict"], "seeds": 2,
@@ -95,108 +102,88 @@ QUICK = {"models": ["tafe", "mmoe"], "scenarios": ["conflict"], "seeds": 2,
 
 def _apply_quick() -> None:
   for name, value in QUICK.items():
-    if not flags.FLAGS[name].present:
-      flags.FLAGS[name].value = value
+    if not FLAGS[name].present:
+      FLAGS[name].value = value
 
 
-def _scenarios() -> List[experiments.Scenario]:
+def _scenarios() -> List["experiments.Scenario"]:
   out = []
-  for name in _SCENARIOS.value:
-    if name not in experiments.SYNTHETIC_SCENARIOS:
-      raise common.UserError(
-          f"--scenarios: unknown scenario {name!r}; valid: "
-          f"{', '.join(experiments.SYNTHETIC_SCENARIOS)}")
+  for name in FLAGS.scenarios:
+    if name not in names.SCENARIOS:
+      raise common.UserError(f"--scenarios: unknown scenario {name!r}; "
+                             f"valid: {', '.join(names.SCENARIOS)}")
     out.append(experiments.Scenario(
         name, synthetic=experiments.SYNTHETIC_SCENARIOS[name]))
-  if _DATA_DIR.value:
-    schema = common.require_dataset_dir(_DATA_DIR.value)
-    out.append(experiments.Scenario(schema.name, data_dir=_DATA_DIR.value))
+  if FLAGS.data_dir:
+    schema = common.require_dataset_dir(FLAGS.data_dir)
+    out.append(experiments.Scenario(schema.name, data_dir=FLAGS.data_dir))
   if not out:
     raise common.UserError("no scenario: give --scenarios or --data_dir")
   return out
 
 
-def main(argv: List[str]) -> None:
-  del argv
-  if _QUICK.value:
-    _apply_quick()
-  try:
-    hparams = json.loads(_HPARAMS.value)
-  except json.JSONDecodeError as e:
-    raise common.UserError(f"--hparams: not JSON: {e}") from None
+def _configs(hparams: dict):
+  """``(GridConfig, SpeedConfig or None)`` of the flags."""
   scenarios = _scenarios()
-  ablation_scenarios = [s for s in _ABLATION_SCENARIOS.value
-                        if s in {x.name for x in scenarios}]
   try:
-    config = experiments.GridConfig(
-        scenarios=scenarios, models=_MODELS.value, ablations=_ABLATIONS.value,
-        ablation_scenarios=ablation_scenarios,
-        seeds=tuple(range(_SEEDS.value)), num_train=_NUM_TRAIN.value,
-        num_eval=_NUM_EVAL.value, epochs=_EPOCHS.value,
-        batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-        hparams=hparams, monitor=_MONITOR.value, **({"work_dir": _WORK_DIR.value}
-                            if _WORK_DIR.value else {}))
+    grid = experiments.GridConfig(
+        scenarios=scenarios, models=FLAGS.models, ablations=FLAGS.ablations,
+        ablation_scenarios=[s for s in FLAGS.ablation_scenarios
+                            if s in {x.name for x in scenarios}],
+        seeds=tuple(range(FLAGS.seeds)), num_train=FLAGS.num_train,
+        num_eval=FLAGS.num_eval, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        hparams=hparams, monitor=FLAGS.monitor,
+        **({"work_dir": FLAGS.work_dir} if FLAGS.work_dir else {}))
   except ValueError as e:
     raise common.UserError(str(e)) from None
-  command = " ".join(["python -m launch.benchmark"] + sys.argv[1:])
-  runs, gates = experiments.run_grid(config)
-  summary = experiments.summarize(runs)
-  data_dirs = {s.name: experiments.scenario_data_dir(s, config)
-               for s in scenarios}
-  steps: Dict[str, List[str]] = {
-      name: list(features_lib.Schema.load(d).steps)
-      for name, d in data_dirs.items()}
-  checks = experiments.check_targets(summary,
-                                     {k: v[-1] for k, v in steps.items()})
-  speed = None
-  if _SPEED.value:
-    speed_data = next((d for n, d in data_dirs.items() if len(steps[n]) == 2),
-                      None)
-    if speed_data is None:
-      raise common.UserError("--speed needs a two-step scenario")
-    speed = experiments.measure_speed(speed_data, experiments.SpeedConfig(
-        models=_SPEED_MODELS.value or _MODELS.value,
-        peer_models=_PEER_MODELS.value, batch_size=_SPEED_BATCH.value,
-        steps=_SPEED_STEPS.value, repeats=_SPEED_REPEATS.value,
-        serving_calls=_SERVING_CALLS.value, hparams=hparams))
-    checks += experiments.speed_checks(speed)
-  out = _OUTPUT_DIR.value
-  os.makedirs(out, exist_ok=True)
-  experiments.plot_auc(summary, steps, os.path.join(out, "benchmark_auc.png"))
-  if speed is not None:
-    experiments.plot_throughput(speed,
-                                os.path.join(out, "benchmark_throughput.png"))
-  for scenario, means in gates.items():
-    plots.plot_gate_weights({k: v[None, :] for k, v in means.items()},
-                            os.path.join(out, f"benchmark_gates_{scenario}.png"))
-  result = {
-      "command": command, "config": {
-          "scenarios": [s.name for s in scenarios], "models": config.models,
-          "ablations": list(config.ablations),
-          "ablation_scenarios": list(config.ablation_scenarios),
-          "seeds": list(config.seeds), "num_train": config.num_train,
-          "num_eval": config.num_eval, "epochs": config.epochs,
-          "batch_size": config.batch_size, "monitor": config.monitor,
-          "hparams": hparams},
-      "runs": [r.to_json() for r in runs],
-      "summary": {sc: {v: {k: s.to_json() for k, s in stats.items()}
-                       for v, stats in variants.items()}
-                  for sc, variants in summary.items()},
-      "gates": {sc: {k: v.tolist() for k, v in g.items()}
-                for sc, g in gates.items()},
-      "speed": speed,
-      "targets": [c.__dict__ for c in checks]}
-  files.write_json_atomic(os.path.join(out, "benchmark.json"),
-                           files.json_safe(result))
-  sections = experiments.markdown_sections(summary, steps, speed, command,
-                                           checks, monitor=config.monitor)
-  if _MARKDOWN.value:
-    text = (open(_MARKDOWN.value).read() if os.path.exists(_MARKDOWN.value)
-            else "# Benchmarks\n")
-    with open(_MARKDOWN.value, "w") as f:
-      f.write(experiments.replace_sections(text, sections))
+  speed = experiments.SpeedConfig(
+      models=FLAGS.speed_models or FLAGS.models,
+      peer_models=FLAGS.peer_models, batch_size=FLAGS.speed_batch_size,
+      steps=FLAGS.speed_steps, repeats=FLAGS.speed_repeats,
+      serving_calls=FLAGS.serving_calls, hparams=hparams) if FLAGS.speed else None
+  return grid, speed
+
+
+def write_sections(path: str, sections: Mapping[str, str],
+                   template: str = "") -> None:
+  """Replaces ``sections`` in the document at ``template`` (default:
+  ``path``; a bare heading when missing) and writes it to ``path``."""
+  source = template or path
+  text = (open(source, encoding="utf-8").read() if os.path.exists(source)
+          else "# Benchmarks\n")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(experiments.replace_sections(text, sections))
+
+
+def main(argv: List[str]) -> None:
+  del argv  # checked by common.run
+  if FLAGS.quick:
+    _apply_quick()
+  grid, speed = _configs(common.json_flag(FLAGS.hparams, "hparams"))
+  out = common.run_dir("comparison")
+  try:
+    result, sections = experiments.run_benchmark(
+        grid, speed, out, common.command_line("launch.benchmark"))
+  except ValueError as e:  # e.g. speed without a two-step scenario
+    raise common.UserError(str(e)) from None
+  write_sections(os.path.join(out, DOC), sections,
+                 template=os.path.join(FLAGS.docs_dir, DOC))
+  if FLAGS.markdown:
+    write_sections(FLAGS.markdown, sections)
+  if FLAGS.update_docs:
+    os.makedirs(FLAGS.docs_dir, exist_ok=True)
+    for name in DOC_FILES + tuple(f"benchmark_gates_{s}.png"
+                                  for s in result["gates"]):
+      if os.path.exists(os.path.join(out, name)):
+        shutil.copyfile(os.path.join(out, name),
+                        os.path.join(FLAGS.docs_dir, name))
+    write_sections(os.path.join(FLAGS.docs_dir, DOC), sections)
   for title, body in sections.items():
     print(f"## {title}\n\n{body}")
+  print(f"results: {out}" + (f"; {FLAGS.docs_dir} updated"
+                             if FLAGS.update_docs else ""))
 
 
 def run() -> None:

@@ -12,18 +12,21 @@ batches parsed once and cached in memory (the input pipeline is measured by
 * model FLOP utilisation: ``3 * forward FLOPs * examples/s`` over the float32
   matmul rate measured on the same machine (square matmuls, best of a few).
 
-    python -m launch.benchmark_training --batch_size=2048 --steps=20 \
-        --output=/tmp/benchmark_training.json
+    python -m launch.benchmark_training --batch_size=2048 --steps=20
+
+prints a table and writes it (``table.txt``) and the numbers
+(``training.json``) into ``--run_dir`` (default
+``runs/benchmark-training-<UTC time>``), and the JSON to ``--output`` if given.
 
 ``--embedding=both`` also times every model with one table per field (the
 per-field layout) against the fused tables. ``--profile_top=N`` then profiles
-a few train steps of every model (:mod:`tafe_tf.benchmarks.profiling`) and prints, and
-writes to the JSON, its N costliest op types and ops: where the step goes.
+a few train steps of every model (:mod:`tafe_tf.benchmarks.profiling`) and
+prints, and writes to the JSON, its N costliest op types and ops: where the
+step goes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import List
@@ -32,101 +35,55 @@ from absl import flags
 
 from tafe_tf.launch import common
 
-from tafe_tf.data import synthetic
-from tafe_tf import features as features_lib
-from tafe_tf import models
-from tafe_tf.benchmarks import profiling
-from tafe_tf.benchmarks import timing
-from tafe_tf.benchmarks import flops as flops_lib
-from tafe_tf import files
+training_speed = common.lazy_import("tafe_tf.benchmarks.training_speed")
 
-_DATA_DIR = flags.DEFINE_string(
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
     "data_dir", None, "Synthetic dataset directory (written when missing or "
     "different; default: a folder under the system temp dir).")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 2, "Conversion steps T.")
-_MODELS = flags.DEFINE_list("models", list(models.MODEL_NAMES),
-                            "Models to time.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 2048, "Examples per step.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps per model.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps (tracing).")
-_REPEATS = flags.DEFINE_integer(
+flags.DEFINE_integer("num_steps", 2, "Conversion steps T.", lower_bound=2,
+                     upper_bound=4)
+flags.DEFINE_list("models", list(common.MODEL_NAMES), "Models to time.")
+flags.DEFINE_integer("batch_size", 2048, "Examples per step.", lower_bound=1)
+flags.DEFINE_integer("steps", 20, "Timed train steps per model.",
+                     lower_bound=1)
+flags.DEFINE_integer("warmup", 3, "Untimed train steps (tracing).",
+                     lower_bound=1)
+flags.DEFINE_integer(
     "repeats", 3, "Timed runs of --steps steps per model; the fastest counts "
-    "(the CPUs may be shared: the best run is the least disturbed one).")
-_EMBEDDING = flags.DEFINE_enum("embedding", "fused",
-                               ["fused", "per_field", "both"],
-                               "Embedding table layout(s) to time.")
-_HPARAMS = flags.DEFINE_string("hparams", "{}",
-                               "JSON of hparams given to every model.")
-_PROFILE_TOP = flags.DEFINE_integer(
+    "(the CPUs may be shared: the best run is the least disturbed one).",
+    lower_bound=1)
+flags.DEFINE_enum("embedding", "fused", ["fused", "per_field", "both"],
+                  "Embedding table layout(s) to time.")
+flags.DEFINE_string("hparams", "{}", "JSON of hparams given to every model.")
+flags.DEFINE_integer(
     "profile_top", 0, "Profile --steps train steps of every model and report "
     "its N costliest op types and ops (0: no profile).", lower_bound=0)
-_OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON.")
+common.define_report_flags("training")
 
 
 def main(argv: List[str]) -> None:
-  del argv
-  data_dir = _DATA_DIR.value or os.path.join(
-      tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{_NUM_STEPS.value}")
-  config = synthetic.SyntheticConfig(num_steps=_NUM_STEPS.value, seed=0)
-  num_batches = 8
-  synthetic.ensure_dataset(data_dir, config,
-                           num_batches * _BATCH_SIZE.value, 0, 0)
-  schema = features_lib.Schema.load(data_dir)
-  dataset = timing.cached_batches(data_dir, _BATCH_SIZE.value, num_batches)
-  sample_features, _ = next(iter(dataset))
-  sample = features_lib.to_dense_padded(sample_features, schema)
-  peak = flops_lib.matmul_flops_per_second()
-  hparams = json.loads(_HPARAMS.value)
-  layouts = {"fused": [True], "per_field": [False],
-             "both": [True, False]}[_EMBEDDING.value]
-  # All models are built first and timed in turns (fair under a changing
-  # load on shared CPUs).
-  runs = {(name, fused): (timing.compile_for_timing(
-      name, schema, dict(hparams, fused_embedding=fused, seed=0)), dataset)
-          for name in _MODELS.value for fused in layouts}
-  seconds = timing.interleaved_fit_seconds(runs, _STEPS.value, _WARMUP.value,
-                                           _REPEATS.value)
-  rows = []
-  for name in _MODELS.value:
-    for fused in layouts:
-      model = runs[(name, fused)][0]
-      row = timing.speed_row(name, model, sample, seconds[(name, fused)],
-                             _STEPS.value, _BATCH_SIZE.value)
-      row["embedding"] = "fused" if fused else "per_field"
-      if _PROFILE_TOP.value:
-        profile = profiling.profile_fit_steps(model, dataset, _STEPS.value,
-                                              warmup=1)
-        print(f"--- {name} ({row['embedding']}) profile\n"
-              + profile.format(_PROFILE_TOP.value))
-        row["profile"] = {
-            "step_ms": profile.step_ms, "kernel_ms": profile.kernel_ms,
-            "matmul_ms": profile.matmul_ms,
-            "by_type": profile.top_types(_PROFILE_TOP.value),
-            "by_op": [{"op": op, "type": t, "ms": ms}
-                      for op, t, ms in profile.by_op[:_PROFILE_TOP.value]]}
-      row["mfu"] = (row["train_flops_per_example"]
-                    * row["examples_per_second"] / peak)
-      rows.append(row)
-  print(f"matmul rate: {peak / 1e9:.1f} GFLOP/s; batch {_BATCH_SIZE.value}; "
-        f"{os.cpu_count()} CPUs; T = {_NUM_STEPS.value}")
-  print(f"{'model':<14}{'embedding':<11}{'examples/s':>12}{'ms/step':>9}"
-        f"{'MFLOP/ex':>10}{'params':>10}{'MFU':>8}")
-  for r in rows:
-    print(f"{r['model']:<14}{r['embedding']:<11}"
-          f"{r['examples_per_second']:>12.0f}{r['step_ms']:>9.1f}"
-          f"{r['forward_flops_per_example'] / 1e6:>10.3f}"
-          f"{r['trainable_parameters']:>10d}{100 * r['mfu']:>7.2f}%")
-  if _OUTPUT.value:
-    result = {"matmul_flops_per_second": peak,
-              "batch_size": _BATCH_SIZE.value, "num_steps": _NUM_STEPS.value,
-              "cpu_count": os.cpu_count(), "hparams": hparams,
-              "timed_steps": _STEPS.value, "repeats": _REPEATS.value,
-              "results": rows}
-    files.write_json_atomic(_OUTPUT.value, result)
+  del argv  # checked by common.run
+  hparams = common.json_flag(FLAGS.hparams, "hparams")
+  unknown = sorted(set(FLAGS.models) - set(common.MODEL_NAMES))
+  if unknown:
+    raise common.UserError(f"--models: unknown {unknown}; valid: "
+                           f"{', '.join(common.MODEL_NAMES)}")
+  data_dir = FLAGS.data_dir or os.path.join(
+      tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{FLAGS.num_steps}")
+  try:
+    result = training_speed.measure(
+        data_dir, FLAGS.num_steps, FLAGS.models, FLAGS.embedding, hparams,
+        FLAGS.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.repeats,
+        FLAGS.profile_top)
+  except ValueError as e:  # e.g. an unknown hyperparameter
+    raise common.UserError(str(e)) from None
+  common.report("training", result, training_speed.table(result))
 
 
 def run() -> None:
-  """Entry point: flags parsed by absl, user errors as one line."""
+  """Console-script entry point."""
   common.run(main)
 
 

@@ -13,20 +13,22 @@ library functions and the TFDS builders). Formats and the files each expects in
   paddle_esmm        train.txt, test.txt
 
 Prints a one-line summary; ``OUT/report.json`` has the details. Bad flags and
-bad input end with one line on stderr and exit status 1 (no traceback).
+bad input end with one line on stderr, ``convert.py: error: ...``, and exit
+status 2 (no traceback).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import List
 
-from absl import app
 from absl import flags
 
 from tafe_tf.launch import common
+
+# Loaded in main: --help stays free of TensorFlow.
+convert = common.lazy_import("tafe_tf.data.convert")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", None, ["ali_ccp", "ali_ccp_processed", "aliexpress",
@@ -55,10 +57,7 @@ flags.register_validator("raw_dir", lambda path: path is None or os.path.isdir(
 
 
 def main(argv: List[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Imported here so that --help and flag errors do not wait for TensorFlow.
-  from tafe_tf.data import convert  # pylint: disable=g-import-not-at-top
+  del argv  # checked by common.run
   options = dict(min_count=FLAGS.min_count,
                  validation_fraction=FLAGS.validation_fraction,
                  num_shards=FLAGS.num_shards, strict=FLAGS.strict,
@@ -70,8 +69,7 @@ def main(argv: List[str]) -> None:
     report = convert.CONVERTERS[FLAGS.format](FLAGS.raw_dir, FLAGS.out_dir,
                                               **options)
   except (FileNotFoundError, ValueError) as e:
-    print(f"launch.convert: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    raise common.UserError(str(e)) from None
   print(json.dumps({k: report[k] for k in (
       "format", "rows_read", "rows_written", "rows_per_split", "skipped",
       "seconds")}))

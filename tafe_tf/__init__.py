@@ -6,6 +6,7 @@ TensorFlow Recommenders needs. The switch is the environment variable
 ``tf.keras`` is touched, so it must be set before that happens.
 """
 
+import importlib.util as _importlib_util
 import os as _os
 import sys as _sys
 
@@ -19,7 +20,13 @@ _KERAS_HINT = (
 
 
 def _select_legacy_keras() -> None:
-  """Sets TF_USE_LEGACY_KERAS=1 and checks tf.keras really is Keras 2."""
+  """Sets TF_USE_LEGACY_KERAS=1; checks tf.keras is Keras 2 if TF is loaded.
+
+  TensorFlow itself is not imported here: every module that needs it imports
+  it, after this has run, so ``import tafe_tf`` stays cheap for the command
+  lines' ``--help``. If TensorFlow was imported first, tf.keras may already be
+  Keras 3, which this checks at once.
+  """
   previous = _os.environ.get("TF_USE_LEGACY_KERAS")
   if previous is not None and previous.strip().lower() not in ("1", "true"):
     if "tensorflow" in _sys.modules:
@@ -27,12 +34,12 @@ def _select_legacy_keras() -> None:
           f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already "
           f"imported. {_KERAS_HINT}")
   _os.environ["TF_USE_LEGACY_KERAS"] = "1"
-  try:
-    import tf_keras  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:
+  if _importlib_util.find_spec("tf_keras") is None:
     raise ImportError(
         "tafe_tf needs the 'tf-keras' package (Keras 2). Install it pinned to "
-        "your TensorFlow minor version: pip install 'tf-keras==2.21.*'.") from e
+        "your TensorFlow minor version: pip install 'tf-keras==2.21.*'.")
+  if "tensorflow" not in _sys.modules:
+    return  # the variable set above decides tf.keras when TF is imported
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # tf.keras is a lazy loader: ask where its Layer class really comes from.
   layer_module = tf.keras.layers.Layer.__module__

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tafe_tf.data import synthetic
 from tafe_tf.benchmarks import deepctr_peer
 from tafe_tf.benchmarks import experiments
+from tafe_tf.benchmarks import names
 from tafe_tf import features as features_lib
 from tafe_tf import models
 from tafe_tf import files
@@ -205,3 +206,9 @@ def test_default_epoch_monitor_is_the_last_steps_validation_auc():
           "val_auc/purchase")
   assert experiments.resolve_monitor("val_loss", ("click", "purchase")) == (
       "val_loss")
+
+
+def test_names_without_tensorflow_are_the_experiments():
+  assert names.SCENARIOS == tuple(experiments.SYNTHETIC_SCENARIOS)
+  assert names.ABLATIONS == tuple(experiments.ABLATIONS)
+  assert experiments.ABLATION_WHAT is names.ABLATION_WHAT

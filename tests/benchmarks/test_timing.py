@@ -1,4 +1,4 @@
-"""Tests of tafe_tf/timing.py's train-step timers on tiny Keras models."""
+"""Tests of benchmarks/timing.py's train-step timers on tiny Keras models."""
 
 import math
 
@@ -28,12 +28,6 @@ def test_interleaved_timing_runs_each_model_the_documented_steps():
   # warmup, then per round one untimed set-up step and the timed steps.
   for model, _ in runs.values():
     assert int(model.optimizer.iterations) == 2 + 2 * (1 + 3)
-
-
-def test_time_fit_steps_is_the_one_model_case():
-  model, data = _model_and_data(4)
-  assert timing.time_fit_steps(model, data, steps=2, warmup=1, repeats=1) > 0
-  assert int(model.optimizer.iterations) == 1 + (1 + 2)
 
 
 @pytest.mark.parametrize("steps,warmup,repeats", [(0, 1, 1), (1, 0, 1),

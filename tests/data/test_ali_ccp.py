@@ -269,10 +269,10 @@ def test_a_new_run_replaces_the_previous_dataset(tmp_path):
 
 
 def test_parallel_workers_write_the_same_dataset(tmp_path):
-  from tafe_tf.launch import benchmark_data  # the realistic generator
+  from tafe_tf.benchmarks import data_throughput  # the realistic generator
   raw = os.path.join(tmp_path, "raw")
-  benchmark_data.write_raw_ali_ccp(raw, 3000, impressions_per_user=30,
-                                   history_entries=40, seed=3)
+  data_throughput.write_raw_ali_ccp(raw, 3000, impressions_per_user=30,
+                                    history_entries=40, seed=3)
   # Bad lines in both halves: skips must merge in line order.
   path = os.path.join(raw, SKELETON)
   lines = open(path).readlines()

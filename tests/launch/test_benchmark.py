@@ -1,11 +1,15 @@
 """Tests of launch/benchmark.py: the --quick run end to end, flag errors."""
 
+import hashlib
 import json
 import math
+import os
 
 import tafe_tf  # noqa: F401
 
 import cli_runner
+
+DOCS = os.path.join(cli_runner.ROOT, "docs")
 
 
 def _benchmark(*args, timeout=300):
@@ -16,13 +20,27 @@ def _finite(value):
   return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def test_quick_run_writes_table_json_plots_and_keeps_other_sections(tmp_path):
-  doc = tmp_path / "benchmarks.md"
+def _tree_digest(folder):
+  return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()
+                               ).hexdigest() for name in sorted(os.listdir(folder))}
+
+
+def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
+  docs_before = _tree_digest(DOCS)
+  doc = tmp_path / "extra.md"
   doc.write_text("# Benchmarks\n\n## Serving\n\nnot ours\n")
   out = tmp_path / "out"
-  result = _benchmark("--quick", f"--output_dir={out}", f"--markdown={doc}",
+  result = _benchmark("--quick", f"--run_dir={out}", f"--markdown={doc}",
                       f"--work_dir={tmp_path / 'work'}", timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
+  # The repository's published tables, JSON and plots are untouched.
+  assert _tree_digest(DOCS) == docs_before
+  # The run dir's page is the published one with the three sections new.
+  page = (out / "benchmarks.md").read_text()
+  published = open(os.path.join(DOCS, "benchmarks.md")).read()
+  assert page.split("\n## ")[0] == published.split("\n## ")[0]
+  assert page.count("## Comparison") == 1
+  assert "Produced by `python -m launch.benchmark --quick" in page
   report = json.loads((out / "benchmark.json").read_text())
   # 2 models x 1 scenario x 2 seeds, plus 1 ablation x 2 seeds.
   assert sorted((r["variant"], r["seed"]) for r in report["runs"]) == [
@@ -69,10 +87,32 @@ def test_quick_run_writes_table_json_plots_and_keeps_other_sections(tmp_path):
   assert "| tafe-no_transfer | 2 |" in text
 
 
+def test_update_docs_refreshes_the_docs_dir(tmp_path):
+  docs = tmp_path / "docs"
+  docs.mkdir()
+  (docs / "benchmarks.md").write_text("# Benchmarks\n\n## Serving\n\nkept\n")
+  (docs / "benchmark.json").write_text("{}")
+  out = tmp_path / "out"
+  result = _benchmark("--update_docs", f"--docs_dir={docs}", f"--run_dir={out}",
+                      "--scenarios=two_step", "--models=esmm", "--seeds=1",
+                      "--ablations=", "--speed=false", "--num_train=1024",
+                      "--num_eval=512", "--epochs=1", "--batch_size=256",
+                      f"--work_dir={tmp_path / 'work'}", timeout=400)
+  assert result.returncode == 0, result.stderr[-4000:]
+  for name in ("benchmark.json", "benchmark_auc.png"):
+    assert (docs / name).read_bytes() == (out / name).read_bytes(), name
+  assert json.loads((docs / "benchmark.json").read_text())["config"][
+      "models"] == ["esmm"]
+  text = (docs / "benchmarks.md").read_text()
+  assert text.startswith("# Benchmarks\n\n## Serving\n\nkept\n\n## Comparison")
+  assert text == (out / "benchmarks.md").read_text()
+  assert "Not measured by `python -m launch.benchmark --update_docs" in text
+  assert result.stdout.splitlines()[-1] == f"results: {out}; {docs} updated"
+
+
 def test_unknown_scenario_is_one_line_error(tmp_path):
-  result = _benchmark("--scenarios=moon", f"--output_dir={tmp_path}",
-                      "--markdown=", timeout=120)
+  result = _benchmark("--scenarios=moon", f"--run_dir={tmp_path}", timeout=120)
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1] == (
+  assert result.stderr.splitlines() == [(
       "benchmark.py: error: --scenarios: unknown scenario 'moon'; valid: "
-      "two_step, three_step, conflict")
+      "two_step, three_step, conflict")]

@@ -1,4 +1,5 @@
-"""launch.benchmark_data: generator shapes and a tiny end-to-end run."""
+"""launch.benchmark_data (benchmarks/data_throughput.py): generator shapes and
+a tiny end-to-end run."""
 
 import collections
 import json
@@ -11,13 +12,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 sys.path.insert(0, ROOT)
 
 from tafe_tf.data import ali_ccp  # noqa: E402
-from tafe_tf.launch import benchmark_data  # noqa: E402
+from tafe_tf.benchmarks import data_throughput  # noqa: E402
 
 
 def test_generator_writes_valid_raw_files_of_the_asked_shape(tmp_path):
-  facts = benchmark_data.write_raw_ali_ccp(str(tmp_path), 500,
-                                           impressions_per_user=50,
-                                           history_entries=300, seed=1)
+  facts = data_throughput.write_raw_ali_ccp(str(tmp_path), 500,
+                                            impressions_per_user=50,
+                                            history_entries=300, seed=1)
   assert facts["impressions"] == 500 and facts["common_rows"] == 10
   with open(tmp_path / ali_ccp.COMMON_FILES["train"], "rb") as f:
     common = f.readlines()
@@ -41,11 +42,15 @@ def test_tiny_benchmark_run_writes_consistent_json(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "launch.benchmark_data", "--impressions=2000",
        "--history_entries=50", "--workers=1", "--num_shards=2",
-       f"--work_dir={tmp_path / 'work'}", f"--output={output}"],
+       f"--work_dir={tmp_path / 'work'}", f"--output={output}",
+       f"--run_dir={tmp_path / 'run'}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "impressions/s" in result.stdout
   results = json.loads(output.read_text())
+  # The run dir holds the same JSON and the printed table.
+  assert json.loads((tmp_path / "run" / "data.json").read_text()) == results
+  assert (tmp_path / "run" / "table.txt").read_text() in result.stdout
   conversion = results["conversion"]
   assert conversion["rows_read"] == results["generated"]["impressions"] == 2000
   assert conversion["rows_written"] + sum(conversion["skipped"].values()) == 2000

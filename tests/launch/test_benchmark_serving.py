@@ -24,9 +24,11 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
               "\"tower_units\": [4], \"num_experts\": 2}",
               "--train_steps=2", "--train_batch_size=32", "--batch_sizes=1,7",
               "--num_calls=5", "--warmup_calls=1",
-              f"--export_dir={export_dir}", f"--output={output}")
+              f"--export_dir={export_dir}", f"--output={output}",
+              f"--run_dir={tmp_path / 'run'}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(output.read_text())
+  assert json.loads((tmp_path / "run" / "serving.json").read_text()) == result
   assert result["model"] == "mmoe" and result["num_steps"] == 2
   assert result["hparams"]["embedding_dim"] == 4
   assert [(r["signature"], r["batch_size"]) for r in result["results"]] == [
@@ -54,10 +56,19 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
                 ["serving_default", "7"], ["serving_examples", "7"]]
 
 
-def test_bad_flags_fail_with_one_clear_line():
-  proc = _run("--batch_sizes=1,x")
-  assert proc.returncode == 2
-  assert "Traceback" not in proc.stderr
-  assert proc.stderr.strip().splitlines()[-1] == (
-      "benchmark_serving.py: error: --batch_sizes: expected integers, got "
-      "['1', 'x']")
+def test_bad_flags_fail_with_one_clear_line(tmp_path):
+  for flags, message in [
+      (["--batch_sizes=1,x"],
+       "--batch_sizes: expected integers, got ['1', 'x']"),
+      (["--model=nope"], "flag --model=nope: value should be one of <tafe|"
+       "esmm|mmoe|ple|aitm|shared_bottom>"),
+      (["--hparams={"], "--hparams: not JSON: Expecting property name "
+       "enclosed in double quotes: line 1 column 2 (char 1)"),
+      ([f"--model_dir={tmp_path}"], f"--model_dir={tmp_path}: not a trained "
+       "model directory (no run.json); train with python -m launch.train "
+       "first"),
+  ]:
+    proc = _run(*flags)
+    assert proc.returncode == 2, flags
+    assert proc.stderr.splitlines() == [
+        f"benchmark_serving.py: error: {message}"], flags
