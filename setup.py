@@ -14,21 +14,28 @@ import setuptools
 _HERE = pathlib.Path(__file__).parent
 
 # Repository folder -> installed package.
-_MAPPED = {"data": "tafe_tf.data", "launch": "tafe_tf.launch",
-           "benchmarks": "tafe_tf.benchmarks"}
+_MAPPED = {
+  "data": "tafe_tf.data",
+  "launch": "tafe_tf.launch",
+  "benchmarks": "tafe_tf.benchmarks",
+}
 
 # Console scripts: the absl entry points under launch/.
 _SCRIPTS = {
-    "tafe-train": "train", "tafe-convert": "convert",
-    "tafe-evaluate": "evaluate", "tafe-export": "export",
-    "tafe-predict": "predict", "tafe-benchmark": "benchmark",
+  "tafe-train": "train",
+  "tafe-convert": "convert",
+  "tafe-evaluate": "evaluate",
+  "tafe-export": "export",
+  "tafe-predict": "predict",
+  "tafe-benchmark": "benchmark",
 }
 
 
 def _requirements(name: str) -> list:
   lines = (_HERE / name).read_text().splitlines()
-  return [l.strip() for l in lines
-          if l.strip() and not l.startswith(("#", "-r"))]
+  return [
+    l.strip() for l in lines if l.strip() and not l.startswith(("#", "-r"))
+  ]
 
 
 def _packages() -> list:
@@ -49,24 +56,30 @@ def _package_dir() -> dict:
 
 
 setuptools.setup(
-    name="tafe-tf",
-    version="0.1.0",
-    description=("Task Aware Feature Extraction (TAFE) multi-task models for "
-                 "multi-step conversion estimation, on TensorFlow/Keras."),
-    long_description=(_HERE / "README.md").read_text() if (
-        _HERE / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=_packages(),
-    package_dir=_package_dir(),
-    install_requires=_requirements("requirements.txt"),
-    entry_points={"console_scripts": [
-        f"{script}=tafe_tf.launch.{module}:run"
-        for script, module in _SCRIPTS.items()]},
-    extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6"],
-        # The speed peer for launch.benchmark; installed with --no-deps since its
-        # metadata pins an old TensorFlow (see docs/benchmarks.md).
-        "benchmark": ["deepctr==0.9.4"],
-    },
+  name="tafe-tf",
+  version="0.1.0",
+  description=(
+    "Task Aware Feature Extraction (TAFE) multi-task models for "
+    "multi-step conversion estimation, on TensorFlow/Keras."
+  ),
+  long_description=(_HERE / "README.md").read_text()
+  if (_HERE / "README.md").exists()
+  else "",
+  long_description_content_type="text/markdown",
+  python_requires=">=3.10",
+  packages=_packages(),
+  package_dir=_package_dir(),
+  install_requires=_requirements("requirements.txt"),
+  entry_points={
+    "console_scripts": [
+      f"{script}=tafe_tf.launch.{module}:run"
+      for script, module in _SCRIPTS.items()
+    ]
+  },
+  extras_require={
+    "test": ["pytest>=8", "ruff==0.17.6"],
+    # The speed peer for launch.benchmark; installed with --no-deps since its
+    # metadata pins an old TensorFlow (see docs/benchmarks.md).
+    "benchmark": ["deepctr==0.9.4"],
+  },
 )

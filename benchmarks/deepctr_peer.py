@@ -37,17 +37,23 @@ def version() -> Optional[str]:
 
 def _check_schema(schema: features_lib.Schema) -> None:
   if schema.num_steps != 2:
-    raise ValueError(f"DeepCTR's models have two tasks; the schema has "
-                     f"{schema.num_steps} steps {list(schema.steps)}")
+    raise ValueError(
+      f"DeepCTR's models have two tasks; the schema has "
+      f"{schema.num_steps} steps {list(schema.steps)}"
+    )
   for spec in schema.fields:
     if spec.is_id and spec.lookup != features_lib.LookupKind.IDENTITY:
-      raise ValueError(f"field {spec.name!r}: the DeepCTR peer takes identity "
-                       f"lookups only, not {spec.lookup.value!r}")
+      raise ValueError(
+        f"field {spec.name!r}: the DeepCTR peer takes identity "
+        f"lookups only, not {spec.lookup.value!r}"
+      )
 
 
-def feature_columns(schema: features_lib.Schema, maxlen: Dict[str, int],
-                    embedding_dim: int = models_lib.BaseHParams.embedding_dim
-                    ) -> List[object]:
+def feature_columns(
+  schema: features_lib.Schema,
+  maxlen: Dict[str, int],
+  embedding_dim: int = models_lib.BaseHParams.embedding_dim,
+) -> List[object]:
   """DeepCTR feature columns of ``schema``'s fields.
 
   Args:
@@ -56,18 +62,24 @@ def feature_columns(schema: features_lib.Schema, maxlen: Dict[str, int],
     embedding_dim: Width of every id embedding (default: our models').
   """
   from deepctr import feature_column as fc  # pylint: disable=g-import-not-at-top
+
   _check_schema(schema)
   columns = []
   for spec in schema.fields:
     if spec.kind == features_lib.FieldKind.ID:
-      columns.append(fc.SparseFeat(spec.name, spec.num_rows,
-                                   embedding_dim=embedding_dim))
+      columns.append(
+        fc.SparseFeat(spec.name, spec.num_rows, embedding_dim=embedding_dim)
+      )
     elif spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
-      columns.append(fc.VarLenSparseFeat(
-          fc.SparseFeat(spec.name, spec.num_rows,
-                        embedding_dim=embedding_dim),
-          maxlen=maxlen[spec.name], combiner="mean",
-          weight_name=spec.weight_key, weight_norm=False))
+      columns.append(
+        fc.VarLenSparseFeat(
+          fc.SparseFeat(spec.name, spec.num_rows, embedding_dim=embedding_dim),
+          maxlen=maxlen[spec.name],
+          combiner="mean",
+          weight_name=spec.weight_key,
+          weight_norm=False,
+        )
+      )
     else:
       columns.append(fc.DenseFeat(spec.name, spec.dim))
   return columns
@@ -79,9 +91,12 @@ def _rows(ids: np.ndarray, num_ids: int) -> np.ndarray:
   return np.where(ok, ids + 1, 0).astype(np.int32)
 
 
-def convert_batch(features: Dict[str, tf.Tensor],
-                  labels: Dict[str, tf.Tensor], schema: features_lib.Schema,
-                  maxlen: Dict[str, int]):
+def convert_batch(
+  features: Dict[str, tf.Tensor],
+  labels: Dict[str, tf.Tensor],
+  schema: features_lib.Schema,
+  maxlen: Dict[str, int],
+):
   """One of our ``(features, labels)`` batches in DeepCTR's input form.
 
   Returns:
@@ -95,22 +110,27 @@ def convert_batch(features: Dict[str, tf.Tensor],
       inputs[spec.name] = _rows(value.numpy().reshape(-1, 1), spec.num_ids)
     elif spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
       width = maxlen[spec.name]
-      ids = value.to_tensor(default_value=features_lib.PAD_ID,
-                            shape=[None, width]).numpy()
-      weights = features[spec.weight_key].to_tensor(
-          default_value=0.0, shape=[None, width]).numpy()
+      ids = value.to_tensor(
+        default_value=features_lib.PAD_ID, shape=[None, width]
+      ).numpy()
+      weights = (
+        features[spec.weight_key]
+        .to_tensor(default_value=0.0, shape=[None, width])
+        .numpy()
+      )
       inputs[spec.name] = _rows(ids, spec.num_ids)
       inputs[spec.weight_key] = weights[..., None].astype(np.float32)
     else:
-      inputs[spec.name] = value.numpy().astype(np.float32).reshape(
-          -1, spec.dim)
-  y = tuple(labels[s].numpy().astype(np.float32).reshape(-1, 1)
-            for s in schema.steps)
+      inputs[spec.name] = value.numpy().astype(np.float32).reshape(-1, spec.dim)
+  y = tuple(
+    labels[s].numpy().astype(np.float32).reshape(-1, 1) for s in schema.steps
+  )
   return inputs, y
 
 
-def peer_dataset(dataset: tf.data.Dataset, schema: features_lib.Schema,
-                 num_batches: int) -> Tuple[tf.data.Dataset, Dict[str, int]]:
+def peer_dataset(
+  dataset: tf.data.Dataset, schema: features_lib.Schema, num_batches: int
+) -> Tuple[tf.data.Dataset, Dict[str, int]]:
   """The first ``num_batches`` of ``dataset`` converted, cached, repeated.
 
   Returns:
@@ -130,14 +150,22 @@ def max_lengths(batches, schema: features_lib.Schema) -> Dict[str, int]:
   """Longest list of each weighted multi-id field over ``batches`` (>= 1)."""
   out = {}
   for spec in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS):
-    out[spec.name] = max(1, max(int(tf.reduce_max(
-        f[spec.name].row_lengths()).numpy()) for f, _ in batches))
+    out[spec.name] = max(
+      1,
+      max(
+        int(tf.reduce_max(f[spec.name].row_lengths()).numpy())
+        for f, _ in batches
+      ),
+    )
   return out
 
 
-def build_peer(name: str, schema: features_lib.Schema,
-               maxlen: Dict[str, int], learning_rate: float = 1e-3
-               ) -> tf.keras.Model:
+def build_peer(
+  name: str,
+  schema: features_lib.Schema,
+  maxlen: Dict[str, int],
+  learning_rate: float = 1e-3,
+) -> tf.keras.Model:
   """DeepCTR's ``name`` model at our model's default sizes, compiled.
 
   Args:
@@ -147,25 +175,36 @@ def build_peer(name: str, schema: features_lib.Schema,
     learning_rate: Adam learning rate (binary cross-entropy per task).
   """
   from deepctr import models as peer_models  # pylint: disable=g-import-not-at-top
+
   if name not in PEER_MODELS:
     raise ValueError(f"no DeepCTR peer for {name!r}; peers: {PEER_MODELS}")
   hp = models_lib.model_class(name).HParams()
   columns = feature_columns(schema, maxlen, hp.embedding_dim)
-  common = dict(l2_reg_embedding=0.0, seed=0,
-                task_names=tuple(schema.steps))
+  common = dict(l2_reg_embedding=0.0, seed=0, task_names=tuple(schema.steps))
   if name == "esmm":
-    model = peer_models.ESMM(columns, tower_dnn_hidden_units=hp.tower_units,
-                             **common)
+    model = peer_models.ESMM(
+      columns, tower_dnn_hidden_units=hp.tower_units, **common
+    )
   elif name == "mmoe":
-    model = peer_models.MMOE(columns, num_experts=hp.num_experts,
-                             expert_dnn_hidden_units=hp.expert_units,
-                             tower_dnn_hidden_units=hp.tower_units, **common)
+    model = peer_models.MMOE(
+      columns,
+      num_experts=hp.num_experts,
+      expert_dnn_hidden_units=hp.expert_units,
+      tower_dnn_hidden_units=hp.tower_units,
+      **common,
+    )
   else:
-    model = peer_models.PLE(columns, shared_expert_num=hp.num_experts,
-                            specific_expert_num=hp.experts_per_task,
-                            num_levels=hp.num_levels,
-                            expert_dnn_hidden_units=hp.expert_units,
-                            tower_dnn_hidden_units=hp.tower_units, **common)
-  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                loss=["binary_crossentropy"] * 2)
+    model = peer_models.PLE(
+      columns,
+      shared_expert_num=hp.num_experts,
+      specific_expert_num=hp.experts_per_task,
+      num_levels=hp.num_levels,
+      expert_dnn_hidden_units=hp.expert_units,
+      tower_dnn_hidden_units=hp.tower_units,
+      **common,
+    )
+  model.compile(
+    optimizer=tf.keras.optimizers.Adam(learning_rate),
+    loss=["binary_crossentropy"] * 2,
+  )
   return model

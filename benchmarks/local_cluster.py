@@ -34,18 +34,27 @@ def loopback_addresses(count: int) -> List[str]:
       s.close()
 
 
-def tf_config_json(cluster: Mapping[str, Sequence[str]], task_type: str,
-                   index: int) -> str:
+def tf_config_json(
+  cluster: Mapping[str, Sequence[str]], task_type: str, index: int
+) -> str:
   """The ``TF_CONFIG`` value making this process ``task_type:index`` of
   ``cluster`` (``{"worker": ["host:port", ...], ...}``)."""
-  return json.dumps({"cluster": {k: list(v) for k, v in cluster.items()},
-                     "task": {"type": task_type, "index": index}})
+  return json.dumps(
+    {
+      "cluster": {k: list(v) for k, v in cluster.items()},
+      "task": {"type": task_type, "index": index},
+    }
+  )
 
 
-def run_local_workers(command: Sequence[str], num_workers: int,
-                      timeout_s: float, log_dir: str,
-                      env: Optional[Mapping[str, str]] = None,
-                      cwd: Optional[str] = None) -> List[str]:
+def run_local_workers(
+  command: Sequence[str],
+  num_workers: int,
+  timeout_s: float,
+  log_dir: str,
+  env: Optional[Mapping[str, str]] = None,
+  cwd: Optional[str] = None,
+) -> List[str]:
   """Runs ``command`` as every worker of a local multi-worker cluster.
 
   Starts ``num_workers`` processes at once, worker ``i`` with a ``TF_CONFIG``
@@ -77,17 +86,24 @@ def run_local_workers(command: Sequence[str], num_workers: int,
     raise ValueError(f"num_workers must be >= 1, got {num_workers}")
   os.makedirs(log_dir, exist_ok=True)
   cluster = {"worker": loopback_addresses(num_workers)}
-  paths = [os.path.join(log_dir, LOCAL_WORKER_LOG.format(index=i))
-           for i in range(num_workers)]
+  paths = [
+    os.path.join(log_dir, LOCAL_WORKER_LOG.format(index=i))
+    for i in range(num_workers)
+  ]
   base_env = dict(os.environ if env is None else env)
   procs = []
   try:
     for i, path in enumerate(paths):
       with open(path, "wb") as log:
-        procs.append(subprocess.Popen(
-            list(command), cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-            env={**base_env, "TF_CONFIG": tf_config_json(cluster, "worker",
-                                                         i)}))
+        procs.append(
+          subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**base_env, "TF_CONFIG": tf_config_json(cluster, "worker", i)},
+          )
+        )
     deadline = time.monotonic() + timeout_s
     while True:
       codes = [p.poll() for p in procs]
@@ -95,16 +111,18 @@ def run_local_workers(command: Sequence[str], num_workers: int,
       if failed:
         i = failed[0]
         raise RuntimeError(
-            f"worker {i} of {num_workers} exited with status {codes[i]}; "
-            f"{paths[i]} ends with:\n{_tail(paths[i])}")
+          f"worker {i} of {num_workers} exited with status {codes[i]}; "
+          f"{paths[i]} ends with:\n{_tail(paths[i])}"
+        )
       running = [i for i, c in enumerate(codes) if c is None]
       if not running:
         break
       if time.monotonic() > deadline:
         raise TimeoutError(
-            f"worker(s) {', '.join(map(str, running))} of {num_workers} still "
-            f"running after {timeout_s:g} s (killed); {paths[running[0]]} "
-            f"ends with:\n{_tail(paths[running[0]])}")
+          f"worker(s) {', '.join(map(str, running))} of {num_workers} still "
+          f"running after {timeout_s:g} s (killed); {paths[running[0]]} "
+          f"ends with:\n{_tail(paths[running[0]])}"
+        )
       time.sleep(0.1)
   finally:
     for p in procs:

@@ -16,15 +16,15 @@ LAST_STEP_AUC = "last_step_auc"
 
 # TAFE ablations (experiments.ABLATIONS): what each changes, for the tables.
 ABLATION_WHAT = {
-    "no_field_interaction": "field interaction (self-attention + SE) off",
-    "no_task_indicators": "task-indicator gate -> one linear gate per step",
-    "no_task_experts": "task-specific experts off (h_t = s_t)",
-    "no_transfer": "dependence transfer off",
-    "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
-    "independent_heads": "independent entire-space heads instead of the "
-                         "chained DTL probabilities",
-    "click_space_cvr": "steps after the first trained on the previous "
-                       "step's positives only (classic CVR loss on clicks), "
-                       "not on all impressions",
+  "no_field_interaction": "field interaction (self-attention + SE) off",
+  "no_task_indicators": "task-indicator gate -> one linear gate per step",
+  "no_task_experts": "task-specific experts off (h_t = s_t)",
+  "no_transfer": "dependence transfer off",
+  "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
+  "independent_heads": "independent entire-space heads instead of the "
+  "chained DTL probabilities",
+  "click_space_cvr": "steps after the first trained on the previous "
+  "step's positives only (classic CVR loss on clicks), "
+  "not on all impressions",
 }
 ABLATIONS = tuple(ABLATION_WHAT)

@@ -22,6 +22,7 @@ import tempfile
 from typing import Dict, List, Tuple
 
 import tensorflow as tf
+
 # TensorFlow-internal path of the profiler's trace format.
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -41,6 +42,7 @@ class StepProfile:
     by_type: ``(op type, ms per step)``, largest first.
     by_op: ``(op name, op type, ms per step)``, largest first.
   """
+
   steps: int
   step_ms: float
   kernel_ms: float
@@ -50,26 +52,33 @@ class StepProfile:
   @property
   def matmul_ms(self) -> float:
     """Kernel time of matrix products (MatMul, BatchMatMul, Einsum kinds)."""
-    return sum(ms for t, ms in self.by_type
-               if "MatMul" in t or "Einsum" in t)
+    return sum(ms for t, ms in self.by_type if "MatMul" in t or "Einsum" in t)
 
   def top_types(self, n: int) -> List[Dict[str, float]]:
     """The ``n`` costliest op types as ``{"type", "ms", "fraction"}``."""
-    return [{"type": t, "ms": ms, "fraction": ms / self.kernel_ms}
-            for t, ms in self.by_type[:n]]
+    return [
+      {"type": t, "ms": ms, "fraction": ms / self.kernel_ms}
+      for t, ms in self.by_type[:n]
+    ]
 
   def format(self, n: int) -> str:
     """A text table of the ``n`` costliest op types and ops."""
-    lines = [f"{self.steps} profiled steps, {self.step_ms:.1f} ms/step wall, "
-             f"{self.kernel_ms:.1f} ms/step kernel time (summed over threads)"
-             f", of which matrix products {self.matmul_ms:.1f} ms "
-             f"({100 * self.matmul_ms / self.kernel_ms:.1f}%)",
-             f"{'ms/step':>9} {'share':>6}  op type"]
-    lines += [f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {t}"
-              for t, ms in self.by_type[:n]]
+    lines = [
+      f"{self.steps} profiled steps, {self.step_ms:.1f} ms/step wall, "
+      f"{self.kernel_ms:.1f} ms/step kernel time (summed over threads)"
+      f", of which matrix products {self.matmul_ms:.1f} ms "
+      f"({100 * self.matmul_ms / self.kernel_ms:.1f}%)",
+      f"{'ms/step':>9} {'share':>6}  op type",
+    ]
+    lines += [
+      f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {t}"
+      for t, ms in self.by_type[:n]
+    ]
     lines += [f"{'ms/step':>9} {'share':>6}  op (type)"]
-    lines += [f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {name} ({t})"
-              for name, t, ms in self.by_op[:n]]
+    lines += [
+      f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {name} ({t})"
+      for name, t, ms in self.by_op[:n]
+    ]
     return "\n".join(lines)
 
 
@@ -93,8 +102,9 @@ def kernel_times(xspace_path: str) -> Dict[Tuple[str, str], float]:
   return dict(totals)
 
 
-def profile_fit_steps(model: tf.keras.Model, dataset: tf.data.Dataset,
-                      steps: int, warmup: int = 3) -> StepProfile:
+def profile_fit_steps(
+  model: tf.keras.Model, dataset: tf.data.Dataset, steps: int, warmup: int = 3
+) -> StepProfile:
   """Profiles ``steps`` ``fit`` steps of a compiled model.
 
   Args:
@@ -122,8 +132,7 @@ def profile_fit_steps(model: tf.keras.Model, dataset: tf.data.Dataset,
     finally:
       wall = float(tf.timestamp() - start)
       tf.profiler.experimental.stop()
-    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"),
-                      recursive=True)
+    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
     totals: Dict[Tuple[str, str], float] = collections.Counter()
     for path in paths:
       totals.update(kernel_times(path))
@@ -135,10 +144,14 @@ def profile_fit_steps(model: tf.keras.Model, dataset: tf.data.Dataset,
   by_type: Dict[str, float] = collections.Counter()
   for (_, op_type), ps in totals.items():
     by_type[op_type] += ps * per_step
-  by_op = sorted(((op, t, ps * per_step) for (op, t), ps in totals.items()),
-                 key=lambda x: -x[2])
+  by_op = sorted(
+    ((op, t, ps * per_step) for (op, t), ps in totals.items()),
+    key=lambda x: -x[2],
+  )
   return StepProfile(
-      steps=steps, step_ms=1000.0 * wall / steps,
-      kernel_ms=sum(by_type.values()),
-      by_type=tuple(sorted(by_type.items(), key=lambda x: -x[1])),
-      by_op=tuple(by_op))
+    steps=steps,
+    step_ms=1000.0 * wall / steps,
+    kernel_ms=sum(by_type.values()),
+    by_type=tuple(sorted(by_type.items(), key=lambda x: -x[1])),
+    by_op=tuple(by_op),
+  )

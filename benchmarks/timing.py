@@ -31,23 +31,26 @@ import numpy as np
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
-from tafe_tf import models
-from tafe_tf import training
+from tafe_tf import input_pipeline, models, training
 from tafe_tf.benchmarks import flops as flops_lib
 
 
-def cached_batches(data_dir: str, batch_size: int,
-                   num_batches: int) -> tf.data.Dataset:
+def cached_batches(
+  data_dir: str, batch_size: int, num_batches: int
+) -> tf.data.Dataset:
   """``num_batches`` parsed train batches, cached, repeated forever."""
-  ds = input_pipeline.make_dataset(data_dir, "train", batch_size,
-                                   drop_remainder=True, repeat=True)
+  ds = input_pipeline.make_dataset(
+    data_dir, "train", batch_size, drop_remainder=True, repeat=True
+  )
   return ds.take(num_batches).cache().repeat()
 
 
 def interleaved_fit_seconds(
-    runs: Mapping[Hashable, Tuple[tf.keras.Model, Any]], steps: int,
-    warmup: int, repeats: int) -> Dict[Hashable, float]:
+  runs: Mapping[Hashable, Tuple[tf.keras.Model, Any]],
+  steps: int,
+  warmup: int,
+  repeats: int,
+) -> Dict[Hashable, float]:
   """Steady-state seconds of ``steps`` train steps of each model, in turns.
 
   Every model first trains ``warmup`` untimed steps (tracing); then, in each
@@ -66,15 +69,19 @@ def interleaved_fit_seconds(
     Name -> seconds of ``steps`` steps.
   """
   if steps < 1 or warmup < 1 or repeats < 1:
-    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, "
-                     f"{warmup}, {repeats}")
+    raise ValueError(
+      f"steps, warmup and repeats must be >= 1, got {steps}, "
+      f"{warmup}, {repeats}"
+    )
   for model, dataset in runs.values():
     model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
   seconds = {name: float("inf") for name in runs}
   for _ in range(repeats):
     for name, (model, dataset) in runs.items():
-      seconds[name] = min(seconds[name], time_steady_steps(
-          model, dataset, steps, warmup=1, repeats=1))
+      seconds[name] = min(
+        seconds[name],
+        time_steady_steps(model, dataset, steps, warmup=1, repeats=1),
+      )
   return seconds
 
 
@@ -91,8 +98,9 @@ class _StepEndClock(tf.keras.callbacks.Callback):
     self.times.append(time.perf_counter())
 
 
-def time_steady_steps(model: tf.keras.Model, dataset: Any, steps: int,
-                      warmup: int, repeats: int) -> float:
+def time_steady_steps(
+  model: tf.keras.Model, dataset: Any, steps: int, warmup: int, repeats: int
+) -> float:
   """Seconds of the fastest of ``repeats`` windows of ``steps`` train steps.
 
   Unlike a ``fit`` per window, everything happens in one ``fit`` of
@@ -112,20 +120,34 @@ def time_steady_steps(model: tf.keras.Model, dataset: Any, steps: int,
     repeats: Timed windows; the fastest counts (>= 1).
   """
   if steps < 1 or warmup < 1 or repeats < 1:
-    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, "
-                     f"{warmup}, {repeats}")
+    raise ValueError(
+      f"steps, warmup and repeats must be >= 1, got {steps}, "
+      f"{warmup}, {repeats}"
+    )
   clock = _StepEndClock()
-  model.fit(dataset, epochs=1, steps_per_epoch=warmup + repeats * steps,
-            callbacks=[clock], verbose=0)
-  ends = clock.times[warmup - 1::steps]
+  model.fit(
+    dataset,
+    epochs=1,
+    steps_per_epoch=warmup + repeats * steps,
+    callbacks=[clock],
+    verbose=0,
+  )
+  ends = clock.times[warmup - 1 :: steps]
   return min(b - a for a, b in zip(ends[:-1], ends[1:]))
 
 
-def time_strategy(name: str, schema: features_lib.Schema, dataset: Any,
-                  hparams: Mapping[str, Any],
-                  strategy: tf.distribute.Strategy, global_batch: int,
-                  steps: int, warmup: int, repeats: int,
-                  learning_rate: float = 1e-3) -> Dict[str, Any]:
+def time_strategy(
+  name: str,
+  schema: features_lib.Schema,
+  dataset: Any,
+  hparams: Mapping[str, Any],
+  strategy: tf.distribute.Strategy,
+  global_batch: int,
+  steps: int,
+  warmup: int,
+  repeats: int,
+  learning_rate: float = 1e-3,
+) -> Dict[str, Any]:
   """Steady-state training speed of model ``name`` under ``strategy``.
 
   The model is built and compiled as ``tafe_tf.training`` does it (in the
@@ -150,48 +172,66 @@ def time_strategy(name: str, schema: features_lib.Schema, dataset: Any,
     (of the global batch) and ``step_ms``.
   """
   model = training.build_and_compile(
-      name, schema, {"train_metrics": False, **dict(hparams)}, learning_rate,
-      strategy)
+    name,
+    schema,
+    {"train_metrics": False, **dict(hparams)},
+    learning_rate,
+    strategy,
+  )
   seconds = time_steady_steps(model, dataset, steps, warmup, repeats)
-  examples_per_step = float(model.loss_means.count()) / (warmup
-                                                         + repeats * steps)
-  return {"strategy": type(strategy).__name__,
-          "replicas": strategy.num_replicas_in_sync,
-          "global_batch": global_batch,
-          "examples_per_step": examples_per_step,
-          "examples_per_second": steps * examples_per_step / seconds,
-          "step_ms": 1000.0 * seconds / steps}
+  examples_per_step = float(model.loss_means.count()) / (
+    warmup + repeats * steps
+  )
+  return {
+    "strategy": type(strategy).__name__,
+    "replicas": strategy.num_replicas_in_sync,
+    "global_batch": global_batch,
+    "examples_per_step": examples_per_step,
+    "examples_per_second": steps * examples_per_step / seconds,
+    "step_ms": 1000.0 * seconds / steps,
+  }
 
 
 def trainable_parameters(model: tf.keras.Model) -> int:
   return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
-def compile_for_timing(name: str, schema: features_lib.Schema,
-                       hparams: Mapping[str, Any],
-                       learning_rate: float = 1e-3) -> tf.keras.Model:
+def compile_for_timing(
+  name: str,
+  schema: features_lib.Schema,
+  hparams: Mapping[str, Any],
+  learning_rate: float = 1e-3,
+) -> tf.keras.Model:
   """Model ``name`` compiled with Adam, loss only: no training-time step
   metrics (unless ``hparams`` asks for them), as the peers are compiled."""
-  model = models.build_model(name, schema,
-                             **{"train_metrics": False, **dict(hparams)})
+  model = models.build_model(
+    name, schema, **{"train_metrics": False, **dict(hparams)}
+  )
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
   return model
 
 
-def speed_row(name: str, model: tf.keras.Model,
-              sample: Mapping[str, tf.Tensor], seconds: float, steps: int,
-              batch_size: int) -> Dict[str, Any]:
+def speed_row(
+  name: str,
+  model: tf.keras.Model,
+  sample: Mapping[str, tf.Tensor],
+  seconds: float,
+  steps: int,
+  batch_size: int,
+) -> Dict[str, Any]:
   """``model``'s speed row from ``steps`` steps of ``batch_size`` taking
   ``seconds``: ``examples_per_second``, ``step_ms``,
   ``forward_flops_per_example``, ``train_flops_per_example``,
   ``trainable_parameters``."""
   forward = flops_lib.forward_flops_per_example(model, sample)
   return {
-      "model": name, "examples_per_second": steps * batch_size / seconds,
-      "step_ms": 1000.0 * seconds / steps,
-      "forward_flops_per_example": forward,
-      "train_flops_per_example": flops_lib.TRAINING_FLOPS_PER_FORWARD * forward,
-      "trainable_parameters": trainable_parameters(model)}
+    "model": name,
+    "examples_per_second": steps * batch_size / seconds,
+    "step_ms": 1000.0 * seconds / steps,
+    "forward_flops_per_example": forward,
+    "train_flops_per_example": flops_lib.TRAINING_FLOPS_PER_FORWARD * forward,
+    "trainable_parameters": trainable_parameters(model),
+  }
 
 
 @dataclasses.dataclass
@@ -207,6 +247,7 @@ class TrainSpeed:
     rows: Key of one of our models -> :func:`speed_row` plus ``mfu`` (train
       FLOPs x examples/s over the matmul rate).
   """
+
   schema: features_lib.Schema
   dataset: tf.data.Dataset
   matmul_flops_per_second: float
@@ -215,15 +256,22 @@ class TrainSpeed:
   rows: Dict[Hashable, Dict[str, Any]]
 
 
-PeerBuilder = Callable[[tf.data.Dataset, features_lib.Schema],
-                       Mapping[Hashable, Tuple[tf.keras.Model, Any]]]
+PeerBuilder = Callable[
+  [tf.data.Dataset, features_lib.Schema],
+  Mapping[Hashable, Tuple[tf.keras.Model, Any]],
+]
 
 
-def train_speed(data_dir: str,
-                ours: Mapping[Hashable, Tuple[str, Mapping[str, Any]]],
-                batch_size: int, steps: int, warmup: int, repeats: int,
-                num_batches: int = 8,
-                peers: Optional[PeerBuilder] = None) -> TrainSpeed:
+def train_speed(
+  data_dir: str,
+  ours: Mapping[Hashable, Tuple[str, Mapping[str, Any]]],
+  batch_size: int,
+  steps: int,
+  warmup: int,
+  repeats: int,
+  num_batches: int = 8,
+  peers: Optional[PeerBuilder] = None,
+) -> TrainSpeed:
   """Steady-state train speed of models on the same cached batches.
 
   Every model (ours and the peers) is built first and then timed in turns
@@ -245,26 +293,33 @@ def train_speed(data_dir: str,
   sample_features, _ = next(iter(dataset))
   sample = features_lib.to_dense_padded(sample_features, schema)
   peak = flops_lib.matmul_flops_per_second()
-  runs = {key: (compile_for_timing(name, schema, hparams), dataset)
-          for key, (name, hparams) in ours.items()}
+  runs = {
+    key: (compile_for_timing(name, schema, hparams), dataset)
+    for key, (name, hparams) in ours.items()
+  }
   if peers is not None:
     runs.update(peers(dataset, schema))
   seconds = interleaved_fit_seconds(runs, steps, warmup, repeats)
   rows = {}
   for key, (name, _) in ours.items():
-    row = speed_row(name, runs[key][0], sample, seconds[key], steps,
-                    batch_size)
-    row["mfu"] = (row["train_flops_per_example"] * row["examples_per_second"]
-                  / peak)
+    row = speed_row(name, runs[key][0], sample, seconds[key], steps, batch_size)
+    row["mfu"] = (
+      row["train_flops_per_example"] * row["examples_per_second"] / peak
+    )
     rows[key] = row
-  return TrainSpeed(schema=schema, dataset=dataset,
-                    matmul_flops_per_second=peak,
-                    models={k: model for k, (model, _) in runs.items()},
-                    seconds=seconds, rows=rows)
+  return TrainSpeed(
+    schema=schema,
+    dataset=dataset,
+    matmul_flops_per_second=peak,
+    models={k: model for k, (model, _) in runs.items()},
+    seconds=seconds,
+    rows=rows,
+  )
 
 
-def read_pass(data_dir: str, batch_size: int,
-              max_batches: Optional[int] = None) -> Tuple[int, float]:
+def read_pass(
+  data_dir: str, batch_size: int, max_batches: Optional[int] = None
+) -> Tuple[int, float]:
   """``(examples, seconds)`` of one pass over the train split through
   ``make_dataset``: parsing included, no shuffling, no model;
   ``max_batches`` caps the pass."""
@@ -278,8 +333,9 @@ def read_pass(data_dir: str, batch_size: int,
   return examples, time.perf_counter() - start
 
 
-def input_examples_per_second(data_dir: str, batch_size: int,
-                              max_batches: Optional[int] = None) -> float:
+def input_examples_per_second(
+  data_dir: str, batch_size: int, max_batches: Optional[int] = None
+) -> float:
   """Examples/s of :func:`read_pass`; ValueError on an empty train split."""
   examples, seconds = read_pass(data_dir, batch_size, max_batches)
   if examples == 0:
@@ -287,8 +343,9 @@ def input_examples_per_second(data_dir: str, batch_size: int,
   return examples / seconds
 
 
-def latency_ms(call: Callable[[], Mapping[str, tf.Tensor]], num_calls: int,
-               warmup_calls: int) -> Dict[str, float]:
+def latency_ms(
+  call: Callable[[], Mapping[str, tf.Tensor]], num_calls: int, warmup_calls: int
+) -> Dict[str, float]:
   """Milliseconds of ``call()`` with its outputs fetched as numpy arrays.
 
   Returns:
@@ -303,9 +360,12 @@ def latency_ms(call: Callable[[], Mapping[str, tf.Tensor]], num_calls: int,
     _fetch(call())
     times[i] = time.perf_counter() - start
   times *= 1000.0
-  return {"p50": float(np.percentile(times, 50)),
-          "p99": float(np.percentile(times, 99)),
-          "mean": float(times.mean()), "min": float(times.min())}
+  return {
+    "p50": float(np.percentile(times, 50)),
+    "p99": float(np.percentile(times, 99)),
+    "mean": float(times.mean()),
+    "min": float(times.min()),
+  }
 
 
 def _fetch(outputs: Mapping[str, tf.Tensor]) -> None:
@@ -313,8 +373,9 @@ def _fetch(outputs: Mapping[str, tf.Tensor]) -> None:
     value.numpy()
 
 
-def request_batches(data_dir: str, schema: features_lib.Schema,
-                    batch_size: int) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+def request_batches(
+  data_dir: str, schema: features_lib.Schema, batch_size: int
+) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
   """The first ``batch_size`` test rows (repeated if the split is smaller) as
   ``(serving_default inputs, serialized examples)``.
 
@@ -322,12 +383,28 @@ def request_batches(data_dir: str, schema: features_lib.Schema,
     FileNotFoundError: when ``data_dir`` has no test split.
   """
   files = input_pipeline.list_split_files(data_dir, "test")
-  features, _ = next(iter(input_pipeline.make_dataset(
-      data_dir, "test", batch_size, schema=schema, repeat=True,
-      dense_padded=True)))
-  serialized = next(iter(tf.data.TFRecordDataset(
-      files, compression_type=input_pipeline.COMPRESSION).repeat().batch(
-          batch_size)))
-  inputs = {k: features[k]
-            for k in features_lib.serving_input_signature(schema)}
+  features, _ = next(
+    iter(
+      input_pipeline.make_dataset(
+        data_dir,
+        "test",
+        batch_size,
+        schema=schema,
+        repeat=True,
+        dense_padded=True,
+      )
+    )
+  )
+  serialized = next(
+    iter(
+      tf.data.TFRecordDataset(
+        files, compression_type=input_pipeline.COMPRESSION
+      )
+      .repeat()
+      .batch(batch_size)
+    )
+  )
+  inputs = {
+    k: features[k] for k in features_lib.serving_input_signature(schema)
+  }
   return inputs, serialized

@@ -23,7 +23,6 @@ run deletes the shards it wrote and leaves no report.
 
 from __future__ import annotations
 
-from concurrent import futures
 import contextlib
 import ctypes
 import dataclasses
@@ -32,25 +31,22 @@ import os
 import signal
 import sys
 import time
+from concurrent import futures
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tafe_tf import example_codec
+from tafe_tf import example_codec, input_pipeline
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
-from tafe_tf.data import ali_ccp
-from tafe_tf.data import csv_formats
-from tafe_tf.data import line_format
-from tafe_tf.data import vocabulary
+from tafe_tf.data import ali_ccp, csv_formats, line_format, vocabulary
 from tafe_tf.data import writer as writer_lib
 from tafe_tf.data.line_format import FieldKind, LineFormat, Row, SplitInput
 
 FORMATS = {
-    "ali_ccp": ali_ccp.RawAliCcp,
-    "ali_ccp_processed": csv_formats.ProcessedAliCcp,
-    "aliexpress": csv_formats.AliExpress,
-    "paddle_esmm": csv_formats.PaddleEsmm,
+  "ali_ccp": ali_ccp.RawAliCcp,
+  "ali_ccp_processed": csv_formats.ProcessedAliCcp,
+  "aliexpress": csv_formats.AliExpress,
+  "paddle_esmm": csv_formats.PaddleEsmm,
 }
 _NEWLINE_CHUNK = 1 << 24
 
@@ -75,6 +71,7 @@ class ConvertOptions:
       conversion is bound by it: level 6 costs ~2.5x the time of level 1 for
       files ~30% smaller).
   """
+
   min_count: int = vocabulary.DEFAULT_MIN_COUNT
   validation_fraction: float = 0.1
   num_shards: int = 8
@@ -87,22 +84,26 @@ class ConvertOptions:
     if self.min_count < 0:
       raise ValueError(f"min_count must be >= 0, got {self.min_count}")
     if not 0.0 <= self.validation_fraction < 1.0:
-      raise ValueError("validation_fraction must be in [0, 1), got "
-                       f"{self.validation_fraction}")
+      raise ValueError(
+        f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+      )
     if self.num_shards < 1:
       raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
     if self.workers < 0:
       raise ValueError(f"workers must be >= 0, got {self.workers}")
     if self.min_bytes_per_worker < 1:
-      raise ValueError("min_bytes_per_worker must be >= 1, got "
-                       f"{self.min_bytes_per_worker}")
+      raise ValueError(
+        f"min_bytes_per_worker must be >= 1, got {self.min_bytes_per_worker}"
+      )
     if not 0 <= self.compression_level <= 9:
-      raise ValueError("compression_level must be in [0, 9], got "
-                       f"{self.compression_level}")
+      raise ValueError(
+        f"compression_level must be in [0, 9], got {self.compression_level}"
+      )
 
 
-def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int]
-                 ) -> features_lib.Schema:
+def build_schema(
+  fmt: LineFormat, vocabulary_sizes: Mapping[str, int]
+) -> features_lib.Schema:
   """The format's schema; id fields use ``vocab/<field>.txt`` lookups.
 
   A field whose vocabulary is empty (every train id rare) declares
@@ -112,18 +113,29 @@ def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int]
   fields = []
   for t in fmt.fields():
     if t.kind == FieldKind.DENSE:
-      fields.append(features_lib.FieldSpec(
-          name=t.name, kind=t.kind, dim=t.dim, group=t.group))
+      fields.append(
+        features_lib.FieldSpec(
+          name=t.name, kind=t.kind, dim=t.dim, group=t.group
+        )
+      )
     else:
-      fields.append(features_lib.FieldSpec(
-          name=t.name, kind=t.kind, lookup=features_lib.LookupKind.VOCABULARY,
+      fields.append(
+        features_lib.FieldSpec(
+          name=t.name,
+          kind=t.kind,
+          lookup=features_lib.LookupKind.VOCABULARY,
           num_ids=int(vocabulary_sizes.get(t.name, 0)),
           vocabulary_file=vocabulary.vocabulary_file(t.name),
-          group=t.group))
-  return features_lib.Schema(name=fmt.name, fields=tuple(fields),
-                             steps=line_format.STEPS,
-                             user_field=fmt.user_field,
-                             has_sample_id=fmt.has_sample_id)
+          group=t.group,
+        )
+      )
+  return features_lib.Schema(
+    name=fmt.name,
+    fields=tuple(fields),
+    steps=line_format.STEPS,
+    user_field=fmt.user_field,
+    has_sample_id=fmt.has_sample_id,
+  )
 
 
 # --- one worker: a byte range of one file ------------------------------------
@@ -157,25 +169,35 @@ class _Result:
 class _RowWriter:
   """Encodes rows, routes them to split writers and counts train ids."""
 
-  def __init__(self, schema: features_lib.Schema,
-               writers: Mapping[str, writer_lib.ShardedWriter]):
+  def __init__(
+    self,
+    schema: features_lib.Schema,
+    writers: Mapping[str, writer_lib.ShardedWriter],
+  ):
     self.encoder = example_codec.ExampleEncoder(schema)
     self.has_sample_id = schema.has_sample_id
     self.writers = writers
-    self.counters = {f.name: vocabulary.IdCounter()
-                     for f in schema.fields if f.is_id}
+    self.counters = {
+      f.name: vocabulary.IdCounter() for f in schema.fields if f.is_id
+    }
     self._single = {f.name for f in schema.fields_of(FieldKind.ID)}
     # (name, counter, single-valued) of every id field, for the hot loop.
-    self._counted = [(f.name, self.counters[f.name], f.kind == FieldKind.ID)
-                     for f in schema.fields if f.is_id]
+    self._counted = [
+      (f.name, self.counters[f.name], f.kind == FieldKind.ID)
+      for f in schema.fields
+      if f.is_id
+    ]
     self.rows = {split: 0 for split in writers}
-    self.positives = {split: {step: 0 for step in line_format.STEPS}
-                      for split in writers}
+    self.positives = {
+      split: {step: 0 for step in line_format.STEPS} for split in writers
+    }
 
   def write(self, row: Row, split: str) -> None:
     encoder = self.encoder
-    parts = [encoder.encode_fields(row.features),
-             encoder.encode_labels(row.labels)]
+    parts = [
+      encoder.encode_fields(row.features),
+      encoder.encode_labels(row.labels),
+    ]
     if row.shared is not None:
       if row.shared.encoded is None:
         row.shared.encoded = encoder.encode_fields(row.shared.features)
@@ -218,14 +240,23 @@ def _convert_range(task: _Task) -> _Result:
   skips = writer_lib.SkipCounter(strict=options.strict)
   reader = fmt.reader(split_input, task.context, skips)
   splits = [split_input.split] + (
-      [line_format.VALIDATION] if split_input.holdout else [])
+    [line_format.VALIDATION] if split_input.holdout else []
+  )
   schema = build_schema(fmt, {})
   rows_read = 0
   with contextlib.ExitStack() as stack:
-    writers = {split: stack.enter_context(writer_lib.ShardedWriter(
-        task.out_dir, split, options.num_shards, task.shard_indices,
-        options.compression_level))
-               for split in splits}
+    writers = {
+      split: stack.enter_context(
+        writer_lib.ShardedWriter(
+          task.out_dir,
+          split,
+          options.num_shards,
+          task.shard_indices,
+          options.compression_level,
+        )
+      )
+      for split in splits
+    }
     row_writer = _RowWriter(schema, writers)
     reader.on_evict = row_writer.count_shared
     fraction = options.validation_fraction if split_input.holdout else 0.0
@@ -249,11 +280,16 @@ def _convert_range(task: _Task) -> _Result:
           split = line_format.VALIDATION
         row_writer.write(row, split)
     reader.close()
-  return _Result(rows_read=rows_read, rows_per_split=row_writer.rows,
-                 positives=row_writer.positives, skip_counts=skips.counts,
-                 skip_first_lines=skips.first_lines,
-                 counters=row_writer.counters, facts=reader.facts(),
-                 shared_problems=reader.shared_problems())
+  return _Result(
+    rows_read=rows_read,
+    rows_per_split=row_writer.rows,
+    positives=row_writer.positives,
+    skip_counts=skips.counts,
+    skip_first_lines=skips.first_lines,
+    counters=row_writer.counters,
+    facts=reader.facts(),
+    shared_problems=reader.shared_problems(),
+  )
 
 
 # --- the parent ---------------------------------------------------------------
@@ -303,24 +339,43 @@ def _die_with_parent(parent_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_file(fmt: LineFormat, split_input: SplitInput, context: Any,
-              out_dir: str, options: ConvertOptions) -> List[_Result]:
+def _run_file(
+  fmt: LineFormat,
+  split_input: SplitInput,
+  context: Any,
+  out_dir: str,
+  options: ConvertOptions,
+) -> List[_Result]:
   size = os.path.getsize(split_input.path)
   workers = options.workers or os.cpu_count() or 1
-  pieces = max(1, min(workers, options.num_shards,
-                      size // options.min_bytes_per_worker))
+  pieces = max(
+    1, min(workers, options.num_shards, size // options.min_bytes_per_worker)
+  )
   ranges = byte_ranges(split_input.path, pieces)
-  tasks = [_Task(fmt, split_input, context, start, end, first_line,
-                 list(range(w, options.num_shards, len(ranges))), out_dir,
-                 options)
-           for w, (start, end, first_line) in enumerate(ranges)]
+  tasks = [
+    _Task(
+      fmt,
+      split_input,
+      context,
+      start,
+      end,
+      first_line,
+      list(range(w, options.num_shards, len(ranges))),
+      out_dir,
+      options,
+    )
+    for w, (start, end, first_line) in enumerate(ranges)
+  ]
   if len(tasks) == 1:
     return [_convert_range(tasks[0])]
   # An executor (unlike multiprocessing.Pool) fails instead of hanging when a
   # worker process dies.
   with futures.ProcessPoolExecutor(
-      len(tasks), mp_context=multiprocessing.get_context("spawn"),
-      initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+    len(tasks),
+    mp_context=multiprocessing.get_context("spawn"),
+    initializer=_die_with_parent,
+    initargs=(os.getpid(),),
+  ) as pool:
     return list(pool.map(_convert_range, tasks))
 
 
@@ -335,17 +390,24 @@ def _remove_outputs(out_dir: str, splits: Sequence[str]) -> None:
       tf.io.gfile.remove(path)
 
 
-def _merge_skips(into: writer_lib.SkipCounter, counts: Mapping[str, int],
-                 first_lines: Mapping[str, List[str]]) -> None:
+def _merge_skips(
+  into: writer_lib.SkipCounter,
+  counts: Mapping[str, int],
+  first_lines: Mapping[str, List[str]],
+) -> None:
   """Adds a worker's skips (ranges arrive in file order, so lines stay sorted)."""
   for reason, count in counts.items():
     into.counts[reason] = into.counts.get(reason, 0) + count
     kept = into.first_lines.setdefault(reason, [])
-    kept.extend(first_lines.get(reason, [])[:into.keep_first - len(kept)])
+    kept.extend(first_lines.get(reason, [])[: into.keep_first - len(kept)])
 
 
-def convert(fmt: LineFormat, source_dir: str, out_dir: str,
-            options: Optional[ConvertOptions] = None) -> Dict[str, Any]:
+def convert(
+  fmt: LineFormat,
+  source_dir: str,
+  out_dir: str,
+  options: Optional[ConvertOptions] = None,
+) -> Dict[str, Any]:
   """Converts the files of ``fmt`` under ``source_dir`` into ``out_dir``.
 
   Args:
@@ -369,8 +431,10 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
   options = options or ConvertOptions()
   began = time.time()
   inputs = fmt.inputs(source_dir)
-  splits = sorted({s.split for s in inputs} | (
-      {line_format.VALIDATION} if any(s.holdout for s in inputs) else set()))
+  splits = sorted(
+    {s.split for s in inputs}
+    | ({line_format.VALIDATION} if any(s.holdout for s in inputs) else set())
+  )
   tf.io.gfile.makedirs(out_dir)
   # No completion marker while we write, and no shard of an earlier dataset
   # here (of any split: a split this run does not write must not survive).
@@ -386,10 +450,14 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
     raise
 
   rows_per_split = {split: 0 for split in splits}
-  positives = {split: {step: 0 for step in line_format.STEPS}
-               for split in splits}
-  counters = {t.name: vocabulary.IdCounter() for t in fmt.fields()
-              if t.kind != FieldKind.DENSE}
+  positives = {
+    split: {step: 0 for step in line_format.STEPS} for split in splits
+  }
+  counters = {
+    t.name: vocabulary.IdCounter()
+    for t in fmt.fields()
+    if t.kind != FieldKind.DENSE
+  }
   facts: Dict[str, Any] = {}
   problems: Dict[Tuple[str, int], Tuple[str, str]] = {}
   for result in results:
@@ -405,60 +473,76 @@ def convert(fmt: LineFormat, source_dir: str, out_dir: str,
     skips.skip(reason, path, number, detail)
 
   sizes = vocabulary.write_vocabularies(
-      out_dir, counters, options.min_count,
-      {name: fmt.excluded_ids(name) for name in counters})
+    out_dir,
+    counters,
+    options.min_count,
+    {name: fmt.excluded_ids(name) for name in counters},
+  )
   schema = build_schema(fmt, sizes)
   schema.save(out_dir)
   report = {
-      "format": fmt.name,
-      "inputs": {s.split: os.path.abspath(s.path) for s in inputs},
-      "rows_read": sum(r.rows_read for r in results),
-      "rows_written": sum(rows_per_split.values()),
-      "rows_per_split": rows_per_split,
-      "positives_per_split": positives,
-      "vocabulary_sizes": sizes,
-      "empty_vocabularies": sorted(n for n, size in sizes.items() if not size),
-      "options": dataclasses.asdict(options),
-      "seconds": round(time.time() - began, 3),
-      **fmt.report_facts(context),
-      **facts,
-      **skips.to_json(),
+    "format": fmt.name,
+    "inputs": {s.split: os.path.abspath(s.path) for s in inputs},
+    "rows_read": sum(r.rows_read for r in results),
+    "rows_written": sum(rows_per_split.values()),
+    "rows_per_split": rows_per_split,
+    "positives_per_split": positives,
+    "vocabulary_sizes": sizes,
+    "empty_vocabularies": sorted(n for n, size in sizes.items() if not size),
+    "options": dataclasses.asdict(options),
+    "seconds": round(time.time() - began, 3),
+    **fmt.report_facts(context),
+    **facts,
+    **skips.to_json(),
   }
   return writer_lib.write_report(out_dir, report)
 
 
-def convert_ali_ccp(raw_dir: str, out_dir: str,
-                    cache_rows: int = ali_ccp.DEFAULT_CACHE_ROWS,
-                    **options: Any) -> Dict[str, Any]:
+def convert_ali_ccp(
+  raw_dir: str,
+  out_dir: str,
+  cache_rows: int = ali_ccp.DEFAULT_CACHE_ROWS,
+  **options: Any,
+) -> Dict[str, Any]:
   """Raw Tianchi Ali-CCP (``sample_skeleton_*.csv`` + ``common_features_*.csv``)."""
-  return convert(ali_ccp.RawAliCcp(cache_rows), raw_dir, out_dir,
-                 ConvertOptions(**options))
+  return convert(
+    ali_ccp.RawAliCcp(cache_rows), raw_dir, out_dir, ConvertOptions(**options)
+  )
 
 
-def convert_ali_ccp_processed(source_dir: str, out_dir: str,
-                              **options: Any) -> Dict[str, Any]:
+def convert_ali_ccp_processed(
+  source_dir: str, out_dir: str, **options: Any
+) -> Dict[str, Any]:
   """Processed Ali-CCP CSV (``train.csv``, ``test.csv``, optional ``val.csv``)."""
-  return convert(csv_formats.ProcessedAliCcp(), source_dir, out_dir,
-                 ConvertOptions(**options))
+  return convert(
+    csv_formats.ProcessedAliCcp(),
+    source_dir,
+    out_dir,
+    ConvertOptions(**options),
+  )
 
 
-def convert_aliexpress(source_dir: str, out_dir: str,
-                       **options: Any) -> Dict[str, Any]:
+def convert_aliexpress(
+  source_dir: str, out_dir: str, **options: Any
+) -> Dict[str, Any]:
   """Processed AliExpress CSV (``train.csv``, ``test.csv``)."""
-  return convert(csv_formats.AliExpress(), source_dir, out_dir,
-                 ConvertOptions(**options))
+  return convert(
+    csv_formats.AliExpress(), source_dir, out_dir, ConvertOptions(**options)
+  )
 
 
-def convert_paddle_esmm(source_dir: str, out_dir: str,
-                        **options: Any) -> Dict[str, Any]:
+def convert_paddle_esmm(
+  source_dir: str, out_dir: str, **options: Any
+) -> Dict[str, Any]:
   """PaddleRec ESMM token files (``train.txt``, ``test.txt``)."""
-  return convert(csv_formats.PaddleEsmm(), source_dir, out_dir,
-                 ConvertOptions(**options))
+  return convert(
+    csv_formats.PaddleEsmm(), source_dir, out_dir, ConvertOptions(**options)
+  )
 
 
 CONVERTERS = {
-    "ali_ccp": convert_ali_ccp,
-    "ali_ccp_processed": convert_ali_ccp_processed,
-    "aliexpress": convert_aliexpress,
-    "paddle_esmm": convert_paddle_esmm,
+  "ali_ccp": convert_ali_ccp,
+  "ali_ccp_processed": convert_ali_ccp_processed,
+  "aliexpress": convert_aliexpress,
+  "paddle_esmm": convert_paddle_esmm,
 }

@@ -23,19 +23,27 @@ import abc
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
-from tafe_tf.data import ali_ccp
-from tafe_tf.data import line_format
+from tafe_tf.data import ali_ccp, line_format
 from tafe_tf.data import writer as writer_lib
-from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
+from tafe_tf.data.line_format import (
+  FieldKind,
+  FieldTemplate,
+  LineError,
+  Row,
+  SplitInput,
+)
 
 
 def _parse_int(text: bytes, column: str) -> int:
   try:
     return int(text)
   except ValueError:
-    raise LineError("bad_value", f"column {column}: "
-                    f"{text[:40].decode(errors='replace')!r} is not an "
-                    "integer") from None
+    raise LineError(
+      "bad_value",
+      f"column {column}: "
+      f"{text[:40].decode(errors='replace')!r} is not an "
+      "integer",
+    ) from None
 
 
 def _parse_float(text: bytes, column: str) -> float:
@@ -44,17 +52,21 @@ def _parse_float(text: bytes, column: str) -> float:
   except ValueError:
     value = float("nan")
   if value - value != 0.0:  # also rejects nan and inf
-    raise LineError("bad_value", f"column {column}: "
-                    f"{text[:40].decode(errors='replace')!r} is not a finite "
-                    "number")
+    raise LineError(
+      "bad_value",
+      f"column {column}: "
+      f"{text[:40].decode(errors='replace')!r} is not a finite "
+      "number",
+    )
   return value
 
 
 class _ColumnsReader(line_format.LineReader):
   """A CSV with a header: label, id and dense columns at fixed positions."""
 
-  def __init__(self, path: str, skips: writer_lib.SkipCounter,
-               fmt: "_CsvFormat"):
+  def __init__(
+    self, path: str, skips: writer_lib.SkipCounter, fmt: "_CsvFormat"
+  ):
     super().__init__(path, skips)
     self.fmt = fmt
     self.columns = fmt.header.split(b",")
@@ -62,26 +74,34 @@ class _ColumnsReader(line_format.LineReader):
     names = [c.decode() for c in self.columns]
     self.label_columns = [names.index(c) for c in fmt.label_columns]
     self.id_columns = [(field, names.index(c)) for field, c in fmt.id_columns()]
-    self.dense_columns = [(field, [names.index(c) for c in cols])
-                          for field, cols in fmt.dense_columns()]
-    self.key_column = (names.index(fmt.holdout_column)
-                       if fmt.holdout_column else None)
+    self.dense_columns = [
+      (field, [names.index(c) for c in cols])
+      for field, cols in fmt.dense_columns()
+    ]
+    self.key_column = (
+      names.index(fmt.holdout_column) if fmt.holdout_column else None
+    )
 
   def parse_or_raise(self, line: bytes, line_number: int) -> Row:
     line = line_format.strip_line(line)
     parts = line.split(b",")
     if len(parts) != self.num_columns:
-      raise LineError("wrong_field_count", f"expected {self.num_columns} "
-                      f"comma-separated fields, got {len(parts)}")
-    click, buy = (line_format.parse_label(parts[i], self.fmt.label_columns[k])
-                  for k, i in enumerate(self.label_columns))
+      raise LineError(
+        "wrong_field_count",
+        f"expected {self.num_columns} comma-separated fields, got {len(parts)}",
+      )
+    click, buy = (
+      line_format.parse_label(parts[i], self.fmt.label_columns[k])
+      for k, i in enumerate(self.label_columns)
+    )
     labels = line_format.cumulative_labels(click, buy)
     values: Dict[str, Any] = {}
     for field, i in self.id_columns:
       values[field] = _parse_int(parts[i], self.columns[i].decode())
     for field, indices in self.dense_columns:
-      values[field] = [_parse_float(parts[i], self.columns[i].decode())
-                       for i in indices]
+      values[field] = [
+        _parse_float(parts[i], self.columns[i].decode()) for i in indices
+      ]
     key = parts[self.key_column] if self.key_column is not None else line
     return Row(labels=labels, features=values, holdout_key=key)
 
@@ -106,36 +126,76 @@ class _CsvFormat(line_format.LineFormat):
 
   def fields(self) -> List[FieldTemplate]:
     groups = self.field_groups()
-    return ([FieldTemplate(name, FieldKind.ID, groups.get(name, ""))
-             for name, _ in self.id_columns()] +
-            [FieldTemplate(name, FieldKind.DENSE, groups.get(name, ""),
-                           dim=len(cols))
-             for name, cols in self.dense_columns()])
+    return [
+      FieldTemplate(name, FieldKind.ID, groups.get(name, ""))
+      for name, _ in self.id_columns()
+    ] + [
+      FieldTemplate(name, FieldKind.DENSE, groups.get(name, ""), dim=len(cols))
+      for name, cols in self.dense_columns()
+    ]
 
   def inputs(self, source_dir: str) -> List[SplitInput]:
     train, test = line_format.require_files(
-        source_dir, [self.train_file, self.test_file])
-    validation = (os.path.join(source_dir, self.validation_file)
-                  if self.validation_file else "")
+      source_dir, [self.train_file, self.test_file]
+    )
+    validation = (
+      os.path.join(source_dir, self.validation_file)
+      if self.validation_file
+      else ""
+    )
     if validation and os.path.isfile(validation):
-      return [SplitInput(train, line_format.TRAIN),
-              SplitInput(validation, line_format.VALIDATION),
-              SplitInput(test, line_format.TEST)]
-    return [SplitInput(train, line_format.TRAIN, holdout=True),
-            SplitInput(test, line_format.TEST)]
+      return [
+        SplitInput(train, line_format.TRAIN),
+        SplitInput(validation, line_format.VALIDATION),
+        SplitInput(test, line_format.TEST),
+      ]
+    return [
+      SplitInput(train, line_format.TRAIN, holdout=True),
+      SplitInput(test, line_format.TEST),
+    ]
 
-  def reader(self, split_input: SplitInput, context: Any,
-             skips: writer_lib.SkipCounter) -> _ColumnsReader:
+  def reader(
+    self, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
+  ) -> _ColumnsReader:
     return _ColumnsReader(split_input.path, skips, self)
 
 
 # Processed Ali-CCP: the raw field ids as column names.
-_PROCESSED_ID_COLUMNS = ("101", "121", "122", "124", "125", "126", "127", "128",
-                         "129", "205", "206", "207", "210", "216", "508", "509",
-                         "702", "853", "301", "109_14", "110_14", "127_14",
-                         "150_14")
-_PROCESSED_DENSE_COLUMNS = ("109_14", "110_14", "127_14", "150_14", "508", "509",
-                            "702", "853")
+_PROCESSED_ID_COLUMNS = (
+  "101",
+  "121",
+  "122",
+  "124",
+  "125",
+  "126",
+  "127",
+  "128",
+  "129",
+  "205",
+  "206",
+  "207",
+  "210",
+  "216",
+  "508",
+  "509",
+  "702",
+  "853",
+  "301",
+  "109_14",
+  "110_14",
+  "127_14",
+  "150_14",
+)
+_PROCESSED_DENSE_COLUMNS = (
+  "109_14",
+  "110_14",
+  "127_14",
+  "150_14",
+  "508",
+  "509",
+  "702",
+  "853",
+)
 _ALI_CCP_NAME = {raw: name for raw, name, _, _ in ali_ccp.FIELDS}
 _ALI_CCP_GROUP = {name: group for _, name, _, group in ali_ccp.FIELDS}
 
@@ -152,21 +212,28 @@ class ProcessedAliCcp(_CsvFormat):
   name = "ali_ccp_processed"
   user_field = "user_id"
   validation_file = "val.csv"
-  header = b",".join([b"click", b"purchase"] +
-                     [c.encode() for c in _PROCESSED_ID_COLUMNS] +
-                     [b"D" + c.encode() for c in _PROCESSED_DENSE_COLUMNS])
+  header = b",".join(
+    [b"click", b"purchase"]
+    + [c.encode() for c in _PROCESSED_ID_COLUMNS]
+    + [b"D" + c.encode() for c in _PROCESSED_DENSE_COLUMNS]
+  )
 
   def id_columns(self) -> List[Tuple[str, str]]:
     return [(_ALI_CCP_NAME[c], c) for c in _PROCESSED_ID_COLUMNS]
 
   def dense_columns(self) -> List[Tuple[str, List[str]]]:
-    return [(_ALI_CCP_NAME[c] + "_value", ["D" + c])
-            for c in _PROCESSED_DENSE_COLUMNS]
+    return [
+      (_ALI_CCP_NAME[c] + "_value", ["D" + c]) for c in _PROCESSED_DENSE_COLUMNS
+    ]
 
   def field_groups(self) -> Dict[str, str]:
     groups = dict(_ALI_CCP_GROUP)
-    groups.update({_ALI_CCP_NAME[c] + "_value": _ALI_CCP_GROUP[_ALI_CCP_NAME[c]]
-                   for c in _PROCESSED_DENSE_COLUMNS})
+    groups.update(
+      {
+        _ALI_CCP_NAME[c] + "_value": _ALI_CCP_GROUP[_ALI_CCP_NAME[c]]
+        for c in _PROCESSED_DENSE_COLUMNS
+      }
+    )
     return groups
 
   def excluded_ids(self, field: str) -> Sequence[int]:
@@ -187,10 +254,12 @@ class AliExpress(_CsvFormat):
   name = "aliexpress"
   label_columns = ("click", "conversion")
   holdout_column = "search_id"
-  header = b",".join([b"search_id"] +
-                     [c.encode() for c in ALIEXPRESS_CATEGORICAL] +
-                     [c.encode() for c in ALIEXPRESS_NUMERICAL] +
-                     [b"click", b"conversion"])
+  header = b",".join(
+    [b"search_id"]
+    + [c.encode() for c in ALIEXPRESS_CATEGORICAL]
+    + [c.encode() for c in ALIEXPRESS_NUMERICAL]
+    + [b"click", b"conversion"]
+  )
 
   def id_columns(self) -> List[Tuple[str, str]]:
     return [(c, c) for c in ALIEXPRESS_CATEGORICAL]
@@ -207,9 +276,10 @@ def _token_entry(token: bytes) -> Tuple[str, bool, int, float]:
       raise ValueError
     feature_id = int(feature_id)
   except ValueError:
-    raise LineError("bad_entry", f"token "
-                    f"{token[:80].decode(errors='replace')!r} is not "
-                    "field:id") from None
+    raise LineError(
+      "bad_entry",
+      f"token {token[:80].decode(errors='replace')!r} is not field:id",
+    ) from None
   return ali_ccp.resolve_entry(field, feature_id, 1.0)
 
 
@@ -219,16 +289,20 @@ class _PaddleReader(line_format.LineReader):
   def parse_or_raise(self, line: bytes, line_number: int) -> Row:
     parts = line_format.strip_line(line).split(b",")
     if len(parts) < 3:
-      raise LineError("wrong_field_count", "expected sample_id,click,ctcvr and "
-                      f"tokens, got {len(parts)} fields")
+      raise LineError(
+        "wrong_field_count",
+        f"expected sample_id,click,ctcvr and tokens, got {len(parts)} fields",
+      )
     sample_id, click, ctcvr = parts[0], parts[1], parts[2]
     # ctcvr is already cumulative: 1 only if clicked and bought.
     labels = line_format.cumulative_labels(
-        line_format.parse_label(click, "click"),
-        line_format.parse_label(ctcvr, "ctcvr"))
+      line_format.parse_label(click, "click"),
+      line_format.parse_label(ctcvr, "ctcvr"),
+    )
     values = ali_ccp.fill_missing(ali_ccp.collect(map(_token_entry, parts[3:])))
-    return Row(labels=labels, features=values, holdout_key=sample_id,
-               sample_id=sample_id)
+    return Row(
+      labels=labels, features=values, holdout_key=sample_id, sample_id=sample_id
+    )
 
 
 class PaddleEsmm(line_format.LineFormat):
@@ -242,11 +316,15 @@ class PaddleEsmm(line_format.LineFormat):
     return ali_ccp.field_templates()
 
   def inputs(self, source_dir: str) -> List[SplitInput]:
-    train, test = line_format.require_files(source_dir,
-                                            ["train.txt", "test.txt"])
-    return [SplitInput(train, line_format.TRAIN, holdout=True),
-            SplitInput(test, line_format.TEST)]
+    train, test = line_format.require_files(
+      source_dir, ["train.txt", "test.txt"]
+    )
+    return [
+      SplitInput(train, line_format.TRAIN, holdout=True),
+      SplitInput(test, line_format.TEST),
+    ]
 
-  def reader(self, split_input: SplitInput, context: Any,
-             skips: writer_lib.SkipCounter) -> _PaddleReader:
+  def reader(
+    self, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
+  ) -> _PaddleReader:
     return _PaddleReader(split_input.path, skips)

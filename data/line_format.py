@@ -19,11 +19,19 @@ import abc
 import dataclasses
 import os
 import zlib
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  Iterator,
+  List,
+  Mapping,
+  Optional,
+  Sequence,
+  Tuple,
+)
 
 from tafe_tf import features as features_lib
-
 from tafe_tf.data import writer as writer_lib
 
 FieldKind = features_lib.FieldKind
@@ -53,6 +61,7 @@ class FieldTemplate:
     group: ``user``, ``item``, ``context``, ``cross`` (reports only).
     dim: Length of a dense field.
   """
+
   name: str
   kind: FieldKind
   group: str = ""
@@ -68,6 +77,7 @@ class SharedFeatures:
     encoded: Their serialized map entries, filled in by the first writer.
     train_rows: Train rows that used them while cached (vocabulary counts).
   """
+
   __slots__ = ("features", "encoded", "train_rows")
 
   def __init__(self, features: Dict[str, Any]):
@@ -88,6 +98,7 @@ class Row:
     sample_id: The data's sample id (formats that have one).
     shared: Fields shared with other rows, or ``None``.
   """
+
   labels: Tuple[int, ...]
   features: Dict[str, Any]
   holdout_key: bytes
@@ -110,6 +121,7 @@ class SplitInput:
     holdout: Hold a hashed fraction of its rows out as ``validation``
       (train files of formats without a validation file).
   """
+
   path: str
   split: str
   holdout: bool = False
@@ -136,7 +148,7 @@ class LineReader(abc.ABC):
   def parse_or_raise(self, line: bytes, line_number: int) -> Row:
     """The row of ``line``; raises :class:`LineError` if it cannot be used."""
 
-  def close(self) -> None:
+  def close(self) -> None:  # noqa: B027  (a hook: most readers cache nothing)
     """Evicts every cached :class:`SharedFeatures` (via ``on_evict``)."""
 
   def facts(self) -> Dict[str, Dict[str, int]]:
@@ -172,14 +184,16 @@ class LineFormat(abc.ABC):
     """Ids of ``field`` that never enter its vocabulary."""
     return (MISSING_ID,)
 
-  def prepare(self, inputs: Sequence[SplitInput],
-              skips: writer_lib.SkipCounter) -> Any:
+  def prepare(
+    self, inputs: Sequence[SplitInput], skips: writer_lib.SkipCounter
+  ) -> Any:
     """Work done once before reading (e.g. indexing a side file)."""
     return None
 
   @abc.abstractmethod
-  def reader(self, split_input: SplitInput, context: Any,
-             skips: writer_lib.SkipCounter) -> LineReader:
+  def reader(
+    self, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
+  ) -> LineReader:
     """A reader of ``split_input``; ``context`` is what :meth:`prepare` gave."""
 
   def report_facts(self, context: Any) -> Dict[str, Any]:
@@ -192,8 +206,9 @@ def require_files(source_dir: str, names: Sequence[str]) -> List[str]:
   paths = [os.path.join(source_dir, n) for n in names]
   missing = [n for n, p in zip(names, paths) if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(f"{source_dir}: missing input file(s) "
-                            f"{', '.join(missing)}")
+    raise FileNotFoundError(
+      f"{source_dir}: missing input file(s) {', '.join(missing)}"
+    )
   return paths
 
 
@@ -208,8 +223,9 @@ def parse_label(text: bytes, name: str) -> int:
     return 1
   if text == b"0":
     return 0
-  raise LineError("bad_label", f"{name} label {text.decode(errors='replace')!r} "
-                  "is not 0 or 1")
+  raise LineError(
+    "bad_label", f"{name} label {text.decode(errors='replace')!r} is not 0 or 1"
+  )
 
 
 def cumulative_labels(click: int, buy: int) -> Tuple[int, int]:
@@ -223,8 +239,12 @@ def strip_line(line: bytes) -> bytes:
   return line.rstrip(b"\r\n")
 
 
-def iter_rows(fmt: LineFormat, split_input: SplitInput, context: Any,
-              skips: writer_lib.SkipCounter) -> Iterator[Tuple[int, Row]]:
+def iter_rows(
+  fmt: LineFormat,
+  split_input: SplitInput,
+  context: Any,
+  skips: writer_lib.SkipCounter,
+) -> Iterator[Tuple[int, Row]]:
   """``(line number, row)`` of every usable line of one file, in order."""
   reader = fmt.reader(split_input, context, skips)
   with open(split_input.path, "rb") as f:
@@ -242,9 +262,10 @@ def check_header(fmt: LineFormat, path: str, line: bytes) -> None:
   """Raises ValueError unless ``line`` is the format's header."""
   if strip_line(line) != fmt.header:
     raise ValueError(
-        f"{path}:1: header {strip_line(line)[:200].decode(errors='replace')!r}"
-        f" is not the {fmt.name} header "
-        f"{fmt.header[:200].decode(errors='replace')!r}")
+      f"{path}:1: header {strip_line(line)[:200].decode(errors='replace')!r}"
+      f" is not the {fmt.name} header "
+      f"{fmt.header[:200].decode(errors='replace')!r}"
+    )
 
 
 def tfds_example(fmt: LineFormat, row: Row) -> Dict[str, Any]:

@@ -50,16 +50,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+  Any,
+  Dict,
+  Iterator,
+  List,
+  Mapping,
+  Optional,
+  Sequence,
+  Tuple,
+  Union,
+)
 
 import numpy as np
 import tensorflow as tf
 
-from tafe_tf import files
-from tafe_tf import input_pipeline
-from tafe_tf import metrics
-from tafe_tf.data import ali_ccp
-from tafe_tf.data import csv_formats
+from tafe_tf import files, input_pipeline, metrics
+from tafe_tf.data import ali_ccp, csv_formats
 
 TRUTH_FILE = "truth_{split}.npz"
 REPORT_FILE = "realistic.json"
@@ -69,17 +76,32 @@ CHUNK_ROWS = 100_000
 MAX_VISIT = 40
 NUM_POSITIONS = 5
 # Raw field ids and value counts of the profile groups (Ali-CCP's sizes).
-PROFILE_FIELDS = (("121", 98), ("122", 13), ("124", 3), ("125", 7),
-                  ("126", 4), ("127", 4), ("128", 3), ("129", 5))
+PROFILE_FIELDS = (
+  ("121", 98),
+  ("122", 13),
+  ("124", 3),
+  ("125", 7),
+  ("126", 4),
+  ("127", 4),
+  ("128", 3),
+  ("129", 5),
+)
 HISTORY_FIELDS = ("109_14", "110_14", "127_14", "150_14")
 ITEM_ATTRIBUTES = ("206", "207", "216", "210")  # matched by the histories above
 CROSS_FIELDS = ("508", "509", "702", "853")
 # Consumption group (126) whose value is the user's spending level.
 CONSUMPTION_FIELD = 4
-_FIELD_ORDER = (["101"] + [f for f, _ in PROFILE_FIELDS] + list(HISTORY_FIELDS) +
-                ["205", "206", "207", "216", "210", "301"] + list(CROSS_FIELDS))
+_FIELD_ORDER = (
+  ["101"]
+  + [f for f, _ in PROFILE_FIELDS]
+  + list(HISTORY_FIELDS)
+  + ["205", "206", "207", "216", "210", "301"]
+  + list(CROSS_FIELDS)
+)
 # Feature ids are unique across fields, as in the real files.
-FIELD_BASE = {field: (k + 1) * 10_000_000 for k, field in enumerate(_FIELD_ORDER)}
+FIELD_BASE = {
+  field: (k + 1) * 10_000_000 for k, field in enumerate(_FIELD_ORDER)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +144,7 @@ class RealisticConfig:
     buy_without_click_per_million: Planted inconsistent rows (skipped by the
       converter), per million impressions (at least one when > 0).
   """
+
   name: str = "custom"
   seed: int = 0
   output_format: str = "ali_ccp"
@@ -153,8 +176,10 @@ class RealisticConfig:
 
   def __post_init__(self):
     if self.output_format not in ("ali_ccp", "aliexpress"):
-      raise ValueError("output_format must be 'ali_ccp' or 'aliexpress', got "
-                       f"{self.output_format!r}")
+      raise ValueError(
+        "output_format must be 'ali_ccp' or 'aliexpress', got "
+        f"{self.output_format!r}"
+      )
     if not (0 < self.target_ctr < 0.5 and 0 < self.target_cvr < 0.5):
       raise ValueError("target_ctr and target_cvr must be in (0, 0.5)")
     if not 1.0 <= self.mean_visit_length <= MAX_VISIT:
@@ -165,22 +190,33 @@ class RealisticConfig:
 
 
 FAMILY: Dict[str, RealisticConfig] = {
-    "base": RealisticConfig(name="base", seed=11),
-    # Clickbait: what raises clicks lowers purchases.
-    "conflict": RealisticConfig(name="conflict", seed=23, conflict=0.5),
-    # Clicks select the impressions with a high (hidden) need.
-    "selection": RealisticConfig(name="selection", seed=37, selection=0.6),
-    # A strong per-visit intent that the features do not carry.
-    "visit_intent": RealisticConfig(name="visit_intent", seed=41,
-                                    visit_intent=0.7),
-    # Mostly id-level signal on a long tail: few repeats per id.
-    "sparse": RealisticConfig(name="sparse", seed=53, items_per_impression=0.2,
-                              impressions_per_user=6.0, item_zipf=0.9,
-                              id_residual=0.8, targeting=0.3),
-    "aliexpress_shaped": RealisticConfig(name="aliexpress_shaped", seed=67,
-                                         output_format="aliexpress",
-                                         target_ctr=0.025, target_cvr=0.03,
-                                         conflict=0.3),
+  "base": RealisticConfig(name="base", seed=11),
+  # Clickbait: what raises clicks lowers purchases.
+  "conflict": RealisticConfig(name="conflict", seed=23, conflict=0.5),
+  # Clicks select the impressions with a high (hidden) need.
+  "selection": RealisticConfig(name="selection", seed=37, selection=0.6),
+  # A strong per-visit intent that the features do not carry.
+  "visit_intent": RealisticConfig(
+    name="visit_intent", seed=41, visit_intent=0.7
+  ),
+  # Mostly id-level signal on a long tail: few repeats per id.
+  "sparse": RealisticConfig(
+    name="sparse",
+    seed=53,
+    items_per_impression=0.2,
+    impressions_per_user=6.0,
+    item_zipf=0.9,
+    id_residual=0.8,
+    targeting=0.3,
+  ),
+  "aliexpress_shaped": RealisticConfig(
+    name="aliexpress_shaped",
+    seed=67,
+    output_format="aliexpress",
+    target_ctr=0.025,
+    target_cvr=0.03,
+    conflict=0.3,
+  ),
 }
 
 
@@ -189,27 +225,32 @@ def resolve(member: Union[str, RealisticConfig]) -> RealisticConfig:
   if isinstance(member, RealisticConfig):
     return member
   if member not in FAMILY:
-    raise ValueError(f"unknown realistic member {member!r}; known: "
-                     f"{', '.join(sorted(FAMILY))}")
+    raise ValueError(
+      f"unknown realistic member {member!r}; known: {', '.join(sorted(FAMILY))}"
+    )
   return FAMILY[member]
 
 
 # --- the hidden world ---------------------------------------------------------
 
 
-def _zipf_weights(rng: np.random.Generator, n: int, exponent: float
-                  ) -> np.ndarray:
+def _zipf_weights(
+  rng: np.random.Generator, n: int, exponent: float
+) -> np.ndarray:
   """Popularity ``1 / rank^exponent`` in a random order, summing to 1."""
   w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
   w = w[rng.permutation(n)]
   return w / w.sum()
 
 
-def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int
-          ) -> np.ndarray:
+def _draw(
+  rng: np.random.Generator, cumulative: np.ndarray, size: int
+) -> np.ndarray:
   """Indices drawn from the distribution of a cumulative array ending at 1."""
-  return np.minimum(np.searchsorted(cumulative, rng.random(size), side="right"),
-                    cumulative.size - 1)
+  return np.minimum(
+    np.searchsorted(cumulative, rng.random(size), side="right"),
+    cumulative.size - 1,
+  )
 
 
 def _unit(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -221,8 +262,9 @@ def _mix(shared: np.ndarray, own: np.ndarray, own_share: float) -> np.ndarray:
   return math.sqrt(1.0 - own_share) * shared + math.sqrt(own_share) * own
 
 
-def _grouped_cumulative(groups: np.ndarray, weights: np.ndarray,
-                        num_groups: int) -> Tuple[np.ndarray, np.ndarray]:
+def _grouped_cumulative(
+  groups: np.ndarray, weights: np.ndarray, num_groups: int
+) -> Tuple[np.ndarray, np.ndarray]:
   """Members sorted by group and ``group + within-group cumulative share``.
 
   Drawing ``searchsorted(keys, g + u)`` for u in [0, 1) then picks a member of
@@ -231,8 +273,9 @@ def _grouped_cumulative(groups: np.ndarray, weights: np.ndarray,
   order = np.argsort(groups, kind="stable")
   g, w = groups[order], weights[order]
   totals = np.bincount(g, weights=w, minlength=num_groups)
-  within = np.cumsum(w) - np.repeat(np.cumsum(totals) - totals,
-                                    np.bincount(g, minlength=num_groups))
+  within = np.cumsum(w) - np.repeat(
+    np.cumsum(totals) - totals, np.bincount(g, minlength=num_groups)
+  )
   return order, g + within / totals[g]
 
 
@@ -256,49 +299,75 @@ class World:
     self.num_brands = max(5, ni // 8)
     self.num_intentions = 3 * nc
     # Users: profile groups (skewed), factors from the groups plus an id part.
-    self.profile = np.stack([_draw(rng, np.cumsum(rng.dirichlet(
-        np.full(n, 0.7))), nu) for _, n in PROFILE_FIELDS], axis=1)
+    self.profile = np.stack(
+      [
+        _draw(rng, np.cumsum(rng.dirichlet(np.full(n, 0.7))), nu)
+        for _, n in PROFILE_FIELDS
+      ],
+      axis=1,
+    )
     self.activity = np.cumsum(_zipf_weights(rng, nu, c.user_zipf))
     self.user_click, self.user_buy = self._factors(
-        rng, [_unit(rng, n, k) for _, n in PROFILE_FIELDS],
-        self.profile, nu)
+      rng, [_unit(rng, n, k) for _, n in PROFILE_FIELDS], self.profile, nu
+    )
     # Items: Zipf popularity, attributes, factors, hidden traits.
     self.popularity = _zipf_weights(rng, ni, c.item_zipf)
     self.cum_popularity = np.cumsum(self.popularity)
     self.category = _draw(rng, np.cumsum(_zipf_weights(rng, nc, 1.0)), ni)
-    self.shop = _draw(rng, np.cumsum(_zipf_weights(rng, self.num_shops, 1.0)),
-                      ni)
-    self.brand = _draw(rng, np.cumsum(_zipf_weights(rng, self.num_brands, 1.0)),
-                       ni)
+    self.shop = _draw(
+      rng, np.cumsum(_zipf_weights(rng, self.num_shops, 1.0)), ni
+    )
+    self.brand = _draw(
+      rng, np.cumsum(_zipf_weights(rng, self.num_brands, 1.0)), ni
+    )
     # 1-4 intentions, the first tied to the category; -1 = none.
     count = 1 + rng.integers(0, 4, ni)
     self.intentions = np.full((ni, 4), -1, np.int64)
     self.intentions[:, 0] = 3 * self.category + rng.integers(0, 3, ni)
     extra = rng.integers(0, self.num_intentions, (ni, 3))
-    self.intentions[:, 1:] = np.where(np.arange(1, 4) < count[:, None], extra, -1)
+    self.intentions[:, 1:] = np.where(
+      np.arange(1, 4) < count[:, None], extra, -1
+    )
     self.item_click, self.item_buy = self._factors(
-        rng, [_unit(rng, nc, k), _unit(rng, self.num_shops, k),
-              _unit(rng, self.num_brands, k)],
-        np.stack([self.category, self.shop, self.brand], axis=1), ni)
+      rng,
+      [
+        _unit(rng, nc, k),
+        _unit(rng, self.num_shops, k),
+        _unit(rng, self.num_brands, k),
+      ],
+      np.stack([self.category, self.shop, self.brand], axis=1),
+      ni,
+    )
     log_pop = np.log(self.popularity)
     self.log_popularity = (log_pop - log_pop.mean()) / log_pop.std()
     self.quality_click = rng.standard_normal(ni).astype(np.float32)
-    self.quality_buy = _mix(self.quality_click,
-                            rng.standard_normal(ni).astype(np.float32), 0.5)
+    self.quality_buy = _mix(
+      self.quality_click, rng.standard_normal(ni).astype(np.float32), 0.5
+    )
     # Price tier follows the brand, with some spread within it.
     brand_tier = rng.integers(0, 4, self.num_brands)
-    self.price_tier = np.clip(brand_tier[self.brand] +
-                              rng.integers(-1, 2, ni), 0, 3)
+    self.price_tier = np.clip(
+      brand_tier[self.brand] + rng.integers(-1, 2, ni), 0, 3
+    )
     # Clickbait: half category-level (learnable from attributes), half id-level.
-    self.bait = _mix(_unit(rng, nc, 1)[self.category, 0],
-                     rng.standard_normal(ni).astype(np.float32), 0.5)
+    self.bait = _mix(
+      _unit(rng, nc, 1)[self.category, 0],
+      rng.standard_normal(ni).astype(np.float32),
+      0.5,
+    )
     self.need_sensitivity = np.exp(0.75 * rng.standard_normal(ni) - 0.28)
     self._histories(rng)
     self.item_order, self.item_keys = _grouped_cumulative(
-        self.category, self.popularity, nc)
+      self.category, self.popularity, nc
+    )
 
-  def _factors(self, rng: np.random.Generator, tables: Sequence[np.ndarray],
-               codes: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+  def _factors(
+    self,
+    rng: np.random.Generator,
+    tables: Sequence[np.ndarray],
+    codes: np.ndarray,
+    n: int,
+  ) -> Tuple[np.ndarray, np.ndarray]:
     """Click and buy factors ``[n, k]`` of rows coded by ``codes`` [n, fields].
 
     A factor is the sum of the rows' group vectors (rescaled to unit variance)
@@ -310,27 +379,36 @@ class World:
 
     def factor(group_tables: Sequence[np.ndarray]) -> np.ndarray:
       shared = sum(t[codes[:, j]] for j, t in enumerate(group_tables))
-      return _mix(shared / math.sqrt(len(group_tables)), _unit(rng, n, k),
-                  c.id_residual ** 2)
+      return _mix(
+        shared / math.sqrt(len(group_tables)),
+        _unit(rng, n, k),
+        c.id_residual**2,
+      )
 
     click = factor(tables)
     other = factor([_unit(rng, t.shape[0], k) for t in tables])
-    buy = _mix(click, other, 1.0 - c.step_correlation ** 2)
+    buy = _mix(click, other, 1.0 - c.step_correlation**2)
     return click.astype(np.float32), buy.astype(np.float32)
 
   def _histories(self, rng: np.random.Generator) -> None:
     """Each user's past interactions: categories from their tastes, then
     items by popularity within the category."""
     c, nu, nc = self.config, self.num_users, self.config.num_categories
-    sizes = np.clip(np.round(rng.lognormal(math.log(c.history_median), 1.0,
-                                           nu)), 0, 300).astype(np.int64)
+    sizes = np.clip(
+      np.round(rng.lognormal(math.log(c.history_median), 1.0, nu)), 0, 300
+    ).astype(np.int64)
     sizes[rng.random(nu) < 0.1] = 0  # new users: no history
-    category_vectors = np.stack([
+    category_vectors = np.stack(
+      [
         self.item_click[self.category == j].mean(axis=0)
-        if np.any(self.category == j) else np.zeros(c.latent_dim, np.float32)
-        for j in range(nc)])
-    category_mass = np.bincount(self.category, weights=self.popularity,
-                                minlength=nc)
+        if np.any(self.category == j)
+        else np.zeros(c.latent_dim, np.float32)
+        for j in range(nc)
+      ]
+    )
+    category_mass = np.bincount(
+      self.category, weights=self.popularity, minlength=nc
+    )
     with np.errstate(divide="ignore"):
       log_mass = np.log(category_mass)
     order, keys = _grouped_cumulative(self.category, self.popularity, nc)
@@ -351,27 +429,36 @@ class World:
     self.hist_user = np.concatenate(users)
     self.hist_item = np.concatenate(items)
     self.hist_offsets = np.concatenate([[0], np.cumsum(sizes)])
-    values = {"109_14": (self.category, nc), "110_14": (self.shop, self.num_shops),
-              "127_14": (self.brand, self.num_brands)}
+    values = {
+      "109_14": (self.category, nc),
+      "110_14": (self.shop, self.num_shops),
+      "127_14": (self.brand, self.num_brands),
+    }
     self.hist: Dict[str, Tuple[np.ndarray, np.ndarray, int]] = {}
     for field, (attribute, size) in values.items():
       self.hist[field] = self._aggregate(
-          self.hist_user, attribute[self.hist_item], size)
+        self.hist_user, attribute[self.hist_item], size
+      )
     intent = self.intentions[self.hist_item]
     keep = intent >= 0
     self.hist["150_14"] = self._aggregate(
-        np.repeat(self.hist_user, 4)[keep.ravel()], intent[keep],
-        self.num_intentions)
+      np.repeat(self.hist_user, 4)[keep.ravel()],
+      intent[keep],
+      self.num_intentions,
+    )
 
   @staticmethod
-  def _aggregate(users: np.ndarray, values: np.ndarray, size: int
-                 ) -> Tuple[np.ndarray, np.ndarray, int]:
-    keys, counts = np.unique(users.astype(np.int64) * size + values,
-                             return_counts=True)
+  def _aggregate(
+    users: np.ndarray, values: np.ndarray, size: int
+  ) -> Tuple[np.ndarray, np.ndarray, int]:
+    keys, counts = np.unique(
+      users.astype(np.int64) * size + values, return_counts=True
+    )
     return keys, np.log1p(counts), size
 
-  def history_weight(self, field: str, users: np.ndarray, values: np.ndarray
-                     ) -> np.ndarray:
+  def history_weight(
+    self, field: str, users: np.ndarray, values: np.ndarray
+  ) -> np.ndarray:
     """The history weight of ``values`` for ``users`` (0 where absent)."""
     keys, weights, size = self.hist[field]
     query = users.astype(np.int64) * size + values
@@ -386,24 +473,29 @@ class World:
 @dataclasses.dataclass
 class Impressions:
   """A chunk of rows: who saw what, where, and the true logits."""
+
   sample_id: np.ndarray
-  visit: np.ndarray       # global visit index (the common row)
+  visit: np.ndarray  # global visit index (the common row)
   user: np.ndarray
   item: np.ndarray
-  position: np.ndarray    # bucket 0..NUM_POSITIONS-1
-  cross: np.ndarray       # [n, 7]: category, shop, brand, 4 intention weights
+  position: np.ndarray  # bucket 0..NUM_POSITIONS-1
+  cross: np.ndarray  # [n, 7]: category, shop, brand, 4 intention weights
   logit_click: np.ndarray
   logit_buy: np.ndarray
 
 
-def _plan_visits(rng: np.random.Generator, config: RealisticConfig, world: World,
-                 num_rows: int) -> Tuple[np.ndarray, np.ndarray]:
+def _plan_visits(
+  rng: np.random.Generator, config: RealisticConfig, world: World, num_rows: int
+) -> Tuple[np.ndarray, np.ndarray]:
   """Visit lengths (1..40, summing to ``num_rows``) and their users."""
   p = 1.0 / config.mean_visit_length
-  lengths = np.minimum(rng.geometric(p, int(num_rows * p * 1.5) + 20), MAX_VISIT)
+  lengths = np.minimum(
+    rng.geometric(p, int(num_rows * p * 1.5) + 20), MAX_VISIT
+  )
   while lengths.sum() < num_rows:
-    lengths = np.concatenate([lengths, np.minimum(rng.geometric(p, 100),
-                                                  MAX_VISIT)])
+    lengths = np.concatenate(
+      [lengths, np.minimum(rng.geometric(p, 100), MAX_VISIT)]
+    )
   ends = np.cumsum(lengths)
   count = int(np.searchsorted(ends, num_rows)) + 1
   lengths = lengths[:count]
@@ -412,9 +504,15 @@ def _plan_visits(rng: np.random.Generator, config: RealisticConfig, world: World
   return lengths, users
 
 
-def _impressions(rng: np.random.Generator, world: World,
-                 lengths: np.ndarray, users: np.ndarray, first_visit: int,
-                 first_sample: int, intent: np.ndarray) -> Impressions:
+def _impressions(
+  rng: np.random.Generator,
+  world: World,
+  lengths: np.ndarray,
+  users: np.ndarray,
+  first_visit: int,
+  first_sample: int,
+  intent: np.ndarray,
+) -> Impressions:
   """Rows of consecutive visits with their true logits (intercepts excluded)."""
   c = world.config
   n = int(lengths.sum())
@@ -427,52 +525,77 @@ def _impressions(rng: np.random.Generator, world: World,
   sizes = np.diff(world.hist_offsets)[user]
   targeted = (rng.random(n) < c.targeting) & (sizes > 0)
   past = world.hist_offsets[user[targeted]] + (
-      rng.random(targeted.sum()) * sizes[targeted]).astype(np.int64)
+    rng.random(targeted.sum()) * sizes[targeted]
+  ).astype(np.int64)
   category = world.category[world.hist_item[past]]
-  pos = np.searchsorted(world.item_keys, category + rng.random(category.size),
-                        side="right")
+  pos = np.searchsorted(
+    world.item_keys, category + rng.random(category.size), side="right"
+  )
   item[targeted] = world.item_order[np.minimum(pos, world.item_order.size - 1)]
   cross = np.stack(
-      [world.history_weight(f, user, a[item]) for f, a in zip(
-          HISTORY_FIELDS[:3], (world.category, world.shop, world.brand))] +
-      [world.history_weight("150_14", user, world.intentions[item, j])
-       for j in range(4)], axis=1)
-  matches = np.concatenate([cross[:, :3], cross[:, 3:].sum(axis=1, keepdims=True)],
-                           axis=1)
+    [
+      world.history_weight(f, user, a[item])
+      for f, a in zip(
+        HISTORY_FIELDS[:3], (world.category, world.shop, world.brand)
+      )
+    ]
+    + [
+      world.history_weight("150_14", user, world.intentions[item, j])
+      for j in range(4)
+    ],
+    axis=1,
+  )
+  matches = np.concatenate(
+    [cross[:, :3], cross[:, 3:].sum(axis=1, keepdims=True)], axis=1
+  )
   root_k = math.sqrt(c.latent_dim)
-  affinity_click = np.einsum("ij,ij->i", world.user_click[user],
-                             world.item_click[item]) / root_k
-  affinity_buy = np.einsum("ij,ij->i", world.user_buy[user],
-                           world.item_buy[item]) / root_k
+  affinity_click = (
+    np.einsum("ij,ij->i", world.user_click[user], world.item_click[item])
+    / root_k
+  )
+  affinity_buy = (
+    np.einsum("ij,ij->i", world.user_buy[user], world.item_buy[item]) / root_k
+  )
   need = rng.standard_normal(n)
   spending = world.profile[user, CONSUMPTION_FIELD]
-  logit_click = (c.click_affinity * affinity_click +
-                 matches @ np.asarray(c.click_history) +
-                 c.popularity * world.log_popularity[item] +
-                 c.quality * world.quality_click[item] -
-                 c.position * position +
-                 c.conflict * world.bait[item] +
-                 c.selection * world.need_sensitivity[item] * need +
-                 c.visit_intent * intent[visit_local])
-  logit_buy = (c.buy_affinity * affinity_buy +
-               matches @ np.asarray(c.buy_history) +
-               c.quality * world.quality_buy[item] -
-               c.price_gap * np.abs(world.price_tier[item] - spending) -
-               1.5 * c.conflict * world.bait[item] +
-               c.selection * need +
-               0.7 * c.visit_intent * intent[visit_local])
+  logit_click = (
+    c.click_affinity * affinity_click
+    + matches @ np.asarray(c.click_history)
+    + c.popularity * world.log_popularity[item]
+    + c.quality * world.quality_click[item]
+    - c.position * position
+    + c.conflict * world.bait[item]
+    + c.selection * world.need_sensitivity[item] * need
+    + c.visit_intent * intent[visit_local]
+  )
+  logit_buy = (
+    c.buy_affinity * affinity_buy
+    + matches @ np.asarray(c.buy_history)
+    + c.quality * world.quality_buy[item]
+    - c.price_gap * np.abs(world.price_tier[item] - spending)
+    - 1.5 * c.conflict * world.bait[item]
+    + c.selection * need
+    + 0.7 * c.visit_intent * intent[visit_local]
+  )
   return Impressions(
-      sample_id=first_sample + np.arange(n, dtype=np.int64),
-      visit=first_visit + visit_local, user=user, item=item, position=position,
-      cross=cross, logit_click=logit_click, logit_buy=logit_buy)
+    sample_id=first_sample + np.arange(n, dtype=np.int64),
+    visit=first_visit + visit_local,
+    user=user,
+    item=item,
+    position=position,
+    cross=cross,
+    logit_click=logit_click,
+    logit_buy=logit_buy,
+  )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-x))
 
 
-def _solve_intercept(logits: np.ndarray, target: float,
-                     weights: Optional[np.ndarray] = None) -> float:
+def _solve_intercept(
+  logits: np.ndarray, target: float, weights: Optional[np.ndarray] = None
+) -> float:
   """b with weighted mean ``sigmoid(b + logits)`` = target (bisection)."""
   lo, hi = -30.0, 30.0
   for _ in range(60):
@@ -485,8 +608,14 @@ def _solve_intercept(logits: np.ndarray, target: float,
 class _Split:
   """A split's visit plan, in chunks that regenerate the same rows."""
 
-  def __init__(self, world: World, split: str, num_rows: int,
-               first_visit: int, first_sample: int):
+  def __init__(
+    self,
+    world: World,
+    split: str,
+    num_rows: int,
+    first_visit: int,
+    first_sample: int,
+  ):
     self.world = world
     self.seed = [world.config.seed, 1 + SPLITS.index(split)]
     rng = np.random.default_rng(self.seed)
@@ -496,7 +625,9 @@ class _Split:
     self.first_sample = first_sample
     ends = np.cumsum(self.lengths)
     cuts = np.searchsorted(ends, np.arange(CHUNK_ROWS, num_rows, CHUNK_ROWS))
-    self.bounds = np.unique(np.concatenate([[0], cuts + 1, [self.lengths.size]]))
+    self.bounds = np.unique(
+      np.concatenate([[0], cuts + 1, [self.lengths.size]])
+    )
     self.bounds = self.bounds[self.bounds <= self.lengths.size]
 
   def chunks(self) -> Iterator[Impressions]:
@@ -504,9 +635,15 @@ class _Split:
     for j in range(self.bounds.size - 1):
       a, b = int(self.bounds[j]), int(self.bounds[j + 1])
       rng = np.random.default_rng(self.seed + [j])
-      yield _impressions(rng, self.world, self.lengths[a:b], self.users[a:b],
-                         self.first_visit + a, self.first_sample + int(starts[a]),
-                         self.intent[a:b])
+      yield _impressions(
+        rng,
+        self.world,
+        self.lengths[a:b],
+        self.users[a:b],
+        self.first_visit + a,
+        self.first_sample + int(starts[a]),
+        self.intent[a:b],
+      )
 
 
 # --- writing -------------------------------------------------------------------
@@ -515,8 +652,9 @@ class _Split:
 def _entry_prefixes(field: str, size: int) -> np.ndarray:
   """``"\\x01field\\x02id\\x03"`` of every value of a field (object array)."""
   base = FIELD_BASE[field]
-  return np.array([f"\x01{field}\x02{base + v}\x03" for v in range(size)],
-                  dtype=object)
+  return np.array(
+    [f"\x01{field}\x02{base + v}\x03" for v in range(size)], dtype=object
+  )
 
 
 def _values(weights: np.ndarray) -> np.ndarray:
@@ -531,20 +669,39 @@ class _AliCcpWriter:
     w = world
     self.world = w
     self.user_text = self._user_text()
-    self.item_text = np.array([ali_ccp.format_entries(
-        [("205", FIELD_BASE["205"] + i, 1.0),
-         ("206", FIELD_BASE["206"] + int(w.category[i]), 1.0),
-         ("207", FIELD_BASE["207"] + int(w.shop[i]), 1.0),
-         ("216", FIELD_BASE["216"] + int(w.brand[i]), 1.0)] +
-        [("210", FIELD_BASE["210"] + int(t), 1.0) for t in w.intentions[i] if t >= 0])
-        for i in range(w.num_items)], dtype=object)
+    self.item_text = np.array(
+      [
+        ali_ccp.format_entries(
+          [
+            ("205", FIELD_BASE["205"] + i, 1.0),
+            ("206", FIELD_BASE["206"] + int(w.category[i]), 1.0),
+            ("207", FIELD_BASE["207"] + int(w.shop[i]), 1.0),
+            ("216", FIELD_BASE["216"] + int(w.brand[i]), 1.0),
+          ]
+          + [
+            ("210", FIELD_BASE["210"] + int(t), 1.0)
+            for t in w.intentions[i]
+            if t >= 0
+          ]
+        )
+        for i in range(w.num_items)
+      ],
+      dtype=object,
+    )
     self.item_entries = 4 + (w.intentions >= 0).sum(axis=1)
     self.position_text = np.array(
-        [f"\x01301\x02{FIELD_BASE['301'] + p}\x031" for p in range(NUM_POSITIONS)],
-        dtype=object)
-    self.prefixes = [_entry_prefixes(f, n) for f, n in zip(
-        CROSS_FIELDS, (w.config.num_categories, w.num_shops, w.num_brands,
-                       w.num_intentions))]
+      [
+        f"\x01301\x02{FIELD_BASE['301'] + p}\x031" for p in range(NUM_POSITIONS)
+      ],
+      dtype=object,
+    )
+    self.prefixes = [
+      _entry_prefixes(f, n)
+      for f, n in zip(
+        CROSS_FIELDS,
+        (w.config.num_categories, w.num_shops, w.num_brands, w.num_intentions),
+      )
+    ]
 
   def _user_text(self) -> List[str]:
     """Each user's common-row entries: id, profile, histories (heaviest first).
@@ -568,42 +725,75 @@ class _AliCcpWriter:
         cuts = np.searchsorted(users[order], np.arange(start, stop + 1))
         counts[start:stop] += np.diff(cuts)
         for u in range(stop - start):
-          texts[u].append("".join(entries[cuts[u]:cuts[u + 1]]))
+          texts[u].append("".join(entries[cuts[u] : cuts[u + 1]]))
       for u in range(start, stop):
         head = ali_ccp.format_entries(
-            [("101", FIELD_BASE["101"] + u, 1.0)] +
-            [(f, FIELD_BASE[f] + int(w.profile[u, j]), 1.0)
-             for j, (f, _) in enumerate(PROFILE_FIELDS)])
+          [("101", FIELD_BASE["101"] + u, 1.0)]
+          + [
+            (f, FIELD_BASE[f] + int(w.profile[u, j]), 1.0)
+            for j, (f, _) in enumerate(PROFILE_FIELDS)
+          ]
+        )
         out.append(head + "".join(texts[u - start]))
     self.user_entries = 1 + len(PROFILE_FIELDS) + counts
     return out
 
-  def write_chunk(self, rows: Impressions, click: np.ndarray, buy: np.ndarray,
-                  skeleton, common) -> None:
+  def write_chunk(
+    self,
+    rows: Impressions,
+    click: np.ndarray,
+    buy: np.ndarray,
+    skeleton,
+    common,
+  ) -> None:
     w = self.world
-    attributes = [w.category[rows.item], w.shop[rows.item], w.brand[rows.item]] + [
-        w.intentions[rows.item, j] for j in range(4)]
+    attributes = [
+      w.category[rows.item],
+      w.shop[rows.item],
+      w.brand[rows.item],
+    ] + [w.intentions[rows.item, j] for j in range(4)]
     cross_text = np.full(rows.item.size, "", dtype=object)
     counts = self.item_entries[rows.item] + 1
     for j, values in enumerate(attributes):
       matched = rows.cross[:, j] > 0
       prefixes = self.prefixes[min(j, 3)]
-      cross_text[matched] += (prefixes[values[matched]] +
-                              _values(rows.cross[matched, j]))
+      cross_text[matched] += prefixes[values[matched]] + _values(
+        rows.cross[matched, j]
+      )
       counts += matched
-    text = self.item_text[rows.item] + self.position_text[rows.position] + cross_text
-    keys = [_visit_key(v) for v in range(int(rows.visit[0]),
-                                         int(rows.visit[-1]) + 1)]
+    text = (
+      self.item_text[rows.item] + self.position_text[rows.position] + cross_text
+    )
+    keys = [
+      _visit_key(v) for v in range(int(rows.visit[0]), int(rows.visit[-1]) + 1)
+    ]
     first = int(rows.visit[0])
-    skeleton.write("".join([
-        f"{s},{c},{b},{keys[v - first]},{n},{t}\n" for s, c, b, v, n, t in zip(
-            rows.sample_id.tolist(), click.tolist(), buy.tolist(),
-            rows.visit.tolist(), counts.tolist(), text)]))
+    skeleton.write(
+      "".join(
+        [
+          f"{s},{c},{b},{keys[v - first]},{n},{t}\n"
+          for s, c, b, v, n, t in zip(
+            rows.sample_id.tolist(),
+            click.tolist(),
+            buy.tolist(),
+            rows.visit.tolist(),
+            counts.tolist(),
+            text,
+          )
+        ]
+      )
+    )
     starts = np.flatnonzero(np.diff(rows.visit, prepend=-1))
-    common.write("".join([
-        f"{keys[v - first]},{self.user_entries[u]},{self.user_text[u]}\n"
-        for v, u in zip(rows.visit[starts].tolist(),
-                        rows.user[starts].tolist())]))
+    common.write(
+      "".join(
+        [
+          f"{keys[v - first]},{self.user_entries[u]},{self.user_text[u]}\n"
+          for v, u in zip(
+            rows.visit[starts].tolist(), rows.user[starts].tolist()
+          )
+        ]
+      )
+    )
 
 
 def _visit_key(visit: int) -> str:
@@ -628,7 +818,7 @@ def _fixed_width(values: np.ndarray) -> List[bytes]:
   out[:, :, 6] = ord(",")
   blob = out.reshape(n, m * 7).tobytes()
   width = m * 7
-  return [blob[i * width:(i + 1) * width] for i in range(n)]
+  return [blob[i * width : (i + 1) * width] for i in range(n)]
 
 
 class _AliExpressWriter:
@@ -652,59 +842,104 @@ class _AliExpressWriter:
       return _sigmoid(x + rng.standard_normal(x.shape))
 
     self.user_numbers = np.concatenate(
-        [view(w.user_click), view(w.user_buy), rng.random((w.num_users, 12))],
-        axis=1)
+      [view(w.user_click), view(w.user_buy), rng.random((w.num_users, 12))],
+      axis=1,
+    )
     pop_rank = np.argsort(np.argsort(w.popularity)) / max(1, w.num_items - 1)
     self.item_numbers = np.concatenate(
-        [view(w.item_click), view(w.item_buy), pop_rank[:, None],
-         rng.random((w.num_items, 13))], axis=1)
+      [
+        view(w.item_click),
+        view(w.item_buy),
+        pop_rank[:, None],
+        rng.random((w.num_items, 13)),
+      ],
+      axis=1,
+    )
     activity = np.diff(np.concatenate([[0.0], w.activity]))
-    self.activity_rank = np.argsort(np.argsort(activity)) / max(1, w.num_users - 1)
-    self.user_text = np.array([",".join(map(str, p)) for p in w.profile.tolist()],
-                              dtype=object)
+    self.activity_rank = np.argsort(np.argsort(activity)) / max(
+      1, w.num_users - 1
+    )
+    self.user_text = np.array(
+      [",".join(map(str, p)) for p in w.profile.tolist()], dtype=object
+    )
     decile = np.minimum((pop_rank * 10).astype(np.int64), 9)
-    self.item_text = np.array([f"{c},{t},{d}" for c, t, d in zip(
-        w.category.tolist(), w.price_tier.tolist(), decile.tolist())],
-                              dtype=object)
+    self.item_text = np.array(
+      [
+        f"{c},{t},{d}"
+        for c, t, d in zip(
+          w.category.tolist(), w.price_tier.tolist(), decile.tolist()
+        )
+      ],
+      dtype=object,
+    )
 
-  def write_chunk(self, rows: Impressions, click: np.ndarray, buy: np.ndarray,
-                  train_file, _) -> None:
+  def write_chunk(
+    self, rows: Impressions, click: np.ndarray, buy: np.ndarray, train_file, _
+  ) -> None:
     u, i = self.user_numbers[rows.user], self.item_numbers[rows.item]
-    matches = np.concatenate([rows.cross[:, :3],
-                              rows.cross[:, 3:].sum(axis=1, keepdims=True)], axis=1)
+    matches = np.concatenate(
+      [rows.cross[:, :3], rows.cross[:, 3:].sum(axis=1, keepdims=True)], axis=1
+    )
     numbers = np.concatenate(
-        [u[:, :8], i[:, :8], np.minimum(matches / 6.0, 1.0), i[:, 16:17],
-         self.activity_rank[rows.user][:, None], u[:, 8:16], i[:, 8:16],
-         u[:, 16:], i[:, 17:]], axis=1)
+      [
+        u[:, :8],
+        i[:, :8],
+        np.minimum(matches / 6.0, 1.0),
+        i[:, 16:17],
+        self.activity_rank[rows.user][:, None],
+        u[:, 8:16],
+        i[:, 8:16],
+        u[:, 16:],
+        i[:, 17:],
+      ],
+      axis=1,
+    )
     flags = (matches > 0).astype(np.int64)
-    train_file.write("".join([
-        f"{v + 1},{ut},{p},{it},{f0},{f1},{f2},{f3},{nums.decode()}{c},{b}\n"
-        for v, ut, p, it, f0, f1, f2, f3, nums, c, b in zip(
-            rows.visit.tolist(), self.user_text[rows.user],
-            rows.position.tolist(), self.item_text[rows.item],
-            *flags.T.tolist(), _fixed_width(numbers), click.tolist(),
-            buy.tolist())]))
+    train_file.write(
+      "".join(
+        [
+          f"{v + 1},{ut},{p},{it},{f0},{f1},{f2},{f3},{nums.decode()}{c},{b}\n"
+          for v, ut, p, it, f0, f1, f2, f3, nums, c, b in zip(
+            rows.visit.tolist(),
+            self.user_text[rows.user],
+            rows.position.tolist(),
+            self.item_text[rows.item],
+            *flags.T.tolist(),
+            _fixed_width(numbers),
+            click.tolist(),
+            buy.tolist(),
+          )
+        ]
+      )
+    )
 
 
 # --- members --------------------------------------------------------------------
 
 
-def _raw_files(config: RealisticConfig, split: str) -> Tuple[str, Optional[str]]:
+def _raw_files(
+  config: RealisticConfig, split: str
+) -> Tuple[str, Optional[str]]:
   if config.output_format == "aliexpress":
     return f"{split}.csv", None
   return ali_ccp.SKELETON_FILES[split], ali_ccp.COMMON_FILES[split]
 
 
-def _planted(rng: np.random.Generator, config: RealisticConfig, num_rows: int
-             ) -> np.ndarray:
+def _planted(
+  rng: np.random.Generator, config: RealisticConfig, num_rows: int
+) -> np.ndarray:
   """Row offsets of the planted buy-without-click rows of a split."""
   rate = config.buy_without_click_per_million
   count = min(num_rows, math.ceil(num_rows * rate / 1e6)) if rate > 0 else 0
   return np.sort(rng.choice(num_rows, count, replace=False))
 
 
-def write_member(member: Union[str, RealisticConfig], out_dir: str,
-                 num_train: int, num_test: int) -> Dict[str, Any]:
+def write_member(
+  member: Union[str, RealisticConfig],
+  out_dir: str,
+  num_train: int,
+  num_test: int,
+) -> Dict[str, Any]:
   """Writes one member's raw files and truth into ``out_dir``.
 
   Args:
@@ -721,8 +956,9 @@ def write_member(member: Union[str, RealisticConfig], out_dir: str,
     q_click and q_purchase, and the files written.
   """
   if num_train < 1 or num_test < 1:
-    raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, "
-                     f"{num_test}")
+    raise ValueError(
+      f"num_train and num_test must be >= 1, got {num_train}, {num_test}"
+    )
   config = resolve(member)
   os.makedirs(out_dir, exist_ok=True)
   report_path = os.path.join(out_dir, REPORT_FILE)
@@ -735,41 +971,75 @@ def write_member(member: Union[str, RealisticConfig], out_dir: str,
   logit_click = np.concatenate([r.logit_click for r in train.chunks()])
   logit_buy = np.concatenate([r.logit_buy for r in train.chunks()])
   b_click = _solve_intercept(logit_click, config.target_ctr)
-  b_buy = _solve_intercept(logit_buy, config.target_cvr,
-                           _sigmoid(b_click + logit_click))
+  b_buy = _solve_intercept(
+    logit_buy, config.target_cvr, _sigmoid(b_click + logit_click)
+  )
   del logit_click, logit_buy
-  writer = (_AliExpressWriter(world) if config.output_format == "aliexpress"
-            else _AliCcpWriter(world))
+  writer = (
+    _AliExpressWriter(world)
+    if config.output_format == "aliexpress"
+    else _AliCcpWriter(world)
+  )
   splits = {}
-  for name, split, num_rows in (("train", train, num_train),
-                                ("test", test, num_test)):
-    splits[name] = _write_split(config, writer, split, name, num_rows,
-                                b_click, b_buy, out_dir)
+  for name, split, num_rows in (
+    ("train", train, num_train),
+    ("test", test, num_test),
+  ):
+    splits[name] = _write_split(
+      config, writer, split, name, num_rows, b_click, b_buy, out_dir
+    )
   report = {
-      "member": config.name, "config": dataclasses.asdict(config),
-      "world": {"users": world.num_users, "items": world.num_items,
-                "categories": config.num_categories, "shops": world.num_shops,
-                "brands": world.num_brands,
-                "intentions": world.num_intentions},
-      "intercepts": {"click": b_click, "buy": b_buy},
-      "splits": splits,
+    "member": config.name,
+    "config": dataclasses.asdict(config),
+    "world": {
+      "users": world.num_users,
+      "items": world.num_items,
+      "categories": config.num_categories,
+      "shops": world.num_shops,
+      "brands": world.num_brands,
+      "intentions": world.num_intentions,
+    },
+    "intercepts": {"click": b_click, "buy": b_buy},
+    "splits": splits,
   }
   files.write_json_atomic(report_path, report)
   return report
 
 
-def _write_split(config: RealisticConfig, writer: Any, split: _Split, name: str,
-                 num_rows: int, b_click: float, b_buy: float, out_dir: str
-                 ) -> Dict[str, Any]:
+def _write_split(
+  config: RealisticConfig,
+  writer: Any,
+  split: _Split,
+  name: str,
+  num_rows: int,
+  b_click: float,
+  b_buy: float,
+  out_dir: str,
+) -> Dict[str, Any]:
   """Draws a split's labels, writes its files and truth; returns its counts."""
   main, shared = _raw_files(config, name)
   paths = [os.path.join(out_dir, f) for f in (main, shared) if f]
-  header = (csv_formats.AliExpress.header.decode() + "\n"
-            if config.output_format == "aliexpress" else "")
+  header = (
+    csv_formats.AliExpress.header.decode() + "\n"
+    if config.output_format == "aliexpress"
+    else ""
+  )
   planted = _planted(np.random.default_rng(split.seed + [99]), config, num_rows)
-  truth: Dict[str, List[np.ndarray]] = {k: [] for k in (
-      "sample_id", "q_click", "q_purchase", "would_buy", "click", "buy",
-      "planted", "visit", "user", "item")}
+  truth: Dict[str, List[np.ndarray]] = {
+    k: []
+    for k in (
+      "sample_id",
+      "q_click",
+      "q_purchase",
+      "would_buy",
+      "click",
+      "buy",
+      "planted",
+      "visit",
+      "user",
+      "item",
+    )
+  }
   handles = [open(p + files.INCOMPLETE_SUFFIX, "w") for p in paths]
   try:
     handles[0].write(header)
@@ -783,13 +1053,25 @@ def _write_split(config: RealisticConfig, writer: Any, split: _Split, name: str,
       offset = rows.sample_id - split.first_sample
       here = np.isin(offset, planted)
       click[here], buy[here] = False, True
-      writer.write_chunk(rows, click.astype(np.int8), buy.astype(np.int8),
-                         handles[0], handles[-1])
-      for key, value in (("sample_id", rows.sample_id), ("q_click", q_click),
-                         ("q_purchase", q_buy), ("would_buy", would_buy),
-                         ("click", click), ("buy", buy), ("planted", here),
-                         ("visit", rows.visit), ("user", rows.user),
-                         ("item", rows.item)):
+      writer.write_chunk(
+        rows,
+        click.astype(np.int8),
+        buy.astype(np.int8),
+        handles[0],
+        handles[-1],
+      )
+      for key, value in (
+        ("sample_id", rows.sample_id),
+        ("q_click", q_click),
+        ("q_purchase", q_buy),
+        ("would_buy", would_buy),
+        ("click", click),
+        ("buy", buy),
+        ("planted", here),
+        ("visit", rows.visit),
+        ("user", rows.user),
+        ("item", rows.item),
+      ):
         truth[key].append(value)
   except BaseException:
     for h in handles:
@@ -807,15 +1089,19 @@ def _write_split(config: RealisticConfig, writer: Any, split: _Split, name: str,
   with open(truth_path + files.INCOMPLETE_SUFFIX, "wb") as f:
     np.savez(f, **arrays)
   os.replace(truth_path + files.INCOMPLETE_SUFFIX, truth_path)
-  return {"rows": num_rows, "visits": int(split.lengths.size),
-          "clicks": int(arrays["click"].sum()),
-          "buys": int((arrays["buy"] & arrays["click"]).sum()),
-          "buy_without_click": int(arrays["planted"].sum()),
-          "mean_q_click": float(arrays["q_click"].mean()),
-          "mean_q_purchase_given_click": float(np.average(
-              arrays["q_purchase"], weights=arrays["q_click"])),
-          "files": [os.path.basename(p) for p in paths] +
-                   [os.path.basename(truth_path)]}
+  return {
+    "rows": num_rows,
+    "visits": int(split.lengths.size),
+    "clicks": int(arrays["click"].sum()),
+    "buys": int((arrays["buy"] & arrays["click"]).sum()),
+    "buy_without_click": int(arrays["planted"].sum()),
+    "mean_q_click": float(arrays["q_click"].mean()),
+    "mean_q_purchase_given_click": float(
+      np.average(arrays["q_purchase"], weights=arrays["q_click"])
+    ),
+    "files": [os.path.basename(p) for p in paths]
+    + [os.path.basename(truth_path)],
+  }
 
 
 def read_truth(out_dir: str, split: str) -> Dict[str, np.ndarray]:
@@ -838,16 +1124,21 @@ def converted_sample_ids(data_dir: str, split: str) -> np.ndarray:
   """The ``sample_id`` of every example of a converted split, as int64."""
   paths = input_pipeline.list_split_files(data_dir, split)
   spec = {"sample_id": tf.io.FixedLenFeature([], tf.string)}
-  ds = tf.data.TFRecordDataset(
-      paths, compression_type=input_pipeline.COMPRESSION).batch(65536).map(
-      lambda x: tf.strings.to_number(tf.io.parse_example(x, spec)["sample_id"],
-                                     tf.int64))
+  ds = (
+    tf.data.TFRecordDataset(paths, compression_type=input_pipeline.COMPRESSION)
+    .batch(65536)
+    .map(
+      lambda x: tf.strings.to_number(
+        tf.io.parse_example(x, spec)["sample_id"], tf.int64
+      )
+    )
+  )
   return np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
 
 
-def align_truth(truth: Mapping[str, np.ndarray],
-                sample_ids: Optional[Sequence[int]] = None
-                ) -> Dict[str, np.ndarray]:
+def align_truth(
+  truth: Mapping[str, np.ndarray], sample_ids: Optional[Sequence[int]] = None
+) -> Dict[str, np.ndarray]:
   """The truth rows of ``sample_ids``, in their order.
 
   Args:
@@ -870,15 +1161,17 @@ def align_truth(truth: Mapping[str, np.ndarray],
   repeated = ids.size - np.unique(ids).size
   missing = int(keep.sum()) - (ids.size - repeated - unknown)
   if unknown or repeated or missing or np.any(truth["planted"][pos]):
-    raise ValueError(f"sample ids do not match the truth one to one: {unknown} "
-                     f"unknown, {repeated} repeated, {missing} kept rows "
-                     "missing")
+    raise ValueError(
+      f"sample ids do not match the truth one to one: {unknown} "
+      f"unknown, {repeated} repeated, {missing} kept rows "
+      "missing"
+    )
   return {k: v[pos] for k, v in truth.items()}
 
 
-def oracle_metrics(truth: Mapping[str, np.ndarray],
-                   sample_ids: Optional[Sequence[int]] = None
-                   ) -> Dict[str, float]:
+def oracle_metrics(
+  truth: Mapping[str, np.ndarray], sample_ids: Optional[Sequence[int]] = None
+) -> Dict[str, float]:
   """What the truth itself scores: p_click = q_click, p_purchase = q_click *
   q_purchase, on the rows of ``sample_ids`` (see :func:`align_truth`).
 
@@ -892,8 +1185,9 @@ def oracle_metrics(truth: Mapping[str, np.ndarray],
   return prediction_metrics(t, t["q_click"], t["q_purchase"])
 
 
-def prediction_metrics(truth: Mapping[str, np.ndarray], p_click: np.ndarray,
-                       p_cvr: np.ndarray) -> Dict[str, float]:
+def prediction_metrics(
+  truth: Mapping[str, np.ndarray], p_click: np.ndarray, p_cvr: np.ndarray
+) -> Dict[str, float]:
   """AUCs and PCOCs of predicted pCTR and pCVR on aligned rows.
 
   Args:
@@ -909,12 +1203,12 @@ def prediction_metrics(truth: Mapping[str, np.ndarray], p_click: np.ndarray,
   purchase = click & np.asarray(truth["buy"]).astype(bool)
   p_purchase = p_click * p_cvr
   out = {
-      "auc/click": metrics.roc_auc(click, p_click),
-      "auc/purchase": metrics.roc_auc(purchase, p_purchase),
-      "auc/cvr_clicked": metrics.roc_auc(purchase[click], p_cvr[click]),
-      "pcoc/click": metrics.pcoc(click, p_click),
-      "pcoc/purchase": metrics.pcoc(purchase, p_purchase),
-      "rows": int(click.size),
+    "auc/click": metrics.roc_auc(click, p_click),
+    "auc/purchase": metrics.roc_auc(purchase, p_purchase),
+    "auc/cvr_clicked": metrics.roc_auc(purchase[click], p_cvr[click]),
+    "pcoc/click": metrics.pcoc(click, p_click),
+    "pcoc/purchase": metrics.pcoc(purchase, p_purchase),
+    "rows": int(click.size),
   }
   if "would_buy" in truth:
     out["auc/cvr_entire_space"] = metrics.roc_auc(truth["would_buy"], p_cvr)

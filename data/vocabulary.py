@@ -14,8 +14,8 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
-
 import tensorflow as tf
+
 from tafe_tf import files
 
 VOCAB_DIR = "vocab"
@@ -63,14 +63,19 @@ class IdCounter:
   def _fold(self) -> None:
     if not self._flat and not self._chunked:
       return
-    flat = np.frombuffer(self._flat, dtype=np.int64) if self._flat else (
-        np.zeros(0, np.int64))
+    flat = (
+      np.frombuffer(self._flat, dtype=np.int64)
+      if self._flat
+      else (np.zeros(0, np.int64))
+    )
     ids = np.concatenate([self._ids, flat] + self._chunk_ids)
-    weights = np.concatenate([self._counts, np.ones(flat.size, np.int64)] +
-                             self._chunk_weights)
+    weights = np.concatenate(
+      [self._counts, np.ones(flat.size, np.int64)] + self._chunk_weights
+    )
     self._ids, inverse = np.unique(ids, return_inverse=True)
-    self._counts = np.bincount(inverse.ravel(), weights=weights,
-                               minlength=self._ids.size).astype(np.int64)
+    self._counts = np.bincount(
+      inverse.ravel(), weights=weights, minlength=self._ids.size
+    ).astype(np.int64)
     self._flat = array.array("q")
     self._chunk_ids, self._chunk_weights, self._chunked = [], [], 0
 
@@ -90,16 +95,22 @@ class IdCounter:
 
   def __getstate__(self):  # pickled between worker processes: fold first
     self._fold()
-    return {"buffer_size": self.buffer_size, "ids": self._ids,
-            "counts": self._counts}
+    return {
+      "buffer_size": self.buffer_size,
+      "ids": self._ids,
+      "counts": self._counts,
+    }
 
   def __setstate__(self, state):
     self.__init__(state["buffer_size"])
     self._ids, self._counts = state["ids"], state["counts"]
 
 
-def select_vocabulary(counter: IdCounter, min_count: int = DEFAULT_MIN_COUNT,
-                      exclude: Iterable[int] = ()) -> np.ndarray:
+def select_vocabulary(
+  counter: IdCounter,
+  min_count: int = DEFAULT_MIN_COUNT,
+  exclude: Iterable[int] = (),
+) -> np.ndarray:
   """Ids seen more than ``min_count`` times, most frequent first.
 
   Args:
@@ -149,15 +160,18 @@ def read_vocabulary(path: str) -> np.ndarray:
       try:
         ids.append(int(text))
       except ValueError:
-        raise ValueError(f"{path}:{number}: vocabulary entry {text!r} is not "
-                         "an integer id") from None
+        raise ValueError(
+          f"{path}:{number}: vocabulary entry {text!r} is not an integer id"
+        ) from None
   return np.asarray(ids, np.int64)
 
 
-def write_vocabularies(out_dir: str, counters: Mapping[str, IdCounter],
-                       min_count: int = DEFAULT_MIN_COUNT,
-                       exclude: Optional[Mapping[str, Iterable[int]]] = None
-                       ) -> Dict[str, int]:
+def write_vocabularies(
+  out_dir: str,
+  counters: Mapping[str, IdCounter],
+  min_count: int = DEFAULT_MIN_COUNT,
+  exclude: Optional[Mapping[str, Iterable[int]]] = None,
+) -> Dict[str, int]:
   """Writes ``vocab/<field>.txt`` for every counter; returns field -> size."""
   sizes = {}
   for name, counter in counters.items():

@@ -37,8 +37,7 @@ from absl import flags
 
 from tafe_tf.launch import common
 
-distribution_speed = common.lazy_import(
-    "tafe_tf.benchmarks.distribution_speed")
+distribution_speed = common.lazy_import("tafe_tf.benchmarks.distribution_speed")
 
 FLAGS = flags.FLAGS
 PARTS = ("devices", "workers")  # distribution_speed.PARTS
@@ -46,68 +45,109 @@ PARTS = ("devices", "workers")  # distribution_speed.PARTS
 flags.DEFINE_enum("model", "esmm", list(common.MODEL_NAMES), "Model to train.")
 flags.DEFINE_string("hparams", "{}", "JSON of build_model keyword arguments.")
 flags.DEFINE_string(
-    "data_dir", None, "Synthetic dataset directory (written when missing or "
-    "different; default: a folder under the system temp dir).")
+  "data_dir",
+  None,
+  "Synthetic dataset directory (written when missing or "
+  "different; default: a folder under the system temp dir).",
+)
 flags.DEFINE_integer(
-    "global_batch", 512, "Examples per step over all replicas and workers "
-    "(the same in both configurations of a pair; even: 2 replicas split it).",
-    lower_bound=2)
-flags.DEFINE_integer("steps", 50, "Train steps per timed window.",
-                     lower_bound=1)
-flags.DEFINE_integer("warmup", 5, "Untimed train steps first (tracing).",
-                     lower_bound=1)
+  "global_batch",
+  512,
+  "Examples per step over all replicas and workers "
+  "(the same in both configurations of a pair; even: 2 replicas split it).",
+  lower_bound=2,
+)
 flags.DEFINE_integer(
-    "repeats", 3, "Timed windows per configuration; the fastest counts (the "
-    "CPUs may be shared: the best window is the least disturbed one).",
-    lower_bound=1)
+  "steps", 50, "Train steps per timed window.", lower_bound=1
+)
+flags.DEFINE_integer(
+  "warmup", 5, "Untimed train steps first (tracing).", lower_bound=1
+)
+flags.DEFINE_integer(
+  "repeats",
+  3,
+  "Timed windows per configuration; the fastest counts (the "
+  "CPUs may be shared: the best window is the least disturbed one).",
+  lower_bound=1,
+)
 flags.DEFINE_multi_enum("parts", list(PARTS), list(PARTS), "Pairs to time.")
 flags.DEFINE_float(
-    "worker_timeout_s", 300.0, "Seconds a multi-worker configuration may take "
-    "(its processes' start-up included) before its workers are killed and "
-    "the benchmark fails.", lower_bound=0.0)
+  "worker_timeout_s",
+  300.0,
+  "Seconds a multi-worker configuration may take "
+  "(its processes' start-up included) before its workers are killed and "
+  "the benchmark fails.",
+  lower_bound=0.0,
+)
 flags.DEFINE_enum(
-    "role", "benchmark", ["benchmark", "worker"], "benchmark: run the "
-    "benchmark; worker: one worker process of a multi-worker configuration "
-    "(started by the benchmark, with TF_CONFIG set).")
+  "role",
+  "benchmark",
+  ["benchmark", "worker"],
+  "benchmark: run the "
+  "benchmark; worker: one worker process of a multi-worker configuration "
+  "(started by the benchmark, with TF_CONFIG set).",
+)
 flags.DEFINE_string(
-    "worker_output_dir", None, "--role=worker: where worker <i> writes "
-    "worker-<i>.json.")
+  "worker_output_dir",
+  None,
+  "--role=worker: where worker <i> writes worker-<i>.json.",
+)
 common.define_report_flags("distribution")
 
 # Flags a worker gets from the benchmark, as given to it.
-_WORKER_FLAGS = ("model", "hparams", "global_batch", "steps", "warmup",
-                 "repeats")
+_WORKER_FLAGS = (
+  "model",
+  "hparams",
+  "global_batch",
+  "steps",
+  "warmup",
+  "repeats",
+)
 
 
 def _worker_command(data_dir: str, output_dir: str) -> List[str]:
-  return ([sys.executable, "-m", "tafe_tf.launch.benchmark_distribution",
-           "--role=worker", f"--worker_output_dir={output_dir}",
-           f"--data_dir={data_dir}"]
-          + [f"--{name}={FLAGS[name].value}" for name in _WORKER_FLAGS])
+  return [
+    sys.executable,
+    "-m",
+    "tafe_tf.launch.benchmark_distribution",
+    "--role=worker",
+    f"--worker_output_dir={output_dir}",
+    f"--data_dir={data_dir}",
+  ] + [f"--{name}={FLAGS[name].value}" for name in _WORKER_FLAGS]
 
 
 def main(argv: List[str]) -> None:
   del argv  # checked by common.run
   try:
     settings = distribution_speed.Settings(
-        model=FLAGS.model, hparams=common.json_flag(FLAGS.hparams, "hparams"),
-        global_batch=FLAGS.global_batch, steps=FLAGS.steps,
-        warmup=FLAGS.warmup, repeats=FLAGS.repeats)
+      model=FLAGS.model,
+      hparams=common.json_flag(FLAGS.hparams, "hparams"),
+      global_batch=FLAGS.global_batch,
+      steps=FLAGS.steps,
+      warmup=FLAGS.warmup,
+      repeats=FLAGS.repeats,
+    )
   except ValueError as e:
     raise common.UserError(f"--global_batch: {e}") from None
   if FLAGS.role == "worker":
     if not FLAGS.worker_output_dir or not FLAGS.data_dir:
-      raise common.UserError("--role=worker needs --worker_output_dir and "
-                             "--data_dir")
-    distribution_speed.worker(FLAGS.data_dir, FLAGS.worker_output_dir,
-                              settings)
+      raise common.UserError(
+        "--role=worker needs --worker_output_dir and --data_dir"
+      )
+    distribution_speed.worker(FLAGS.data_dir, FLAGS.worker_output_dir, settings)
     return
   data_dir = FLAGS.data_dir or os.path.join(
-      tempfile.gettempdir(), "tafe_benchmark_distribution_synthetic")
+    tempfile.gettempdir(), "tafe_benchmark_distribution_synthetic"
+  )
   try:
     result = distribution_speed.benchmark(
-        FLAGS.parts, data_dir, settings, _worker_command,
-        common.run_dir("distribution"), FLAGS.worker_timeout_s)
+      FLAGS.parts,
+      data_dir,
+      settings,
+      _worker_command,
+      common.run_dir("distribution"),
+      FLAGS.worker_timeout_s,
+    )
   except RuntimeError as e:
     raise common.UserError(str(e).splitlines()[0]) from None
   common.report("distribution", result, distribution_speed.table(result))

@@ -40,26 +40,41 @@ training_speed = common.lazy_import("tafe_tf.benchmarks.training_speed")
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
-    "data_dir", None, "Synthetic dataset directory (written when missing or "
-    "different; default: a folder under the system temp dir).")
-flags.DEFINE_integer("num_steps", 2, "Conversion steps T.", lower_bound=2,
-                     upper_bound=4)
+  "data_dir",
+  None,
+  "Synthetic dataset directory (written when missing or "
+  "different; default: a folder under the system temp dir).",
+)
+flags.DEFINE_integer(
+  "num_steps", 2, "Conversion steps T.", lower_bound=2, upper_bound=4
+)
 flags.DEFINE_list("models", list(common.MODEL_NAMES), "Models to time.")
 flags.DEFINE_integer("batch_size", 2048, "Examples per step.", lower_bound=1)
-flags.DEFINE_integer("steps", 20, "Timed train steps per model.",
-                     lower_bound=1)
-flags.DEFINE_integer("warmup", 3, "Untimed train steps (tracing).",
-                     lower_bound=1)
+flags.DEFINE_integer("steps", 20, "Timed train steps per model.", lower_bound=1)
 flags.DEFINE_integer(
-    "repeats", 3, "Timed runs of --steps steps per model; the fastest counts "
-    "(the CPUs may be shared: the best run is the least disturbed one).",
-    lower_bound=1)
-flags.DEFINE_enum("embedding", "fused", ["fused", "per_field", "both"],
-                  "Embedding table layout(s) to time.")
+  "warmup", 3, "Untimed train steps (tracing).", lower_bound=1
+)
+flags.DEFINE_integer(
+  "repeats",
+  3,
+  "Timed runs of --steps steps per model; the fastest counts "
+  "(the CPUs may be shared: the best run is the least disturbed one).",
+  lower_bound=1,
+)
+flags.DEFINE_enum(
+  "embedding",
+  "fused",
+  ["fused", "per_field", "both"],
+  "Embedding table layout(s) to time.",
+)
 flags.DEFINE_string("hparams", "{}", "JSON of hparams given to every model.")
 flags.DEFINE_integer(
-    "profile_top", 0, "Profile --steps train steps of every model and report "
-    "its N costliest op types and ops (0: no profile).", lower_bound=0)
+  "profile_top",
+  0,
+  "Profile --steps train steps of every model and report "
+  "its N costliest op types and ops (0: no profile).",
+  lower_bound=0,
+)
 common.define_report_flags("training")
 
 
@@ -68,15 +83,25 @@ def main(argv: List[str]) -> None:
   hparams = common.json_flag(FLAGS.hparams, "hparams")
   unknown = sorted(set(FLAGS.models) - set(common.MODEL_NAMES))
   if unknown:
-    raise common.UserError(f"--models: unknown {unknown}; valid: "
-                           f"{', '.join(common.MODEL_NAMES)}")
+    raise common.UserError(
+      f"--models: unknown {unknown}; valid: {', '.join(common.MODEL_NAMES)}"
+    )
   data_dir = FLAGS.data_dir or os.path.join(
-      tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{FLAGS.num_steps}")
+    tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{FLAGS.num_steps}"
+  )
   try:
     result = training_speed.measure(
-        data_dir, FLAGS.num_steps, FLAGS.models, FLAGS.embedding, hparams,
-        FLAGS.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.repeats,
-        FLAGS.profile_top)
+      data_dir,
+      FLAGS.num_steps,
+      FLAGS.models,
+      FLAGS.embedding,
+      hparams,
+      FLAGS.batch_size,
+      FLAGS.steps,
+      FLAGS.warmup,
+      FLAGS.repeats,
+      FLAGS.profile_top,
+    )
   except ValueError as e:  # e.g. an unknown hyperparameter
     raise common.UserError(str(e)) from None
   common.report("training", result, training_speed.table(result))

@@ -37,9 +37,7 @@ import time
 import types
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 # Set before anything can import TensorFlow (an entry module may import it
 # right after this one); what the user set stays.
@@ -49,19 +47,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 DATASETS = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")
 # The schema names launch.convert writes for each real dataset (tfrecord: any).
 DATASET_SCHEMAS = {
-    "ali_ccp": ("ali_ccp", "ali_ccp_processed", "ali_ccp_paddle_esmm"),
-    "aliexpress": ("aliexpress",),
+  "ali_ccp": ("ali_ccp", "ali_ccp_processed", "ali_ccp_paddle_esmm"),
+  "aliexpress": ("aliexpress",),
 }
 # tafe_tf.models.MODEL_NAMES, for flag definitions that must not import
 # TensorFlow (tests/launch/test_common.py keeps the two equal).
 MODEL_NAMES = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
 
-_HELP = {"--help": False, "-help": False, "--helpshort": False, "-h": False,
-         "-?": False, "--helpfull": True, "-helpfull": True}
+_HELP = {
+  "--help": False,
+  "-help": False,
+  "--helpshort": False,
+  "-h": False,
+  "-?": False,
+  "--helpfull": True,
+  "-helpfull": True,
+}
 # Lines TensorFlow's libraries print to stderr while loading, before its
 # logging is set up: the absl notice and INFO/WARNING records ("I0000 ...").
-_BANNER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog"
-                     r"|[IW]\d{4} [\d:. ]+\d+ [\w.]+:\d+\] )")
+_BANNER = re.compile(
+  r"^(WARNING: All log messages before absl::InitializeLog"
+  r"|[IW]\d{4} [\d:. ]+\d+ [\w.]+:\d+\] )"
+)
 
 
 class UserError(Exception):
@@ -122,8 +129,9 @@ def parse_flags(argv: List[str], main: Callable[..., None]) -> List[str]:
   try:
     args = flags.FLAGS(argv)
   except flags.Error as e:
-    fail("; ".join(line.strip() for line in str(e).splitlines()
-                   if line.strip()))
+    fail(
+      "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    )
   if _is_quiet():
     # app.run raises an unset verbosity to INFO; quiet keeps WARNING.
     flags.FLAGS.verbosity = logging.WARNING
@@ -136,10 +144,11 @@ def help_text(main: Callable[..., None], full: bool = False) -> str:
   doc = (sys.modules[name].__doc__ or "").strip("\n")
   # absl files flags defined in __main__ under the script's path.
   key = sys.argv[0] if name == "__main__" else name
-  flag_text = (flags.FLAGS.get_help() if full
-               else flags.FLAGS.module_help(key))
-  return (f"{doc}\n\nflags:\n{flag_text}\n\n"
-          "Try --helpfull for every flag, -v 0 for TensorFlow's logs.")
+  flag_text = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(key)
+  return (
+    f"{doc}\n\nflags:\n{flag_text}\n\n"
+    "Try --helpfull for every flag, -v 0 for TensorFlow's logs."
+  )
 
 
 def fail(message: str) -> None:
@@ -188,9 +197,13 @@ def _filtered_stderr() -> Iterator[None]:
       os.dup2(saved, 2)
       os.close(saved)
       captured.seek(0)
-      kept = [line for line in captured.read().decode(
-          errors="replace").splitlines(keepends=True)
-              if not _BANNER.match(line)]
+      kept = [
+        line
+        for line in captured.read()
+        .decode(errors="replace")
+        .splitlines(keepends=True)
+        if not _BANNER.match(line)
+      ]
       sys.stderr.write("".join(kept))
 
 
@@ -205,8 +218,9 @@ def require_dataset_dir(data_dir: str, flag: str = "--data_dir"):
     return _features.Schema.load(data_dir)
   except FileNotFoundError:
     raise UserError(
-        f"{flag}={data_dir}: no {_features.SCHEMA_FILENAME} there; convert "
-        "raw data first with python -m launch.convert") from None
+      f"{flag}={data_dir}: no {_features.SCHEMA_FILENAME} there; convert "
+      "raw data first with python -m launch.convert"
+    ) from None
   except ValueError as e:
     raise UserError(f"{flag}={data_dir}: {e}") from None
 
@@ -216,9 +230,11 @@ def require_model_dir(model_dir: str) -> None:
   if not model_dir:
     raise UserError("--model_dir is required")
   if not os.path.isfile(os.path.join(model_dir, "run.json")):
-    raise UserError(f"--model_dir={model_dir}: not a trained model "
-                    "directory (no run.json); train with python -m "
-                    "launch.train first")
+    raise UserError(
+      f"--model_dir={model_dir}: not a trained model "
+      "directory (no run.json); train with python -m "
+      "launch.train first"
+    )
 
 
 def int_tuple(values: Sequence[str], flag: str) -> tuple:
@@ -226,8 +242,9 @@ def int_tuple(values: Sequence[str], flag: str) -> tuple:
   try:
     out = tuple(int(v) for v in values)
   except ValueError:
-    raise UserError(f"--{flag}: expected integers, got {list(values)}"
-                    ) from None
+    raise UserError(
+      f"--{flag}: expected integers, got {list(values)}"
+    ) from None
   if any(v < 1 for v in out):
     raise UserError(f"--{flag}: sizes must be >= 1, got {list(out)}")
   return out
@@ -257,8 +274,11 @@ def default_run_dir(name: str, now: Optional[float] = None) -> str:
 
 def define_report_flags(name: str) -> None:
   """``--run_dir`` and ``--output`` of benchmark ``name`` (:func:`report`)."""
-  flags.DEFINE_string("run_dir", "", "Folder the results go to (default: "
-                      f"runs/benchmark-{name}-<UTC time>).")
+  flags.DEFINE_string(
+    "run_dir",
+    "",
+    f"Folder the results go to (default: runs/benchmark-{name}-<UTC time>).",
+  )
   flags.DEFINE_string("output", "", "Also write the results' JSON here.")
 
 
@@ -285,8 +305,8 @@ def report(name: str, result: Mapping[str, Any], table: str) -> str:
     f.write(table + "\n")
   safe = _files.json_safe(result)
   for path in [os.path.join(out, f"{name}.json")] + (
-      [flags.FLAGS.output] if flags.FLAGS.output else []):
+    [flags.FLAGS.output] if flags.FLAGS.output else []
+  ):
     _files.write_json_atomic(path, safe)
   print(f"results: {out}")
   return out
-

@@ -15,26 +15,29 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
-from tafe_tf import input_pipeline
-from tafe_tf import reporting
-from tafe_tf import training
-
+from tafe_tf import input_pipeline, reporting, training
 from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
-flags.DEFINE_string("data_dir", "", "Dataset directory (default: the one the "
-                    "model was trained on).")
+flags.DEFINE_string(
+  "data_dir",
+  "",
+  "Dataset directory (default: the one the model was trained on).",
+)
 flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_string("output", "", "Report JSON (default: <model_dir>/eval/"
-                    "<split>.json).")
-flags.DEFINE_string("predictions", "", "Per-example CSV: sample_id, p_<step>, "
-                    "q_<step>.")
-flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1)
+flags.DEFINE_string(
+  "output", "", "Report JSON (default: <model_dir>/eval/<split>.json)."
+)
+flags.DEFINE_string(
+  "predictions", "", "Per-example CSV: sample_id, p_<step>, q_<step>."
+)
+flags.DEFINE_integer(
+  "batch_size", 4096, "Evaluation batch size.", lower_bound=1
+)
 
 
 def main(argv):
@@ -55,13 +58,23 @@ def main(argv):
     schema = training.model_dir_schema(FLAGS.model_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
-  output_dir = (os.path.dirname(os.path.abspath(FLAGS.output)) if FLAGS.output
-                else os.path.join(FLAGS.model_dir, "eval"))
+  output_dir = (
+    os.path.dirname(os.path.abspath(FLAGS.output))
+    if FLAGS.output
+    else os.path.join(FLAGS.model_dir, "eval")
+  )
   logging.info("evaluating %s on %s/%s", FLAGS.model_dir, data_dir, FLAGS.split)
-  reporting.evaluate_and_write(model, schema, data_dir, FLAGS.split, output_dir,
-                     output=FLAGS.output or None,
-                     predictions_csv=FLAGS.predictions or None,
-                     model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size)
+  reporting.evaluate_and_write(
+    model,
+    schema,
+    data_dir,
+    FLAGS.split,
+    output_dir,
+    output=FLAGS.output or None,
+    predictions_csv=FLAGS.predictions or None,
+    model_dir=FLAGS.model_dir,
+    batch_size=FLAGS.batch_size,
+  )
 
 
 def run() -> None:

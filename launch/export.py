@@ -11,20 +11,26 @@ import os
 
 from absl import flags
 
-from tafe_tf import export
-from tafe_tf import training
-
+from tafe_tf import export, training
 from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
-flags.DEFINE_string("export_dir", "", "Base directory of the servable's "
-                    "versions.")
-flags.DEFINE_integer("version", None, "Version number (default: seconds since "
-                     "the epoch).", lower_bound=1)
-flags.DEFINE_string("model_name", "", "model_spec.name in the warm-up requests "
-                    "(default: the model's name).")
+flags.DEFINE_string(
+  "export_dir", "", "Base directory of the servable's versions."
+)
+flags.DEFINE_integer(
+  "version",
+  None,
+  "Version number (default: seconds since the epoch).",
+  lower_bound=1,
+)
+flags.DEFINE_string(
+  "model_name",
+  "",
+  "model_spec.name in the warm-up requests (default: the model's name).",
+)
 
 
 def main(argv):
@@ -43,9 +49,13 @@ def main(argv):
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   try:
-    path = export.export_saved_model(model, schema, FLAGS.export_dir,
-                                     version=FLAGS.version,
-                                     model_name=FLAGS.model_name or run.model.name)
+    path = export.export_saved_model(
+      model,
+      schema,
+      FLAGS.export_dir,
+      version=FLAGS.version,
+      model_name=FLAGS.model_name or run.model.name,
+    )
   except (FileExistsError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(path)

@@ -30,141 +30,259 @@ import json
 import os
 from typing import Any, Callable, Dict, Optional
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
 from tafe_tf import config as config_lib
-from tafe_tf import distribution
-from tafe_tf import export
-from tafe_tf import files
+from tafe_tf import distribution, export, files, reporting, training
 from tafe_tf import models as models_lib
-from tafe_tf import reporting
-from tafe_tf import training
 from tafe_tf.data import synthetic
-
 from tafe_tf.launch import common
 
 FLAGS = flags.FLAGS
 _default = config_lib.setting_default
 
 # What to run: the whole config from a file, the model and its hparams.
-flags.DEFINE_string("config", "", "A run.json (any run's) to start from: "
-                    "the whole run config; flags given as well override it.")
-flags.DEFINE_enum("model", config_lib.ModelConfig.name,
-                  list(models_lib.MODEL_NAMES), "Model.")
-flags.DEFINE_string("hparams", "", "JSON object of the model's "
-                    "hyperparameters (any of them, docs/models.md), over its "
-                    "defaults (or --config's), e.g. "
-                    "'{\"transfer\": \"none\", \"top_k\": 2}'.")
-flags.DEFINE_string("model_dir", "", "Run directory (default: runs/<model>-"
-                    "<dataset>).")
-flags.DEFINE_bool("overwrite", False, "Remove a previous run's files from "
-                  "--model_dir first (else another run there is an error).")
+flags.DEFINE_string(
+  "config",
+  "",
+  "A run.json (any run's) to start from: "
+  "the whole run config; flags given as well override it.",
+)
+flags.DEFINE_enum(
+  "model", config_lib.ModelConfig.name, list(models_lib.MODEL_NAMES), "Model."
+)
+flags.DEFINE_string(
+  "hparams",
+  "",
+  "JSON object of the model's "
+  "hyperparameters (any of them, docs/models.md), over its "
+  "defaults (or --config's), e.g. "
+  '\'{"transfer": "none", "top_k": 2}\'.',
+)
+flags.DEFINE_string(
+  "model_dir", "", "Run directory (default: runs/<model>-<dataset>)."
+)
+flags.DEFINE_bool(
+  "overwrite",
+  False,
+  "Remove a previous run's files from "
+  "--model_dir first (else another run there is an error).",
+)
 # Data.
-flags.DEFINE_enum("dataset", _default("dataset"), list(config_lib.DATASETS),
-                  "synthetic (generated into --data_dir, or a cache dir), or a "
-                  "converted dataset directory given by --data_dir.")
-flags.DEFINE_string("data_dir", _default("data_dir"), "Dataset directory "
-                    "(schema.json + shards). For --dataset=synthetic: where to "
-                    "generate it (default: ~/.cache/tafe_tf/synthetic-"
-                    "<steps>step-seed<seed>).")
-flags.DEFINE_integer("synthetic_steps", _default("synthetic_steps"),
-                     "Steps of the synthetic chain.", lower_bound=2,
-                     upper_bound=4)
-flags.DEFINE_integer("synthetic_train_rows", _default("synthetic_train_rows"),
-                     "Synthetic train rows.", lower_bound=1)
-flags.DEFINE_integer("synthetic_eval_rows", _default("synthetic_eval_rows"),
-                     "Synthetic validation and test rows (each).",
-                     lower_bound=1)
-flags.DEFINE_float("synthetic_conflict", _default("synthetic_conflict"),
-                   "Conflict between steps in the synthetic truth (default: "
-                   "the generator's).")
+flags.DEFINE_enum(
+  "dataset",
+  _default("dataset"),
+  list(config_lib.DATASETS),
+  "synthetic (generated into --data_dir, or a cache dir), or a "
+  "converted dataset directory given by --data_dir.",
+)
+flags.DEFINE_string(
+  "data_dir",
+  _default("data_dir"),
+  "Dataset directory "
+  "(schema.json + shards). For --dataset=synthetic: where to "
+  "generate it (default: ~/.cache/tafe_tf/synthetic-"
+  "<steps>step-seed<seed>).",
+)
+flags.DEFINE_integer(
+  "synthetic_steps",
+  _default("synthetic_steps"),
+  "Steps of the synthetic chain.",
+  lower_bound=2,
+  upper_bound=4,
+)
+flags.DEFINE_integer(
+  "synthetic_train_rows",
+  _default("synthetic_train_rows"),
+  "Synthetic train rows.",
+  lower_bound=1,
+)
+flags.DEFINE_integer(
+  "synthetic_eval_rows",
+  _default("synthetic_eval_rows"),
+  "Synthetic validation and test rows (each).",
+  lower_bound=1,
+)
+flags.DEFINE_float(
+  "synthetic_conflict",
+  _default("synthetic_conflict"),
+  "Conflict between steps in the synthetic truth (default: the generator's).",
+)
 # Training.
 flags.DEFINE_integer("epochs", _default("epochs"), "Epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", _default("batch_size"),
-                     "Examples per replica per step.", lower_bound=1)
-flags.DEFINE_float("learning_rate", _default("learning_rate"),
-                   "Adam learning rate.", lower_bound=0)
-flags.DEFINE_integer("seed", _default("seed"), "The run seed: shuffling, the "
-                     "synthetic data, and the model unless --hparams sets "
-                     "its seed.")
+flags.DEFINE_integer(
+  "batch_size",
+  _default("batch_size"),
+  "Examples per replica per step.",
+  lower_bound=1,
+)
+flags.DEFINE_float(
+  "learning_rate",
+  _default("learning_rate"),
+  "Adam learning rate.",
+  lower_bound=0,
+)
+flags.DEFINE_integer(
+  "seed",
+  _default("seed"),
+  "The run seed: shuffling, the "
+  "synthetic data, and the model unless --hparams sets "
+  "its seed.",
+)
 flags.DEFINE_bool("shuffle", _default("shuffle"), "Shuffle the training split.")
-flags.DEFINE_integer("checkpoint_every_steps",
-                     _default("checkpoint_every_steps"), "Also checkpoint "
-                     "mid-epoch every N steps (0: at epoch ends only).",
-                     lower_bound=0)
-flags.DEFINE_integer("steps_per_epoch", _default("steps_per_epoch"),
-                     "Steps per epoch (default: one pass over the training "
-                     "split).", lower_bound=1)
-flags.DEFINE_string("monitor", _default("monitor"), "Validation quantity that "
-                    "picks the kept epoch.")
-flags.DEFINE_enum("verbose", str(_default("verbose")),
-                  [str(v) for v in config_lib.VERBOSITIES],
-                  "Keras progress output: 0 none, 1 bar, 2 a line per epoch.")
+flags.DEFINE_integer(
+  "checkpoint_every_steps",
+  _default("checkpoint_every_steps"),
+  "Also checkpoint mid-epoch every N steps (0: at epoch ends only).",
+  lower_bound=0,
+)
+flags.DEFINE_integer(
+  "steps_per_epoch",
+  _default("steps_per_epoch"),
+  "Steps per epoch (default: one pass over the training split).",
+  lower_bound=1,
+)
+flags.DEFINE_string(
+  "monitor",
+  _default("monitor"),
+  "Validation quantity that picks the kept epoch.",
+)
+flags.DEFINE_enum(
+  "verbose",
+  str(_default("verbose")),
+  [str(v) for v in config_lib.VERBOSITIES],
+  "Keras progress output: 0 none, 1 bar, 2 a line per epoch.",
+)
 # Distribution.
-flags.DEFINE_enum("strategy", _default("strategy"),
-                  list(distribution.STRATEGY_NAMES),
-                  "Distribution strategy (docs/distribution.md). multi_worker "
-                  "and parameter_server read the cluster from TF_CONFIG; with "
-                  "parameter_server the worker and ps tasks run this same "
-                  "command and serve.")
-flags.DEFINE_string("tpu", _default("tpu_address"), "TPU name or grpc:// "
-                    "address (--strategy=tpu; default: TPU_NAME or the local "
-                    "TPU VM).")
-flags.DEFINE_integer("cpu_devices", _default("cpu_devices"), "Split the CPU "
-                     "into N logical devices (0: no split), e.g. to run "
-                     "--strategy=mirrored with N replicas on a host without "
-                     "GPUs.", lower_bound=0)
-flags.DEFINE_enum("mixed_precision", _default("precision"),
-                  list(distribution.PRECISIONS),
-                  "Keras dtype policy; the loss and probabilities stay "
-                  "float32, mixed_float16 adds loss scaling.")
-flags.DEFINE_bool("jit_compile", _default("jit_compile"), "Compile the "
-                  "training step with XLA (id lookups move into the input "
-                  "pipeline).")
-flags.DEFINE_integer("min_shard_bytes", _default("min_shard_bytes"),
-                     "Smallest variable shard (parameter_server).",
-                     lower_bound=1)
+flags.DEFINE_enum(
+  "strategy",
+  _default("strategy"),
+  list(distribution.STRATEGY_NAMES),
+  "Distribution strategy (docs/distribution.md). multi_worker "
+  "and parameter_server read the cluster from TF_CONFIG; with "
+  "parameter_server the worker and ps tasks run this same "
+  "command and serve.",
+)
+flags.DEFINE_string(
+  "tpu",
+  _default("tpu_address"),
+  "TPU name or grpc:// "
+  "address (--strategy=tpu; default: TPU_NAME or the local "
+  "TPU VM).",
+)
+flags.DEFINE_integer(
+  "cpu_devices",
+  _default("cpu_devices"),
+  "Split the CPU "
+  "into N logical devices (0: no split), e.g. to run "
+  "--strategy=mirrored with N replicas on a host without "
+  "GPUs.",
+  lower_bound=0,
+)
+flags.DEFINE_enum(
+  "mixed_precision",
+  _default("precision"),
+  list(distribution.PRECISIONS),
+  "Keras dtype policy; the loss and probabilities stay "
+  "float32, mixed_float16 adds loss scaling.",
+)
+flags.DEFINE_bool(
+  "jit_compile",
+  _default("jit_compile"),
+  "Compile the "
+  "training step with XLA (id lookups move into the input "
+  "pipeline).",
+)
+flags.DEFINE_integer(
+  "min_shard_bytes",
+  _default("min_shard_bytes"),
+  "Smallest variable shard (parameter_server).",
+  lower_bound=1,
+)
 # After training.
-flags.DEFINE_bool("evaluate", _default("evaluate"),
-                  "Evaluate on the test split after training.")
-flags.DEFINE_bool("export", _default("export"),
-                  "Export a SavedModel after training.")
-flags.DEFINE_string("export_dir", _default("export_dir"), "Export base "
-                    "directory (default: <model_dir>/export).")
+flags.DEFINE_bool(
+  "evaluate", _default("evaluate"), "Evaluate on the test split after training."
+)
+flags.DEFINE_bool(
+  "export", _default("export"), "Export a SavedModel after training."
+)
+flags.DEFINE_string(
+  "export_dir",
+  _default("export_dir"),
+  "Export base directory (default: <model_dir>/export).",
+)
 # Shortcuts for common hyperparameters; None: the model's default (its
 # HParams dataclass). A model that lacks one rejects it.
-flags.DEFINE_integer("embedding_dim", None, "hparams embedding_dim: width of "
-                     "every id embedding.", lower_bound=1)
-flags.DEFINE_integer("num_experts", None, "hparams num_experts (TAFE, MMoE, "
-                     "PLE).", lower_bound=1)
-flags.DEFINE_list("expert_units", None, "hparams expert_units: expert MLP "
-                  "widths.")
-flags.DEFINE_list("tower_units", None, "hparams tower_units: task tower MLP "
-                  "widths.")
-flags.DEFINE_integer("num_levels", None, "hparams num_levels (TAFE, PLE).",
-                     lower_bound=1)
-flags.DEFINE_float("dropout", None, "hparams dropout.", lower_bound=0,
-                   upper_bound=0.9)
-flags.DEFINE_bool("train_metrics", None, "hparams train_metrics: also compute "
-                  "the step metrics in training steps; off: on validation "
-                  "only, up to ~2x faster training steps on CPU.")
+flags.DEFINE_integer(
+  "embedding_dim",
+  None,
+  "hparams embedding_dim: width of every id embedding.",
+  lower_bound=1,
+)
+flags.DEFINE_integer(
+  "num_experts", None, "hparams num_experts (TAFE, MMoE, PLE).", lower_bound=1
+)
+flags.DEFINE_list(
+  "expert_units", None, "hparams expert_units: expert MLP widths."
+)
+flags.DEFINE_list(
+  "tower_units", None, "hparams tower_units: task tower MLP widths."
+)
+flags.DEFINE_integer(
+  "num_levels", None, "hparams num_levels (TAFE, PLE).", lower_bound=1
+)
+flags.DEFINE_float(
+  "dropout", None, "hparams dropout.", lower_bound=0, upper_bound=0.9
+)
+flags.DEFINE_bool(
+  "train_metrics",
+  None,
+  "hparams train_metrics: also compute "
+  "the step metrics in training steps; off: on validation "
+  "only, up to ~2x faster training steps on CPU.",
+)
 
 # flag -> (run setting, flag value -> setting value).
 _SETTING_FLAGS: Dict[str, Any] = {
-    name: (name, None) for name in (
-        "dataset", "data_dir", "synthetic_steps", "synthetic_train_rows",
-        "synthetic_eval_rows", "synthetic_conflict", "epochs", "batch_size",
-        "learning_rate", "seed", "shuffle", "checkpoint_every_steps",
-        "steps_per_epoch", "monitor", "strategy", "cpu_devices", "jit_compile",
-        "min_shard_bytes", "evaluate", "export", "export_dir")}
-_SETTING_FLAGS.update(tpu=("tpu_address", None),
-                      mixed_precision=("precision", None),
-                      verbose=("verbose", int))
+  name: (name, None)
+  for name in (
+    "dataset",
+    "data_dir",
+    "synthetic_steps",
+    "synthetic_train_rows",
+    "synthetic_eval_rows",
+    "synthetic_conflict",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "shuffle",
+    "checkpoint_every_steps",
+    "steps_per_epoch",
+    "monitor",
+    "strategy",
+    "cpu_devices",
+    "jit_compile",
+    "min_shard_bytes",
+    "evaluate",
+    "export",
+    "export_dir",
+  )
+}
+_SETTING_FLAGS.update(
+  tpu=("tpu_address", None),
+  mixed_precision=("precision", None),
+  verbose=("verbose", int),
+)
 _HPARAM_FLAGS: Dict[str, Optional[Callable[[Any, str], Any]]] = {
-    "embedding_dim": None, "num_experts": None, "num_levels": None,
-    "dropout": None, "train_metrics": None,
-    "expert_units": common.int_tuple, "tower_units": common.int_tuple}
+  "embedding_dim": None,
+  "num_experts": None,
+  "num_levels": None,
+  "dropout": None,
+  "train_metrics": None,
+  "expert_units": common.int_tuple,
+  "tower_units": common.int_tuple,
+}
 
 
 def _hparams_from_flags() -> Dict[str, Any]:
@@ -176,14 +294,17 @@ def _hparams_from_flags() -> Dict[str, Any]:
     except json.JSONDecodeError as e:
       raise common.UserError(f"--hparams: not JSON: {e}") from None
     if not isinstance(out, dict):
-      raise common.UserError("--hparams: expected a JSON object of "
-                             f"hyperparameters, got {FLAGS.hparams}")
+      raise common.UserError(
+        "--hparams: expected a JSON object of "
+        f"hyperparameters, got {FLAGS.hparams}"
+      )
   for name, convert in _HPARAM_FLAGS.items():
     if not FLAGS[name].present:
       continue
     if name in out:
-      raise common.UserError(f"--{name} and --hparams both set {name}; give "
-                             "it once")
+      raise common.UserError(
+        f"--{name} and --hparams both set {name}; give it once"
+      )
     value = FLAGS[name].value
     out[name] = convert(value, name) if convert else value
   return out
@@ -213,9 +334,12 @@ def run_config_from_flags() -> config_lib.RunConfig:
         value = FLAGS[flag].value
         settings[setting] = convert(value) if convert else value
     return config_lib.RunConfig(
-        data=config.data, model=model.with_hparams(hparams),
-        training=config.training, distribution=config.distribution,
-        export=config.export).replace(**settings)
+      data=config.data,
+      model=model.with_hparams(hparams),
+      training=config.training,
+      distribution=config.distribution,
+      export=config.export,
+    ).replace(**settings)
   except ValueError as e:
     raise common.UserError(str(e)) from None
 
@@ -225,24 +349,32 @@ def resolve_data_dir(config: config_lib.RunConfig) -> str:
   data = config.data
   if data.dataset != "synthetic":
     schema = common.require_dataset_dir(data.data_dir)
-    if schema.name not in common.DATASET_SCHEMAS.get(data.dataset,
-                                                     (schema.name,)):
-      raise common.UserError(f"--data_dir={data.data_dir} holds dataset "
-                             f"{schema.name!r}, not {data.dataset!r}")
+    if schema.name not in common.DATASET_SCHEMAS.get(
+      data.dataset, (schema.name,)
+    ):
+      raise common.UserError(
+        f"--data_dir={data.data_dir} holds dataset "
+        f"{schema.name!r}, not {data.dataset!r}"
+      )
     return data.data_dir
   kwargs = {"num_steps": data.synthetic_steps, "seed": config.training.seed}
   if data.synthetic_conflict is not None:
     kwargs["conflict"] = data.synthetic_conflict
   data_dir = data.data_dir or os.path.join(
-      os.path.expanduser("~"), ".cache", "tafe_tf",
-      f"synthetic-{data.synthetic_steps}step-seed{config.training.seed}")
+    os.path.expanduser("~"),
+    ".cache",
+    "tafe_tf",
+    f"synthetic-{data.synthetic_steps}step-seed{config.training.seed}",
+  )
   logging.info("synthetic data in %s", data_dir)
   try:
     return synthetic.ensure_dataset(
-        data_dir, synthetic.SyntheticConfig(**kwargs),
-        num_train=data.synthetic_train_rows,
-        num_validation=data.synthetic_eval_rows,
-        num_test=data.synthetic_eval_rows)
+      data_dir,
+      synthetic.SyntheticConfig(**kwargs),
+      num_train=data.synthetic_train_rows,
+      num_validation=data.synthetic_eval_rows,
+      num_test=data.synthetic_eval_rows,
+    )
   except ValueError as e:  # e.g. a bad conflict
     raise common.UserError(f"synthetic data: {e}") from None
 
@@ -264,31 +396,44 @@ def main(argv):
       return
   data_dir = resolve_data_dir(config)
   model_dir = FLAGS.model_dir or os.path.join(
-      "runs", f"{config.model.name}-{config.data.dataset}")
+    "runs", f"{config.model.name}-{config.data.dataset}"
+  )
   try:
-    result = training.train(data_dir, model_dir, config,
-                            overwrite=FLAGS.overwrite)
+    result = training.train(
+      data_dir, model_dir, config, overwrite=FLAGS.overwrite
+    )
   except ValueError as e:  # e.g. a model dir of another run
     raise common.UserError(str(e)) from None
   if not result.is_chief:
     return  # the chief reports, evaluates and exports
   monitor = config.training.monitor
   if result.already_finished:
-    print(f"{model_dir} holds this run, finished (kept epoch "
-          f"{result.best_epoch}, {monitor} = {result.best_value:.6f}): nothing "
-          "to do (--overwrite trains it again)")
+    print(
+      f"{model_dir} holds this run, finished (kept epoch "
+      f"{result.best_epoch}, {monitor} = {result.best_value:.6f}): nothing "
+      "to do (--overwrite trains it again)"
+    )
     return
-  print(f"Kept epoch {result.best_epoch} of {config.training.epochs} "
-        f"({monitor} = {result.best_value:.6f}); model dir: {model_dir}")
+  print(
+    f"Kept epoch {result.best_epoch} of {config.training.epochs} "
+    f"({monitor} = {result.best_value:.6f}); model dir: {model_dir}"
+  )
   if config.export.evaluate:
     reporting.evaluate_and_write(
-        result.model, result.schema, data_dir, split="test",
-        output_dir=os.path.join(model_dir, "eval"), model_dir=model_dir)
+      result.model,
+      result.schema,
+      data_dir,
+      split="test",
+      output_dir=os.path.join(model_dir, "eval"),
+      model_dir=model_dir,
+    )
   if config.export.export:
     path = export.export_saved_model(
-        result.model, result.schema,
-        config.export.export_dir or os.path.join(model_dir, "export"),
-        model_name=config.model.name)
+      result.model,
+      result.schema,
+      config.export.export_dir or os.path.join(model_dir, "export"),
+      model_name=config.model.name,
+    )
     print(f"SavedModel for TF Serving: {path}")
 
 

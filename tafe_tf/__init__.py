@@ -11,11 +11,11 @@ import os as _os
 import sys as _sys
 
 _KERAS_HINT = (
-    "tafe_tf needs Keras 2 (the 'tf-keras' package) behind tf.keras, but tf.keras "
-    "was already resolved to Keras 3 in this process. Import tafe_tf before anything "
-    "touches tf.keras, or set TF_USE_LEGACY_KERAS=1 in the environment before "
-    "starting Python, and install tf-keras matching your TensorFlow minor version "
-    "(pip install 'tf-keras==<tensorflow version>')."
+  "tafe_tf needs Keras 2 (the 'tf-keras' package) behind tf.keras, but tf.keras "
+  "was already resolved to Keras 3 in this process. Import tafe_tf before anything "
+  "touches tf.keras, or set TF_USE_LEGACY_KERAS=1 in the environment before "
+  "starting Python, and install tf-keras matching your TensorFlow minor version "
+  "(pip install 'tf-keras==<tensorflow version>')."
 )
 
 
@@ -31,21 +31,26 @@ def _select_legacy_keras() -> None:
   if previous is not None and previous.strip().lower() not in ("1", "true"):
     if "tensorflow" in _sys.modules:
       raise ImportError(
-          f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already "
-          f"imported. {_KERAS_HINT}")
+        f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already "
+        f"imported. {_KERAS_HINT}"
+      )
   _os.environ["TF_USE_LEGACY_KERAS"] = "1"
   if _importlib_util.find_spec("tf_keras") is None:
     raise ImportError(
-        "tafe_tf needs the 'tf-keras' package (Keras 2). Install it pinned to "
-        "your TensorFlow minor version: pip install 'tf-keras==2.21.*'.")
+      "tafe_tf needs the 'tf-keras' package (Keras 2). Install it pinned to "
+      "your TensorFlow minor version: pip install 'tf-keras==2.21.*'."
+    )
   if "tensorflow" not in _sys.modules:
     return  # the variable set above decides tf.keras when TF is imported
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   # tf.keras is a lazy loader: ask where its Layer class really comes from.
   layer_module = tf.keras.layers.Layer.__module__
   if not layer_module.startswith("tf_keras"):
-    raise ImportError(f"tf.keras resolves to {layer_module.split('.')[0]!r}, "
-                      f"not 'tf_keras'. {_KERAS_HINT}")
+    raise ImportError(
+      f"tf.keras resolves to {layer_module.split('.')[0]!r}, "
+      f"not 'tf_keras'. {_KERAS_HINT}"
+    )
 
 
 _select_legacy_keras()

@@ -32,8 +32,14 @@ import tensorflow as tf
 from tafe_tf import features as features_lib
 from tafe_tf.layers import embedding as embedding_lib
 
-STRATEGY_NAMES: Tuple[str, ...] = ("auto", "one_device", "mirrored",
-                                   "multi_worker", "tpu", "parameter_server")
+STRATEGY_NAMES: Tuple[str, ...] = (
+  "auto",
+  "one_device",
+  "mirrored",
+  "multi_worker",
+  "tpu",
+  "parameter_server",
+)
 PRECISIONS: Tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Variables of a parameter-server run are split into shards of at least this
@@ -58,15 +64,18 @@ def tf_config() -> Dict[str, Any]:
   try:
     config = json.loads(raw)
   except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg} at character "
-                     f"{e.pos}): {raw[:200]!r}") from None
+    raise ValueError(
+      f"TF_CONFIG is not valid JSON ({e.msg} at character "
+      f"{e.pos}): {raw[:200]!r}"
+    ) from None
   if not isinstance(config, dict):
     raise ValueError(f"TF_CONFIG must be a JSON object, got {raw[:200]!r}")
   return config
 
 
-def _require_cluster(strategy_name: str, needed: Tuple[str, ...]
-                     ) -> Dict[str, Any]:
+def _require_cluster(
+  strategy_name: str, needed: Tuple[str, ...]
+) -> Dict[str, Any]:
   """TF_CONFIG, checked to name the task types ``strategy_name`` needs."""
   config = tf_config()
   cluster = config.get("cluster") or {}
@@ -74,9 +83,10 @@ def _require_cluster(strategy_name: str, needed: Tuple[str, ...]
   missing = [t for t in needed if not cluster.get(t)]
   if not cluster or missing or "type" not in task or "index" not in task:
     raise ValueError(
-        f"--strategy={strategy_name} needs TF_CONFIG with a cluster holding "
-        f"{', '.join(needed)} tasks and this process's task (type, index); "
-        f"got TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}")
+      f"--strategy={strategy_name} needs TF_CONFIG with a cluster holding "
+      f"{', '.join(needed)} tasks and this process's task (type, index); "
+      f"got TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}"
+    )
   return config
 
 
@@ -92,10 +102,12 @@ def tpu_resolvable(tpu_address: str = "") -> bool:
   return bool(tf.config.list_physical_devices("TPU"))
 
 
-def get_strategy(name: str = "auto", tpu_address: str = "",
-                 min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
-                 collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
-                 ) -> tf.distribute.Strategy:
+def get_strategy(
+  name: str = "auto",
+  tpu_address: str = "",
+  min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
+  collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
+) -> tf.distribute.Strategy:
   """Returns the strategy called ``name``.
 
   Args:
@@ -128,16 +140,19 @@ def get_strategy(name: str = "auto", tpu_address: str = "",
       ``TF_CONFIG`` it needs.
   """
   if name not in STRATEGY_NAMES:
-    raise ValueError(f"unknown strategy {name!r}; expected one of "
-                     f"{', '.join(STRATEGY_NAMES)}")
+    raise ValueError(
+      f"unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}"
+    )
   if name == "tpu" or (name == "auto" and tpu_resolvable(tpu_address)):
     return _tpu_strategy(tpu_address)
   if name == "multi_worker":
     _require_cluster(name, ("worker",))
     options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=collective_timeout_s)
+      timeout_seconds=collective_timeout_s
+    )
     return tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=options)
+      communication_options=options
+    )
   if name == "parameter_server":
     return _parameter_server_strategy(min_shard_bytes)
   gpus = tf.config.list_logical_devices("GPU")
@@ -148,30 +163,33 @@ def get_strategy(name: str = "auto", tpu_address: str = "",
 
 def _tpu_strategy(tpu_address: str) -> tf.distribute.Strategy:
   address = tpu_address or os.environ.get("TPU_NAME", "")
-  resolver = (tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
-              if address else
-              tf.distribute.cluster_resolver.TPUClusterResolver.connect(
-                  tpu="local"))
+  resolver = (
+    tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+    if address
+    else tf.distribute.cluster_resolver.TPUClusterResolver.connect(tpu="local")
+  )
   if address:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   return tf.distribute.TPUStrategy(resolver)
 
 
-def _parameter_server_strategy(min_shard_bytes: int
-                               ) -> tf.distribute.Strategy:
+def _parameter_server_strategy(min_shard_bytes: int) -> tf.distribute.Strategy:
   config = _require_cluster("parameter_server", ("chief", "worker", "ps"))
   if config["task"]["type"] != "chief":
     raise ValueError(
-        "--strategy=parameter_server trains in the chief task only; this "
-        f"process is {config['task']['type']}:{config['task']['index']}, which "
-        "serves (tafe_tf.distribution.serve, or launch.train does it)")
+      "--strategy=parameter_server trains in the chief task only; this "
+      f"process is {config['task']['type']}:{config['task']['index']}, which "
+      "serves (tafe_tf.distribution.serve, or launch.train does it)"
+    )
   num_ps = len(config["cluster"]["ps"])
   partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-      min_shard_bytes=min_shard_bytes, max_shards=num_ps)
+    min_shard_bytes=min_shard_bytes, max_shards=num_ps
+  )
   return tf.distribute.ParameterServerStrategy(
-      tf.distribute.cluster_resolver.TFConfigClusterResolver(),
-      variable_partitioner=partitioner)
+    tf.distribute.cluster_resolver.TFConfigClusterResolver(),
+    variable_partitioner=partitioner,
+  )
 
 
 def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
@@ -185,6 +203,7 @@ def is_tpu(strategy: tf.distribute.Strategy) -> bool:
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
   """This process's task in a cluster (``chief``/``worker`` index 0 alone)."""
+
   task_type: str
   task_id: int
   is_chief: bool
@@ -199,12 +218,14 @@ def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
   """
   resolver = getattr(strategy, "cluster_resolver", None)
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
-      resolver is None or not resolver.task_type):
+    resolver is None or not resolver.task_type
+  ):
     return WorkerRole("chief", 0, True)
   task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
   has_chief = "chief" in resolver.cluster_spec().as_dict()
-  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
-                                      and not has_chief)
+  is_chief = task_type == "chief" or (
+    task_type == "worker" and task_id == 0 and not has_chief
+  )
   return WorkerRole(task_type, task_id, is_chief)
 
 
@@ -223,12 +244,18 @@ def serve(join: bool = True) -> tf.distribute.Server:
   config = _require_cluster("parameter_server", ("worker", "ps"))
   task_type, index = config["task"]["type"], int(config["task"]["index"])
   if task_type not in ("worker", "ps"):
-    raise ValueError(f"TF_CONFIG task {task_type}:{index} is not a worker or "
-                     "ps task; the chief trains instead of serving")
+    raise ValueError(
+      f"TF_CONFIG task {task_type}:{index} is not a worker or "
+      "ps task; the chief trains instead of serving"
+    )
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   server = tf.distribute.Server(
-      resolver.cluster_spec(), job_name=task_type, task_index=index,
-      protocol=resolver.rpc_layer or "grpc", start=True)
+    resolver.cluster_spec(),
+    job_name=task_type,
+    task_index=index,
+    protocol=resolver.rpc_layer or "grpc",
+    start=True,
+  )
   if join:
     server.join()
   return server
@@ -238,8 +265,9 @@ def serve(join: bool = True) -> tf.distribute.Server:
 
 
 @contextlib.contextmanager
-def precision_policy(name: str = "float32") -> Iterator[
-    tf.keras.mixed_precision.Policy]:
+def precision_policy(
+  name: str = "float32",
+) -> Iterator[tf.keras.mixed_precision.Policy]:
   """Sets the global Keras dtype policy ``name`` inside the block.
 
   Layers take the policy in force when they are constructed, so build the
@@ -252,8 +280,9 @@ def precision_policy(name: str = "float32") -> Iterator[
     ValueError: for a name not in :data:`PRECISIONS`.
   """
   if name not in PRECISIONS:
-    raise ValueError(f"unknown precision {name!r}; expected one of "
-                     f"{', '.join(PRECISIONS)}")
+    raise ValueError(
+      f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}"
+    )
   previous = tf.keras.mixed_precision.global_policy()
   tf.keras.mixed_precision.set_global_policy(name)
   try:
@@ -273,16 +302,22 @@ def padded_length_bucket(length: tf.Tensor) -> tf.Tensor:
   """
   length = tf.maximum(tf.cast(length, tf.int32), 1)
   bucket = tf.bitwise.left_shift(
-      1, tf.cast(tf.math.ceil(tf.math.log(tf.cast(length, tf.float64)) /
-                              tf.math.log(tf.constant(2.0, tf.float64))),
-                 tf.int32))
+    1,
+    tf.cast(
+      tf.math.ceil(
+        tf.math.log(tf.cast(length, tf.float64))
+        / tf.math.log(tf.constant(2.0, tf.float64))
+      ),
+      tf.int32,
+    ),
+  )
   # Guard float rounding at exact powers of two.
   return tf.where(bucket < length, bucket * 2, bucket)
 
 
-def compiled_step_inputs(model: Any, schema: features_lib.Schema
-                         ) -> Callable[[Mapping[str, Any], Any],
-                                       Tuple[Dict[str, Any], Any]]:
+def compiled_step_inputs(
+  model: Any, schema: features_lib.Schema
+) -> Callable[[Mapping[str, Any], Any], Tuple[Dict[str, Any], Any]]:
   """A ``dataset.map`` function feeding an XLA-compiled step.
 
   The step must then take no string, hashing or hash-table work, and as few
@@ -298,13 +333,16 @@ def compiled_step_inputs(model: Any, schema: features_lib.Schema
   """
   multi = schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
 
-  def prepare(features: Mapping[str, Any], labels: Any
-              ) -> Tuple[Dict[str, Any], Any]:
+  def prepare(
+    features: Mapping[str, Any], labels: Any
+  ) -> Tuple[Dict[str, Any], Any]:
     for f in multi:
       if isinstance(features[f.name], tf.RaggedTensor):
-        raise ValueError(f"field {f.name!r} is ragged; an XLA-compiled step "
-                         "needs padded lists (make_dataset(..., "
-                         "dense_padded=True))")
+        raise ValueError(
+          f"field {f.name!r} is ragged; an XLA-compiled step "
+          "needs padded lists (make_dataset(..., "
+          "dense_padded=True))"
+        )
     out = model.preprocess(features)
     for f in multi:
       rows_key = embedding_lib.ROWS_PREFIX + f.name
@@ -333,8 +371,11 @@ def split_cpu(num_devices: int) -> None:
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+      cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
+    )
   except RuntimeError as e:
-    raise RuntimeError(f"cannot split the CPU into {num_devices} devices: "
-                       f"TensorFlow already initialised its devices ({e}); "
-                       "split before running anything") from None
+    raise RuntimeError(
+      f"cannot split the CPU into {num_devices} devices: "
+      f"TensorFlow already initialised its devices ({e}); "
+      "split before running anything"
+    ) from None

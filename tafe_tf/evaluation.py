@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from typing import (Any, Callable, Dict, List, Mapping, Optional,
-                    Sequence)
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +53,7 @@ class Predictions:
     sample_ids: ``[N]`` str sample ids, or None.
     oracle_q: ``[N, T]`` float32 true conditional probabilities, or None.
   """
+
   labels: np.ndarray
   p: np.ndarray
   q: np.ndarray
@@ -71,13 +71,15 @@ class Predictions:
     for name in ("p", "q", "oracle_q"):
       value = getattr(self, name)
       if value is not None and value.shape != self.labels.shape:
-        raise ValueError(f"{name} has shape {value.shape}, labels "
-                         f"{self.labels.shape}")
+        raise ValueError(
+          f"{name} has shape {value.shape}, labels {self.labels.shape}"
+        )
     for name in ("user_ids", "sample_ids"):
       value = getattr(self, name)
       if value is not None and value.shape != (self.num_examples,):
-        raise ValueError(f"{name} has shape {value.shape}, expected "
-                         f"({self.num_examples},)")
+        raise ValueError(
+          f"{name} has shape {value.shape}, expected ({self.num_examples},)"
+        )
 
   @property
   def num_examples(self) -> int:
@@ -97,12 +99,15 @@ class Predictions:
 
 def _check_num_steps(predictions: Predictions, steps: Sequence[str]) -> None:
   if len(steps) != predictions.num_steps:
-    raise ValueError(f"{len(steps)} steps {list(steps)} but predictions have "
-                     f"{predictions.num_steps} columns")
+    raise ValueError(
+      f"{len(steps)} steps {list(steps)} but predictions have "
+      f"{predictions.num_steps} columns"
+    )
 
 
-def _predict_fn(model: tf.keras.Model, steps: Sequence[str]
-                ) -> Callable[[Dict[str, tf.Tensor]], Any]:
+def _predict_fn(
+  model: tf.keras.Model, steps: Sequence[str]
+) -> Callable[[Dict[str, tf.Tensor]], Any]:
   """A tf.function: model features -> (p [B, T], q [B, T])."""
 
   @tf.function(reduce_retracing=True)
@@ -111,8 +116,9 @@ def _predict_fn(model: tf.keras.Model, steps: Sequence[str]
     wanted = [f"{kind}_{step}" for step in steps for kind in ("p", "q")]
     missing = [k for k in wanted if k not in outputs]
     if missing:
-      raise ValueError(f"model outputs miss {missing}; it returned "
-                       f"{sorted(outputs)}")
+      raise ValueError(
+        f"model outputs miss {missing}; it returned {sorted(outputs)}"
+      )
     p = tf.stack([tf.reshape(outputs[f"p_{s}"], [-1]) for s in steps], axis=1)
     q = tf.stack([tf.reshape(outputs[f"q_{s}"], [-1]) for s in steps], axis=1)
     return tf.cast(p, tf.float32), tf.cast(q, tf.float32)
@@ -120,8 +126,9 @@ def _predict_fn(model: tf.keras.Model, steps: Sequence[str]
   return predict_step
 
 
-def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset,
-                    schema: features_lib.Schema) -> Predictions:
+def predict_dataset(
+  model: tf.keras.Model, dataset: tf.data.Dataset, schema: features_lib.Schema
+) -> Predictions:
   """Runs ``model`` over every batch of ``dataset`` and gathers numpy arrays.
 
   Args:
@@ -146,22 +153,33 @@ def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset,
   steps = list(schema.steps)
   model_keys = features_lib.model_feature_keys(schema)
   if schema.user_field is not None and (
-      schema.field(schema.user_field).kind != features_lib.FieldKind.ID):
+    schema.field(schema.user_field).kind != features_lib.FieldKind.ID
+  ):
     raise ValueError(f"user_field {schema.user_field!r} must be an 'id' field")
-  oracle_keys = ([features_lib.oracle_key(s) for s in steps]
-                 if schema.has_oracle else [])
+  oracle_keys = (
+    [features_lib.oracle_key(s) for s in steps] if schema.has_oracle else []
+  )
   metadata_keys = oracle_keys + (
-      [features_lib.SAMPLE_ID_KEY] if schema.has_sample_id else [])
+    [features_lib.SAMPLE_ID_KEY] if schema.has_sample_id else []
+  )
   predict_step = _predict_fn(model, steps)
 
   columns: Dict[str, List[np.ndarray]] = {
-      "labels": [], "p": [], "q": [], "user_ids": [], "sample_ids": [],
-      "oracle_q": []}
+    "labels": [],
+    "p": [],
+    "q": [],
+    "user_ids": [],
+    "sample_ids": [],
+    "oracle_q": [],
+  }
   for batch, (features, labels) in enumerate(dataset):
     absent = [k for k in model_keys + metadata_keys if k not in features]
     if absent:
-      hint = (" (build the dataset with with_metadata=True)"
-              if set(absent) & set(metadata_keys) else "")
+      hint = (
+        " (build the dataset with with_metadata=True)"
+        if set(absent) & set(metadata_keys)
+        else ""
+      )
       raise ValueError(f"batch {batch}: features miss {absent}{hint}")
     missing_labels = [s for s in steps if s not in labels]
     if missing_labels:
@@ -170,7 +188,8 @@ def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset,
     columns["p"].append(p.numpy())
     columns["q"].append(q.numpy())
     columns["labels"].append(
-        np.stack([labels[s].numpy() for s in steps], axis=1).astype(np.float32))
+      np.stack([labels[s].numpy() for s in steps], axis=1).astype(np.float32)
+    )
     if schema.user_field is not None:
       columns["user_ids"].append(features[schema.user_field].numpy())
     if schema.has_sample_id:
@@ -187,13 +206,19 @@ def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset,
   sample_ids = joined("sample_ids")
   if sample_ids is not None:
     sample_ids = np.char.decode(sample_ids.astype(np.bytes_), "utf-8")
-  return Predictions(labels=joined("labels"), p=joined("p"), q=joined("q"),
-                     user_ids=joined("user_ids"), sample_ids=sample_ids,
-                     oracle_q=joined("oracle_q"))
+  return Predictions(
+    labels=joined("labels"),
+    p=joined("p"),
+    q=joined("q"),
+    user_ids=joined("user_ids"),
+    sample_ids=sample_ids,
+    oracle_q=joined("oracle_q"),
+  )
 
 
-def compute_report(predictions: Predictions,
-                   steps: Sequence[str]) -> Dict[str, float]:
+def compute_report(
+  predictions: Predictions, steps: Sequence[str]
+) -> Dict[str, float]:
   """Exact metrics of ``predictions``; the keys are listed in the module doc.
 
   Args:
@@ -215,11 +240,14 @@ def compute_report(predictions: Predictions,
     if t > 0:
       reached = y[:, t - 1] == 1
       report[f"auc_conditional/{step}"] = (
-          metrics_lib.roc_auc(y[reached, t], q[reached, t]) if reached.any()
-          else float("nan"))
+        metrics_lib.roc_auc(y[reached, t], q[reached, t])
+        if reached.any()
+        else float("nan")
+      )
     if predictions.user_ids is not None:
       report[f"gauc/{step}"] = metrics_lib.group_auc(
-          y[:, t], p[:, t], predictions.user_ids)
+        y[:, t], p[:, t], predictions.user_ids
+      )
     if oracle_p is not None:
       oracle_auc = metrics_lib.roc_auc(y[:, t], oracle_p[:, t])
       report[f"oracle_auc/{step}"] = oracle_auc
@@ -236,8 +264,9 @@ def prediction_columns(steps: Sequence[str], with_sample_id: bool) -> List[str]:
   return header
 
 
-def write_predictions_csv(predictions: Predictions, steps: Sequence[str],
-                          path: str) -> str:
+def write_predictions_csv(
+  predictions: Predictions, steps: Sequence[str], path: str
+) -> str:
   """Writes one row per example: sample id (when present), p and q per step.
 
   Probabilities are written with 9 significant digits, which reproduces every

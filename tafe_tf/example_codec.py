@@ -26,8 +26,16 @@ entry point (a ``tf.train.Example`` of one row).
 from __future__ import annotations
 
 import struct
-from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional,
-                    Sequence)
+from typing import (
+  Any,
+  Dict,
+  Iterable,
+  List,
+  Mapping,
+  NamedTuple,
+  Optional,
+  Sequence,
+)
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +45,9 @@ from tafe_tf import features as features_lib
 FieldKind = features_lib.FieldKind
 
 # Wire tags (field number << 3 | wire type 2 = length-delimited).
-_TAG_1 = b"\x0a"  # Example.features, Features.feature entry, map key, *List.value
+_TAG_1 = (
+  b"\x0a"  # Example.features, Features.feature entry, map key, *List.value
+)
 _TAG_2 = b"\x12"  # map value; Feature.float_list
 _TAG_3 = b"\x1a"  # Feature.int64_list
 _TWO_64 = 1 << 64
@@ -53,6 +63,7 @@ class RaggedColumn(NamedTuple):
 
   The column form of a weighted field's ids or weights in a batch.
   """
+
   values: np.ndarray
   row_splits: np.ndarray  # int64 [b + 1], row_splits[0] == 0
 
@@ -61,7 +72,7 @@ class RaggedColumn(NamedTuple):
     return np.diff(self.row_splits)
 
   def row(self, i: int) -> np.ndarray:
-    return self.values[self.row_splits[i]:self.row_splits[i + 1]]
+    return self.values[self.row_splits[i] : self.row_splits[i + 1]]
 
 
 # --- one row ------------------------------------------------------------------
@@ -92,7 +103,9 @@ def _int64_feature(values: Sequence[int]) -> bytes:
     return _delimited(_TAG_3, _TAG_1 + varint(len(packed)) + packed)
   # The C++ protobuf runtime packs long lists faster than Python can.
   values = values.tolist() if isinstance(values, np.ndarray) else list(values)
-  return _delimited(_TAG_3, tf.train.Int64List(value=values).SerializeToString())
+  return _delimited(
+    _TAG_3, tf.train.Int64List(value=values).SerializeToString()
+  )
 
 
 def _float_feature(values: Sequence[float]) -> bytes:
@@ -135,14 +148,17 @@ class ExampleEncoder:
   def __init__(self, schema: features_lib.Schema):
     self.schema = schema
     self._specs: Dict[str, features_lib.FieldSpec] = {
-        f.name: f for f in schema.fields}
+      f.name: f for f in schema.fields
+    }
     self._keys: Dict[str, bytes] = {}
     for key in _canonical_keys(schema):
       self._keys[key] = _delimited(_TAG_1, key.encode())
     # Labels repeat a handful of values: encode each (step, value) once.
     self._label_entries = {
-        (step, y): self._entry(features_lib.label_key(step), _int64_feature([y]))
-        for step in schema.steps for y in (0, 1)}
+      (step, y): self._entry(features_lib.label_key(step), _int64_feature([y]))
+      for step in schema.steps
+      for y in (0, 1)
+    }
     self._memo: Dict[Any, bytes] = {}
 
   def _memoize(self, key: Any, entry: bytes) -> bytes:
@@ -154,8 +170,9 @@ class ExampleEncoder:
   def _entry(self, key: str, feature: bytes) -> bytes:
     return _delimited(_TAG_1, self._keys[key] + _delimited(_TAG_2, feature))
 
-  def encode_fields(self, values: Mapping[str, Any],
-                    names: Optional[Iterable[str]] = None) -> bytes:
+  def encode_fields(
+    self, values: Mapping[str, Any], names: Optional[Iterable[str]] = None
+  ) -> bytes:
     """Map entries of the fields ``names`` (default: all of ``values``).
 
     Raises:
@@ -165,7 +182,7 @@ class ExampleEncoder:
     """
     parts = []
     memo = self._memo
-    for name in (values if names is None else names):
+    for name in values if names is None else names:
       spec = self._specs[name]
       value = values[name]
       if spec.kind == FieldKind.ID:
@@ -177,34 +194,43 @@ class ExampleEncoder:
       elif spec.kind == FieldKind.WEIGHTED_IDS:
         ids, weights = value
         if len(ids) != len(weights):
-          raise ValueError(f"field {name!r}: {len(ids)} ids but {len(weights)} "
-                           "weights")
-        key = (name, tuple(ids), tuple(weights)) if len(
-            ids) <= _MEMO_MAX_IDS else None
+          raise ValueError(
+            f"field {name!r}: {len(ids)} ids but {len(weights)} weights"
+          )
+        key = (
+          (name, tuple(ids), tuple(weights))
+          if len(ids) <= _MEMO_MAX_IDS
+          else None
+        )
         entry = memo.get(key) if key is not None else None
         if entry is None:
-          entry = (self._entry(name, _int64_feature(ids)) +
-                   self._entry(spec.weight_key, _float_feature(weights)))
+          entry = self._entry(name, _int64_feature(ids)) + self._entry(
+            spec.weight_key, _float_feature(weights)
+          )
           if key is not None:
             self._memoize(key, entry)
         parts.append(entry)
       else:
         if len(value) != spec.dim:
-          raise ValueError(f"field {name!r}: expected {spec.dim} floats, got "
-                           f"{len(value)}")
+          raise ValueError(
+            f"field {name!r}: expected {spec.dim} floats, got {len(value)}"
+          )
         parts.append(self._entry(name, _float_feature(value)))
     return b"".join(parts)
 
   def encode_labels(self, labels: Sequence[int]) -> bytes:
     """Map entries of the cumulative labels, one per step, in step order."""
-    return b"".join(self._label_entries[(step, y)]
-                    for step, y in zip(self.schema.steps, labels))
+    return b"".join(
+      self._label_entries[(step, y)]
+      for step, y in zip(self.schema.steps, labels)
+    )
 
   def encode_oracle(self, oracle: Sequence[float]) -> bytes:
     """Map entries of the true conditional probabilities, in step order."""
     return b"".join(
-        self._entry(features_lib.oracle_key(step), _float_feature([q]))
-        for step, q in zip(self.schema.steps, oracle))
+      self._entry(features_lib.oracle_key(step), _float_feature([q]))
+      for step, q in zip(self.schema.steps, oracle)
+    )
 
   def encode_sample_id(self, sample_id: bytes) -> bytes:
     return self._entry(features_lib.SAMPLE_ID_KEY, _bytes_feature(sample_id))
@@ -214,9 +240,13 @@ class ExampleEncoder:
     """``Example`` bytes whose features are the concatenated map entries."""
     return _example(b"".join(parts))
 
-  def encode_row(self, values: Mapping[str, Any], labels: Sequence[int],
-                 sample_id: bytes = b"",
-                 oracle: Optional[Sequence[float]] = None) -> bytes:
+  def encode_row(
+    self,
+    values: Mapping[str, Any],
+    labels: Sequence[int],
+    sample_id: bytes = b"",
+    oracle: Optional[Sequence[float]] = None,
+  ) -> bytes:
     """``Example`` bytes of one whole row, map entries in the canonical order.
 
     Args:
@@ -228,8 +258,10 @@ class ExampleEncoder:
     Returns:
       The bytes :func:`serialize_batch` writes for the same row.
     """
-    parts = [self.encode_fields(values, self.schema.field_names),
-             self.encode_labels(labels)]
+    parts = [
+      self.encode_fields(values, self.schema.field_names),
+      self.encode_labels(labels),
+    ]
     if self.schema.has_oracle:
       parts.append(self.encode_oracle(oracle))
     if self.schema.has_sample_id:
@@ -248,11 +280,13 @@ def _canonical_keys(schema: features_lib.Schema) -> List[str]:
   return keys
 
 
-def make_example(schema: features_lib.Schema, features: Mapping[str, Any],
-                 labels: Mapping[str, int],
-                 sample_id: Optional[str] = None,
-                 oracle: Optional[Mapping[str, float]] = None
-                 ) -> tf.train.Example:
+def make_example(
+  schema: features_lib.Schema,
+  features: Mapping[str, Any],
+  labels: Mapping[str, int],
+  sample_id: Optional[str] = None,
+  oracle: Optional[Mapping[str, float]] = None,
+) -> tf.train.Example:
   """One checked ``tf.train.Example`` in the schema's serialized form.
 
   Args:
@@ -284,11 +318,20 @@ def make_example(schema: features_lib.Schema, features: Mapping[str, Any],
   if schema.has_oracle and oracle is None:
     raise ValueError("schema has oracle probabilities but none were given")
   encoder = ExampleEncoder(schema)
-  values = {f.name: int(features[f.name]) if f.kind == FieldKind.ID else
-            features[f.name] for f in schema.fields}
-  return tf.train.Example.FromString(encoder.encode_row(
-      values, ys, str(sample_id if sample_id is not None else "").encode(),
-      [float(oracle[s]) for s in schema.steps] if schema.has_oracle else None))
+  values = {
+    f.name: int(features[f.name])
+    if f.kind == FieldKind.ID
+    else features[f.name]
+    for f in schema.fields
+  }
+  return tf.train.Example.FromString(
+    encoder.encode_row(
+      values,
+      ys,
+      str(sample_id if sample_id is not None else "").encode(),
+      [float(oracle[s]) for s in schema.steps] if schema.has_oracle else None,
+    )
+  )
 
 
 # --- a batch of rows, column-wise ---------------------------------------------
@@ -299,13 +342,14 @@ def make_example(schema: features_lib.Schema, features: Mapping[str, Any],
 
 
 class _Piece(NamedTuple):
-  data: np.ndarray     # uint8, the rows' bytes back to back
+  data: np.ndarray  # uint8, the rows' bytes back to back
   lengths: np.ndarray  # int64 [n]
 
 
 def _const_piece(value: bytes, n: int) -> _Piece:
-  return _Piece(np.tile(np.frombuffer(value, np.uint8), n),
-                np.full(n, len(value), np.int64))
+  return _Piece(
+    np.tile(np.frombuffer(value, np.uint8), n), np.full(n, len(value), np.int64)
+  )
 
 
 def _varint_piece(values: np.ndarray) -> _Piece:
@@ -330,12 +374,14 @@ def _pieces_length(pieces: Sequence[_Piece]) -> np.ndarray:
 
 
 def _keep_rows(piece: _Piece, keep: np.ndarray) -> _Piece:
-  return _Piece(piece.data[np.repeat(keep, piece.lengths)],
-                np.where(keep, piece.lengths, 0))
+  return _Piece(
+    piece.data[np.repeat(keep, piece.lengths)], np.where(keep, piece.lengths, 0)
+  )
 
 
-def _delimited_rows(tag: bytes, body: List[_Piece], n: int,
-                    omit_empty: bool = False) -> List[_Piece]:
+def _delimited_rows(
+  tag: bytes, body: List[_Piece], n: int, omit_empty: bool = False
+) -> List[_Piece]:
   """``tag varint(len) body`` per row; rows with an empty body are left out
   entirely when ``omit_empty`` (how packed repeated fields are written)."""
   length = _pieces_length(body) if body else np.zeros(n, np.int64)
@@ -352,26 +398,32 @@ def _rows_piece(element: _Piece, row_splits: np.ndarray) -> _Piece:
   return _Piece(element.data, cum0[row_splits[1:]] - cum0[row_splits[:-1]])
 
 
-def _int64_list(values: np.ndarray, row_splits: Optional[np.ndarray],
-                n: int) -> List[_Piece]:
+def _int64_list(
+  values: np.ndarray, row_splits: Optional[np.ndarray], n: int
+) -> List[_Piece]:
   packed = _varint_piece(values)
   if row_splits is not None:
     packed = _rows_piece(packed, row_splits)
   return _delimited_rows(
-      _TAG_3, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n)
+    _TAG_3, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n
+  )
 
 
-def _float_list(values: np.ndarray, counts: np.ndarray, n: int
-                ) -> List[_Piece]:
-  packed = _Piece(np.ascontiguousarray(values, dtype="<f4").view(np.uint8),
-                  4 * counts.astype(np.int64))
+def _float_list(values: np.ndarray, counts: np.ndarray, n: int) -> List[_Piece]:
+  packed = _Piece(
+    np.ascontiguousarray(values, dtype="<f4").view(np.uint8),
+    4 * counts.astype(np.int64),
+  )
   return _delimited_rows(
-      _TAG_2, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n)
+    _TAG_2, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n
+  )
 
 
 def _bytes_list(values: Sequence[bytes], n: int) -> List[_Piece]:
-  packed = _Piece(np.frombuffer(b"".join(values), np.uint8),
-                  np.fromiter((len(v) for v in values), np.int64, n))
+  packed = _Piece(
+    np.frombuffer(b"".join(values), np.uint8),
+    np.fromiter((len(v) for v in values), np.int64, n),
+  )
   return _delimited_rows(_TAG_1, _delimited_rows(_TAG_1, [packed], n), n)
 
 
@@ -384,15 +436,18 @@ def _join_rows(pieces: Sequence[_Piece], n: int) -> List[bytes]:
   for piece in pieces:
     if piece.data.size:
       source_start = np.cumsum(piece.lengths) - piece.lengths
-      out[np.repeat(offset - source_start, piece.lengths) +
-          np.arange(piece.data.size)] = piece.data
+      out[
+        np.repeat(offset - source_start, piece.lengths)
+        + np.arange(piece.data.size)
+      ] = piece.data
     offset = offset + piece.lengths
   buffer = out.tobytes()
   return [buffer[s:e] for s, e in zip((ends - total).tolist(), ends.tolist())]
 
 
-def serialize_batch(schema: features_lib.Schema,
-                    batch: Mapping[str, Any]) -> List[bytes]:
+def serialize_batch(
+  schema: features_lib.Schema, batch: Mapping[str, Any]
+) -> List[bytes]:
   """Serialized ``tf.train.Example`` bytes of every row of ``batch``.
 
   Args:
@@ -415,26 +470,35 @@ def serialize_batch(schema: features_lib.Schema,
     elif f.kind == FieldKind.WEIGHTED_IDS:
       weights = batch[f.weight_key]
       features[f.name] = _int64_list(column.values, column.row_splits, n)
-      features[f.weight_key] = _float_list(weights.values, weights.row_lengths,
-                                           n)
+      features[f.weight_key] = _float_list(
+        weights.values, weights.row_lengths, n
+      )
     else:
-      features[f.name] = _float_list(np.reshape(column, -1),
-                                     np.full(n, f.dim), n)
+      features[f.name] = _float_list(
+        np.reshape(column, -1), np.full(n, f.dim), n
+      )
   for step in schema.steps:
     features[features_lib.label_key(step)] = _int64_list(
-        batch[features_lib.label_key(step)], None, n)
+      batch[features_lib.label_key(step)], None, n
+    )
   if schema.has_oracle:
     for step in schema.steps:
       features[features_lib.oracle_key(step)] = _float_list(
-          batch[features_lib.oracle_key(step)], np.ones(n, np.int64), n)
+        batch[features_lib.oracle_key(step)], np.ones(n, np.int64), n
+      )
   if schema.has_sample_id:
     features[features_lib.SAMPLE_ID_KEY] = _bytes_list(
-        [s if isinstance(s, bytes) else str(s).encode()
-         for s in batch[features_lib.SAMPLE_ID_KEY]], n)
+      [
+        s if isinstance(s, bytes) else str(s).encode()
+        for s in batch[features_lib.SAMPLE_ID_KEY]
+      ],
+      n,
+    )
   entries: List[_Piece] = []
   for key in _canonical_keys(schema):
     key_bytes = key.encode()
-    entry = ([_const_piece(_TAG_1 + varint(len(key_bytes)) + key_bytes, n)] +
-             _delimited_rows(_TAG_2, features[key], n))
+    entry = [
+      _const_piece(_TAG_1 + varint(len(key_bytes)) + key_bytes, n)
+    ] + _delimited_rows(_TAG_2, features[key], n)
     entries += _delimited_rows(_TAG_1, entry, n)
   return _join_rows(_delimited_rows(_TAG_1, entries, n), n)

@@ -74,25 +74,26 @@ class ServingFunctions:
     self.model = model
     self.schema = schema
     self.input_signature = features_lib.serving_input_signature(schema)
-    self.serve_features = tf.function(self._serve_features,
-                                      input_signature=[self.input_signature])
+    self.serve_features = tf.function(
+      self._serve_features, input_signature=[self.input_signature]
+    )
     self.serve_examples = tf.function(
-        self._serve_examples,
-        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)])
+      self._serve_examples,
+      input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)],
+    )
 
   def signatures(self) -> Dict[str, Any]:
     """``signature name -> concrete function`` (traces both functions)."""
     return {
-        SERVING_DEFAULT: self.serve_features.get_concrete_function(),
-        SERVING_EXAMPLES: self.serve_examples.get_concrete_function(),
+      SERVING_DEFAULT: self.serve_features.get_concrete_function(),
+      SERVING_EXAMPLES: self.serve_examples.get_concrete_function(),
     }
 
   def _outputs(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     outputs = self.model(dict(features), training=False)
     return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
 
-  def _checked(self, features: Mapping[str, tf.Tensor]
-               ) -> Dict[str, tf.Tensor]:
+  def _checked(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """``features``, gated on checks that fail a request naming the inputs.
 
     Without them a client error (a field with fewer rows, weights of another
@@ -102,24 +103,39 @@ class ServingFunctions:
     """
     keys = list(self.input_signature)
     # Two assert ops in all: one per input measurably slowed batch-1 calls.
-    sizes = tf.stack([tf.shape(features[k], out_type=tf.int64)[0]
-                      for k in keys])
-    checks = [tf.debugging.assert_equal(
-        sizes, sizes[0], summarize=len(keys),
+    sizes = tf.stack(
+      [tf.shape(features[k], out_type=tf.int64)[0] for k in keys]
+    )
+    checks = [
+      tf.debugging.assert_equal(
+        sizes,
+        sizes[0],
+        summarize=len(keys),
         message="inputs must have the same batch size; sizes in the order "
-                f"{', '.join(keys)}:")]
+        f"{', '.join(keys)}:",
+      )
+    ]
     weighted = self.schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
     if weighted:
-      checks.append(tf.debugging.assert_equal(
-          tf.concat([tf.shape(features[f.name], out_type=tf.int64)
-                     for f in weighted], 0),
-          tf.concat([tf.shape(features[f.weight_key], out_type=tf.int64)
-                     for f in weighted], 0),
+      checks.append(
+        tf.debugging.assert_equal(
+          tf.concat(
+            [tf.shape(features[f.name], out_type=tf.int64) for f in weighted], 0
+          ),
+          tf.concat(
+            [
+              tf.shape(features[f.weight_key], out_type=tf.int64)
+              for f in weighted
+            ],
+            0,
+          ),
           summarize=2 * len(weighted),
           message="multi-valued ids and their weights must have the same "
-                  "shape (one weight per id, padding included); shapes of "
-                  f"{', '.join(f.name for f in weighted)} vs "
-                  f"{', '.join(f.weight_key for f in weighted)}:"))
+          "shape (one weight per id, padding included); shapes of "
+          f"{', '.join(f.name for f in weighted)} vs "
+          f"{', '.join(f.weight_key for f in weighted)}:",
+        )
+      )
     checks.append(self._values_check(features))
     # The model's ops depend on the checks, so none runs before they pass.
     with tf.control_dependencies(checks):
@@ -129,26 +145,32 @@ class ServingFunctions:
     """Fails a request with NaN, +-inf or a magnitude above
     :data:`~tafe_tf.features.MAX_ABS_VALUE` in any dense value or weight
     (padding weights included); the message names the float inputs."""
-    keys = [k for k, s in self.input_signature.items()
-            if s.dtype == tf.float32]
+    keys = [k for k, s in self.input_signature.items() if s.dtype == tf.float32]
     if not keys:
       return tf.no_op()
     values = tf.concat([tf.reshape(features[k], [-1]) for k in keys], 0)
     # is_finite first: abs(NaN) <= bound is False too, but say which it is.
-    ok = tf.reduce_all(tf.math.is_finite(values) & (
-        tf.abs(values) <= features_lib.MAX_ABS_VALUE))
-    return tf.debugging.Assert(ok, [
+    ok = tf.reduce_all(
+      tf.math.is_finite(values) & (tf.abs(values) <= features_lib.MAX_ABS_VALUE)
+    )
+    return tf.debugging.Assert(
+      ok,
+      [
         f"float inputs must be finite with magnitude <= "
         f"{features_lib.MAX_ABS_VALUE:g} (NaN, inf or a huge value in one of: "
-        f"{', '.join(keys)})"])
+        f"{', '.join(keys)})"
+      ],
+    )
 
-  def _serve_features(self, features: Dict[str, tf.Tensor]
-                      ) -> Dict[str, tf.Tensor]:
+  def _serve_features(
+    self, features: Dict[str, tf.Tensor]
+  ) -> Dict[str, tf.Tensor]:
     return self._outputs(self._checked(features))
 
   def _serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
-    spec = features_lib.tf_example_spec(self.schema, with_labels=False,
-                                        with_metadata=False)
+    spec = features_lib.tf_example_spec(
+      self.schema, with_labels=False, with_metadata=False
+    )
     parsed = tf.io.parse_example(examples, spec)
     dense = features_lib.to_dense_padded(parsed, self.schema)
     with tf.control_dependencies([self._values_check(dense)]):
@@ -166,12 +188,14 @@ def next_version(export_dir: str) -> int:
   return max([now] + [v + 1 for v in _versions(export_dir)])
 
 
-def export_saved_model(model: tf.keras.Model,
-                       schema: features_lib.Schema,
-                       export_dir: str,
-                       version: Optional[int] = None,
-                       warmup_batch: Optional[Mapping[str, Any]] = None,
-                       model_name: str = "tafe") -> str:
+def export_saved_model(
+  model: tf.keras.Model,
+  schema: features_lib.Schema,
+  export_dir: str,
+  version: Optional[int] = None,
+  warmup_batch: Optional[Mapping[str, Any]] = None,
+  model_name: str = "tafe",
+) -> str:
   """Writes ``export_dir/<version>`` for TF Serving, atomically.
 
   Only what serving needs is written: the weights, the two signatures and the
@@ -207,24 +231,35 @@ def export_saved_model(model: tf.keras.Model,
     raise FileExistsError(f"export version {final} already exists")
   # Checked before anything is written: a bad warm-up batch fails fast.
   warmup_inputs = warmup_request_inputs(
-      schema, warmup_batch if warmup_batch is not None else
-      features_lib.dummy_batch(schema))
+    schema,
+    warmup_batch
+    if warmup_batch is not None
+    else features_lib.dummy_batch(schema),
+  )
   with files.atomic_directory(final) as staging:
     signatures = ServingFunctions(model, schema).signatures()
     # save_traces=False: TF Serving only runs the signatures; tracing every
     # Keras layer's call for Keras' own reloading would make the export several
     # times slower and the graph several times larger.
-    model.save(staging, overwrite=True, save_format="tf",
-               include_optimizer=False, save_traces=False,
-               signatures=signatures)
+    model.save(
+      staging,
+      overwrite=True,
+      save_format="tf",
+      include_optimizer=False,
+      save_traces=False,
+      signatures=signatures,
+    )
     write_warmup_requests(
-        os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME), warmup_inputs,
-        model_name=model_name)
+      os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME),
+      warmup_inputs,
+      model_name=model_name,
+    )
   return final
 
 
-def warmup_request_inputs(schema: features_lib.Schema,
-                          batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def warmup_request_inputs(
+  schema: features_lib.Schema, batch: Mapping[str, Any]
+) -> Dict[str, np.ndarray]:
   """``batch`` as arrays of exactly ``serving_default``'s input dtypes.
 
   TF Serving replays the warm-up request against the signature when it loads
@@ -246,24 +281,33 @@ def warmup_request_inputs(schema: features_lib.Schema,
   missing = sorted(set(spec) - set(batch))
   unknown = sorted(set(batch) - set(spec))
   if missing or unknown:
-    raise ValueError(f"warm-up batch does not match {SERVING_DEFAULT}: missing "
-                     f"inputs {missing}, unknown inputs {unknown}")
+    raise ValueError(
+      f"warm-up batch does not match {SERVING_DEFAULT}: missing "
+      f"inputs {missing}, unknown inputs {unknown}"
+    )
   out = {}
   for key, tensor_spec in spec.items():
     try:
       array = np.asarray(batch[key], dtype=tensor_spec.dtype.as_numpy_dtype)
     except (TypeError, ValueError) as e:  # e.g. rows of unequal length
-      raise ValueError(f"warm-up input {key!r}: not an array of "
-                       f"{tensor_spec.dtype.name}: {e}") from None
+      raise ValueError(
+        f"warm-up input {key!r}: not an array of {tensor_spec.dtype.name}: {e}"
+      ) from None
     if not tensor_spec.shape.is_compatible_with(array.shape):
-      raise ValueError(f"warm-up input {key!r}: shape {list(array.shape)} does "
-                       f"not fit {tensor_spec.shape} of {SERVING_DEFAULT}")
+      raise ValueError(
+        f"warm-up input {key!r}: shape {list(array.shape)} does "
+        f"not fit {tensor_spec.shape} of {SERVING_DEFAULT}"
+      )
     out[key] = array
   return out
 
 
-def write_warmup_requests(path: str, inputs: Mapping[str, np.ndarray],
-                          model_name: str, num_requests: int = 1) -> None:
+def write_warmup_requests(
+  path: str,
+  inputs: Mapping[str, np.ndarray],
+  model_name: str,
+  num_requests: int = 1,
+) -> None:
   """Writes TF Serving warm-up records: ``PredictionLog`` protos, one a record.
 
   Args:
@@ -277,18 +321,20 @@ def write_warmup_requests(path: str, inputs: Mapping[str, np.ndarray],
   # The serving protos come with tensorflow-serving-api; imported here so that
   # training does not need that package.
   # pylint: disable=g-import-not-at-top
-  from tensorflow_serving.apis import model_pb2
-  from tensorflow_serving.apis import predict_pb2
-  from tensorflow_serving.apis import prediction_log_pb2
+  from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
   # pylint: enable=g-import-not-at-top
   tf.io.gfile.makedirs(os.path.dirname(path))
   request = predict_pb2.PredictRequest(
-      model_spec=model_pb2.ModelSpec(name=model_name,
-                                     signature_name=SERVING_DEFAULT))
+    model_spec=model_pb2.ModelSpec(
+      name=model_name, signature_name=SERVING_DEFAULT
+    )
+  )
   for key, value in inputs.items():
     request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
   log = prediction_log_pb2.PredictionLog(
-      predict_log=prediction_log_pb2.PredictLog(request=request))
+    predict_log=prediction_log_pb2.PredictLog(request=request)
+  )
   with tf.io.TFRecordWriter(path) as writer:
     for _ in range(num_requests):
       writer.write(log.SerializeToString())
@@ -298,6 +344,7 @@ def read_warmup_requests(path: str) -> List[Any]:
   """The ``PredictionLog`` records of a warm-up file, in order."""
   # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_log_pb2
+
   # pylint: enable=g-import-not-at-top
   logs = []
   for record in tf.data.TFRecordDataset(path):
@@ -309,8 +356,11 @@ def _versions(export_dir: str) -> List[int]:
   """The numeric version directories under ``export_dir`` (none if absent)."""
   if not os.path.isdir(export_dir):
     return []
-  return [int(d) for d in os.listdir(export_dir)
-          if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))]
+  return [
+    int(d)
+    for d in os.listdir(export_dir)
+    if d.isdigit() and os.path.isdir(os.path.join(export_dir, d))
+  ]
 
 
 def latest_version(export_dir: str) -> str:

@@ -39,8 +39,8 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from tafe_tf import files
 
@@ -66,16 +66,20 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 class FieldKind(str, enum.Enum):
   """What a field holds."""
-  ID = "id"                      # one integer id per example
+
+  ID = "id"  # one integer id per example
   WEIGHTED_IDS = "weighted_ids"  # a variable-length list of ids, a weight each
-  DENSE = "dense"                # a fixed-length float vector
+  DENSE = "dense"  # a fixed-length float vector
 
 
 class LookupKind(str, enum.Enum):
   """How a raw id becomes an embedding row (row 0 is out-of-vocabulary)."""
-  IDENTITY = "identity"      # ids 0..num_ids-1 -> rows 1..num_ids; others -> 0
-  VOCABULARY = "vocabulary"  # i-th line of vocabulary_file -> row i+1; others -> 0
-  HASH = "hash"              # row = 1 + fingerprint(id) mod num_ids
+
+  IDENTITY = "identity"  # ids 0..num_ids-1 -> rows 1..num_ids; others -> 0
+  VOCABULARY = (
+    "vocabulary"  # i-th line of vocabulary_file -> row i+1; others -> 0
+  )
+  HASH = "hash"  # row = 1 + fingerprint(id) mod num_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +100,7 @@ class FieldSpec:
     group: Free-form tag (``user``, ``item``, ``context``, ``cross``), used by
       the synthetic generator and reports; no effect on the model.
   """
+
   name: str
   kind: FieldKind
   lookup: Optional[LookupKind] = None
@@ -109,8 +114,10 @@ class FieldSpec:
     if self.lookup is not None:
       object.__setattr__(self, "lookup", LookupKind(self.lookup))
     if not _NAME_RE.match(self.name):
-      raise ValueError(f"field name {self.name!r}: use letters, digits and '_', "
-                       "starting with a letter")
+      raise ValueError(
+        f"field name {self.name!r}: use letters, digits and '_', "
+        "starting with a letter"
+      )
     if self.kind == FieldKind.DENSE:
       if self.dim < 1:
         raise ValueError(f"field {self.name!r}: dense dim must be >= 1")
@@ -118,13 +125,15 @@ class FieldSpec:
     if self.lookup is None:
       raise ValueError(f"field {self.name!r}: an id field needs a lookup")
     if self.lookup == LookupKind.VOCABULARY and not self.vocabulary_file:
-      raise ValueError(f"field {self.name!r}: vocabulary lookup needs "
-                       "vocabulary_file")
+      raise ValueError(
+        f"field {self.name!r}: vocabulary lookup needs vocabulary_file"
+      )
     # An empty vocabulary (every training id rare) is legal: all ids are OOV.
     least = 0 if self.lookup == LookupKind.VOCABULARY else 1
     if self.num_ids < least:
-      raise ValueError(f"field {self.name!r}: num_ids must be >= {least}, got "
-                       f"{self.num_ids}")
+      raise ValueError(
+        f"field {self.name!r}: num_ids must be >= {least}, got {self.num_ids}"
+      )
 
   @property
   def is_id(self) -> bool:
@@ -166,6 +175,7 @@ class Schema:
     directory: Where the schema file lives (resolves vocabulary paths); not
       serialized.
   """
+
   name: str
   fields: Tuple[FieldSpec, ...]
   steps: Tuple[str, ...]
@@ -175,32 +185,45 @@ class Schema:
   directory: Optional[str] = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
-    object.__setattr__(self, "fields", tuple(
-        f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields))
+    object.__setattr__(
+      self,
+      "fields",
+      tuple(
+        f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields
+      ),
+    )
     object.__setattr__(self, "steps", tuple(self.steps))
     if len(self.steps) < 2:
-      raise ValueError(f"schema {self.name!r}: needs at least 2 steps, got "
-                       f"{list(self.steps)}")
+      raise ValueError(
+        f"schema {self.name!r}: needs at least 2 steps, got {list(self.steps)}"
+      )
     for step in self.steps:
       if not _NAME_RE.match(step):
         raise ValueError(f"step name {step!r}: use letters, digits and '_'")
     if len(set(self.steps)) != len(self.steps):
-      raise ValueError(f"schema {self.name!r}: duplicate step names {self.steps}")
+      raise ValueError(
+        f"schema {self.name!r}: duplicate step names {self.steps}"
+      )
     if not self.fields:
       raise ValueError(f"schema {self.name!r}: has no fields")
     keys = set()
     for f in self.fields:
-      for key in (f.name, f.weight_key) if f.kind == FieldKind.WEIGHTED_IDS else (
-          f.name,):
+      for key in (
+        (f.name, f.weight_key)
+        if f.kind == FieldKind.WEIGHTED_IDS
+        else (f.name,)
+      ):
         if key in keys or key == SAMPLE_ID_KEY:
-          raise ValueError(f"schema {self.name!r}: feature key {key!r} is used "
-                           "twice")
+          raise ValueError(
+            f"schema {self.name!r}: feature key {key!r} is used twice"
+          )
         keys.add(key)
       if f.vocabulary_file is not None:
         _check_vocabulary_file(self.name, f)
     if self.user_field is not None and self.user_field not in self.field_names:
-      raise ValueError(f"schema {self.name!r}: user_field {self.user_field!r} is "
-                       "not a field")
+      raise ValueError(
+        f"schema {self.name!r}: user_field {self.user_field!r} is not a field"
+      )
 
   # --- access -------------------------------------------------------------
 
@@ -233,38 +256,44 @@ class Schema:
 
   def to_json(self) -> Dict[str, Any]:
     return {
-        "name": self.name,
-        "steps": list(self.steps),
-        "fields": [f.to_json() for f in self.fields],
-        "user_field": self.user_field,
-        "has_sample_id": self.has_sample_id,
-        "has_oracle": self.has_oracle,
+      "name": self.name,
+      "steps": list(self.steps),
+      "fields": [f.to_json() for f in self.fields],
+      "user_field": self.user_field,
+      "has_sample_id": self.has_sample_id,
+      "has_oracle": self.has_oracle,
     }
 
   @classmethod
-  def from_json(cls, obj: Mapping[str, Any],
-                directory: Optional[str] = None) -> "Schema":
+  def from_json(
+    cls, obj: Mapping[str, Any], directory: Optional[str] = None
+  ) -> "Schema":
     try:
       fields = [dict(f) for f in obj["fields"]]
-      widths = {f["name"]: f.pop(_OLD_WIDTH_KEY) for f in fields
-                if _OLD_WIDTH_KEY in f}
+      widths = {
+        f["name"]: f.pop(_OLD_WIDTH_KEY) for f in fields if _OLD_WIDTH_KEY in f
+      }
       if widths:
         # Older converters wrote embedding widths into the schema; they are
         # model hyperparameters now. The data itself is unchanged, so it stays
         # usable without reconverting: note what is ignored instead of failing.
         logging.warning(
-            "schema %r%s: ignoring the embedding_dim of fields %s (embedding "
-            "widths are model hyperparameters now: embedding_dim, "
-            "field_embedding_dims)", obj.get("name"),
-            f" in {directory}" if directory else "", widths)
+          "schema %r%s: ignoring the embedding_dim of fields %s (embedding "
+          "widths are model hyperparameters now: embedding_dim, "
+          "field_embedding_dims)",
+          obj.get("name"),
+          f" in {directory}" if directory else "",
+          widths,
+        )
       return cls(
-          name=obj["name"],
-          steps=tuple(obj["steps"]),
-          fields=tuple(FieldSpec(**f) for f in fields),
-          user_field=obj.get("user_field"),
-          has_sample_id=bool(obj.get("has_sample_id", False)),
-          has_oracle=bool(obj.get("has_oracle", False)),
-          directory=directory)
+        name=obj["name"],
+        steps=tuple(obj["steps"]),
+        fields=tuple(FieldSpec(**f) for f in fields),
+        user_field=obj.get("user_field"),
+        has_sample_id=bool(obj.get("has_sample_id", False)),
+        has_oracle=bool(obj.get("has_oracle", False)),
+        directory=directory,
+      )
     except (KeyError, TypeError) as e:
       raise ValueError(f"not a valid schema: {e}") from e
 
@@ -272,8 +301,8 @@ class Schema:
     """Writes ``directory/schema.json`` atomically; returns its path."""
     tf.io.gfile.makedirs(directory)
     return files.write_json_atomic(
-        os.path.join(directory, SCHEMA_FILENAME), self.to_json(),
-        sort_keys=False)
+      os.path.join(directory, SCHEMA_FILENAME), self.to_json(), sort_keys=False
+    )
 
   @classmethod
   def load(cls, path: str) -> "Schema":
@@ -302,12 +331,17 @@ def _check_vocabulary_file(schema_name: str, spec: FieldSpec) -> None:
   ``../..`` path writes outside the model dir) and export would pack them."""
   path = spec.vocabulary_file
   parts = path.replace("\\", "/").split("/")
-  if os.path.isabs(path) or path.startswith("\\") or ".." in parts or not (
-      os.path.normpath(path).strip(". /")):
+  if (
+    os.path.isabs(path)
+    or path.startswith("\\")
+    or ".." in parts
+    or not (os.path.normpath(path).strip(". /"))
+  ):
     raise ValueError(
-        f"schema {schema_name!r}: field {spec.name!r}: vocabulary_file "
-        f"{path!r} must be a relative path inside the dataset directory "
-        "(no '..', not absolute)")
+      f"schema {schema_name!r}: field {spec.name!r}: vocabulary_file "
+      f"{path!r} must be a relative path inside the dataset directory "
+      "(no '..', not absolute)"
+    )
 
 
 def label_key(step: str) -> str:
@@ -318,8 +352,9 @@ def oracle_key(step: str) -> str:
   return ORACLE_PREFIX + step
 
 
-def tf_example_spec(schema: Schema, with_labels: bool = True,
-                    with_metadata: bool = True) -> Dict[str, Any]:
+def tf_example_spec(
+  schema: Schema, with_labels: bool = True, with_metadata: bool = True
+) -> Dict[str, Any]:
   """The ``tf.io.parse_example`` spec of a serialized example.
 
   Multi-valued fields parse as ``tf.RaggedTensor`` (ids int64, weights float32).
@@ -336,8 +371,9 @@ def tf_example_spec(schema: Schema, with_labels: bool = True,
       spec[f.name] = tf.io.FixedLenFeature([], tf.int64)
     elif f.kind == FieldKind.WEIGHTED_IDS:
       spec[f.name] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
-      spec[f.weight_key] = tf.io.RaggedFeature(tf.float32,
-                                               row_splits_dtype=tf.int64)
+      spec[f.weight_key] = tf.io.RaggedFeature(
+        tf.float32, row_splits_dtype=tf.int64
+      )
     else:
       spec[f.name] = tf.io.FixedLenFeature([f.dim], tf.float32)
   if with_labels:
@@ -345,7 +381,9 @@ def tf_example_spec(schema: Schema, with_labels: bool = True,
       spec[label_key(step)] = tf.io.FixedLenFeature([], tf.int64)
   if with_metadata:
     if schema.has_sample_id:
-      spec[SAMPLE_ID_KEY] = tf.io.FixedLenFeature([], tf.string, default_value="")
+      spec[SAMPLE_ID_KEY] = tf.io.FixedLenFeature(
+        [], tf.string, default_value=""
+      )
     if schema.has_oracle:
       for step in schema.steps:
         spec[oracle_key(step)] = tf.io.FixedLenFeature([], tf.float32)
@@ -378,8 +416,9 @@ def serving_input_signature(schema: Schema) -> Dict[str, tf.TensorSpec]:
       sig[f.name] = tf.TensorSpec([None], tf.int64, name=f.name)
     elif f.kind == FieldKind.WEIGHTED_IDS:
       sig[f.name] = tf.TensorSpec([None, None], tf.int64, name=f.name)
-      sig[f.weight_key] = tf.TensorSpec([None, None], tf.float32,
-                                        name=f.weight_key)
+      sig[f.weight_key] = tf.TensorSpec(
+        [None, None], tf.float32, name=f.weight_key
+      )
     else:
       sig[f.name] = tf.TensorSpec([None, f.dim], tf.float32, name=f.name)
   return sig
@@ -399,8 +438,9 @@ def dummy_batch(schema: Schema, batch_size: int = 2) -> Dict[str, tf.Tensor]:
   return batch
 
 
-def to_dense_padded(features: Mapping[str, Any],
-                    schema: Schema) -> Dict[str, tf.Tensor]:
+def to_dense_padded(
+  features: Mapping[str, Any], schema: Schema
+) -> Dict[str, tf.Tensor]:
   """Converts ragged multi-valued fields to the padded serving form."""
   out = dict(features)
   for f in schema.fields_of(FieldKind.WEIGHTED_IDS):
@@ -411,15 +451,18 @@ def to_dense_padded(features: Mapping[str, Any],
   return out
 
 
-def split_labels(parsed: Mapping[str, tf.Tensor], schema: Schema
-                 ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+def split_labels(
+  parsed: Mapping[str, tf.Tensor], schema: Schema
+) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
   """Splits a parsed example dict into ``(features, labels)``.
 
   Labels are float32, keyed by step name. ``sample_id`` and ``oracle/<step>``,
   when parsed, stay in the features dict (models ignore keys they don't read).
   """
   features = {k: v for k, v in parsed.items() if not k.startswith(LABEL_PREFIX)}
-  labels = {step: tf.cast(parsed[label_key(step)], tf.float32)
-            for step in schema.steps if label_key(step) in parsed}
+  labels = {
+    step: tf.cast(parsed[label_key(step)], tf.float32)
+    for step in schema.steps
+    if label_key(step) in parsed
+  }
   return features, labels
-

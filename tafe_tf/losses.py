@@ -32,19 +32,23 @@ import tensorflow as tf
 from tafe_tf.layers import probabilities
 
 
-def stack_labels(labels: Mapping[str, tf.Tensor],
-                 steps: Sequence[str]) -> tf.Tensor:
+def stack_labels(
+  labels: Mapping[str, tf.Tensor], steps: Sequence[str]
+) -> tf.Tensor:
   """``step -> [B] labels`` to a float32 ``[B, T]`` tensor in step order."""
   missing = [s for s in steps if s not in labels]
   if missing:
-    raise KeyError(f"labels miss steps {missing}; got {sorted(labels)}, need "
-                   f"{list(steps)}")
+    raise KeyError(
+      f"labels miss steps {missing}; got {sorted(labels)}, need {list(steps)}"
+    )
   return tf.stack([tf.cast(labels[s], tf.float32) for s in steps], axis=1)
 
 
 def _bce(labels: tf.Tensor, log_p: tf.Tensor, log_1mp: tf.Tensor) -> tf.Tensor:
-  return -(tf.math.multiply_no_nan(log_p, labels)
-           + tf.math.multiply_no_nan(log_1mp, 1.0 - labels))
+  return -(
+    tf.math.multiply_no_nan(log_p, labels)
+    + tf.math.multiply_no_nan(log_1mp, 1.0 - labels)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,7 @@ class DTLLoss:
     calibration_weight: Weight of ``relu(p_t - p_{t-1})`` (AITM uses 0.6).
     conditional_weight: Weight of the conditional BCE on ``y_{t-1} = 1`` rows.
   """
+
   num_steps: int
   chained: bool
   step_weights: Optional[Tuple[float, ...]] = None
@@ -70,18 +75,23 @@ class DTLLoss:
     if self.step_weights is not None:
       weights = tuple(float(w) for w in self.step_weights)
       if len(weights) != self.num_steps:
-        raise ValueError(f"step_weights has {len(weights)} entries for "
-                         f"{self.num_steps} steps")
+        raise ValueError(
+          f"step_weights has {len(weights)} entries for {self.num_steps} steps"
+        )
       if min(weights) < 0:
         raise ValueError(f"step_weights must be >= 0, got {weights}")
       object.__setattr__(self, "step_weights", weights)
     if self.calibration_weight < 0 or self.conditional_weight < 0:
-      raise ValueError("calibration_weight and conditional_weight must be >= 0,"
-                       f" got {self.calibration_weight} and "
-                       f"{self.conditional_weight}")
+      raise ValueError(
+        "calibration_weight and conditional_weight must be >= 0,"
+        f" got {self.calibration_weight} and "
+        f"{self.conditional_weight}"
+      )
     if self.conditional_weight > 0 and not self.chained:
-      raise ValueError("conditional_weight > 0 needs chained heads (q_t is "
-                       "not a model output of independent heads)")
+      raise ValueError(
+        "conditional_weight > 0 needs chained heads (q_t is "
+        "not a model output of independent heads)"
+      )
 
   def per_example(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Loss per example, float32 ``[B]``.
@@ -100,12 +110,17 @@ class DTLLoss:
     if self.calibration_weight > 0:
       p = tf.exp(log_p)
       loss += self.calibration_weight * tf.reduce_sum(
-          tf.nn.relu(p[:, 1:] - p[:, :-1]), axis=1)
+        tf.nn.relu(p[:, 1:] - p[:, :-1]), axis=1
+      )
     if self.conditional_weight > 0:
-      conditional = _bce(labels[:, 1:], tf.math.log_sigmoid(logits[:, 1:]),
-                         tf.math.log_sigmoid(-logits[:, 1:]))
+      conditional = _bce(
+        labels[:, 1:],
+        tf.math.log_sigmoid(logits[:, 1:]),
+        tf.math.log_sigmoid(-logits[:, 1:]),
+      )
       loss += self.conditional_weight * tf.reduce_sum(
-          labels[:, :-1] * conditional, axis=1)
+        labels[:, :-1] * conditional, axis=1
+      )
     return loss
 
   def __call__(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

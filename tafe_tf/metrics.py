@@ -42,38 +42,45 @@ AUC_LOGIT_RANGE = 16.0
 # --- exact metrics (numpy) ---------------------------------------------------
 
 
-def _check_labels_and_scores(labels, scores, what: str = "scores"
-                             ) -> Tuple[np.ndarray, np.ndarray]:
+def _check_labels_and_scores(
+  labels, scores, what: str = "scores"
+) -> Tuple[np.ndarray, np.ndarray]:
   """Validates 1-D 0/1 labels and finite scores of equal length."""
   y = np.asarray(labels)
   s = np.asarray(scores)
   if y.ndim != 1 or s.ndim != 1:
-    raise ValueError(f"labels and {what} must be 1-D, got shapes {y.shape} and "
-                     f"{s.shape}")
+    raise ValueError(
+      f"labels and {what} must be 1-D, got shapes {y.shape} and {s.shape}"
+    )
   if y.shape[0] != s.shape[0]:
-    raise ValueError(f"labels and {what} differ in length: {y.shape[0]} vs "
-                     f"{s.shape[0]}")
+    raise ValueError(
+      f"labels and {what} differ in length: {y.shape[0]} vs {s.shape[0]}"
+    )
   if y.shape[0] == 0:
     raise ValueError("no examples: labels and scores are empty")
   if y.dtype != bool:
     bad = np.flatnonzero((y != 0) & (y != 1))
     if bad.size:
-      raise ValueError(f"labels must be 0 or 1; index {bad[0]} holds "
-                       f"{y[bad[0]].item()!r}")
+      raise ValueError(
+        f"labels must be 0 or 1; index {bad[0]} holds {y[bad[0]].item()!r}"
+      )
   if not np.issubdtype(s.dtype, np.number):
     raise ValueError(f"{what} must be numeric, got dtype {s.dtype}")
   bad = np.flatnonzero(~np.isfinite(s))
   if bad.size:
-    raise ValueError(f"{what} must be finite; index {bad[0]} holds "
-                     f"{s[bad[0]].item()!r}")
+    raise ValueError(
+      f"{what} must be finite; index {bad[0]} holds {s[bad[0]].item()!r}"
+    )
   return y.astype(bool), s
 
 
 def _check_probabilities(probs: np.ndarray) -> None:
   bad = np.flatnonzero((probs < 0) | (probs > 1))
   if bad.size:
-    raise ValueError(f"probabilities must lie in [0, 1]; index {bad[0]} holds "
-                     f"{probs[bad[0]].item()!r}")
+    raise ValueError(
+      f"probabilities must lie in [0, 1]; index {bad[0]} holds "
+      f"{probs[bad[0]].item()!r}"
+    )
 
 
 def _check_weights(sample_weight, n: int) -> np.ndarray:
@@ -82,14 +89,16 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
     raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
   bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
   if bad.size:
-    raise ValueError(f"sample_weight must be finite and >= 0; index {bad[0]} "
-                     f"holds {w[bad[0]].item()!r}")
+    raise ValueError(
+      f"sample_weight must be finite and >= 0; index {bad[0]} "
+      f"holds {w[bad[0]].item()!r}"
+    )
   return w
 
 
-def _tie_blocks(keys: Sequence[np.ndarray], y: np.ndarray,
-                w: Optional[np.ndarray]
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _tie_blocks(
+  keys: Sequence[np.ndarray], y: np.ndarray, w: Optional[np.ndarray]
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Sorts rows by ``keys`` (last key primary) and sums labels per tie block.
 
   A tie block is a run of rows equal in every key (the same score, and the same
@@ -144,8 +153,9 @@ def roc_auc(labels, scores, sample_weight=None) -> float:
     The AUC in [0, 1]; NaN when either class has no (weighted) examples.
   """
   y, s = _check_labels_and_scores(labels, scores)
-  w = (None if sample_weight is None
-       else _check_weights(sample_weight, y.shape[0]))
+  w = (
+    None if sample_weight is None else _check_weights(sample_weight, y.shape[0])
+  )
   _, _, pos, neg = _tie_blocks([s], y, w)
   total_pos, total_neg = pos.sum(), neg.sum()
   if total_pos <= 0 or total_neg <= 0:
@@ -181,7 +191,8 @@ def group_auc(labels, scores, groups) -> float:
   # Blocks are sorted by group, then score: find each group's first block.
   block_group = g[order[starts]]
   group_first = np.flatnonzero(
-      np.append(True, block_group[1:] != block_group[:-1]))
+    np.append(True, block_group[1:] != block_group[:-1])
+  )
   blocks_per_group = np.diff(np.append(group_first, block_group.shape[0]))
   cum_neg = _exclusive_cumsum(neg)
   neg_below = cum_neg - np.repeat(cum_neg[group_first], blocks_per_group)
@@ -198,6 +209,7 @@ def group_auc(labels, scores, groups) -> float:
 
 class RocCurve(NamedTuple):
   """ROC points, from (0, 0) to (1, 1), one per distinct score (descending)."""
+
   false_positive_rate: np.ndarray
   true_positive_rate: np.ndarray
 
@@ -223,8 +235,11 @@ def roc_curve(labels, scores, max_points: Optional[int] = 1000) -> RocCurve:
   tpr = np.concatenate([[0.0], np.cumsum(pos[::-1]) / pos.sum()])
   fpr = np.concatenate([[0.0], np.cumsum(neg[::-1]) / neg.sum()])
   if max_points is not None and fpr.shape[0] > max_points:
-    keep = np.unique(np.linspace(0, fpr.shape[0] - 1, max(max_points, 2)
-                                 ).round().astype(np.int64))
+    keep = np.unique(
+      np.linspace(0, fpr.shape[0] - 1, max(max_points, 2))
+      .round()
+      .astype(np.int64)
+    )
     fpr, tpr = fpr[keep], tpr[keep]
   return RocCurve(fpr, tpr)
 
@@ -262,6 +277,7 @@ class ReliabilityCurve(NamedTuple):
     observed_rate: Fraction of positives in the bin.
     count: Rows in the bin.
   """
+
   mean_predicted: np.ndarray
   observed_rate: np.ndarray
   count: np.ndarray
@@ -270,8 +286,9 @@ class ReliabilityCurve(NamedTuple):
 RELIABILITY_STRATEGIES = ("quantile", "uniform")
 
 
-def reliability_curve(labels, probs, num_bins: int = 20,
-                      strategy: str = "quantile") -> ReliabilityCurve:
+def reliability_curve(
+  labels, probs, num_bins: int = 20, strategy: str = "quantile"
+) -> ReliabilityCurve:
   """Bins predictions and compares each bin's mean prediction with its rate.
 
   Args:
@@ -288,14 +305,16 @@ def reliability_curve(labels, probs, num_bins: int = 20,
   if num_bins < 1:
     raise ValueError(f"num_bins must be >= 1, got {num_bins}")
   if strategy not in RELIABILITY_STRATEGIES:
-    raise ValueError(f"strategy must be one of {RELIABILITY_STRATEGIES}, got "
-                     f"{strategy!r}")
+    raise ValueError(
+      f"strategy must be one of {RELIABILITY_STRATEGIES}, got {strategy!r}"
+    )
   y, p = _check_labels_and_scores(labels, probs, what="probabilities")
   _check_probabilities(p)
   p = p.astype(np.float64)
   quantiles = np.linspace(0.0, 1.0, num_bins + 1)
-  edges = np.unique(np.quantile(p, quantiles) if strategy == "quantile"
-                    else quantiles)
+  edges = np.unique(
+    np.quantile(p, quantiles) if strategy == "quantile" else quantiles
+  )
   # Interior edges split the bins; a value on an edge goes to the upper bin.
   bins = np.searchsorted(edges[1:-1], p, side="right")
   size = max(edges.shape[0] - 1, 1)
@@ -303,8 +322,9 @@ def reliability_curve(labels, probs, num_bins: int = 20,
   sum_p = np.bincount(bins, weights=p, minlength=size)
   sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=size)
   keep = count > 0
-  return ReliabilityCurve(sum_p[keep] / count[keep], sum_y[keep] / count[keep],
-                          count[keep])
+  return ReliabilityCurve(
+    sum_p[keep] / count[keep], sum_y[keep] / count[keep], count[keep]
+  )
 
 
 # --- streaming metrics (Keras) ------------------------------------------------
@@ -322,13 +342,22 @@ class LogitAUC(tf.keras.metrics.AUC):
   scores within one bucket count as tied (half credit), the only approximation.
   """
 
-  def __init__(self, num_thresholds: int = AUC_NUM_THRESHOLDS,
-               logit_range: float = AUC_LOGIT_RANGE,
-               name: Optional[str] = None, dtype=None):
+  def __init__(
+    self,
+    num_thresholds: int = AUC_NUM_THRESHOLDS,
+    logit_range: float = AUC_LOGIT_RANGE,
+    name: Optional[str] = None,
+    dtype=None,
+  ):
     if logit_range <= 0:
       raise ValueError(f"logit_range must be > 0, got {logit_range}")
-    super().__init__(num_thresholds=num_thresholds, curve="ROC",
-                     summation_method="interpolation", name=name, dtype=dtype)
+    super().__init__(
+      num_thresholds=num_thresholds,
+      curve="ROC",
+      summation_method="interpolation",
+      name=name,
+      dtype=dtype,
+    )
     self.logit_range = float(logit_range)
 
   def update_state(self, y_true, y_pred, sample_weight=None):
@@ -337,14 +366,19 @@ class LogitAUC(tf.keras.metrics.AUC):
     tiny = tf.math.sigmoid(-self.logit_range)
     p = tf.clip_by_value(p, tiny, 1.0 - tiny)
     logit = tf.math.log(p) - tf.math.log1p(-p)
-    u = (tf.clip_by_value(logit, -self.logit_range, self.logit_range)
-         + self.logit_range) / (2.0 * self.logit_range)
+    u = (
+      tf.clip_by_value(logit, -self.logit_range, self.logit_range)
+      + self.logit_range
+    ) / (2.0 * self.logit_range)
     return super().update_state(y_true, u, sample_weight=sample_weight)
 
   def get_config(self):
-    return {"num_thresholds": self.num_thresholds,
-            "logit_range": self.logit_range,
-            "name": self.name, "dtype": self.dtype}
+    return {
+      "num_thresholds": self.num_thresholds,
+      "logit_range": self.logit_range,
+      "name": self.name,
+      "dtype": self.dtype,
+    }
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -356,11 +390,13 @@ class LogLoss(tf.keras.metrics.Mean):
     # float64: in float32, 1 - LOGLOSS_EPS rounds to 1 - 1.19e-7, which would
     # make saturated predictions cost 15.9 here but 16.1 in the exact metric.
     y = tf.cast(y_true, tf.float64)
-    p = tf.clip_by_value(tf.cast(y_pred, tf.float64), LOGLOSS_EPS,
-                         1.0 - LOGLOSS_EPS)
+    p = tf.clip_by_value(
+      tf.cast(y_pred, tf.float64), LOGLOSS_EPS, 1.0 - LOGLOSS_EPS
+    )
     values = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log1p(-p))
-    return super().update_state(tf.cast(values, self.dtype),
-                                sample_weight=sample_weight)
+    return super().update_state(
+      tf.cast(values, self.dtype), sample_weight=sample_weight
+    )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -370,10 +406,12 @@ class Pcoc(tf.keras.metrics.Metric):
   def __init__(self, name: str = "pcoc", dtype=None):
     super().__init__(name=name, dtype=dtype)
     # float64 sums: millions of tiny probabilities added in float32 drift.
-    self.sum_predicted = self.add_weight("sum_predicted", initializer="zeros",
-                                         dtype=tf.float64)
-    self.sum_observed = self.add_weight("sum_observed", initializer="zeros",
-                                        dtype=tf.float64)
+    self.sum_predicted = self.add_weight(
+      "sum_predicted", initializer="zeros", dtype=tf.float64
+    )
+    self.sum_observed = self.add_weight(
+      "sum_observed", initializer="zeros", dtype=tf.float64
+    )
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     """Adds ``[B]`` 0/1 labels and ``[B]`` probabilities (optional weights)."""
@@ -386,8 +424,9 @@ class Pcoc(tf.keras.metrics.Metric):
     self.sum_observed.assign_add(tf.reduce_sum(y))
 
   def result(self):
-    ratio = self.sum_predicted / tf.where(self.sum_observed > 0,
-                                          self.sum_observed, 1.0)
+    ratio = self.sum_predicted / tf.where(
+      self.sum_observed > 0, self.sum_observed, 1.0
+    )
     nan = tf.constant(float("nan"), tf.float64)
     return tf.cast(tf.where(self.sum_observed > 0, ratio, nan), tf.float32)
 
@@ -412,8 +451,9 @@ class RunningMeans(tf.keras.layers.Layer):
       raise ValueError("RunningMeans needs at least one name")
     self._means = [tf.keras.metrics.Mean(name=n) for n in self.names]
 
-  def update_state(self, values: Sequence[tf.Tensor],
-                   sample_weight: tf.Tensor) -> None:
+  def update_state(
+    self, values: Sequence[tf.Tensor], sample_weight: tf.Tensor
+  ) -> None:
     """Adds one value per name, each counting ``sample_weight`` examples."""
     for mean, value in zip(self._means, values):
       mean.update_state(value, sample_weight=sample_weight)
@@ -447,8 +487,12 @@ class StepMetrics(tf.keras.layers.Layer):
   scope. They are not model weights.
   """
 
-  def __init__(self, steps: Sequence[str],
-               auc_num_thresholds: int = AUC_NUM_THRESHOLDS, **kwargs):
+  def __init__(
+    self,
+    steps: Sequence[str],
+    auc_num_thresholds: int = AUC_NUM_THRESHOLDS,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.steps = tuple(steps)
     if len(self.steps) < 1:
@@ -456,12 +500,15 @@ class StepMetrics(tf.keras.layers.Layer):
     self.auc_num_thresholds = auc_num_thresholds
     ordered = []
     for t, step in enumerate(self.steps):
-      ordered += [LogitAUC(auc_num_thresholds, name=f"auc/{step}"),
-                  LogLoss(name=f"logloss/{step}"),
-                  Pcoc(name=f"pcoc/{step}")]
+      ordered += [
+        LogitAUC(auc_num_thresholds, name=f"auc/{step}"),
+        LogLoss(name=f"logloss/{step}"),
+        Pcoc(name=f"pcoc/{step}"),
+      ]
       if t > 0:
-        ordered.append(LogitAUC(auc_num_thresholds,
-                                name=f"auc_conditional/{step}"))
+        ordered.append(
+          LogitAUC(auc_num_thresholds, name=f"auc_conditional/{step}")
+        )
     # One list attribute: Keras tracks each metric once, in this order.
     self._ordered_metrics = ordered
     self._position = {m.name: i for i, m in enumerate(ordered)}
@@ -469,8 +516,9 @@ class StepMetrics(tf.keras.layers.Layer):
   def _get(self, name: str) -> tf.keras.metrics.Metric:
     return self._ordered_metrics[self._position[name]]
 
-  def update_state(self, labels: Mapping[str, tf.Tensor], p: tf.Tensor,
-                   q: tf.Tensor) -> None:
+  def update_state(
+    self, labels: Mapping[str, tf.Tensor], p: tf.Tensor, q: tf.Tensor
+  ) -> None:
     """Accumulates one batch.
 
     Args:
@@ -491,7 +539,8 @@ class StepMetrics(tf.keras.layers.Layer):
       if t > 0:
         # Weight y_{t-1}: only rows that reached step t-1 count.
         self._get(f"auc_conditional/{step}").update_state(
-            y[t], q[:, t], sample_weight=y[t - 1])
+          y[t], q[:, t], sample_weight=y[t - 1]
+        )
 
   def results(self) -> Dict[str, float]:
     """Current values, ``name -> float``."""
@@ -503,6 +552,7 @@ class StepMetrics(tf.keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update(steps=list(self.steps),
-                  auc_num_thresholds=self.auc_num_thresholds)
+    config.update(
+      steps=list(self.steps), auc_num_thresholds=self.auc_num_thresholds
+    )
     return config

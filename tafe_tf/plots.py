@@ -16,11 +16,11 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from matplotlib.backends import backend_agg
-from matplotlib import figure as figure_lib
-from matplotlib import ticker
 import numpy as np
 import tensorflow as tf
+from matplotlib import figure as figure_lib
+from matplotlib import ticker
+from matplotlib.backends import backend_agg
 
 from tafe_tf import metrics as metrics_lib
 
@@ -29,14 +29,17 @@ _MAX_PANEL_COLUMNS = 3
 _CSV_MISSING = ("", "NA", "nan", "NaN")  # CSVLogger writes NA for absent keys
 
 
-def new_figure(num_panels: int, panel_size: Tuple[float, float] = (
-    _PANEL_INCHES, _PANEL_INCHES), max_columns: int = _MAX_PANEL_COLUMNS
-               ) -> Tuple[figure_lib.Figure, List[Any]]:
+def new_figure(
+  num_panels: int,
+  panel_size: Tuple[float, float] = (_PANEL_INCHES, _PANEL_INCHES),
+  max_columns: int = _MAX_PANEL_COLUMNS,
+) -> Tuple[figure_lib.Figure, List[Any]]:
   """An Agg figure (no pyplot state) with ``num_panels`` axes on a grid."""
   cols = min(num_panels, max_columns)
   rows = math.ceil(num_panels / cols)
-  fig = figure_lib.Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows),
-                          layout="constrained")
+  fig = figure_lib.Figure(
+    figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained"
+  )
   backend_agg.FigureCanvasAgg(fig)
   axes = [fig.add_subplot(rows, cols, i + 1) for i in range(num_panels)]
   return fig, axes
@@ -54,8 +57,9 @@ def save_figure(fig: figure_lib.Figure, path: str) -> str:
   return path
 
 
-def _step_columns(steps: Sequence[str], **arrays: Optional[np.ndarray]
-                  ) -> Dict[str, Optional[np.ndarray]]:
+def _step_columns(
+  steps: Sequence[str], **arrays: Optional[np.ndarray]
+) -> Dict[str, Optional[np.ndarray]]:
   """Checks that the given arrays are ``[N, len(steps)]`` and alike in shape."""
   out = {}
   shape = None
@@ -65,8 +69,10 @@ def _step_columns(steps: Sequence[str], **arrays: Optional[np.ndarray]
       continue
     value = np.asarray(value)
     if value.ndim != 2 or value.shape[1] != len(steps):
-      raise ValueError(f"{name} must be [N, {len(steps)}] for steps "
-                       f"{list(steps)}, got shape {value.shape}")
+      raise ValueError(
+        f"{name} must be [N, {len(steps)}] for steps "
+        f"{list(steps)}, got shape {value.shape}"
+      )
     if shape is not None and value.shape != shape:
       raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
     shape = value.shape
@@ -74,9 +80,14 @@ def _step_columns(steps: Sequence[str], **arrays: Optional[np.ndarray]
   return out
 
 
-def plot_reliability(labels: np.ndarray, probs: np.ndarray,
-                     steps: Sequence[str], path: str, num_bins: int = 20,
-                     strategy: str = "quantile") -> str:
+def plot_reliability(
+  labels: np.ndarray,
+  probs: np.ndarray,
+  steps: Sequence[str],
+  path: str,
+  num_bins: int = 20,
+  strategy: str = "quantile",
+) -> str:
   """Reliability diagram per step: mean predicted vs observed rate per bin.
 
   Args:
@@ -95,12 +106,22 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray,
     y, p = arrays["labels"][:, t], arrays["probs"][:, t]
     curve = metrics_lib.reliability_curve(y, p, num_bins, strategy)
     # Axes fit the data: late-step probabilities live near 0.
-    top = 1.05 * max(curve.mean_predicted.max(), curve.observed_rate.max(),
-                     1e-12)
-    ax.plot([0, top], [0, top], linestyle="--", color="gray",
-            label="perfectly calibrated")
-    ax.plot(curve.mean_predicted, curve.observed_rate, marker="o",
-            label=f"model (PCOC {metrics_lib.pcoc(y, p):.3f})")
+    top = 1.05 * max(
+      curve.mean_predicted.max(), curve.observed_rate.max(), 1e-12
+    )
+    ax.plot(
+      [0, top],
+      [0, top],
+      linestyle="--",
+      color="gray",
+      label="perfectly calibrated",
+    )
+    ax.plot(
+      curve.mean_predicted,
+      curve.observed_rate,
+      marker="o",
+      label=f"model (PCOC {metrics_lib.pcoc(y, p):.3f})",
+    )
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("mean predicted probability")
@@ -110,8 +131,13 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray,
   return save_figure(fig, path)
 
 
-def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
-             path: str, oracle_probs: Optional[np.ndarray] = None) -> str:
+def plot_roc(
+  labels: np.ndarray,
+  probs: np.ndarray,
+  steps: Sequence[str],
+  path: str,
+  oracle_probs: Optional[np.ndarray] = None,
+) -> str:
   """ROC curve per step, with the oracle's ROC (the ceiling) when given.
 
   Args:
@@ -124,8 +150,9 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
   Returns:
     ``path``. A step whose labels hold one class only gets a panel that says so.
   """
-  arrays = _step_columns(steps, labels=labels, probs=probs,
-                         oracle_probs=oracle_probs)
+  arrays = _step_columns(
+    steps, labels=labels, probs=probs, oracle_probs=oracle_probs
+  )
   curves = [("model", arrays["probs"])]
   if arrays["oracle_probs"] is not None:
     curves.append(("oracle", arrays["oracle_probs"]))
@@ -137,14 +164,18 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, steps: Sequence[str],
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     if np.all(y == y[0]):
-      ax.text(0.5, 0.5, "ROC undefined:\nonly one class", ha="center",
-              va="center")
+      ax.text(
+        0.5, 0.5, "ROC undefined:\nonly one class", ha="center", va="center"
+      )
       continue
     for name, scores in curves:
       roc = metrics_lib.roc_curve(y, scores[:, t])
       auc = metrics_lib.roc_auc(y, scores[:, t])
-      ax.plot(roc.false_positive_rate, roc.true_positive_rate,
-              label=f"{name} (AUC {auc:.4f})")
+      ax.plot(
+        roc.false_positive_rate,
+        roc.true_positive_rate,
+        label=f"{name} (AUC {auc:.4f})",
+      )
     ax.legend(loc="lower right", fontsize="small")
   return save_figure(fig, path)
 
@@ -168,8 +199,9 @@ def read_training_log(path: str) -> Dict[str, np.ndarray]:
       if not row:
         continue
       if len(row) != len(header):
-        raise ValueError(f"{path}:{line}: {len(row)} cells, header has "
-                         f"{len(header)}")
+        raise ValueError(
+          f"{path}:{line}: {len(row)} cells, header has {len(header)}"
+        )
       values = []
       for column, cell in zip(header, row):
         if cell.strip() in _CSV_MISSING:
@@ -178,16 +210,19 @@ def read_training_log(path: str) -> Dict[str, np.ndarray]:
         try:
           values.append(float(cell))
         except ValueError:
-          raise ValueError(f"{path}:{line}: column {column!r}: {cell!r} is not "
-                           "a number") from None
+          raise ValueError(
+            f"{path}:{line}: column {column!r}: {cell!r} is not a number"
+          ) from None
       epoch = values[header.index("epoch")]
       if not float(epoch).is_integer():
-        raise ValueError(f"{path}:{line}: column 'epoch': {epoch!r} is not an "
-                         "integer")
+        raise ValueError(
+          f"{path}:{line}: column 'epoch': {epoch!r} is not an integer"
+        )
       by_epoch[int(epoch)] = values
   epochs = sorted(by_epoch)
   table = np.array([by_epoch[e] for e in epochs], dtype=np.float64).reshape(
-      len(epochs), len(header))
+    len(epochs), len(header)
+  )
   return {column: table[:, i] for i, column in enumerate(header)}
 
 
@@ -195,16 +230,19 @@ def _metric_panels(names: Sequence[str]) -> List[Tuple[str, List[str]]]:
   """Groups ``x`` with ``val_x``: ``[(title, [keys])]`` in first-seen order."""
   panels: Dict[str, List[str]] = {}
   for name in names:
-    base = name[len("val_"):] if name.startswith("val_") else name
+    base = name[len("val_") :] if name.startswith("val_") else name
     panels.setdefault(base, []).append(name)
-  return [(base, sorted(keys, key=lambda k: k.startswith("val_")))
-          for base, keys in panels.items()]
+  return [
+    (base, sorted(keys, key=lambda k: k.startswith("val_")))
+    for base, keys in panels.items()
+  ]
 
 
-def plot_training_curves(history: Union[Mapping[str, Sequence[float]], str,
-                                         Any],
-                         path: str,
-                         metrics: Optional[Sequence[str]] = None) -> str:
+def plot_training_curves(
+  history: Union[Mapping[str, Sequence[float]], str, Any],
+  path: str,
+  metrics: Optional[Sequence[str]] = None,
+) -> str:
   """One panel per metric, training and validation (``val_``) values by epoch.
 
   Args:
@@ -224,24 +262,32 @@ def plot_training_curves(history: Union[Mapping[str, Sequence[float]], str,
     log = dict(getattr(history, "history", history))
     lengths = {len(v) for v in log.values()}
     if len(lengths) != 1:
-      raise ValueError(f"history columns differ in length: "
-                       f"{ {k: len(v) for k, v in log.items()} }")
+      raise ValueError(
+        f"history columns differ in length: "
+        f"{ {k: len(v) for k, v in log.items()} }"
+      )
     log = {k: np.asarray(v, dtype=np.float64) for k, v in log.items()}
     epochs = np.arange(1, lengths.pop() + 1)
   panels = _metric_panels(list(log))
   if metrics is not None:
     unknown = sorted(set(metrics) - {base for base, _ in panels})
     if unknown:
-      raise ValueError(f"metrics {unknown} not in the history; it has "
-                       f"{[base for base, _ in panels]}")
+      raise ValueError(
+        f"metrics {unknown} not in the history; it has "
+        f"{[base for base, _ in panels]}"
+      )
     panels = [(base, keys) for base, keys in panels if base in metrics]
   if not panels:
     raise ValueError("history holds no metrics to plot")
   fig, axes = new_figure(len(panels))
   for ax, (base, keys) in zip(axes, panels):
     for key in keys:
-      ax.plot(epochs, log[key], marker="o",
-              label="validation" if key.startswith("val_") else "training")
+      ax.plot(
+        epochs,
+        log[key],
+        marker="o",
+        label="validation" if key.startswith("val_") else "training",
+      )
     ax.set_title(base)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -249,8 +295,9 @@ def plot_training_curves(history: Union[Mapping[str, Sequence[float]], str,
   return save_figure(fig, path)
 
 
-def mean_gate_weights(gate_weights: Mapping[str, Any]
-                      ) -> Dict[str, Dict[str, np.ndarray]]:
+def mean_gate_weights(
+  gate_weights: Mapping[str, Any],
+) -> Dict[str, Dict[str, np.ndarray]]:
   """Averages per-sample gates: ``level -> {step -> [K] mean weights}``.
 
   Args:
@@ -262,8 +309,10 @@ def mean_gate_weights(gate_weights: Mapping[str, Any]
   for name, weights in gate_weights.items():
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] == 0:
-      raise ValueError(f"gate {name!r} must be [N, num_experts] with N > 0, "
-                       f"got shape {w.shape}")
+      raise ValueError(
+        f"gate {name!r} must be [N, num_experts] with N > 0, "
+        f"got shape {w.shape}"
+      )
     level, step = name.split("/", 1) if "/" in name else ("", name)
     levels.setdefault(level, {})[step] = w.mean(axis=0)
   return levels
@@ -291,9 +340,10 @@ def plot_gate_weights(gate_weights: Mapping[str, Any], path: str) -> str:
     width = max(len(v) for v in rows.values())
     grid = np.full((len(rows), width), np.nan)
     for i, v in enumerate(rows.values()):
-      grid[i, :len(v)] = v
-    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=np.nanmax(grid),
-                      aspect="auto")
+      grid[i, : len(v)] = v
+    image = ax.imshow(
+      grid, cmap="viridis", vmin=0.0, vmax=np.nanmax(grid), aspect="auto"
+    )
     ax.set_yticks(range(len(rows)), labels=list(rows))
     ax.set_xticks(range(width))
     ax.set_xlabel("expert")
@@ -301,8 +351,14 @@ def plot_gate_weights(gate_weights: Mapping[str, Any], path: str) -> str:
     if grid.size <= 200:  # numbers stay legible
       for (i, k), value in np.ndenumerate(grid):
         if np.isfinite(value):
-          ax.text(k, i, f"{value:.2f}", ha="center", va="center",
-                  color="white" if value < 0.6 * np.nanmax(grid) else "black",
-                  fontsize="small")
+          ax.text(
+            k,
+            i,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            color="white" if value < 0.6 * np.nanmax(grid) else "black",
+            fontsize="small",
+          )
     fig.colorbar(image, ax=ax)
   return save_figure(fig, path)

@@ -12,39 +12,54 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from tafe_tf import evaluation
+from tafe_tf import evaluation, input_pipeline, plots
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
-from tafe_tf import plots
 
 GATE_BATCHES = 4
 
 
 def format_table(report: Mapping[str, float], steps) -> str:
   """The per-step table printed after training and evaluation."""
-  columns = [("AUC", "auc"), ("oracle AUC", "oracle_auc"), ("gap", "oracle_gap"),
-             ("cond. AUC", "auc_conditional"), ("GAUC", "gauc"),
-             ("logloss", "logloss"), ("PCOC", "pcoc")]
-  columns = [(title, key) for title, key in columns
-             if any(f"{key}/{s}" in report for s in steps)]
+  columns = [
+    ("AUC", "auc"),
+    ("oracle AUC", "oracle_auc"),
+    ("gap", "oracle_gap"),
+    ("cond. AUC", "auc_conditional"),
+    ("GAUC", "gauc"),
+    ("logloss", "logloss"),
+    ("PCOC", "pcoc"),
+  ]
+  columns = [
+    (title, key)
+    for title, key in columns
+    if any(f"{key}/{s}" in report for s in steps)
+  ]
   header = f"{'step':<10}" + "".join(f"{t:>12}" for t, _ in columns)
   lines = [header, "-" * len(header)]
   for step in steps:
     cells = []
     for _, key in columns:
       value = report.get(f"{key}/{step}")
-      cells.append(f"{'-':>12}" if value is None or (
-          isinstance(value, float) and math.isnan(value)) else f"{value:>12.4f}")
+      cells.append(
+        f"{'-':>12}"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:>12.4f}"
+      )
     lines.append(f"{step:<10}" + "".join(cells))
   return "\n".join(lines)
 
 
-def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
-                       split: str, output_dir: str,
-                       output: Optional[str] = None,
-                       predictions_csv: Optional[str] = None,
-                       model_dir: Optional[str] = None,
-                       batch_size: int = 4096) -> Dict[str, float]:
+def evaluate_and_write(
+  model,
+  schema: features_lib.Schema,
+  data_dir: str,
+  split: str,
+  output_dir: str,
+  output: Optional[str] = None,
+  predictions_csv: Optional[str] = None,
+  model_dir: Optional[str] = None,
+  batch_size: int = 4096,
+) -> Dict[str, float]:
   """Evaluates ``model`` on ``split``; writes the report, plots and CSV.
 
   Args:
@@ -61,8 +76,9 @@ def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
   Returns:
     The report.
   """
-  dataset = input_pipeline.make_dataset(data_dir, split, batch_size,
-                                        schema=schema, with_metadata=True)
+  dataset = input_pipeline.make_dataset(
+    data_dir, split, batch_size, schema=schema, with_metadata=True
+  )
   predictions = evaluation.predict_dataset(model, dataset, schema)
   report = evaluation.compute_report(predictions, schema.steps)
   os.makedirs(output_dir, exist_ok=True)
@@ -71,15 +87,24 @@ def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
   if predictions_csv:
     evaluation.write_predictions_csv(predictions, schema.steps, predictions_csv)
   steps = schema.steps
-  plots.plot_reliability(predictions.labels, predictions.p, steps,
-                         os.path.join(output_dir, f"{split}_reliability.png"))
-  plots.plot_roc(predictions.labels, predictions.p, steps,
-                 os.path.join(output_dir, f"{split}_roc.png"),
-                 oracle_probs=predictions.oracle_p)
+  plots.plot_reliability(
+    predictions.labels,
+    predictions.p,
+    steps,
+    os.path.join(output_dir, f"{split}_reliability.png"),
+  )
+  plots.plot_roc(
+    predictions.labels,
+    predictions.p,
+    steps,
+    os.path.join(output_dir, f"{split}_roc.png"),
+    oracle_probs=predictions.oracle_p,
+  )
   history = os.path.join(model_dir, "history.csv") if model_dir else None
   if history and os.path.isfile(history):
-    plots.plot_training_curves(history,
-                               os.path.join(output_dir, "training_curves.png"))
+    plots.plot_training_curves(
+      history, os.path.join(output_dir, "training_curves.png")
+    )
   gates = split_gate_weights(model, data_dir, split, schema, batch_size)
   if gates:
     plots.plot_gate_weights(gates, os.path.join(output_dir, "gate_weights.png"))
@@ -89,16 +114,17 @@ def evaluate_and_write(model, schema: features_lib.Schema, data_dir: str,
   return report
 
 
-def split_gate_weights(model, data_dir: str, split: str,
-                       schema: features_lib.Schema,
-                       batch_size: int) -> Dict[str, np.ndarray]:
+def split_gate_weights(
+  model, data_dir: str, split: str, schema: features_lib.Schema, batch_size: int
+) -> Dict[str, np.ndarray]:
   """Per-sample gate weights of a few batches, concatenated per gate."""
   gather = getattr(model, "gate_weights", None)
   if gather is None:
     return {}
   collected: Dict[str, list] = {}
-  dataset = input_pipeline.make_dataset(data_dir, split, batch_size,
-                                        schema=schema).take(GATE_BATCHES)
+  dataset = input_pipeline.make_dataset(
+    data_dir, split, batch_size, schema=schema
+  ).take(GATE_BATCHES)
   for feats, _ in dataset:
     for name, weights in gather(feats).items():
       collected.setdefault(name, []).append(weights.numpy())

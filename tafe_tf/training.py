@@ -25,22 +25,20 @@ loss, not the last.
 from __future__ import annotations
 
 import dataclasses
-from importlib import metadata
 import json
 import math
 import os
 import shutil
 import tempfile
+from importlib import metadata
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from tafe_tf import config as config_lib
-from tafe_tf import distribution
+from tafe_tf import distribution, files, input_pipeline
 from tafe_tf import features as features_lib
-from tafe_tf import files
-from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 
 RUN_FILENAME = "run.json"
@@ -50,8 +48,18 @@ BEST_DIRNAME = "best"
 BEST_WEIGHTS = "weights"
 # What a run writes into its model directory (what overwrite removes);
 # eval/ and export/ are launch.train's defaults for evaluation and export.
-RUN_FILES = (RUN_FILENAME, "schema", "backup", "checkpoints", BEST_DIRNAME,
-             HISTORY_FILENAME, "logs", TRAIN_REPORT_FILENAME, "eval", "export")
+RUN_FILES = (
+  RUN_FILENAME,
+  "schema",
+  "backup",
+  "checkpoints",
+  BEST_DIRNAME,
+  HISTORY_FILENAME,
+  "logs",
+  TRAIN_REPORT_FILENAME,
+  "eval",
+  "export",
+)
 # run_state: the model directory holds no run, this run unfinished, finished.
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 
@@ -84,7 +92,9 @@ def split_size(data_dir: str, split: str) -> int:
   return input_pipeline.count_examples(data_dir, split)
 
 
-def copy_schema(schema: features_lib.Schema, model_dir: str) -> features_lib.Schema:
+def copy_schema(
+  schema: features_lib.Schema, model_dir: str
+) -> features_lib.Schema:
   """Copies the schema and its vocabularies into ``model_dir/schema``."""
   target = os.path.join(model_dir, "schema")
   tf.io.gfile.makedirs(target)
@@ -124,23 +134,33 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
   def _better(self, value: float) -> bool:
     if math.isnan(value):
       return False
-    return value < self.best_value if self.lower_is_better else (
-        value > self.best_value)
+    return (
+      value < self.best_value
+      if self.lower_is_better
+      else (value > self.best_value)
+    )
 
   def on_epoch_end(self, epoch: int, logs: Optional[Mapping[str, Any]] = None):
     logs = logs or {}
     if self.monitor not in logs:
-      raise KeyError(f"cannot pick the best epoch: {self.monitor!r} is not "
-                     f"logged (logged: {sorted(logs)})")
+      raise KeyError(
+        f"cannot pick the best epoch: {self.monitor!r} is not "
+        f"logged (logged: {sorted(logs)})"
+      )
     value = float(logs[self.monitor])
     if self._better(value):
       self.best_epoch, self.best_value = epoch + 1, value
       tf.io.gfile.makedirs(self.best_dir)
       self.model.save_weights(os.path.join(self.best_dir, BEST_WEIGHTS))
       files.write_json_atomic(
-          os.path.join(self.best_dir, "best.json"),
-          {"epoch": self.best_epoch, "value": value, "monitor": self.monitor,
-           "logs": _floats(logs)})
+        os.path.join(self.best_dir, "best.json"),
+        {
+          "epoch": self.best_epoch,
+          "value": value,
+          "monitor": self.monitor,
+          "logs": _floats(logs),
+        },
+      )
 
 
 class RecordStartStep(tf.keras.callbacks.Callback):
@@ -162,28 +182,36 @@ def _floats(logs: Mapping[str, Any]) -> Dict[str, float]:
   return {k: float(v) for k, v in logs.items()}
 
 
-def build_and_compile(model_name: str, schema: features_lib.Schema,
-                      hparams: Mapping[str, Any], learning_rate: float,
-                      strategy: tf.distribute.Strategy,
-                      precision: str = "float32",
-                      jit_compile: bool = False
-                      ) -> models_lib.MultiStepModel:
+def build_and_compile(
+  model_name: str,
+  schema: features_lib.Schema,
+  hparams: Mapping[str, Any],
+  learning_rate: float,
+  strategy: tf.distribute.Strategy,
+  precision: str = "float32",
+  jit_compile: bool = False,
+) -> models_lib.MultiStepModel:
   """Builds ``model_name`` in ``strategy``'s scope under ``precision``'s
   policy, compiled with Adam (``jit_compile``: XLA train/test steps)."""
   with strategy.scope(), distribution.precision_policy(precision):
     model = models_lib.build_model(model_name, schema, **dict(hparams))
     # Built before fit: BackupAndRestore restores into existing variables.
     model(features_lib.dummy_batch(schema), training=False)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                  jit_compile=jit_compile)
+    model.compile(
+      optimizer=tf.keras.optimizers.Adam(learning_rate), jit_compile=jit_compile
+    )
   return model
 
 
-def _datasets(data_dir: str, split_sizes: Tuple[int, int],
-              schema: features_lib.Schema, config: config_lib.RunConfig,
-              strategy: tf.distribute.Strategy,
-              model: models_lib.MultiStepModel,
-              global_batch: int) -> Tuple[Any, Any, Dict[str, Any]]:
+def _datasets(
+  data_dir: str,
+  split_sizes: Tuple[int, int],
+  schema: features_lib.Schema,
+  config: config_lib.RunConfig,
+  strategy: tf.distribute.Strategy,
+  model: models_lib.MultiStepModel,
+  global_batch: int,
+) -> Tuple[Any, Any, Dict[str, Any]]:
   """``(train, validation, extra fit kwargs)`` for ``strategy``.
 
   Mirrored, multi-worker and TPU: ``tf.data`` datasets of global batches;
@@ -193,55 +221,88 @@ def _datasets(data_dir: str, split_sizes: Tuple[int, int],
   the step counts Keras needs for them.
   """
   compiled = config.distribution.jit_compile or distribution.is_tpu(strategy)
-  prepare = (distribution.compiled_step_inputs(model, schema)
-             if compiled else None)
+  prepare = (
+    distribution.compiled_step_inputs(model, schema) if compiled else None
+  )
   common = dict(schema=schema, dense_padded=compiled, drop_remainder=compiled)
 
-  def make(split: str, batch: int, training: bool,
-           input_context: Optional[tf.distribute.InputContext] = None,
-           repeat: Optional[bool] = None) -> tf.data.Dataset:
+  def make(
+    split: str,
+    batch: int,
+    training: bool,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    repeat: Optional[bool] = None,
+  ) -> tf.data.Dataset:
     ds = input_pipeline.make_dataset(
-        data_dir, split, batch, shuffle=training and config.training.shuffle,
-        repeat=training if repeat is None else repeat,
-        seed=config.training.seed, input_context=input_context, **common)
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
+      data_dir,
+      split,
+      batch,
+      shuffle=training and config.training.shuffle,
+      repeat=training if repeat is None else repeat,
+      seed=config.training.seed,
+      input_context=input_context,
+      **common,
+    )
+    return (
+      ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
+    )
 
   if not distribution.is_parameter_server(strategy):
-    return (make("train", global_batch, True),
-            make("validation", global_batch, False), {})
+    return (
+      make("train", global_batch, True),
+      make("validation", global_batch, False),
+      {},
+    )
 
   def creator(split: str, training: bool) -> Callable[..., tf.data.Dataset]:
-    def dataset_fn(input_context: tf.distribute.InputContext
-                   ) -> tf.data.Dataset:
-      return make(split, input_context.get_per_replica_batch_size(
-          global_batch), training, input_context, repeat=True)
+    def dataset_fn(
+      input_context: tf.distribute.InputContext,
+    ) -> tf.data.Dataset:
+      return make(
+        split,
+        input_context.get_per_replica_batch_size(global_batch),
+        training,
+        input_context,
+        repeat=True,
+      )
+
     return dataset_fn
 
   validation_steps = max(1, math.ceil(split_sizes[1] / global_batch))
-  return (tf.keras.utils.experimental.DatasetCreator(creator("train", True)),
-          tf.keras.utils.experimental.DatasetCreator(
-              creator("validation", False)),
-          {"validation_steps": validation_steps})
+  return (
+    tf.keras.utils.experimental.DatasetCreator(creator("train", True)),
+    tf.keras.utils.experimental.DatasetCreator(creator("validation", False)),
+    {"validation_steps": validation_steps},
+  )
 
 
-def resolve_run_config(config: config_lib.RunConfig, data_dir: str,
-                       strategy: tf.distribute.Strategy
-                       ) -> config_lib.RunConfig:
+def resolve_run_config(
+  config: config_lib.RunConfig, data_dir: str, strategy: tf.distribute.Strategy
+) -> config_lib.RunConfig:
   """The config a run records: the absolute data directory it trains on and,
   under a TPUStrategy, the id tables in TPU embedding memory (updated at the
   run's learning rate), so that evaluation and export rebuild the same
   layer."""
   config = config.replace(data_dir=os.path.abspath(data_dir))
   if distribution.is_tpu(strategy) and not config.model.hparams.tpu_embedding:
-    config = dataclasses.replace(config, model=config.model.with_hparams({
-        "tpu_embedding": True,
-        "tpu_embedding_learning_rate": config.training.learning_rate}))
+    config = dataclasses.replace(
+      config,
+      model=config.model.with_hparams(
+        {
+          "tpu_embedding": True,
+          "tpu_embedding_learning_rate": config.training.learning_rate,
+        }
+      ),
+    )
   return config
 
 
-def train(data_dir: str, model_dir: str,
-          config: Optional[config_lib.RunConfig] = None,
-          overwrite: bool = False) -> TrainResult:
+def train(
+  data_dir: str,
+  model_dir: str,
+  config: Optional[config_lib.RunConfig] = None,
+  overwrite: bool = False,
+) -> TrainResult:
   """Trains ``config``'s model on ``data_dir``'s train split into ``model_dir``.
 
   Running the same call again after a crash resumes from the last backup and
@@ -266,11 +327,15 @@ def train(data_dir: str, model_dir: str,
   config = config or config_lib.RunConfig()
   dist, run = config.distribution, config.training
   strategy = distribution.get_strategy(
-      dist.strategy, tpu_address=dist.tpu_address,
-      min_shard_bytes=dist.min_shard_bytes)
+    dist.strategy,
+    tpu_address=dist.tpu_address,
+    min_shard_bytes=dist.min_shard_bytes,
+  )
   if dist.jit_compile and distribution.is_parameter_server(strategy):
-    raise ValueError("jit_compile with the parameter_server strategy is not "
-                     "supported: its embedding lookups run on the ps tasks")
+    raise ValueError(
+      "jit_compile with the parameter_server strategy is not "
+      "supported: its embedding lookups run on the ps tasks"
+    )
   config = resolve_run_config(config, data_dir, strategy)
   role = distribution.worker_role(strategy)
   if overwrite and role.is_chief:
@@ -281,8 +346,11 @@ def train(data_dir: str, model_dir: str,
   # Non-chief workers of a multi-worker run write their own files (logs, the
   # best weights they must save too) into a scratch directory; the backup
   # directory is shared: Keras' BackupAndRestore coordinates it.
-  out_dir = model_dir if role.is_chief else tempfile.mkdtemp(
-      prefix=f"tafe-{role.task_type}-{role.task_id}-")
+  out_dir = (
+    model_dir
+    if role.is_chief
+    else tempfile.mkdtemp(prefix=f"tafe-{role.task_type}-{role.task_id}-")
+  )
   tf.io.gfile.makedirs(model_dir)
   schema = features_lib.Schema.load(data_dir)
   if role.is_chief:
@@ -292,35 +360,52 @@ def train(data_dir: str, model_dir: str,
   global_batch = run.batch_size * strategy.num_replicas_in_sync
   sizes = (split_size(data_dir, "train"), split_size(data_dir, "validation"))
   steps_per_epoch = run.steps_per_epoch or max(
-      1, math.ceil(sizes[0] / global_batch))
-  model = build_and_compile(config.model.name, schema,
-                            config.model_hparams().to_json(),
-                            run.learning_rate, strategy, dist.precision,
-                            dist.jit_compile)
+    1, math.ceil(sizes[0] / global_batch)
+  )
+  model = build_and_compile(
+    config.model.name,
+    schema,
+    config.model_hparams().to_json(),
+    run.learning_rate,
+    strategy,
+    dist.precision,
+    dist.jit_compile,
+  )
   # The training split repeats so that every epoch has exactly
   # steps_per_epoch steps, also after a mid-epoch resume.
-  train_ds, val_ds, fit_kwargs = _datasets(data_dir, sizes, schema, config,
-                                           strategy, model, global_batch)
+  train_ds, val_ds, fit_kwargs = _datasets(
+    data_dir, sizes, schema, config, strategy, model, global_batch
+  )
   best = KeepBestEpoch(os.path.join(out_dir, BEST_DIRNAME), run.monitor)
   start = RecordStartStep()
   callbacks = [
-      tf.keras.callbacks.BackupAndRestore(
-          os.path.join(model_dir, "backup"),
-          save_freq=run.checkpoint_every_steps or "epoch"),
-      start,
-      tf.keras.callbacks.ModelCheckpoint(
-          os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"),
-          save_weights_only=True),
-      best,
-      tf.keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILENAME),
-                                   append=True),
-      tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
-                                     update_freq="epoch"),
+    tf.keras.callbacks.BackupAndRestore(
+      os.path.join(model_dir, "backup"),
+      save_freq=run.checkpoint_every_steps or "epoch",
+    ),
+    start,
+    tf.keras.callbacks.ModelCheckpoint(
+      os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"),
+      save_weights_only=True,
+    ),
+    best,
+    tf.keras.callbacks.CSVLogger(
+      os.path.join(out_dir, HISTORY_FILENAME), append=True
+    ),
+    tf.keras.callbacks.TensorBoard(
+      os.path.join(out_dir, "logs"), update_freq="epoch"
+    ),
   ]
   try:
-    history = model.fit(train_ds, validation_data=val_ds, epochs=run.epochs,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=run.verbose, **fit_kwargs)
+    history = model.fit(
+      train_ds,
+      validation_data=val_ds,
+      epochs=run.epochs,
+      steps_per_epoch=steps_per_epoch,
+      callbacks=callbacks,
+      verbose=run.verbose,
+      **fit_kwargs,
+    )
     optimizer_steps = int(model.optimizer.iterations.numpy())
     if best.best_epoch == 0:
       raise RuntimeError(f"no epoch produced a finite {run.monitor}")
@@ -331,52 +416,77 @@ def train(data_dir: str, model_dir: str,
   # Later use (evaluation, export) feeds raw ids: the XLA steps were traced
   # for the pipeline's precomputed rows.
   model.jit_compile = False
-  logging.info("kept the weights of epoch %d (best %s = %.6f of %d epochs)",
-               best.best_epoch, run.monitor, best.best_value, run.epochs)
-  report = {"best_epoch": best.best_epoch, "monitor": run.monitor,
-            "best_value": best.best_value, "epochs": run.epochs,
-            "steps_per_epoch": steps_per_epoch, "global_batch_size": global_batch,
-            "optimizer_steps": optimizer_steps,
-            "resumed_from_step": start.start_step,
-            "num_replicas": strategy.num_replicas_in_sync,
-            "strategy": type(strategy).__name__,
-            "precision": dist.precision, "jit_compile": dist.jit_compile}
+  logging.info(
+    "kept the weights of epoch %d (best %s = %.6f of %d epochs)",
+    best.best_epoch,
+    run.monitor,
+    best.best_value,
+    run.epochs,
+  )
+  report = {
+    "best_epoch": best.best_epoch,
+    "monitor": run.monitor,
+    "best_value": best.best_value,
+    "epochs": run.epochs,
+    "steps_per_epoch": steps_per_epoch,
+    "global_batch_size": global_batch,
+    "optimizer_steps": optimizer_steps,
+    "resumed_from_step": start.start_step,
+    "num_replicas": strategy.num_replicas_in_sync,
+    "strategy": type(strategy).__name__,
+    "precision": dist.precision,
+    "jit_compile": dist.jit_compile,
+  }
   if role.is_chief:
-    files.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME),
-                             report)
-  return TrainResult(model=model, schema=schema, best_epoch=best.best_epoch,
-                     best_value=best.best_value,
-                     history={k: list(v) for k, v in history.history.items()},
-                     steps_per_epoch=steps_per_epoch, is_chief=role.is_chief)
+    files.write_json_atomic(
+      os.path.join(model_dir, TRAIN_REPORT_FILENAME), report
+    )
+  return TrainResult(
+    model=model,
+    schema=schema,
+    best_epoch=best.best_epoch,
+    best_value=best.best_value,
+    history={k: list(v) for k, v in history.history.items()},
+    steps_per_epoch=steps_per_epoch,
+    is_chief=role.is_chief,
+  )
 
 
-def _finished_result(model_dir: str, strategy: tf.distribute.Strategy,
-                     is_chief: bool) -> TrainResult:
+def _finished_result(
+  model_dir: str, strategy: tf.distribute.Strategy, is_chief: bool
+) -> TrainResult:
   """The :class:`TrainResult` of the finished run in ``model_dir``."""
   report = files.read_json(os.path.join(model_dir, TRAIN_REPORT_FILENAME))
-  return TrainResult(model=load_trained_model(model_dir, strategy),
-                     schema=model_dir_schema(model_dir),
-                     best_epoch=report["best_epoch"],
-                     best_value=report["best_value"], history={},
-                     steps_per_epoch=report["steps_per_epoch"],
-                     is_chief=is_chief, already_finished=True)
+  return TrainResult(
+    model=load_trained_model(model_dir, strategy),
+    schema=model_dir_schema(model_dir),
+    best_epoch=report["best_epoch"],
+    best_value=report["best_value"],
+    history={},
+    steps_per_epoch=report["steps_per_epoch"],
+    is_chief=is_chief,
+    already_finished=True,
+  )
 
 
-def load_trained_model(model_dir: str,
-                       strategy: Optional[tf.distribute.Strategy] = None
-                       ) -> models_lib.MultiStepModel:
+def load_trained_model(
+  model_dir: str, strategy: Optional[tf.distribute.Strategy] = None
+) -> models_lib.MultiStepModel:
   """Rebuilds a trained model from ``model_dir`` (its run.json, through
   :meth:`~tafe_tf.config.RunConfig.from_json`) with its best weights."""
   run = read_run_config(model_dir)
   schema = model_dir_schema(model_dir)
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    model = models_lib.build_model(run.model.name, schema,
-                                   **run.model_hparams().to_json())
+    model = models_lib.build_model(
+      run.model.name, schema, **run.model_hparams().to_json()
+    )
   weights = os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS)
   if not tf.io.gfile.exists(weights + ".index"):
-    raise FileNotFoundError(f"{model_dir} holds no trained weights ({weights} "
-                            "is missing): train first")
+    raise FileNotFoundError(
+      f"{model_dir} holds no trained weights ({weights} "
+      "is missing): train first"
+    )
   # Build the variables with one dummy batch so that restore is immediate.
   model(features_lib.dummy_batch(schema), training=False)
   model.load_weights(weights).expect_partial()
@@ -397,8 +507,9 @@ def read_run_config(model_dir: str) -> config_lib.RunConfig:
   """
   path = os.path.join(model_dir, RUN_FILENAME)
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{model_dir} is not a model directory: no "
-                            f"{RUN_FILENAME}")
+    raise FileNotFoundError(
+      f"{model_dir} is not a model directory: no {RUN_FILENAME}"
+    )
   try:
     return config_lib.RunConfig.from_json(files.read_json(path))
   except ValueError as e:  # also bad JSON (JSONDecodeError)
@@ -418,14 +529,16 @@ def run_state(model_dir: str, config: config_lib.RunConfig) -> str:
   try:
     previous = read_run_config(model_dir)
   except ValueError as e:
-    raise ValueError(f"{e}; use a new --model_dir, or --overwrite to replace "
-                     "that run") from None
+    raise ValueError(
+      f"{e}; use a new --model_dir, or --overwrite to replace that run"
+    ) from None
   differing = config.differences(previous)
   if differing:
     raise ValueError(
-        f"{model_dir} holds a different run (differing: "
-        f"{', '.join(differing)}); use a new --model_dir, or --overwrite to "
-        "replace that run")
+      f"{model_dir} holds a different run (differing: "
+      f"{', '.join(differing)}); use a new --model_dir, or --overwrite to "
+      "replace that run"
+    )
   finished = tf.io.gfile.exists(os.path.join(model_dir, TRAIN_REPORT_FILENAME))
   return FINISHED if finished else RESUME
 
@@ -445,8 +558,10 @@ def write_run_config(model_dir: str, config: config_lib.RunConfig) -> str:
   """Writes ``model_dir/run.json``: ``config.to_json()`` plus a provenance
   section (package and TensorFlow versions) that readers ignore."""
   run = dict(config.to_json())
-  run[config_lib.PROVENANCE] = {"tafe_tf_version": _package_version(),
-                                "tensorflow_version": tf.__version__}
+  run[config_lib.PROVENANCE] = {
+    "tafe_tf_version": _package_version(),
+    "tensorflow_version": tf.__version__,
+  }
   return files.write_json_atomic(os.path.join(model_dir, RUN_FILENAME), run)
 
 

@@ -19,10 +19,19 @@ def module_command(module: str, *args: str) -> list:
   return [sys.executable, "-m", module, *args]
 
 
-def run_module(module: str, *args: str, timeout: float = 300,
-               env: Optional[Dict[str, str]] = None
-               ) -> subprocess.CompletedProcess:
+def run_module(
+  module: str,
+  *args: str,
+  timeout: float = 300,
+  env: Optional[Dict[str, str]] = None,
+) -> subprocess.CompletedProcess:
   """Runs ``python -m module args...`` from the repository root."""
-  return subprocess.run(module_command(module, *args), cwd=ROOT,
-                        env=env or subprocess_env(), capture_output=True,
-                        text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    module_command(module, *args),
+    cwd=ROOT,
+    env=env or subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )

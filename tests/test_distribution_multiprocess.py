@@ -17,26 +17,36 @@ import time
 
 import numpy as np
 import pytest
+from cli_runner import ROOT, module_command, subprocess_env
 
-from tafe_tf.data import synthetic
 from tafe_tf import features as features_lib
 from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf.benchmarks import local_cluster
-
-from cli_runner import ROOT, module_command, subprocess_env
+from tafe_tf.data import synthetic
 
 TINY_HPARAMS = dict(embedding_dim=4, tower_units=(8,), seed=0)
-TINY = ["--model=esmm", "--embedding_dim=4", "--tower_units=8",
-        "--evaluate=false", "--export=false", "--learning_rate=0.01"]
+TINY = [
+  "--model=esmm",
+  "--embedding_dim=4",
+  "--tower_units=8",
+  "--evaluate=false",
+  "--export=false",
+  "--learning_rate=0.01",
+]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.write_dataset(out, synthetic.SyntheticConfig(seed=3),
-                          num_train=2000, num_validation=300, num_test=300,
-                          num_shards=2)
+  synthetic.write_dataset(
+    out,
+    synthetic.SyntheticConfig(seed=3),
+    num_train=2000,
+    num_validation=300,
+    num_test=300,
+    num_shards=2,
+  )
   return out
 
 
@@ -67,14 +77,20 @@ print("RESULT " + json.dumps({
 def _result(proc):
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  return json.loads(line[-1][len("RESULT "):])
+  return json.loads(line[-1][len("RESULT ") :])
 
 
-def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir,
-                                                              tmp_path):
-  proc = subprocess.run([sys.executable, "-c", _MIRRORED, data_dir,
-                         str(tmp_path)], cwd=ROOT, env=subprocess_env(),
-                        capture_output=True, text=True, timeout=300)
+def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(
+  data_dir, tmp_path
+):
+  proc = subprocess.run(
+    [sys.executable, "-c", _MIRRORED, data_dir, str(tmp_path)],
+    cwd=ROOT,
+    env=subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   result = _result(proc)
   assert result["replicas"] == 2
   # 2 replicas x 32 = the one device's 64: the loss is averaged over the
@@ -84,18 +100,21 @@ def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir,
   one, mirrored = result["history"]["one"], result["history"]["mirrored"]
   assert set(one) == set(mirrored)
   for key in one:  # metrics aggregate over both replicas
-    np.testing.assert_allclose(mirrored[key], one[key], rtol=1e-5, atol=1e-6,
-                               err_msg=key)
+    np.testing.assert_allclose(
+      mirrored[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key
+    )
 
 
 def _validation_loss(model_dir, data_dir):
   """Exact mean DTL loss of a trained model over the validation split."""
   import tafe_tf  # noqa: F401  pylint: disable=g-import-not-at-top
   from tafe_tf import input_pipeline, losses, training  # pylint: disable=g-import-not-at-top
+
   model = training.load_trained_model(model_dir)
   total, count = 0.0, 0
-  for features, labels in input_pipeline.make_dataset(data_dir, "validation",
-                                                      100):
+  for features, labels in input_pipeline.make_dataset(
+    data_dir, "validation", 100
+  ):
     y = losses.stack_labels(labels, model.steps)
     per_example = model.dtl_loss.per_example(y, model.step_logits(features))
     total += float(np.sum(per_example.numpy()))
@@ -104,17 +123,25 @@ def _validation_loss(model_dir, data_dir):
 
 
 def _launch(flags, tf_config=None, log=None):
-  env = (subprocess_env(TF_CONFIG=tf_config) if tf_config
-         else subprocess_env())
-  return subprocess.Popen(module_command("launch.train", *flags), cwd=ROOT,
-                          env=env, stdout=log or subprocess.DEVNULL,
-                          stderr=subprocess.STDOUT)
+  env = subprocess_env(TF_CONFIG=tf_config) if tf_config else subprocess_env()
+  return subprocess.Popen(
+    module_command("launch.train", *flags),
+    cwd=ROOT,
+    env=env,
+    stdout=log or subprocess.DEVNULL,
+    stderr=subprocess.STDOUT,
+  )
 
 
 def _run_two_workers(command, log_dir):
-  return local_cluster.run_local_workers(command, 2, timeout_s=300,
-                                        log_dir=str(log_dir),
-                                        env=subprocess_env(), cwd=ROOT)
+  return local_cluster.run_local_workers(
+    command,
+    2,
+    timeout_s=300,
+    log_dir=str(log_dir),
+    env=subprocess_env(),
+    cwd=ROOT,
+  )
 
 
 # Each worker trains 4 steps and validates, recording at every batch what the
@@ -174,13 +201,18 @@ def _one_device_evaluation(data_dir, weights_path):
   saved = np.load(weights_path)
   model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
   model.compile()
-  return model.evaluate(input_pipeline.make_dataset(
-      data_dir, "validation", 64, schema=schema), return_dict=True, verbose=0)
+  return model.evaluate(
+    input_pipeline.make_dataset(data_dir, "validation", 64, schema=schema),
+    return_dict=True,
+    verbose=0,
+  )
 
 
 def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
-  _run_two_workers([sys.executable, "-c", _LOGGED_METRICS, data_dir,
-                    str(tmp_path)], tmp_path / "logs")
+  _run_two_workers(
+    [sys.executable, "-c", _LOGGED_METRICS, data_dir, str(tmp_path)],
+    tmp_path / "logs",
+  )
   workers = [json.load(open(tmp_path / f"worker-{i}.json")) for i in range(2)]
   for worker in workers:
     kinds = [b["kind"] for b in worker["batches"]]
@@ -189,7 +221,11 @@ def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
       # Keras' default reduction summed the workers' copies: 2x every value.
       for name, value in b["logged"].items():
         assert value == pytest.approx(b["global"][name], rel=1e-6), (
-            b["kind"], name, value, b["global"][name])
+          b["kind"],
+          name,
+          value,
+          b["global"][name],
+        )
     assert worker["epoch"] == workers[0]["epoch"]
   epoch = workers[0]["epoch"]
   # Without training-time step metrics the epoch's training losses are the
@@ -208,19 +244,39 @@ def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
     for name in (f"logloss/{step}", f"pcoc/{step}"):
       assert epoch[f"val_{name}"] == pytest.approx(expected[name], rel=1e-5)
   assert epoch["val_auc_conditional/purchase"] == pytest.approx(
-      expected["auc_conditional/purchase"], abs=1e-6)
+    expected["auc_conditional/purchase"], abs=1e-6
+  )
   assert epoch["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
 def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
-  common = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
-            "--steps_per_epoch=20", "--shuffle=false", *TINY]
-  _run_two_workers(module_command(
-      "launch.train", *common, "--strategy=multi_worker", "--batch_size=32",
-      f"--model_dir={tmp_path}/two"), tmp_path / "logs")
-  single = _launch([*common, "--strategy=one_device", "--batch_size=64",
-                    f"--model_dir={tmp_path}/one"])
+  common = [
+    f"--data_dir={data_dir}",
+    "--dataset=tfrecord",
+    "--epochs=1",
+    "--steps_per_epoch=20",
+    "--shuffle=false",
+    *TINY,
+  ]
+  _run_two_workers(
+    module_command(
+      "launch.train",
+      *common,
+      "--strategy=multi_worker",
+      "--batch_size=32",
+      f"--model_dir={tmp_path}/two",
+    ),
+    tmp_path / "logs",
+  )
+  single = _launch(
+    [
+      *common,
+      "--strategy=one_device",
+      "--batch_size=64",
+      f"--model_dir={tmp_path}/one",
+    ]
+  )
   assert single.wait(timeout=300) == 0
   report = json.load(open(f"{tmp_path}/two/train_report.json"))
   assert report["num_replicas"] == 2 and report["global_batch_size"] == 64
@@ -235,18 +291,28 @@ def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
   cluster = {"worker": local_cluster.loopback_addresses(2)}
-  flags = [f"--data_dir={data_dir}", "--dataset=tfrecord", "--epochs=1",
-           "--steps_per_epoch=100000", "--strategy=multi_worker",
-           "--batch_size=16", f"--model_dir={tmp_path}/run", *TINY]
+  flags = [
+    f"--data_dir={data_dir}",
+    "--dataset=tfrecord",
+    "--epochs=1",
+    "--steps_per_epoch=100000",
+    "--strategy=multi_worker",
+    "--batch_size=16",
+    f"--model_dir={tmp_path}/run",
+    *TINY,
+  ]
   logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
-  workers = [_launch(flags, local_cluster.tf_config_json(cluster, "worker", i),
-                     logs[i])
-             for i in range(2)]
+  workers = [
+    _launch(flags, local_cluster.tf_config_json(cluster, "worker", i), logs[i])
+    for i in range(2)
+  ]
   try:
     deadline = time.time() + 240
     # Kill worker 1 once both are training (the progress log shows steps).
-    while time.time() < deadline and "loss:" not in open(
-        tmp_path / "worker0.log").read():
+    while (
+      time.time() < deadline
+      and "loss:" not in open(tmp_path / "worker0.log").read()
+    ):
       assert workers[0].poll() is None, open(tmp_path / "worker0.log").read()
       time.sleep(0.5)
     os.kill(workers[1].pid, signal.SIGKILL)
@@ -259,8 +325,10 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
         w.kill()
   assert code != 0
   log = open(tmp_path / "worker0.log").read()
-  assert any(m in log for m in ("UnavailableError", "DeadlineExceeded",
-                                "CancelledError", "peer")), log[-2000:]
+  assert any(
+    m in log
+    for m in ("UnavailableError", "DeadlineExceeded", "CancelledError", "peer")
+  ), log[-2000:]
   assert waited < 200
 
 
@@ -283,27 +351,40 @@ print("RESULT " + json.dumps({
 
 
 @pytest.mark.slow
-def test_parameter_server_shards_the_embedding_over_both_ps(data_dir,
-                                                            tmp_path):
+def test_parameter_server_shards_the_embedding_over_both_ps(data_dir, tmp_path):
   chief, worker, *ps = local_cluster.loopback_addresses(4)
   cluster = {"chief": [chief], "worker": [worker], "ps": ps}
-  serve_flags = [f"--data_dir={data_dir}", "--dataset=tfrecord",
-                 "--strategy=parameter_server", *TINY]
-  servers = [_launch(serve_flags, local_cluster.tf_config_json(cluster, t, i))
-             for t, n in (("worker", 1), ("ps", 2)) for i in range(n)]
+  serve_flags = [
+    f"--data_dir={data_dir}",
+    "--dataset=tfrecord",
+    "--strategy=parameter_server",
+    *TINY,
+  ]
+  servers = [
+    _launch(serve_flags, local_cluster.tf_config_json(cluster, t, i))
+    for t, n in (("worker", 1), ("ps", 2))
+    for i in range(n)
+  ]
   try:
     proc = subprocess.run(
-        [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
-        cwd=ROOT, env=subprocess_env(
-            TF_CONFIG=local_cluster.tf_config_json(cluster, "chief", 0)),
-        capture_output=True, text=True, timeout=400)
+      [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
+      cwd=ROOT,
+      env=subprocess_env(
+        TF_CONFIG=local_cluster.tf_config_json(cluster, "chief", 0)
+      ),
+      capture_output=True,
+      text=True,
+      timeout=400,
+    )
   finally:
     for s in servers:
       s.kill()
       s.wait(timeout=30)
   result = _result(proc)
   devices = sorted(d for d, _ in result["shards"])
-  assert devices == ["/job:ps/replica:0/task:0/device:CPU:0",
-                     "/job:ps/replica:0/task:1/device:CPU:0"]
+  assert devices == [
+    "/job:ps/replica:0/task:0/device:CPU:0",
+    "/job:ps/replica:0/task:1/device:CPU:0",
+  ]
   assert sum(s[0] for _, s in result["shards"]) == result["shape"][0]
   assert result["steps"] == 10 and np.isfinite(result["best_value"])

@@ -13,24 +13,35 @@ import sys
 import time
 from typing import Dict
 
+import multistep_testdata as testdata
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-from tafe_tf import export
-from tafe_tf import example_codec
+import tafe_tf  # noqa: F401
+from tafe_tf import example_codec, export, models
 from tafe_tf import features as features_lib
-from tafe_tf import models
 
-import multistep_testdata as testdata
-
-TINY_HPARAMS = dict(embedding_dim=4, num_experts=2, expert_units=(8,),
-                    tower_units=(4,), seed=1)
-TWO_STEP_OUTPUTS = {"p_click", "q_click", "p_cart", "q_cart", "ctr", "cvr",
-                    "ctcvr"}
-THREE_STEP_OUTPUTS = {"p_click", "q_click", "p_cart", "q_cart", "p_purchase",
-                      "q_purchase"}
+TINY_HPARAMS = dict(
+  embedding_dim=4, num_experts=2, expert_units=(8,), tower_units=(4,), seed=1
+)
+TWO_STEP_OUTPUTS = {
+  "p_click",
+  "q_click",
+  "p_cart",
+  "q_cart",
+  "ctr",
+  "cvr",
+  "ctcvr",
+}
+THREE_STEP_OUTPUTS = {
+  "p_click",
+  "q_click",
+  "p_cart",
+  "q_cart",
+  "p_purchase",
+  "q_purchase",
+}
 # (model, steps) of every export the tests use; built on first use.
 CASES = {"tafe": ("tafe", 2), "mmoe": ("mmoe", 2), "tafe_3_steps": ("tafe", 3)}
 OTHER_MODELS = ("esmm", "ple", "aitm", "shared_bottom")
@@ -40,11 +51,14 @@ class Batch:
   """One batch of rows in the three forms the model sees."""
 
   def __init__(self, schema: features_lib.Schema, rows):
-    self.serialized = [example_codec.make_example(schema, f, l)
-                       .SerializeToString() for f, l, _ in rows]
+    self.serialized = [
+      example_codec.make_example(schema, f, l).SerializeToString()
+      for f, l, _ in rows
+    ]
     parsed = tf.io.parse_example(
-        tf.constant(self.serialized),
-        features_lib.tf_example_spec(schema, with_metadata=False))
+      tf.constant(self.serialized),
+      features_lib.tf_example_spec(schema, with_metadata=False),
+    )
     self.ragged, self.labels = features_lib.split_labels(parsed, schema)
     self.padded = features_lib.to_dense_padded(self.ragged, schema)
 
@@ -55,18 +69,27 @@ class Exported:
   def __init__(self, root: str, name: str, num_steps: int):
     self.schema = testdata.tiny_schema(os.path.join(root, "schema"), num_steps)
     train = Batch(self.schema, testdata.random_rows(self.schema, 64, seed=1))
-    self.batch = Batch(self.schema,
-                       testdata.random_rows(self.schema, 32, seed=2))
-    self.model = models.build_model(name, self.schema,
-                                    **testdata.hparams_for(name, **TINY_HPARAMS))
+    self.batch = Batch(
+      self.schema, testdata.random_rows(self.schema, 32, seed=2)
+    )
+    self.model = models.build_model(
+      name, self.schema, **testdata.hparams_for(name, **TINY_HPARAMS)
+    )
     # Eager: three steps cost less than tracing a train step.
-    self.model.compile(optimizer=tf.keras.optimizers.Adam(0.05),
-                       run_eagerly=True)
-    self.model.fit(tf.data.Dataset.from_tensors(
-        (train.padded, train.labels)).repeat(3), verbose=0)
+    self.model.compile(
+      optimizer=tf.keras.optimizers.Adam(0.05), run_eagerly=True
+    )
+    self.model.fit(
+      tf.data.Dataset.from_tensors((train.padded, train.labels)).repeat(3),
+      verbose=0,
+    )
     self.path = export.export_saved_model(
-        self.model, self.schema, os.path.join(root, "export"), version=1,
-        model_name=f"tiny_{name}")
+      self.model,
+      self.schema,
+      os.path.join(root, "export"),
+      version=1,
+      model_name=f"tiny_{name}",
+    )
 
   def keras(self, features) -> Dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in self.model(features).items()}
@@ -83,8 +106,7 @@ class Exports:
   def get(self, case: str) -> Exported:
     if case not in self._built:
       name, steps = CASES.get(case, (case, 2))
-      self._built[case] = Exported(str(self._factory.mktemp(case)), name,
-                                   steps)
+      self._built[case] = Exported(str(self._factory.mktemp(case)), name, steps)
     return self._built[case]
 
 
@@ -96,8 +118,9 @@ def exports(tmp_path_factory):
 def _assert_outputs_equal(actual, expected, atol=1e-6):
   assert set(actual) == set(expected)
   for key in expected:
-    np.testing.assert_allclose(np.asarray(actual[key]), expected[key],
-                               rtol=0, atol=atol, err_msg=key)
+    np.testing.assert_allclose(
+      np.asarray(actual[key]), expected[key], rtol=0, atol=atol, err_msg=key
+    )
 
 
 def _numpy(outputs):
@@ -113,9 +136,12 @@ def _cli_env():
 def _saved_model_cli(*args: str) -> subprocess.Popen:
   """Starts ``saved_model_cli`` (seconds of TensorFlow import each)."""
   return subprocess.Popen(
-      [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", *args],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=_cli_env())
+    [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", *args],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=_cli_env(),
+  )
 
 
 def _stdout(proc: subprocess.Popen) -> str:
@@ -132,8 +158,10 @@ def _parse_show_all(text: str):
     name, body = block.split("']:", 1)
     entry = {"inputs": {}, "outputs": {}, "method": None}
     for kind, key, dtype, shape in re.findall(
-        r"(inputs|outputs)\['([^']+)'\] tensor_info:\s*dtype: (\w+)\s*"
-        r"shape: (\([^)]*\)|unknown_rank)", body):
+      r"(inputs|outputs)\['([^']+)'\] tensor_info:\s*dtype: (\w+)\s*"
+      r"shape: (\([^)]*\)|unknown_rank)",
+      body,
+    ):
       entry[kind][key] = (dtype, shape)
     method = re.search(r"Method name is: (\S*)", body)
     entry["method"] = method.group(1) if method else None
@@ -173,38 +201,53 @@ def cli_runs(exports, tmp_path_factory):
   with _vocabulary_moved_away(exported.schema):
     show = _saved_model_cli("show", "--dir", exported.path, "--all")
     run = _saved_model_cli(
-        "run", "--dir", exported.path, "--tag_set", "serve",
-        "--signature_def", "serving_default",
-        "--inputs", ";".join(f"{k}={npz}[{k}]" for k in inputs),
-        "--outdir", outdir)
+      "run",
+      "--dir",
+      exported.path,
+      "--tag_set",
+      "serve",
+      "--signature_def",
+      "serving_default",
+      "--inputs",
+      ";".join(f"{k}={npz}[{k}]" for k in inputs),
+      "--outdir",
+      outdir,
+    )
     shown = _stdout(show)
     _stdout(run)
   return shown, inputs, outdir
 
 
-def test_saved_model_cli_shows_both_signatures_with_dtypes_and_shapes(
-    cli_runs):
+def test_saved_model_cli_shows_both_signatures_with_dtypes_and_shapes(cli_runs):
   shown = _parse_show_all(cli_runs[0])
-  assert set(shown) == {"__saved_model_init_op", export.SERVING_DEFAULT,
-                        export.SERVING_EXAMPLES}
+  assert set(shown) == {
+    "__saved_model_init_op",
+    export.SERVING_DEFAULT,
+    export.SERVING_EXAMPLES,
+  }
   outputs = {key: ("DT_FLOAT", "(-1)") for key in TWO_STEP_OUTPUTS}
   assert shown["serving_default"] == {
-      "inputs": {"user": ("DT_INT64", "(-1)"),
-                 "item": ("DT_INT64", "(-1)"),
-                 "shop": ("DT_INT64", "(-1)"),
-                 "hist": ("DT_INT64", "(-1, -1)"),
-                 "hist_weight": ("DT_FLOAT", "(-1, -1)"),
-                 "price": ("DT_FLOAT", "(-1, 2)")},
-      "outputs": outputs,
-      "method": "tensorflow/serving/predict"}
+    "inputs": {
+      "user": ("DT_INT64", "(-1)"),
+      "item": ("DT_INT64", "(-1)"),
+      "shop": ("DT_INT64", "(-1)"),
+      "hist": ("DT_INT64", "(-1, -1)"),
+      "hist_weight": ("DT_FLOAT", "(-1, -1)"),
+      "price": ("DT_FLOAT", "(-1, 2)"),
+    },
+    "outputs": outputs,
+    "method": "tensorflow/serving/predict",
+  }
   assert shown["serving_examples"] == {
-      "inputs": {"examples": ("DT_STRING", "(-1)")},
-      "outputs": outputs,
-      "method": "tensorflow/serving/predict"}
+    "inputs": {"examples": ("DT_STRING", "(-1)")},
+    "outputs": outputs,
+    "method": "tensorflow/serving/predict",
+  }
 
 
 def test_saved_model_cli_run_gives_the_keras_numbers_without_the_vocabulary(
-    exports, cli_runs):
+  exports, cli_runs
+):
   exported = exports.get("tafe")
   _, inputs, outdir = cli_runs
   expected = exported.keras(inputs)
@@ -226,29 +269,38 @@ def test_loaded_signatures_give_the_keras_numbers(exports, case):
   expected = exported.keras(exported.batch.padded)
   _assert_outputs_equal(exported.keras(exported.batch.ragged), expected)
   from_features = _numpy(
-      loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded))
-  from_examples = _numpy(loaded.signatures[export.SERVING_EXAMPLES](
-      examples=tf.constant(exported.batch.serialized)))
+    loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)
+  )
+  from_examples = _numpy(
+    loaded.signatures[export.SERVING_EXAMPLES](
+      examples=tf.constant(exported.batch.serialized)
+    )
+  )
   _assert_outputs_equal(from_features, expected)
   _assert_outputs_equal(from_examples, expected)
   steps = exported.schema.steps
-  assert set(expected) == (TWO_STEP_OUTPUTS if len(steps) == 2
-                           else THREE_STEP_OUTPUTS)
+  assert set(expected) == (
+    TWO_STEP_OUTPUTS if len(steps) == 2 else THREE_STEP_OUTPUTS
+  )
   for key, value in from_features.items():
     assert value.dtype == np.float32 and value.shape == (32,), key
     assert np.all((value >= 0) & (value <= 1)), key
   if len(steps) == 2:
-    np.testing.assert_array_equal(from_features["ctr"],
-                                  from_features["p_click"])
+    np.testing.assert_array_equal(
+      from_features["ctr"], from_features["p_click"]
+    )
     np.testing.assert_array_equal(from_features["cvr"], from_features["q_cart"])
-    np.testing.assert_array_equal(from_features["ctcvr"],
-                                  from_features["p_cart"])
+    np.testing.assert_array_equal(
+      from_features["ctcvr"], from_features["p_cart"]
+    )
   if exported.model.chained:
     for prev, step in zip(steps, steps[1:]):
       assert np.all(from_features[f"p_{step}"] <= from_features[f"p_{prev}"])
       np.testing.assert_allclose(
-          from_features[f"p_{step}"],
-          from_features[f"p_{prev}"] * from_features[f"q_{step}"], rtol=1e-5)
+        from_features[f"p_{step}"],
+        from_features[f"p_{prev}"] * from_features[f"q_{step}"],
+        rtol=1e-5,
+      )
 
 
 @pytest.mark.parametrize("name", OTHER_MODELS)
@@ -256,10 +308,18 @@ def test_every_other_model_exports_with_the_keras_numbers(exports, name):
   exported = exports.get(name)
   loaded = tf.saved_model.load(exported.path)
   expected = exported.keras(exported.batch.padded)
-  _assert_outputs_equal(_numpy(loaded.signatures[export.SERVING_DEFAULT](
-      **exported.batch.padded)), expected)
-  _assert_outputs_equal(_numpy(loaded.signatures[export.SERVING_EXAMPLES](
-      examples=tf.constant(exported.batch.serialized))), expected)
+  _assert_outputs_equal(
+    _numpy(loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)),
+    expected,
+  )
+  _assert_outputs_equal(
+    _numpy(
+      loaded.signatures[export.SERVING_EXAMPLES](
+        examples=tf.constant(exported.batch.serialized)
+      )
+    ),
+    expected,
+  )
 
 
 def test_vocabulary_travels_as_an_asset(exports):
@@ -270,7 +330,8 @@ def test_vocabulary_travels_as_an_asset(exports):
   with _vocabulary_moved_away(exported.schema):
     loaded = tf.saved_model.load(exported.path)
     served = _numpy(
-        loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded))
+      loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)
+    )
   _assert_outputs_equal(served, expected)
 
 
@@ -283,38 +344,56 @@ def test_unseen_ids_and_empty_multi_valued_fields_are_served(exports):
   # Row 1: the missing-id marker -1 everywhere: the same OOV rows.
   # Row 2: known ids.
   features = {
-      "user": tf.constant([10**12, -1, 3], tf.int64),
-      "item": tf.constant([999_999, -1, known_item], tf.int64),
-      "shop": tf.constant([77, 77, 77], tf.int64),
-      "hist": tf.constant([[-1, -1], [-1, -1], [5, 7]], tf.int64),
-      "hist_weight": tf.constant([[0.0, 0.0], [3.0, 0.5], [1.0, 2.0]]),
-      "price": tf.constant(price, tf.float32),
+    "user": tf.constant([10**12, -1, 3], tf.int64),
+    "item": tf.constant([999_999, -1, known_item], tf.int64),
+    "shop": tf.constant([77, 77, 77], tf.int64),
+    "hist": tf.constant([[-1, -1], [-1, -1], [5, 7]], tf.int64),
+    "hist_weight": tf.constant([[0.0, 0.0], [3.0, 0.5], [1.0, 2.0]]),
+    "price": tf.constant(price, tf.float32),
   }
   served = _numpy(serve(**features))
   _assert_outputs_equal(served, exported.keras(features))
   for key, value in served.items():
     assert np.all(np.isfinite(value)) and np.all((value > 0) & (value < 1)), key
-    np.testing.assert_allclose(value[0], value[1], rtol=0, atol=1e-7,
-                               err_msg=key)
+    np.testing.assert_allclose(
+      value[0], value[1], rtol=0, atol=1e-7, err_msg=key
+    )
   assert abs(served["ctr"][2] - served["ctr"][0]) > 1e-5
 
   # An empty history as a zero-width tensor (gRPC can carry [batch, 0]).
-  empty = dict(features, user=features["user"][:2], item=features["item"][:2],
-               shop=features["shop"][:2], price=features["price"][:2],
-               hist=tf.zeros([2, 0], tf.int64),
-               hist_weight=tf.zeros([2, 0], tf.float32))
-  _assert_outputs_equal(_numpy(serve(**empty)),
-                        {k: v[:2] for k, v in served.items()}, atol=1e-7)
+  empty = dict(
+    features,
+    user=features["user"][:2],
+    item=features["item"][:2],
+    shop=features["shop"][:2],
+    price=features["price"][:2],
+    hist=tf.zeros([2, 0], tf.int64),
+    hist_weight=tf.zeros([2, 0], tf.float32),
+  )
+  _assert_outputs_equal(
+    _numpy(serve(**empty)), {k: v[:2] for k, v in served.items()}, atol=1e-7
+  )
 
   # The same row as a serialized example with no history at all.
   example = example_codec.make_example(
-      exported.schema, {"user": 10**12, "item": 999_999, "shop": 77,
-                        "hist": ([], []), "price": price[0]},
-      {"click": 0, "cart": 0}).SerializeToString()
-  from_example = _numpy(tf.saved_model.load(exported.path).signatures[
-      export.SERVING_EXAMPLES](examples=tf.constant([example])))
-  _assert_outputs_equal(from_example, {k: v[:1] for k, v in served.items()},
-                        atol=1e-7)
+    exported.schema,
+    {
+      "user": 10**12,
+      "item": 999_999,
+      "shop": 77,
+      "hist": ([], []),
+      "price": price[0],
+    },
+    {"click": 0, "cart": 0},
+  ).SerializeToString()
+  from_example = _numpy(
+    tf.saved_model.load(exported.path).signatures[export.SERVING_EXAMPLES](
+      examples=tf.constant([example])
+    )
+  )
+  _assert_outputs_equal(
+    from_example, {k: v[:1] for k, v in served.items()}, atol=1e-7
+  )
 
 
 def test_inconsistent_request_is_rejected_naming_the_inputs(exports):
@@ -325,22 +404,27 @@ def test_inconsistent_request_is_rejected_naming_the_inputs(exports):
   with pytest.raises(tf.errors.InvalidArgumentError) as e:
     serve(**dict(good, hist_weight=good["hist_weight"][:, :0]))
   assert re.search(
-      r"multi-valued ids and their weights must have the same shape \(one "
-      r"weight per id, padding included\); shapes of hist vs hist_weight:.*"
-      rf"\[2 {width}\].*\[2 0\]", e.value.message), e.value.message
+    r"multi-valued ids and their weights must have the same shape \(one "
+    r"weight per id, padding included\); shapes of hist vs hist_weight:.*"
+    rf"\[2 {width}\].*\[2 0\]",
+    e.value.message,
+  ), e.value.message
   with pytest.raises(tf.errors.InvalidArgumentError) as e:
     serve(**dict(good, user=tf.constant([1, 2, 3], tf.int64)))
   assert re.search(
-      r"inputs must have the same batch size; sizes in the order user, item, "
-      r"shop, hist, hist_weight, price:.*\[3 2 2 2 2 2\]", e.value.message
+    r"inputs must have the same batch size; sizes in the order user, item, "
+    r"shop, hist, hist_weight, price:.*\[3 2 2 2 2 2\]",
+    e.value.message,
   ), e.value.message
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"),
-                                 1e30])
+@pytest.mark.parametrize(
+  "bad", [float("nan"), float("inf"), -float("inf"), 1e30]
+)
 @pytest.mark.parametrize("key", ["price", "hist_weight"])
 def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
-    exports, key, bad):
+  exports, key, bad
+):
   # Without the check these answered a plausible constant (p_click 0.49).
   exported = exports.get("tafe")
   loaded = tf.saved_model.load(exported.path)
@@ -348,27 +432,38 @@ def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
   poisoned = dict(good)
   poisoned[key] = good[key].copy()
   poisoned[key][1, 0] = bad
-  message = (r"float inputs must be finite with magnitude <= 1e\+09 \(NaN, "
-             r"inf or a huge value in one of: hist_weight, price\)")
+  message = (
+    r"float inputs must be finite with magnitude <= 1e\+09 \(NaN, "
+    r"inf or a huge value in one of: hist_weight, price\)"
+  )
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     loaded.signatures[export.SERVING_DEFAULT](
-        **{k: tf.constant(v) for k, v in poisoned.items()})
+      **{k: tf.constant(v) for k, v in poisoned.items()}
+    )
   # The same value inside a serialized example.
-  values = {"user": 1, "item": 2, "shop": 3, "hist": ([4], [1.0]),
-            "price": [0.5] * good["price"].shape[1]}
+  values = {
+    "user": 1,
+    "item": 2,
+    "shop": 3,
+    "hist": ([4], [1.0]),
+    "price": [0.5] * good["price"].shape[1],
+  }
   if key == "price":
     values["price"] = [bad] + values["price"][1:]
   else:
     values["hist"] = ([4], [bad])
-  example = example_codec.make_example(exported.schema, values,
-                                      {"click": 0, "cart": 0})
+  example = example_codec.make_example(
+    exported.schema, values, {"click": 0, "cart": 0}
+  )
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     loaded.signatures[export.SERVING_EXAMPLES](
-        examples=tf.constant([example.SerializeToString()]))
+      examples=tf.constant([example.SerializeToString()])
+    )
   # Finite values at the bound are served.
   poisoned[key][1, 0] = 1e9
   out = loaded.signatures[export.SERVING_DEFAULT](
-      **{k: tf.constant(v) for k, v in poisoned.items()})
+    **{k: tf.constant(v) for k, v in poisoned.items()}
+  )
   assert np.isfinite(out["p_click"].numpy()).all()
 
 
@@ -377,8 +472,9 @@ def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
 
 def test_warmup_file_parses_back_as_prediction_logs(exports):
   exported = exports.get("tafe")
-  logs = export.read_warmup_requests(os.path.join(
-      exported.path, "assets.extra", "tf_serving_warmup_requests"))
+  logs = export.read_warmup_requests(
+    os.path.join(exported.path, "assets.extra", "tf_serving_warmup_requests")
+  )
   assert len(logs) == 1
   request = logs[0].predict_log.request
   assert request.model_spec.name == "tiny_tafe"
@@ -396,38 +492,65 @@ def test_warmup_file_parses_back_as_prediction_logs(exports):
 
 def test_warmup_batch_is_cast_to_the_signature_dtypes(exports, tmp_path):
   exported = exports.get("mmoe")
-  batch = {"user": [1, 60], "item": [testdata.VOCABULARY[3], 5],
-           "shop": [4, 9], "hist": [[2, -1], [-1, -1]],
-           "hist_weight": [[1, 0], [0, 0]],  # ints
-           "price": np.array([[0.5, 1.5], [2.0, -1.0]])}  # float64
-  path = export.export_saved_model(exported.model, exported.schema,
-                                   str(tmp_path / "export"), version=3,
-                                   warmup_batch=batch, model_name="m")
-  logs = export.read_warmup_requests(os.path.join(
-      path, "assets.extra", "tf_serving_warmup_requests"))
+  batch = {
+    "user": [1, 60],
+    "item": [testdata.VOCABULARY[3], 5],
+    "shop": [4, 9],
+    "hist": [[2, -1], [-1, -1]],
+    "hist_weight": [[1, 0], [0, 0]],  # ints
+    "price": np.array([[0.5, 1.5], [2.0, -1.0]]),
+  }  # float64
+  path = export.export_saved_model(
+    exported.model,
+    exported.schema,
+    str(tmp_path / "export"),
+    version=3,
+    warmup_batch=batch,
+    model_name="m",
+  )
+  logs = export.read_warmup_requests(
+    os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+  )
   request = logs[0].predict_log.request
   assert request.inputs["price"].dtype == tf.float32.as_datatype_enum
   assert request.inputs["hist_weight"].dtype == tf.float32.as_datatype_enum
   assert request.inputs["user"].dtype == tf.int64.as_datatype_enum
-  np.testing.assert_array_equal(tf.make_ndarray(request.inputs["hist"]),
-                                [[2, -1], [-1, -1]])
+  np.testing.assert_array_equal(
+    tf.make_ndarray(request.inputs["hist"]), [[2, -1], [-1, -1]]
+  )
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(price=None), "warm-up batch does not match serving_default: missing "
-                       "inputs ['price'], unknown inputs []"),
-    (dict(extra=[1, 2]), "warm-up batch does not match serving_default: "
-                         "missing inputs [], unknown inputs ['extra']"),
-    (dict(hist=[1, 2]), "warm-up input 'hist': shape [2] does not fit "
-                        "(None, None) of serving_default"),
-    (dict(price=[[1.0], [2.0]]), "warm-up input 'price': shape [2, 1] does "
-                                 "not fit (None, 2) of serving_default"),
+@pytest.mark.parametrize(
+  "change,message",
+  [
+    (
+      dict(price=None),
+      "warm-up batch does not match serving_default: missing "
+      "inputs ['price'], unknown inputs []",
+    ),
+    (
+      dict(extra=[1, 2]),
+      "warm-up batch does not match serving_default: "
+      "missing inputs [], unknown inputs ['extra']",
+    ),
+    (
+      dict(hist=[1, 2]),
+      "warm-up input 'hist': shape [2] does not fit "
+      "(None, None) of serving_default",
+    ),
+    (
+      dict(price=[[1.0], [2.0]]),
+      "warm-up input 'price': shape [2, 1] does "
+      "not fit (None, 2) of serving_default",
+    ),
     (dict(hist=[[1, 2], [3]]), "warm-up input 'hist': not an array of int64"),
-])
+  ],
+)
 def test_bad_warmup_batch_is_refused(exports, change, message):
   exported = exports.get("tafe")
-  batch = {k: v.numpy()
-           for k, v in features_lib.dummy_batch(exported.schema).items()}
+  batch = {
+    k: v.numpy() for k, v in features_lib.dummy_batch(exported.schema).items()
+  }
   for key, value in change.items():
     if value is None:
       del batch[key]
@@ -466,8 +589,9 @@ class _FailsAfterSaving(tf.keras.Model):
     raise OSError("disk full on purpose")
 
 
-def test_failed_export_leaves_no_version_nor_temporary_directory(exports,
-                                                                 tmp_path):
+def test_failed_export_leaves_no_version_nor_temporary_directory(
+  exports, tmp_path
+):
   schema = exports.get("tafe").schema
   export_dir = str(tmp_path / "export")
   with pytest.raises(RuntimeError, match="model call failed on purpose"):
@@ -479,12 +603,17 @@ def test_failed_export_leaves_no_version_nor_temporary_directory(exports,
   assert "saved_model.pb" in model.written and "variables" in model.written
   assert os.listdir(export_dir) == []
   # A bad warm-up batch is refused before anything is written.
-  batch = {k: v for k, v in features_lib.dummy_batch(schema).items()
-           if k != "price"}
+  batch = {
+    k: v for k, v in features_lib.dummy_batch(schema).items() if k != "price"
+  }
   with pytest.raises(ValueError, match=r"missing inputs \['price'\]"):
-    export.export_saved_model(exports.get("tafe").model, schema,
-                              str(tmp_path / "other"), version=5,
-                              warmup_batch=batch)
+    export.export_saved_model(
+      exports.get("tafe").model,
+      schema,
+      str(tmp_path / "other"),
+      version=5,
+      warmup_batch=batch,
+    )
   assert not os.path.exists(tmp_path / "other")
 
 
@@ -492,11 +621,13 @@ def test_existing_version_is_refused_and_left_alone(exports):
   exported = exports.get("tafe")
   export_dir = os.path.dirname(exported.path)
   before = sorted(os.listdir(exported.path))
-  with pytest.raises(FileExistsError,
-                     match=f"export version {re.escape(exported.path)} already "
-                           "exists"):
-    export.export_saved_model(exported.model, exported.schema, export_dir,
-                              version=1)
+  with pytest.raises(
+    FileExistsError,
+    match=f"export version {re.escape(exported.path)} already exists",
+  ):
+    export.export_saved_model(
+      exported.model, exported.schema, export_dir, version=1
+    )
   assert sorted(os.listdir(exported.path)) == before
   assert os.listdir(export_dir) == ["1"]
 
@@ -506,8 +637,8 @@ def test_export_dir_that_is_a_file_is_refused(exports, tmp_path):
   path = tmp_path / "export"
   path.write_text("not a directory")
   with pytest.raises(
-      FileExistsError,
-      match=f"export directory {re.escape(str(path))} is a file"):
+    FileExistsError, match=f"export directory {re.escape(str(path))} is a file"
+  ):
     export.export_saved_model(exported.model, exported.schema, str(path))
 
 
@@ -529,18 +660,21 @@ def test_default_versions_increase_and_latest_is_the_highest(exports, tmp_path):
   assert export.latest_version(export_dir) == path
   assert export.next_version(export_dir) == 100000000001
   with pytest.raises(ValueError, match="export version must be >= 1, got 0"):
-    export.export_saved_model(exported.model, exported.schema, export_dir,
-                              version=0)
+    export.export_saved_model(
+      exported.model, exported.schema, export_dir, version=0
+    )
 
 
 def test_export_holds_no_optimizer_state(exports):
   exported = exports.get("tafe")
   reader = tf.train.load_checkpoint(
-      os.path.join(exported.path, "variables", "variables"))
+    os.path.join(exported.path, "variables", "variables")
+  )
   names = list(reader.get_variable_to_shape_map())
   assert not [n for n in names if "optimizer" in n]
   sizes = export.directory_size(exported.path)
   assert sizes["total"] == sum(v for k, v in sizes.items() if k != "total")
   assert sizes["variables"] > 0 and sizes["saved_model.pb"] > 0
   assert sizes["assets"] == os.path.getsize(
-      os.path.join(exported.path, "assets", "item.txt"))
+    os.path.join(exported.path, "assets", "item.txt")
+  )

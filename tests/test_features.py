@@ -1,8 +1,8 @@
 """The feature schema: validation, JSON round trip, serialized-example contract."""
 
 import json
-import re
 import os
+import re
 
 import numpy as np
 import pytest
@@ -14,13 +14,24 @@ from tafe_tf import features as F
 
 def _schema(**kwargs):
   fields = [
-      F.FieldSpec("user_id", "id", "identity", num_ids=10),
-      F.FieldSpec("hist", "weighted_ids", "vocabulary", num_ids=3,
-                  vocabulary_file="vocab/hist.txt"),
-      F.FieldSpec("price", "dense", dim=2),
+    F.FieldSpec("user_id", "id", "identity", num_ids=10),
+    F.FieldSpec(
+      "hist",
+      "weighted_ids",
+      "vocabulary",
+      num_ids=3,
+      vocabulary_file="vocab/hist.txt",
+    ),
+    F.FieldSpec("price", "dense", dim=2),
   ]
-  defaults = dict(name="toy", fields=fields, steps=("click", "purchase"),
-                  user_field="user_id", has_sample_id=True, has_oracle=True)
+  defaults = dict(
+    name="toy",
+    fields=fields,
+    steps=("click", "purchase"),
+    user_field="user_id",
+    has_sample_id=True,
+    has_oracle=True,
+  )
   defaults.update(kwargs)
   return F.Schema(**defaults)
 
@@ -32,16 +43,20 @@ def test_schema_json_round_trip(tmp_path):
   loaded = F.Schema.load(str(tmp_path))
   assert loaded == schema
   assert loaded.vocabulary_path(loaded.field("hist")) == os.path.join(
-      str(tmp_path), "vocab/hist.txt")
+    str(tmp_path), "vocab/hist.txt"
+  )
   assert json.load(open(path))["steps"] == ["click", "purchase"]
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
     (dict(steps=("click",)), "needs at least 2 steps"),
     (dict(steps=("click", "click")), "duplicate step names"),
     (dict(user_field="nobody"), "user_field 'nobody' is not a field"),
     (dict(fields=[]), "has no fields"),
-])
+  ],
+)
 def test_schema_rejects_bad_declarations(kwargs, message):
   with pytest.raises(ValueError, match=message):
     _schema(**kwargs)
@@ -57,13 +72,21 @@ def test_field_rejects_bad_declarations():
   with pytest.raises(ValueError, match="num_ids must be >= 0, got -1"):
     F.FieldSpec("x", "id", "vocabulary", num_ids=-1, vocabulary_file="v.txt")
   # An empty vocabulary (every training id rare) is legal: all ids are OOV.
-  assert F.FieldSpec("x", "id", "vocabulary", num_ids=0,
-                     vocabulary_file="v.txt").num_rows == 1
+  assert (
+    F.FieldSpec(
+      "x", "id", "vocabulary", num_ids=0, vocabulary_file="v.txt"
+    ).num_rows
+    == 1
+  )
   with pytest.raises(ValueError, match="use letters"):
     F.FieldSpec("1x", "dense")
   with pytest.raises(ValueError, match="is used twice"):
-    _schema(fields=[F.FieldSpec("a", "weighted_ids", "hash", num_ids=4),
-                    F.FieldSpec("a_weight", "dense")])
+    _schema(
+      fields=[
+        F.FieldSpec("a", "weighted_ids", "hash", num_ids=4),
+        F.FieldSpec("a_weight", "dense"),
+      ]
+    )
 
 
 def test_load_names_the_file_on_bad_json(tmp_path):
@@ -78,16 +101,26 @@ def test_load_names_the_file_on_bad_json(tmp_path):
 def test_example_round_trip_through_parse_example():
   schema = _schema()
   rows = [
-      dict(features={"user_id": 3, "hist": ([7, 8], [0.5, 2.0]),
-                     "price": [1.5, -2.0]},
-           labels={"click": 1, "purchase": 1}, sample_id="s1",
-           oracle={"click": 0.25, "purchase": 0.5}),
-      dict(features={"user_id": 9, "hist": ([], []), "price": [0.0, 3.0]},
-           labels={"click": 0, "purchase": 0}, sample_id="s2",
-           oracle={"click": 0.125, "purchase": 0.75}),
+    dict(
+      features={
+        "user_id": 3,
+        "hist": ([7, 8], [0.5, 2.0]),
+        "price": [1.5, -2.0],
+      },
+      labels={"click": 1, "purchase": 1},
+      sample_id="s1",
+      oracle={"click": 0.25, "purchase": 0.5},
+    ),
+    dict(
+      features={"user_id": 9, "hist": ([], []), "price": [0.0, 3.0]},
+      labels={"click": 0, "purchase": 0},
+      sample_id="s2",
+      oracle={"click": 0.125, "purchase": 0.75},
+    ),
   ]
-  serialized = [example_codec.make_example(schema, **r).SerializeToString()
-                for r in rows]
+  serialized = [
+    example_codec.make_example(schema, **r).SerializeToString() for r in rows
+  ]
   parsed = tf.io.parse_example(serialized, F.tf_example_spec(schema))
   features, labels = F.split_labels(parsed, schema)
   np.testing.assert_array_equal(features["user_id"], [3, 9])
@@ -116,15 +149,31 @@ def test_serving_signature_and_dummy_batch_agree():
     assert spec.is_compatible_with(batch[key]), key
 
 
-@pytest.mark.parametrize("path", ["../../../x.txt", "vocab/../../x.txt",
-                                  "/etc/passwd", "\\\\share\\x.txt", ".", ""])
+@pytest.mark.parametrize(
+  "path",
+  [
+    "../../../x.txt",
+    "vocab/../../x.txt",
+    "/etc/passwd",
+    "\\\\share\\x.txt",
+    ".",
+    "",
+  ],
+)
 def test_vocabulary_files_must_stay_inside_the_dataset_dir(tmp_path, path):
   # A schema.json with such a path made training copy a file outside the model
   # dir, and export pack any readable file into its assets.
-  message = (f"field 'hist': vocabulary_file {path!r} must be a relative path "
-             "inside the dataset directory")
-  hist = F.FieldSpec("hist", "weighted_ids", "vocabulary", num_ids=3,
-                     vocabulary_file=path or "v.txt")
+  message = (
+    f"field 'hist': vocabulary_file {path!r} must be a relative path "
+    "inside the dataset directory"
+  )
+  hist = F.FieldSpec(
+    "hist",
+    "weighted_ids",
+    "vocabulary",
+    num_ids=3,
+    vocabulary_file=path or "v.txt",
+  )
   if not path:
     hist = {**hist.to_json(), "vocabulary_file": ""}
     with pytest.raises(ValueError):

@@ -71,11 +71,18 @@ def test_atomic_directory_never_replaces_an_existing_one(tmp_path):
 
 
 def test_json_is_strict_and_plain(tmp_path):
-  obj = {"b": float("nan"), "a": [np.float32(0.5), np.int64(3), np.bool_(True),
-                                  float("-inf")],
-         "c": np.arange(3), "d": (1, "x")}
-  assert files.json_safe(obj) == {"b": None, "a": [0.5, 3, True, None],
-                                  "c": [0, 1, 2], "d": [1, "x"]}
+  obj = {
+    "b": float("nan"),
+    "a": [np.float32(0.5), np.int64(3), np.bool_(True), float("-inf")],
+    "c": np.arange(3),
+    "d": (1, "x"),
+  }
+  assert files.json_safe(obj) == {
+    "b": None,
+    "a": [0.5, 3, True, None],
+    "c": [0, 1, 2],
+    "d": [1, "x"],
+  }
   path = files.write_json_atomic(str(tmp_path / "r.json"), obj)
   text = open(path).read()
   assert text.startswith('{\n  "a"')  # keys sorted, indented
@@ -92,7 +99,9 @@ def test_atomic_directory_gets_the_usual_mode_not_mkdtemps_0700(tmp_path):
       with open(os.path.join(staging, "saved_model.pb"), "w") as f:
         f.write("x")
     assert stat.S_IMODE(os.stat(final).st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(os.path.join(final, "saved_model.pb")
-                                ).st_mode) == 0o644
+    assert (
+      stat.S_IMODE(os.stat(os.path.join(final, "saved_model.pb")).st_mode)
+      == 0o644
+    )
   finally:
     os.umask(umask)

@@ -13,17 +13,20 @@ import shutil
 import pytest
 
 from tafe_tf import input_pipeline
-from tafe_tf.data import convert
-from tafe_tf.data import synthetic
-
+from tafe_tf.data import convert, synthetic
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("synthetic"))
-  synthetic.write_dataset(out, synthetic.SyntheticConfig(seed=3),
-                          num_train=600, num_validation=200, num_test=200,
-                          num_shards=2)
+  synthetic.write_dataset(
+    out,
+    synthetic.SyntheticConfig(seed=3),
+    num_train=600,
+    num_validation=200,
+    num_test=200,
+    num_shards=2,
+  )
   return out
 
 
@@ -34,8 +37,12 @@ def _copy(dataset, tmp_path):
 
 
 def _count(data_dir, split):
-  return sum(int(labels["click"].shape[0]) for _, labels in
-             input_pipeline.make_dataset(data_dir, split, batch_size=128))
+  return sum(
+    int(labels["click"].shape[0])
+    for _, labels in input_pipeline.make_dataset(
+      data_dir, split, batch_size=128
+    )
+  )
 
 
 def test_a_complete_directory_reads_every_row(dataset):
@@ -46,14 +53,15 @@ def test_a_complete_directory_reads_every_row(dataset):
 def test_no_report_means_unfinished(dataset, tmp_path):
   out = _copy(dataset, tmp_path)
   os.remove(os.path.join(out, "report.json"))
-  with pytest.raises(FileNotFoundError,
-                     match=re.escape(f"{out} has no report.json") +
-                     ".*still running, was interrupted or failed"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=re.escape(f"{out} has no report.json")
+    + ".*still running, was interrupted or failed",
+  ):
     input_pipeline.make_dataset(out, "train", batch_size=8)
 
 
-def test_a_report_without_a_manifest_is_from_an_older_writer(dataset,
-                                                             tmp_path):
+def test_a_report_without_a_manifest_is_from_an_older_writer(dataset, tmp_path):
   out = _copy(dataset, tmp_path)
   with open(os.path.join(out, "report.json"), "w") as f:
     f.write('{"rows_per_split": {"train": 600}}')
@@ -68,10 +76,14 @@ def test_truncated_shard_is_refused_by_name(dataset, tmp_path):
   shard = input_pipeline.list_split_files(out, "train")[0]
   data = open(shard, "rb").read()
   with open(shard, "wb") as f:
-    f.write(data[:len(data) // 2])
-  with pytest.raises(ValueError, match=re.escape(
+    f.write(data[: len(data) // 2])
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
       f"{shard}: {len(data) // 2} bytes, report.json says {len(data)} "
-      "(truncated or replaced)")):
+      "(truncated or replaced)"
+    ),
+  ):
     input_pipeline.make_dataset(out, "train", batch_size=8)
 
 
@@ -80,14 +92,17 @@ def test_stale_and_missing_shards_are_refused(dataset, tmp_path):
   stale = os.path.join(out, "test-00000-of-00003.tfrecord.gz")
   with gzip.open(stale, "wb"):
     pass
-  with pytest.raises(ValueError, match=re.escape(stale) +
-                     ": a shard that report.json does not list"):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(stale) + ": a shard that report.json does not list",
+  ):
     input_pipeline.list_split_files(out, "test")
   os.remove(stale)
   gone = input_pipeline.list_split_files(out, "test")[1]
   os.remove(gone)
-  with pytest.raises(FileNotFoundError,
-                     match=re.escape(gone) + ": listed in report.json"):
+  with pytest.raises(
+    FileNotFoundError, match=re.escape(gone) + ": listed in report.json"
+  ):
     input_pipeline.count_examples(out, "test")
 
 
@@ -98,8 +113,9 @@ def _write_raw_ali_ccp(directory, split, rows):
     f.write(f"{'a' * 16},2,{common}\n")
   with open(os.path.join(directory, f"sample_skeleton_{split}.csv"), "w") as f:
     for i in range(rows):
-      entries = "\x01".join([f"205\x02{3000 + i % 7}\x031.0",
-                             f"301\x02{4000 + i % 3}\x031.0"])
+      entries = "\x01".join(
+        [f"205\x02{3000 + i % 7}\x031.0", f"301\x02{4000 + i % 3}\x031.0"]
+      )
       f.write(f"{i + 1},{i % 2},0,{'a' * 16},2,{entries}\n")
 
 

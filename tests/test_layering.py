@@ -18,10 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Folder in the repository -> the installed packages it must not import.
 FORBIDDEN = {
-    "tafe_tf": ("tafe_tf.data", "tafe_tf.launch", "tafe_tf.benchmarks"),
-    "data": ("tafe_tf.launch", "tafe_tf.benchmarks"),
-    "benchmarks": ("tafe_tf.launch",),
-    "launch": (),
+  "tafe_tf": ("tafe_tf.data", "tafe_tf.launch", "tafe_tf.benchmarks"),
+  "data": ("tafe_tf.launch", "tafe_tf.benchmarks"),
+  "benchmarks": ("tafe_tf.launch",),
+  "launch": (),
 }
 BARE = ("data", "launch", "benchmarks")
 
@@ -41,13 +41,16 @@ def _imports(path):
   def visit(node, in_function):
     for child in ast.iter_child_nodes(node):
       nested = in_function or isinstance(
-          child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+      )
       if isinstance(child, ast.Import):
         out.extend((child.lineno, a.name, in_function) for a in child.names)
       elif isinstance(child, ast.ImportFrom) and child.level == 0:
         out.append((child.lineno, child.module, in_function))
-        out.extend((child.lineno, f"{child.module}.{a.name}", in_function)
-                   for a in child.names)
+        out.extend(
+          (child.lineno, f"{child.module}.{a.name}", in_function)
+          for a in child.names
+        )
       visit(child, nested)
 
   visit(tree, False)
@@ -86,16 +89,24 @@ def test_no_imports_inside_functions(folder):
 
 
 def test_importing_the_library_loads_no_data_launch_or_benchmarks():
-  code = ("import sys, pkgutil, importlib, tafe_tf\n"
-          "for m in pkgutil.walk_packages(tafe_tf.__path__, 'tafe_tf.'):\n"
-          "  if m.name.split('.')[1] not in ('data', 'launch', 'benchmarks'):\n"
-          "    importlib.import_module(m.name)\n"
-          "print(sorted(n for n in sys.modules if n.split('.')[:2] in "
-          "(['tafe_tf', 'data'], ['tafe_tf', 'launch'], "
-          "['tafe_tf', 'benchmarks']) or n in ('data', 'launch')))\n")
+  code = (
+    "import sys, pkgutil, importlib, tafe_tf\n"
+    "for m in pkgutil.walk_packages(tafe_tf.__path__, 'tafe_tf.'):\n"
+    "  if m.name.split('.')[1] not in ('data', 'launch', 'benchmarks'):\n"
+    "    importlib.import_module(m.name)\n"
+    "print(sorted(n for n in sys.modules if n.split('.')[:2] in "
+    "(['tafe_tf', 'data'], ['tafe_tf', 'launch'], "
+    "['tafe_tf', 'benchmarks']) or n in ('data', 'launch')))\n"
+  )
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run([sys.executable, "-c", code], cwd="/", env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd="/",
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == "[]"
 
@@ -117,8 +128,13 @@ print([n for n in ("data", "launch", "benchmarks") if importlib.util.find_spec(n
 
 def test_one_installed_top_level_name():
   # From "/", so that neither the repository nor its egg-info is on the path.
-  proc = subprocess.run([sys.executable, "-c", _TOP_LEVEL], cwd="/",
-                        capture_output=True, text=True, timeout=60)
+  proc = subprocess.run(
+    [sys.executable, "-c", _TOP_LEVEL],
+    cwd="/",
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 0, proc.stderr
   top, bare = proc.stdout.strip().splitlines()
   assert top in ("[]", "['tafe_tf']"), top  # editable installs list no files

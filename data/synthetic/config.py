@@ -23,15 +23,15 @@ SPLITS = ("train", "validation", "test")
 CHUNK_ROWS = 4096
 
 _STEP_NAMES = {
-    2: ("click", "purchase"),
-    3: ("click", "cart", "purchase"),
-    4: ("click", "cart", "checkout", "purchase"),
+  2: ("click", "purchase"),
+  3: ("click", "cart", "purchase"),
+  4: ("click", "cart", "checkout", "purchase"),
 }
 # Mean q_1 (CTR), then the mean q_t among rows that reached step t-1.
 _DEFAULT_STEP_RATES = {
-    2: (0.10, 0.20),
-    3: (0.10, 0.30, 0.50),
-    4: (0.10, 0.30, 0.50, 0.60),
+  2: (0.10, 0.20),
+  3: (0.10, 0.30, 0.50),
+  4: (0.10, 0.30, 0.50, 0.60),
 }
 
 # Field names (the schema's, in model order).
@@ -69,8 +69,9 @@ def step_names(num_steps: int) -> Tuple[str, ...]:
   purchase.
   """
   if num_steps not in _STEP_NAMES:
-    raise ValueError(f"num_steps must be one of {sorted(_STEP_NAMES)}, got "
-                     f"{num_steps!r}")
+    raise ValueError(
+      f"num_steps must be one of {sorted(_STEP_NAMES)}, got {num_steps!r}"
+    )
   return _STEP_NAMES[num_steps]
 
 
@@ -103,6 +104,7 @@ class SyntheticConfig:
     empty_history_rate: Fraction of users with empty histories.
     latent_dim: Width of the hidden user and item vectors.
   """
+
   num_steps: int = 2
   seed: int = 0
   conflict: float = 1.0
@@ -126,26 +128,41 @@ class SyntheticConfig:
   def __post_init__(self):
     if self.step_rates is not None and not isinstance(self.step_rates, tuple):
       if isinstance(self.step_rates, (str, bytes)):
-        raise ValueError("SyntheticConfig.step_rates must be a sequence of "
-                         f"floats, got {self.step_rates!r}")
+        raise ValueError(
+          "SyntheticConfig.step_rates must be a sequence of "
+          f"floats, got {self.step_rates!r}"
+        )
       object.__setattr__(self, "step_rates", tuple(self.step_rates))
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      if field.type == "int" and (not isinstance(value, (int, np.integer)) or
-                                  isinstance(value, bool)):
-        raise ValueError(f"SyntheticConfig.{field.name} must be an int, got "
-                         f"{value!r}")
+      if field.type == "int" and (
+        not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+      ):
+        raise ValueError(
+          f"SyntheticConfig.{field.name} must be an int, got {value!r}"
+        )
       if field.type == "float" and not _is_real(value):
-        raise ValueError(f"SyntheticConfig.{field.name} must be a finite "
-                         f"number, got {value!r}")
+        raise ValueError(
+          f"SyntheticConfig.{field.name} must be a finite number, got {value!r}"
+        )
       # Plain Python numbers, so that to_json is JSON and equal configs match.
       if field.type in _NUMBER_TYPES:
         object.__setattr__(self, field.name, _NUMBER_TYPES[field.type](value))
     if self.num_steps not in _STEP_NAMES:
-      raise ValueError(f"SyntheticConfig.num_steps must be one of "
-                       f"{sorted(_STEP_NAMES)}, got {self.num_steps!r}")
-    for name in ("num_users", "num_items", "num_categories", "num_shops",
-                 "num_brands", "num_positions", "max_history", "latent_dim"):
+      raise ValueError(
+        f"SyntheticConfig.num_steps must be one of "
+        f"{sorted(_STEP_NAMES)}, got {self.num_steps!r}"
+      )
+    for name in (
+      "num_users",
+      "num_items",
+      "num_categories",
+      "num_shops",
+      "num_brands",
+      "num_positions",
+      "max_history",
+      "latent_dim",
+    ):
       _check(self, name, getattr(self, name) >= 1, ">= 1")
     for name in ("seed", "conflict", "signal", "user_zipf", "item_zipf"):
       _check(self, name, getattr(self, name) >= 0, ">= 0")
@@ -153,17 +170,23 @@ class SyntheticConfig:
       _check(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
     _check(self, "mean_history_events", self.mean_history_events >= 1, ">= 1")
     if self.num_items < self.num_categories:
-      raise ValueError(f"SyntheticConfig.num_items ({self.num_items}) must be "
-                       f">= num_categories ({self.num_categories}): every "
-                       "category needs an item")
+      raise ValueError(
+        f"SyntheticConfig.num_items ({self.num_items}) must be "
+        f">= num_categories ({self.num_categories}): every "
+        "category needs an item"
+      )
     if self.step_rates is not None:
       if len(self.step_rates) != self.num_steps:
-        raise ValueError(f"SyntheticConfig.step_rates needs one rate per step "
-                         f"({self.num_steps}), got {list(self.step_rates)}")
+        raise ValueError(
+          f"SyntheticConfig.step_rates needs one rate per step "
+          f"({self.num_steps}), got {list(self.step_rates)}"
+        )
       for rate in self.step_rates:
         if not _is_real(rate) or not 0 < rate < 1:
-          raise ValueError("SyntheticConfig.step_rates must lie in (0, 1), "
-                           f"got {list(self.step_rates)}")
+          raise ValueError(
+            "SyntheticConfig.step_rates must lie in (0, 1), "
+            f"got {list(self.step_rates)}"
+          )
 
   @property
   def steps(self) -> Tuple[str, ...]:
@@ -201,14 +224,18 @@ _NUMBER_TYPES = {"int": int, "float": float}
 
 
 def _is_real(value: Any) -> bool:
-  return (isinstance(value, (int, float, np.integer, np.floating)) and
-          not isinstance(value, bool) and math.isfinite(value))
+  return (
+    isinstance(value, (int, float, np.integer, np.floating))
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+  )
 
 
 def _check(config: SyntheticConfig, name: str, ok: bool, what: str) -> None:
   if not ok:
-    raise ValueError(f"SyntheticConfig.{name} must be {what}, got "
-                     f"{getattr(config, name)!r}")
+    raise ValueError(
+      f"SyntheticConfig.{name} must be {what}, got {getattr(config, name)!r}"
+    )
 
 
 # --- schema -------------------------------------------------------------------
@@ -217,34 +244,46 @@ def _check(config: SyntheticConfig, name: str, ok: bool, what: str) -> None:
 def synthetic_schema(config: SyntheticConfig) -> features_lib.Schema:
   """The schema of ``config``'s data: identity lookups over each id range."""
 
-  def ids(name: str, num_ids: int, group: str,
-          kind: features_lib.FieldKind = features_lib.FieldKind.ID
-          ) -> features_lib.FieldSpec:
+  def ids(
+    name: str,
+    num_ids: int,
+    group: str,
+    kind: features_lib.FieldKind = features_lib.FieldKind.ID,
+  ) -> features_lib.FieldSpec:
     return features_lib.FieldSpec(
-        name=name, kind=kind, lookup=features_lib.LookupKind.IDENTITY,
-        num_ids=num_ids, group=group)
+      name=name,
+      kind=kind,
+      lookup=features_lib.LookupKind.IDENTITY,
+      num_ids=num_ids,
+      group=group,
+    )
 
   weighted = features_lib.FieldKind.WEIGHTED_IDS
   fields = (
-      ids(USER_ID, config.num_users, "user"),
-      ids(USER_GENDER, NUM_GENDERS, "user"),
-      ids(USER_AGE, len(AGE_PROBS), "user"),
-      ids(USER_CONSUMPTION, NUM_CONSUMPTION, "user"),
-      ids(USER_CITY_TIER, NUM_CITY_TIERS, "user"),
-      ids(USER_SEGMENT, NUM_SEGMENTS, "user"),
-      ids(HIST_CATEGORY, config.num_categories, "user", weighted),
-      ids(HIST_BRAND, config.num_brands, "user", weighted),
-      ids(HIST_SHOP, config.num_shops, "user", weighted),
-      ids(ITEM_ID, config.num_items, "item"),
-      ids(ITEM_CATEGORY, config.num_categories, "item"),
-      ids(ITEM_SHOP, config.num_shops, "item"),
-      ids(ITEM_BRAND, config.num_brands, "item"),
-      ids(POSITION, config.num_positions, "context"),
-      ids(USER_CATEGORY_MATCH, NUM_MATCH_BUCKETS, "cross"),
-      features_lib.FieldSpec(name=PRICE, kind=features_lib.FieldKind.DENSE,
-                             dim=1, group="item"),
+    ids(USER_ID, config.num_users, "user"),
+    ids(USER_GENDER, NUM_GENDERS, "user"),
+    ids(USER_AGE, len(AGE_PROBS), "user"),
+    ids(USER_CONSUMPTION, NUM_CONSUMPTION, "user"),
+    ids(USER_CITY_TIER, NUM_CITY_TIERS, "user"),
+    ids(USER_SEGMENT, NUM_SEGMENTS, "user"),
+    ids(HIST_CATEGORY, config.num_categories, "user", weighted),
+    ids(HIST_BRAND, config.num_brands, "user", weighted),
+    ids(HIST_SHOP, config.num_shops, "user", weighted),
+    ids(ITEM_ID, config.num_items, "item"),
+    ids(ITEM_CATEGORY, config.num_categories, "item"),
+    ids(ITEM_SHOP, config.num_shops, "item"),
+    ids(ITEM_BRAND, config.num_brands, "item"),
+    ids(POSITION, config.num_positions, "context"),
+    ids(USER_CATEGORY_MATCH, NUM_MATCH_BUCKETS, "cross"),
+    features_lib.FieldSpec(
+      name=PRICE, kind=features_lib.FieldKind.DENSE, dim=1, group="item"
+    ),
   )
-  return features_lib.Schema(name=DATASET_NAME, fields=fields,
-                             steps=config.steps, user_field=USER_ID,
-                             has_sample_id=True, has_oracle=True)
-
+  return features_lib.Schema(
+    name=DATASET_NAME,
+    fields=fields,
+    steps=config.steps,
+    user_field=USER_ID,
+    has_sample_id=True,
+    has_oracle=True,
+  )

@@ -11,16 +11,14 @@ import os
 import time
 from typing import Any, Dict, Mapping
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
-from tafe_tf import example_codec
+from tafe_tf import example_codec, input_pipeline
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
 from tafe_tf.data import writer
 from tafe_tf.data.synthetic import config as config_lib
-from tafe_tf.data.synthetic import oracle
-from tafe_tf.data.synthetic import sampling
+from tafe_tf.data.synthetic import oracle, sampling
 from tafe_tf.data.synthetic.config import DATASET_NAME, SyntheticConfig
 
 # Bump when a change to the generator changes the rows a config produces, so
@@ -28,10 +26,16 @@ from tafe_tf.data.synthetic.config import DATASET_NAME, SyntheticConfig
 GENERATOR_VERSION = 1
 
 
-def write_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
-                  num_validation: int, num_test: int, num_shards: int = 4,
-                  batch_size: int = 8192,
-                  auc_max_rows: int = 2_000_000) -> Dict[str, Any]:
+def write_dataset(
+  out_dir: str,
+  config: SyntheticConfig,
+  num_train: int,
+  num_validation: int,
+  num_test: int,
+  num_shards: int = 4,
+  batch_size: int = 8192,
+  auc_max_rows: int = 2_000_000,
+) -> Dict[str, Any]:
   """Writes a complete synthetic dataset directory.
 
   ``schema.json`` first, then each split's shards through
@@ -84,15 +88,15 @@ def write_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
   seconds = time.perf_counter() - started
   total = sum(sizes.values())
   report = {
-      "dataset": DATASET_NAME,
-      "generator_version": GENERATOR_VERSION,
-      "config": config.to_json(),
-      "steps": list(schema.steps),
-      "step_rates": list(config.conditional_rates()),
-      "num_shards": num_shards,
-      "splits": splits,
-      "seconds": round(seconds, 3),
-      "rows_per_second": round(total / seconds, 1) if seconds > 0 else None,
+    "dataset": DATASET_NAME,
+    "generator_version": GENERATOR_VERSION,
+    "config": config.to_json(),
+    "steps": list(schema.steps),
+    "step_rates": list(config.conditional_rates()),
+    "num_shards": num_shards,
+    "splits": splits,
+    "seconds": round(seconds, 3),
+    "rows_per_second": round(total / seconds, 1) if seconds > 0 else None,
   }
   return writer.write_report(out_dir, report)
 
@@ -104,12 +108,18 @@ def _check_not_another_dataset(out_dir: str) -> None:
     return
   name = features_lib.Schema.load(path).name
   if name != DATASET_NAME:
-    raise ValueError(f"{out_dir} holds dataset {name!r}, not synthetic data; "
-                     "refusing to overwrite it")
+    raise ValueError(
+      f"{out_dir} holds dataset {name!r}, not synthetic data; "
+      "refusing to overwrite it"
+    )
 
 
-def _is_complete(data_dir: str, config: SyntheticConfig,
-                 sizes: Mapping[str, int], num_shards: int) -> bool:
+def _is_complete(
+  data_dir: str,
+  config: SyntheticConfig,
+  sizes: Mapping[str, int],
+  num_shards: int,
+) -> bool:
   """Whether ``data_dir`` holds exactly this config's dataset, complete."""
   try:
     report = writer.read_report(data_dir)
@@ -124,16 +134,27 @@ def _is_complete(data_dir: str, config: SyntheticConfig,
   splits = report.get("splits", {})
   if any(splits.get(s, {}).get("rows") != n for s, n in sizes.items()):
     return False
-  if not tf.io.gfile.exists(os.path.join(data_dir,
-                                         features_lib.SCHEMA_FILENAME)):
+  if not tf.io.gfile.exists(
+    os.path.join(data_dir, features_lib.SCHEMA_FILENAME)
+  ):
     return False
-  return all(len(tf.io.gfile.glob(os.path.join(
-      data_dir, input_pipeline.shard_pattern(s)))) == num_shards for s in sizes)
+  return all(
+    len(
+      tf.io.gfile.glob(os.path.join(data_dir, input_pipeline.shard_pattern(s)))
+    )
+    == num_shards
+    for s in sizes
+  )
 
 
-def ensure_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
-                   num_validation: int, num_test: int,
-                   num_shards: int = 4) -> str:
+def ensure_dataset(
+  out_dir: str,
+  config: SyntheticConfig,
+  num_train: int,
+  num_validation: int,
+  num_test: int,
+  num_shards: int = 4,
+) -> str:
   """Returns ``out_dir`` holding ``config``'s dataset, writing it if needed.
 
   An existing directory is reused when its ``report.json`` records the same
@@ -144,6 +165,7 @@ def ensure_dataset(out_dir: str, config: SyntheticConfig, num_train: int,
   if _is_complete(out_dir, config, sizes, num_shards):
     logging.info("reusing synthetic dataset at %s", out_dir)
     return out_dir
-  write_dataset(out_dir, config, num_train, num_validation, num_test,
-                num_shards=num_shards)
+  write_dataset(
+    out_dir, config, num_train, num_validation, num_test, num_shards=num_shards
+  )
   return out_dir

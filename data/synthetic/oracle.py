@@ -24,9 +24,11 @@ def _auc_or_none(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
   return None if math.isnan(auc) else auc
 
 
-def oracle_auc(labels: Mapping[str, np.ndarray],
-               oracle: Mapping[str, np.ndarray],
-               steps: Sequence[str]) -> Dict[str, Optional[float]]:
+def oracle_auc(
+  labels: Mapping[str, np.ndarray],
+  oracle: Mapping[str, np.ndarray],
+  steps: Sequence[str],
+) -> Dict[str, Optional[float]]:
   """Entire-space oracle AUC per step: AUC of the true ``p_t = prod q`` vs y_t.
 
   Args:
@@ -45,16 +47,19 @@ def oracle_auc(labels: Mapping[str, np.ndarray],
   return out
 
 
-def oracle_conditional_auc(labels: Mapping[str, np.ndarray],
-                           oracle: Mapping[str, np.ndarray],
-                           steps: Sequence[str]) -> Dict[str, Optional[float]]:
+def oracle_conditional_auc(
+  labels: Mapping[str, np.ndarray],
+  oracle: Mapping[str, np.ndarray],
+  steps: Sequence[str],
+) -> Dict[str, Optional[float]]:
   """Oracle AUC of q_t against y_t on the rows that reached step t-1 (t >= 2;
   for the purchase step of a 2-step funnel: the CVR AUC on clicked rows)."""
   out = {}
   for previous, step in zip(steps[:-1], steps[1:]):
     reached = np.asarray(labels[previous]) == 1
-    out[step] = _auc_or_none(np.asarray(labels[step])[reached],
-                             np.asarray(oracle[step])[reached])
+    out[step] = _auc_or_none(
+      np.asarray(labels[step])[reached], np.asarray(oracle[step])[reached]
+    )
   return out
 
 
@@ -89,20 +94,21 @@ class SplitStats:
 
     out: Dict[str, Any] = {"rows": self.rows, "auc_rows": self.auc_rows}
     if self.rows == 0:
-      out.update(label_rate=per_step([None] * len(self.steps)),
-                 mean_true_p=per_step([None] * len(self.steps)),
-                 oracle_auc=per_step([None] * len(self.steps)),
-                 oracle_conditional_auc={s: None for s in self.steps[1:]})
+      out.update(
+        label_rate=per_step([None] * len(self.steps)),
+        mean_true_p=per_step([None] * len(self.steps)),
+        oracle_auc=per_step([None] * len(self.steps)),
+        oracle_conditional_auc={s: None for s in self.steps[1:]},
+      )
       return out
     y = np.concatenate(self._labels)
     q = np.concatenate(self._q)
     labels = {s: y[:, t] for t, s in enumerate(self.steps)}
     oracle = {s: q[:, t] for t, s in enumerate(self.steps)}
     out.update(
-        label_rate=per_step((self.label_sums / self.rows).tolist()),
-        mean_true_p=per_step((self.p_sums / self.rows).tolist()),
-        oracle_auc=oracle_auc(labels, oracle, self.steps),
-        oracle_conditional_auc=oracle_conditional_auc(labels, oracle,
-                                                      self.steps))
+      label_rate=per_step((self.label_sums / self.rows).tolist()),
+      mean_true_p=per_step((self.p_sums / self.rows).tolist()),
+      oracle_auc=oracle_auc(labels, oracle, self.steps),
+      oracle_conditional_auc=oracle_conditional_auc(labels, oracle, self.steps),
+    )
     return out
-

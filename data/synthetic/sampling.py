@@ -35,6 +35,7 @@ import numpy as np
 from tafe_tf.data.synthetic import truth as truth_lib
 from tafe_tf.data.synthetic.config import CHUNK_ROWS, SPLITS, SyntheticConfig
 
+
 def _check_split(split: str) -> None:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
@@ -42,13 +43,17 @@ def _check_split(split: str) -> None:
 
 def check_count(name: str, value: Any, minimum: int) -> None:
   """Raises ValueError unless ``value`` is an int (not a bool) >= ``minimum``."""
-  if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or
-      value < minimum):
+  if (
+    not isinstance(value, (int, np.integer))
+    or isinstance(value, bool)
+    or value < minimum
+  ):
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
-def generate_batches(config: SyntheticConfig, split: str, num_rows: int,
-                     batch_size: int = 8192) -> Iterator[Dict[str, Any]]:
+def generate_batches(
+  config: SyntheticConfig, split: str, num_rows: int, batch_size: int = 8192
+) -> Iterator[Dict[str, Any]]:
   """Streams the first ``num_rows`` rows of ``split`` as numpy column batches.
 
   Args:
@@ -86,4 +91,3 @@ def generate_batches(config: SyntheticConfig, split: str, num_rows: int,
     pending_rows -= start
   if pending_rows:
     yield truth.batch(truth_lib.Draws.concat(pending), split, emitted)
-

@@ -28,13 +28,19 @@ class AliCcp(line_builder.LineFormatBuilder):
   RELEASE_NOTES = {"1.0.0": "Raw, processed and PaddleRec forms."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   BUILDER_CONFIGS = [
-      line_builder.LineFormatConfig(
-          name="raw", format_name="ali_ccp",
-          description="Raw Tianchi files; common rows joined in."),
-      line_builder.LineFormatConfig(
-          name="processed", format_name="ali_ccp_processed",
-          description="torch-rechub's processed CSV (vocabulary indices)."),
-      line_builder.LineFormatConfig(
-          name="paddle_esmm", format_name="paddle_esmm",
-          description="PaddleRec's ESMM token files (weights 1.0)."),
+    line_builder.LineFormatConfig(
+      name="raw",
+      format_name="ali_ccp",
+      description="Raw Tianchi files; common rows joined in.",
+    ),
+    line_builder.LineFormatConfig(
+      name="processed",
+      format_name="ali_ccp_processed",
+      description="torch-rechub's processed CSV (vocabulary indices).",
+    ),
+    line_builder.LineFormatConfig(
+      name="paddle_esmm",
+      format_name="paddle_esmm",
+      description="PaddleRec's ESMM token files (weights 1.0).",
+    ),
   ]

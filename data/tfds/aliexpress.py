@@ -22,8 +22,10 @@ class Aliexpress(line_builder.LineFormatBuilder):
   RELEASE_NOTES = {"1.0.0": "Processed CSV form."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   BUILDER_CONFIGS = [
-      line_builder.LineFormatConfig(
-          name="processed", format_name="aliexpress",
-          description="FuxiCTR's processed CSV; validation = hashed search_id "
-          "hold-out of train."),
+    line_builder.LineFormatConfig(
+      name="processed",
+      format_name="aliexpress",
+      description="FuxiCTR's processed CSV; validation = hashed search_id "
+      "hold-out of train.",
+    ),
   ]

@@ -15,13 +15,12 @@ import inspect
 import os
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
-from absl import logging
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
-from tafe_tf.data import convert
-from tafe_tf.data import line_format
+from tafe_tf.data import convert, line_format
 from tafe_tf.data import writer as writer_lib
 from tafe_tf.data.line_format import FieldKind, LineFormat, SplitInput
 
@@ -35,26 +34,33 @@ class LineFormatConfig(tfds.core.BuilderConfig):
     validation_fraction: Hold-out share of the train file (formats without a
       validation file).
   """
+
   format_name: str = ""
   validation_fraction: float = 0.1
 
 
-def field_features(fields: Iterable[Any], steps: Sequence[str]
-                   ) -> Dict[str, Any]:
+def field_features(
+  fields: Iterable[Any], steps: Sequence[str]
+) -> Dict[str, Any]:
   """TFDS feature specs of fields (anything with name, kind, dim) and labels."""
   features: Dict[str, Any] = {}
   for field in fields:
     if field.kind == FieldKind.ID:
       features[field.name] = np.int64
     elif field.kind == FieldKind.WEIGHTED_IDS:
-      features[field.name] = tfds.features.FeaturesDict({
+      features[field.name] = tfds.features.FeaturesDict(
+        {
           "ids": tfds.features.Sequence(np.int64),
-          "weights": tfds.features.Sequence(np.float32)})
+          "weights": tfds.features.Sequence(np.float32),
+        }
+      )
     else:
-      features[field.name] = tfds.features.Tensor(shape=(field.dim,),
-                                                  dtype=np.float32)
+      features[field.name] = tfds.features.Tensor(
+        shape=(field.dim,), dtype=np.float32
+      )
   features["label"] = tfds.features.FeaturesDict(
-      {step: np.int64 for step in steps})
+    {step: np.int64 for step in steps}
+  )
   return features
 
 
@@ -66,30 +72,41 @@ def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(features)
 
 
-def split_generators(fmt: LineFormat, manual_dir: str, fraction: float,
-                     generate) -> Dict[str, Any]:
+def split_generators(
+  fmt: LineFormat, manual_dir: str, fraction: float, generate
+) -> Dict[str, Any]:
   """``split name -> generator`` for the files of ``fmt`` in ``manual_dir``."""
   inputs = fmt.inputs(os.fspath(manual_dir))
   skips = writer_lib.SkipCounter()
   context = fmt.prepare(inputs, skips)
   if skips.total:
-    logging.warning("%s: skipped %d side-file lines: %s", manual_dir,
-                    skips.total, skips.to_json())
+    logging.warning(
+      "%s: skipped %d side-file lines: %s",
+      manual_dir,
+      skips.total,
+      skips.to_json(),
+    )
   out = {}
   for split_input in inputs:
     if split_input.holdout:
-      out[split_input.split] = generate(fmt, split_input, context, fraction,
-                                        False)
-      out[line_format.VALIDATION] = generate(fmt, split_input, context,
-                                             fraction, True)
+      out[split_input.split] = generate(
+        fmt, split_input, context, fraction, False
+      )
+      out[line_format.VALIDATION] = generate(
+        fmt, split_input, context, fraction, True
+      )
     else:
       out[split_input.split] = generate(fmt, split_input, context, 0.0, False)
   return out
 
 
-def generate_examples(fmt: LineFormat, split_input: SplitInput, context: Any,
-                      fraction: float, held_out: bool
-                      ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def generate_examples(
+  fmt: LineFormat,
+  split_input: SplitInput,
+  context: Any,
+  fraction: float,
+  held_out: bool,
+) -> Iterator[Tuple[str, Dict[str, Any]]]:
   """``(key, example)`` of one file's rows (the held-out part or the rest).
 
   Bad lines are skipped and counted as by the converter; the counts are
@@ -98,24 +115,29 @@ def generate_examples(fmt: LineFormat, split_input: SplitInput, context: Any,
   skips = writer_lib.SkipCounter()
   name = os.path.basename(split_input.path)
   for number, row in line_format.iter_rows(fmt, split_input, context, skips):
-    if fraction and line_format.is_held_out(row.holdout_key,
-                                            fraction) != held_out:
+    if (
+      fraction
+      and line_format.is_held_out(row.holdout_key, fraction) != held_out
+    ):
       continue
     yield f"{name}:{number}", line_format.tfds_example(fmt, row)
   if skips.total:
-    logging.warning("%s: skipped %d lines: %s", split_input.path, skips.total,
-                    skips.to_json())
+    logging.warning(
+      "%s: skipped %d lines: %s", split_input.path, skips.total, skips.to_json()
+    )
 
 
 def manual_dir_or_raise(manual_dir: Optional[str], instructions: str) -> str:
   if not manual_dir or not os.path.isdir(os.fspath(manual_dir)):
-    raise AssertionError(f"manual_dir {manual_dir!r} is not a folder. "
-                         f"{instructions}")
+    raise AssertionError(
+      f"manual_dir {manual_dir!r} is not a folder. {instructions}"
+    )
   return os.fspath(manual_dir)
 
 
-class SourceFileBuilder(tfds.core.GeneratorBasedBuilder,
-                        skip_registration=True):
+class SourceFileBuilder(
+  tfds.core.GeneratorBasedBuilder, skip_registration=True
+):
   """A builder whose ``code_path`` is its class's source file.
 
   TFDS derives ``code_path`` and ``pkg_dir_path`` from the module name under
@@ -145,17 +167,28 @@ class LineFormatBuilder(SourceFileBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=format_features(self._format()), homepage=self.HOMEPAGE)
+      features=format_features(self._format()), homepage=self.HOMEPAGE
+    )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager
-                        ) -> Dict[str, Any]:
-    manual_dir = manual_dir_or_raise(dl_manager.manual_dir,
-                                     self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return split_generators(self._format(), manual_dir,
-                            self.builder_config.validation_fraction,
-                            self._generate_examples)
+  def _split_generators(
+    self, dl_manager: tfds.download.DownloadManager
+  ) -> Dict[str, Any]:
+    manual_dir = manual_dir_or_raise(
+      dl_manager.manual_dir, self.MANUAL_DOWNLOAD_INSTRUCTIONS
+    )
+    return split_generators(
+      self._format(),
+      manual_dir,
+      self.builder_config.validation_fraction,
+      self._generate_examples,
+    )
 
-  def _generate_examples(self, fmt: LineFormat, split_input: SplitInput,
-                         context: Any, fraction: float, held_out: bool
-                         ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  def _generate_examples(
+    self,
+    fmt: LineFormat,
+    split_input: SplitInput,
+    context: Any,
+    fraction: float,
+    held_out: bool,
+  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
     return generate_examples(fmt, split_input, context, fraction, held_out)

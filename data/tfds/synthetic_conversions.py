@@ -14,9 +14,9 @@ from typing import Any, Dict, Iterator, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tafe_tf import features as features_lib
 from tafe_tf.data import synthetic
 from tafe_tf.data.tfds import line_builder
-from tafe_tf import features as features_lib
 
 FieldKind = features_lib.FieldKind
 
@@ -24,8 +24,10 @@ FieldKind = features_lib.FieldKind
 @dataclasses.dataclass
 class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   """A synthetic dataset definition and its split sizes."""
+
   synthetic: synthetic.SyntheticConfig = dataclasses.field(
-      default_factory=synthetic.SyntheticConfig)
+    default_factory=synthetic.SyntheticConfig
+  )
   num_train: int = 200_000
   num_validation: int = 20_000
   num_test: int = 20_000
@@ -37,16 +39,24 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": f"Generator version {synthetic.GENERATOR_VERSION}."}
   BUILDER_CONFIGS = [
-      SyntheticBuilderConfig(name="two_steps", description="click, purchase"),
-      SyntheticBuilderConfig(
-          name="three_steps", description="click, cart, purchase",
-          synthetic=synthetic.SyntheticConfig(num_steps=3)),
-      SyntheticBuilderConfig(
-          name="strong_conflict", description="click, purchase; conflict 3",
-          synthetic=synthetic.SyntheticConfig(conflict=3.0)),
-      SyntheticBuilderConfig(
-          name="tiny", description="2 steps, 2000/500/500 rows (tests)",
-          num_train=2000, num_validation=500, num_test=500),
+    SyntheticBuilderConfig(name="two_steps", description="click, purchase"),
+    SyntheticBuilderConfig(
+      name="three_steps",
+      description="click, cart, purchase",
+      synthetic=synthetic.SyntheticConfig(num_steps=3),
+    ),
+    SyntheticBuilderConfig(
+      name="strong_conflict",
+      description="click, purchase; conflict 3",
+      synthetic=synthetic.SyntheticConfig(conflict=3.0),
+    ),
+    SyntheticBuilderConfig(
+      name="tiny",
+      description="2 steps, 2000/500/500 rows (tests)",
+      num_train=2000,
+      num_validation=500,
+      num_test=500,
+    ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -54,24 +64,29 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
     schema = synthetic.synthetic_schema(config)
     features = line_builder.field_features(schema.fields, schema.steps)
     features["oracle"] = tfds.features.FeaturesDict(
-        {step: np.float32 for step in schema.steps})
+      {step: np.float32 for step in schema.steps}
+    )
     features["sample_id"] = tfds.features.Text()
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(features),
-        description="Synthetic multi-step conversions; generator config: "
-        f"{config.to_json()}")
+      features=tfds.features.FeaturesDict(features),
+      description="Synthetic multi-step conversions; generator config: "
+      f"{config.to_json()}",
+    )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager
-                        ) -> Dict[str, Any]:
+  def _split_generators(
+    self, dl_manager: tfds.download.DownloadManager
+  ) -> Dict[str, Any]:
     del dl_manager  # generated, nothing to download
     c = self.builder_config
-    return {"train": self._generate_examples("train", c.num_train),
-            "validation": self._generate_examples("validation",
-                                                  c.num_validation),
-            "test": self._generate_examples("test", c.num_test)}
+    return {
+      "train": self._generate_examples("train", c.num_train),
+      "validation": self._generate_examples("validation", c.num_validation),
+      "test": self._generate_examples("test", c.num_test),
+    }
 
-  def _generate_examples(self, split: str, num_rows: int
-                         ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  def _generate_examples(
+    self, split: str, num_rows: int
+  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
     config = self.builder_config.synthetic
     schema = synthetic.synthetic_schema(config)
     for batch in synthetic.generate_batches(config, split, num_rows):
@@ -80,14 +95,18 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
         for field in schema.fields:
           column = batch[field.name]
           if field.kind == FieldKind.WEIGHTED_IDS:
-            example[field.name] = {"ids": column.row(i),
-                                   "weights": batch[field.weight_key].row(i)}
+            example[field.name] = {
+              "ids": column.row(i),
+              "weights": batch[field.weight_key].row(i),
+            }
           else:
             example[field.name] = column[i]
-        example["label"] = {step: batch[features_lib.label_key(step)][i]
-                            for step in schema.steps}
-        example["oracle"] = {step: batch[features_lib.oracle_key(step)][i]
-                             for step in schema.steps}
+        example["label"] = {
+          step: batch[features_lib.label_key(step)][i] for step in schema.steps
+        }
+        example["oracle"] = {
+          step: batch[features_lib.oracle_key(step)][i] for step in schema.steps
+        }
         sample_id = str(batch[features_lib.SAMPLE_ID_KEY][i])
         example["sample_id"] = sample_id
         yield sample_id, example

@@ -39,8 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from tafe_tf.layers import id_lookup
-from tafe_tf.layers import initializers
+from tafe_tf.layers import id_lookup, initializers
 
 FLAT = "flat"
 FIELDS = "fields"
@@ -53,6 +52,7 @@ _OUTPUT_MODES = (FLAT, FIELDS)
 @dataclasses.dataclass(frozen=True)
 class _TableGroup:
   """Id fields that share one table variable (``[sum of num_rows, dim]``)."""
+
   name: str
   dim: int
   single: Tuple[features_lib.FieldSpec, ...]
@@ -79,15 +79,18 @@ class _TableGroup:
 @dataclasses.dataclass(frozen=True)
 class _DenseGroup:
   """Dense fields of equal (dim, width), projected by one matmul."""
+
   name: str
   dim: int
   width: int
   fields: Tuple[features_lib.FieldSpec, ...]
 
 
-def field_widths(schema: features_lib.Schema, embedding_dim: int,
-                 field_embedding_dims: Optional[Mapping[str, int]] = None
-                 ) -> Dict[str, int]:
+def field_widths(
+  schema: features_lib.Schema,
+  embedding_dim: int,
+  field_embedding_dims: Optional[Mapping[str, int]] = None,
+) -> Dict[str, int]:
   """Each field's embedding width: ``field_embedding_dims[name]`` where given,
   else ``embedding_dim`` (for a dense field the projection width; 0 passes
   its vector through unprojected).
@@ -102,9 +105,11 @@ def field_widths(schema: features_lib.Schema, embedding_dim: int,
   overrides = dict(field_embedding_dims or {})
   unknown = sorted(set(overrides) - set(schema.field_names))
   if unknown:
-    raise ValueError(f"field_embedding_dims names {unknown}, not fields of "
-                     f"schema {schema.name!r} (its fields: "
-                     f"{', '.join(schema.field_names)})")
+    raise ValueError(
+      f"field_embedding_dims names {unknown}, not fields of "
+      f"schema {schema.name!r} (its fields: "
+      f"{', '.join(schema.field_names)})"
+    )
   if embedding_dim < 1:
     raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
   widths = {}
@@ -112,14 +117,16 @@ def field_widths(schema: features_lib.Schema, embedding_dim: int,
     width = overrides.get(f.name, embedding_dim)
     least = 1 if f.is_id else 0
     if width < least:
-      raise ValueError(f"field {f.name!r}: embedding width must be >= {least},"
-                       f" got {width}")
+      raise ValueError(
+        f"field {f.name!r}: embedding width must be >= {least}, got {width}"
+      )
     widths[f.name] = width
   return widths
 
 
-def _group_id_fields(schema: features_lib.Schema, widths: Mapping[str, int],
-                     fused: bool) -> List[_TableGroup]:
+def _group_id_fields(
+  schema: features_lib.Schema, widths: Mapping[str, int], fused: bool
+) -> List[_TableGroup]:
   """Id fields grouped by table: by width when fused, else one per field."""
   order: List[Any] = []
   members: Dict[Any, List[features_lib.FieldSpec]] = {}
@@ -135,26 +142,35 @@ def _group_id_fields(schema: features_lib.Schema, widths: Mapping[str, int],
   for key in order:
     fs = members[key]
     name = f"table_d{key}" if fused else f"table_{key}"
-    groups.append(_TableGroup(
-        name=name, dim=widths[fs[0].name],
+    groups.append(
+      _TableGroup(
+        name=name,
+        dim=widths[fs[0].name],
         single=tuple(f for f in fs if f.kind == features_lib.FieldKind.ID),
-        multi=tuple(f for f in fs
-                    if f.kind == features_lib.FieldKind.WEIGHTED_IDS)))
+        multi=tuple(
+          f for f in fs if f.kind == features_lib.FieldKind.WEIGHTED_IDS
+        ),
+      )
+    )
   return groups
 
 
-def table_groups(schema: features_lib.Schema, embedding_dim: int,
-                 field_embedding_dims: Optional[Mapping[str, int]] = None,
-                 fused: bool = True) -> List[_TableGroup]:
+def table_groups(
+  schema: features_lib.Schema,
+  embedding_dim: int,
+  field_embedding_dims: Optional[Mapping[str, int]] = None,
+  fused: bool = True,
+) -> List[_TableGroup]:
   """The embedding tables of :class:`FeatureEmbedding` (name, width, fields
   and each field's row offset), e.g. to lay out TPU embedding tables alike."""
   return _group_id_fields(
-      schema, field_widths(schema, embedding_dim, field_embedding_dims), fused)
+    schema, field_widths(schema, embedding_dim, field_embedding_dims), fused
+  )
 
 
-def _group_dense_fields(schema: features_lib.Schema,
-                        widths: Mapping[str, int]) -> Tuple[
-                            List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
+def _group_dense_fields(
+  schema: features_lib.Schema, widths: Mapping[str, int]
+) -> Tuple[List[_DenseGroup], Tuple[features_lib.FieldSpec, ...]]:
   """Projected dense fields grouped by (dim, width); the raw dense fields."""
   order: List[Tuple[int, int]] = []
   members: Dict[Tuple[int, int], List[features_lib.FieldSpec]] = {}
@@ -168,13 +184,18 @@ def _group_dense_fields(schema: features_lib.Schema,
       order.append(key)
       members[key] = []
     members[key].append(f)
-  groups = [_DenseGroup(name=f"dense_{d}x{w}", dim=d, width=w,
-                        fields=tuple(members[(d, w)])) for d, w in order]
+  groups = [
+    _DenseGroup(
+      name=f"dense_{d}x{w}", dim=d, width=w, fields=tuple(members[(d, w)])
+    )
+    for d, w in order
+  ]
   return groups, tuple(raw)
 
 
-def flat_weighted_ids(ids: Any, weights: Any, field_name: str
-                      ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def flat_weighted_ids(
+  ids: Any, weights: Any, field_name: str
+) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """(values, weights, row ids, batch size) of a multi-valued field.
 
   Accepts ragged ``[B, None]`` or padded ``[B, L]`` ids and weights, flattened
@@ -184,27 +205,36 @@ def flat_weighted_ids(ids: Any, weights: Any, field_name: str
   compaction (a ``where`` and three gathers) on every batch.
   """
   if isinstance(ids, tf.RaggedTensor) != isinstance(weights, tf.RaggedTensor):
-    raise ValueError(f"field {field_name!r}: ids and weights must both be "
-                     "ragged or both be padded dense tensors")
+    raise ValueError(
+      f"field {field_name!r}: ids and weights must both be "
+      "ragged or both be padded dense tensors"
+    )
   if isinstance(ids, tf.RaggedTensor):
     if ids.ragged_rank != 1:
-      raise ValueError(f"field {field_name!r}: expected ragged [batch, None] "
-                       f"ids, got ragged rank {ids.ragged_rank}")
+      raise ValueError(
+        f"field {field_name!r}: expected ragged [batch, None] "
+        f"ids, got ragged rank {ids.ragged_rank}"
+      )
     values = tf.cast(ids.values, tf.int64)
     weight_values = tf.cast(weights.values, tf.float32)
     row_ids = ids.value_rowids()
     batch_size = ids.nrows()
   else:
     if ids.shape.rank != 2:
-      raise ValueError(f"field {field_name!r}: expected [batch, max_len] "
-                       f"padded ids, got shape {ids.shape}")
+      raise ValueError(
+        f"field {field_name!r}: expected [batch, max_len] "
+        f"padded ids, got shape {ids.shape}"
+      )
     shape = tf.shape(ids, out_type=tf.int64)
     batch_size = shape[0]
     values = tf.reshape(tf.cast(ids, tf.int64), [-1])
     weight_values = tf.reshape(tf.cast(weights, tf.float32), [-1])
     row_ids = tf.repeat(tf.range(batch_size), shape[1])
-  weight_values = tf.where(tf.equal(values, features_lib.PAD_ID),
-                           tf.zeros_like(weight_values), weight_values)
+  weight_values = tf.where(
+    tf.equal(values, features_lib.PAD_ID),
+    tf.zeros_like(weight_values),
+    weight_values,
+  )
   return values, weight_values, row_ids, batch_size
 
 
@@ -217,8 +247,9 @@ def _lookup(table: Any, rows: tf.Tensor) -> tf.Tensor:
   return tf.nn.embedding_lookup(table, rows)
 
 
-def _is_padded_rows(features: Mapping[str, Any],
-                    field: features_lib.FieldSpec) -> bool:
+def _is_padded_rows(
+  features: Mapping[str, Any], field: features_lib.FieldSpec
+) -> bool:
   """Whether ``field`` comes as precomputed rows in padded ``[B, L]`` form."""
   rows = features.get(ROWS_PREFIX + field.name)
   return rows is not None and not isinstance(rows, tf.RaggedTensor)
@@ -245,18 +276,26 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       (``sample_id``, ``oracle/<step>``) are ignored.
   """
 
-  def __init__(self, schema: features_lib.Schema, embedding_dim: int,
-               field_embedding_dims: Optional[Mapping[str, int]] = None,
-               fused: bool = True, output_mode: str = FLAT,
-               seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    schema: features_lib.Schema,
+    embedding_dim: int,
+    field_embedding_dims: Optional[Mapping[str, int]] = None,
+    fused: bool = True,
+    output_mode: str = FLAT,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if output_mode not in _OUTPUT_MODES:
-      raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got "
-                       f"{output_mode!r}")
+      raise ValueError(
+        f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}"
+      )
     self.schema = schema
     self.embedding_dim = embedding_dim
-    self.field_embedding_dims = (dict(field_embedding_dims)
-                                 if field_embedding_dims else None)
+    self.field_embedding_dims = (
+      dict(field_embedding_dims) if field_embedding_dims else None
+    )
     self.fused = fused
     self.output_mode = output_mode
     self.seed = seed
@@ -264,19 +303,25 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     self._table_groups = _group_id_fields(schema, widths, fused)
     self._dense_groups, self._raw_dense = _group_dense_fields(schema, widths)
     self._lookups = {
-        f.name: id_lookup.IdLookup(
-            f, schema.vocabulary_path(f)
-            if f.lookup == features_lib.LookupKind.VOCABULARY else None)
-        for f in schema.fields if f.is_id}
+      f.name: id_lookup.IdLookup(
+        f,
+        schema.vocabulary_path(f)
+        if f.lookup == features_lib.LookupKind.VOCABULARY
+        else None,
+      )
+      for f in schema.fields
+      if f.is_id
+    }
     if output_mode == FIELDS:
       widths = {name: w for name, w in self._field_widths()}
       common = collections.Counter(widths.values()).most_common(1)[0][0]
       odd = sorted(n for n, w in widths.items() if w != common)
       if odd:
         raise ValueError(
-            f"output_mode='fields' needs every field {common} wide; "
-            f"{odd} are not (widths {widths}); set one embedding_dim for "
-            "all fields (models: drop their field_embedding_dims)")
+          f"output_mode='fields' needs every field {common} wide; "
+          f"{odd} are not (widths {widths}); set one embedding_dim for "
+          "all fields (models: drop their field_embedding_dims)"
+        )
 
   # --- structure ------------------------------------------------------------
 
@@ -309,8 +354,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   def tables(self) -> Dict[str, tf.Variable]:
     """The embedding table variables by name (the layer must be built)."""
     if not self.built:
-      raise ValueError(f"{self.name}: call the layer (or build it) before "
-                       "reading its tables")
+      raise ValueError(
+        f"{self.name}: call the layer (or build it) before reading its tables"
+      )
     return dict(self._tables)
 
   def build(self, input_shape: Any = None) -> None:
@@ -320,40 +366,53 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     for i, g in enumerate(self._dense_groups):
       salt = 1000 + 2 * i
       kernel = self.add_weight(
-          name=g.name + "_kernel", shape=(len(g.fields), g.dim, g.width),
-          initializer=initializers.glorot_uniform(
-              g.dim, g.width, initializers.derive_seed(self.seed, salt)))
-      bias = self.add_weight(name=g.name + "_bias",
-                             shape=(len(g.fields), g.width),
-                             initializer="zeros")
+        name=g.name + "_kernel",
+        shape=(len(g.fields), g.dim, g.width),
+        initializer=initializers.glorot_uniform(
+          g.dim, g.width, initializers.derive_seed(self.seed, salt)
+        ),
+      )
+      bias = self.add_weight(
+        name=g.name + "_bias",
+        shape=(len(g.fields), g.width),
+        initializer="zeros",
+      )
       self._projections[g.name] = (kernel, bias)
     super().build(None)
 
   def _build_tables(self) -> Dict[str, tf.Variable]:
     """The id table variables by name (a subclass may keep them elsewhere)."""
-    return {g.name: self.add_weight(
-        name=g.name, shape=(g.num_rows, g.dim),
+    return {
+      g.name: self.add_weight(
+        name=g.name,
+        shape=(g.num_rows, g.dim),
         initializer=initializers.embedding_uniform(
-            initializers.derive_seed(self.seed, i)))
-            for i, g in enumerate(self._table_groups)}
+          initializers.derive_seed(self.seed, i)
+        ),
+      )
+      for i, g in enumerate(self._table_groups)
+    }
 
   # --- forward ----------------------------------------------------------------
 
-  def _single_tokens(self, g: _TableGroup,
-                     features: Mapping[str, Any]) -> tf.Tensor:
+  def _single_tokens(
+    self, g: _TableGroup, features: Mapping[str, Any]
+  ) -> tf.Tensor:
     """[B, len(g.single), dim]: one gather for every single-valued field."""
     offsets = g.offsets
     rows = []
     for f in g.single:
       ids = self._ids(features, f)
       if ids.shape.rank != 1:
-        raise ValueError(f"field {f.name!r}: expected ids of shape [batch], "
-                         f"got {ids.shape}")
+        raise ValueError(
+          f"field {f.name!r}: expected ids of shape [batch], got {ids.shape}"
+        )
       rows.append(self._rows(features, f, ids) + offsets[f.name])
     return _lookup(self._tables[g.name], tf.stack(rows, axis=1))
 
-  def _multi_tokens(self, g: _TableGroup,
-                    features: Mapping[str, Any]) -> tf.Tensor:
+  def _multi_tokens(
+    self, g: _TableGroup, features: Mapping[str, Any]
+  ) -> tf.Tensor:
     """[B, len(g.multi), dim]: weighted means, one gather + one segment sum."""
     offsets = g.offsets
     if all(_is_padded_rows(features, f) for f in g.multi):
@@ -362,7 +421,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     batch_size = None
     for i, f in enumerate(g.multi):
       values, w, row_ids, b = flat_weighted_ids(
-          self._ids(features, f), self._get(features, f.weight_key), f.name)
+        self._ids(features, f), self._get(features, f.weight_key), f.name
+      )
       batch_size = b if batch_size is None else batch_size
       rows.append(self._rows(features, f, values) + offsets[f.name])
       weights.append(w)
@@ -375,8 +435,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     # than the unsorted one. It stops at the largest id present; the padding
     # restores empty rows at the end.
     sums = tf.math.segment_sum(
-        tf.concat([vectors * weights[:, None], weights[:, None]], axis=1),
-        tf.concat(segments, 0))
+      tf.concat([vectors * weights[:, None], weights[:, None]], axis=1),
+      tf.concat(segments, 0),
+    )
     missing = n * batch_size - tf.shape(sums, out_type=tf.int64)[0]
     sums = tf.pad(sums, [[0, missing], [0, 0]])
     # A split, not slices: its gradient is a concat, a slice's a scatter.
@@ -384,8 +445,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     means = tf.math.divide_no_nan(weighted, total)
     return tf.transpose(tf.reshape(means, [n, -1, g.dim]), [1, 0, 2])
 
-  def _padded_multi_tokens(self, g: _TableGroup,
-                           features: Mapping[str, Any]) -> tf.Tensor:
+  def _padded_multi_tokens(
+    self, g: _TableGroup, features: Mapping[str, Any]
+  ) -> tf.Tensor:
     """[B, len(g.multi), dim] from padded precomputed rows, segment-free.
 
     The XLA path (:meth:`lookup_rows` output, padded): a segment sum needs a
@@ -399,38 +461,51 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       rows = tf.cast(features[ROWS_PREFIX + f.name], tf.int64) + offsets[f.name]
       vectors = _lookup(self._tables[g.name], rows)  # [B, L, dim]
       weights = tf.cast(self._get(features, f.weight_key), vectors.dtype)
-      means.append(tf.math.divide_no_nan(
+      means.append(
+        tf.math.divide_no_nan(
           tf.reduce_sum(vectors * weights[:, :, None], axis=1),
-          tf.reduce_sum(weights, axis=1, keepdims=True)))
+          tf.reduce_sum(weights, axis=1, keepdims=True),
+        )
+      )
     return tf.stack(means, axis=1)
 
-  def _dense_tokens(self, g: _DenseGroup,
-                    features: Mapping[str, Any]) -> tf.Tensor:
+  def _dense_tokens(
+    self, g: _DenseGroup, features: Mapping[str, Any]
+  ) -> tf.Tensor:
     """[B, len(g.fields), width]: every field's projection in one matmul."""
     kernel, bias = self._projections[g.name]
-    x = tf.stack([tf.cast(self._dense(features, f), kernel.dtype)
-                  for f in g.fields], axis=0)  # [n, B, dim]
+    x = tf.stack(
+      [tf.cast(self._dense(features, f), kernel.dtype) for f in g.fields],
+      axis=0,
+    )  # [n, B, dim]
     # A batched matmul over the fields, not an einsum (slower on CPU).
     projected = tf.transpose(tf.matmul(x, kernel), [1, 0, 2])
     return projected + bias
 
-  def _dense(self, features: Mapping[str, Any],
-             field: features_lib.FieldSpec) -> tf.Tensor:
+  def _dense(
+    self, features: Mapping[str, Any], field: features_lib.FieldSpec
+  ) -> tf.Tensor:
     values = self._get(features, field.name)
     if values.shape.rank != 2 or values.shape[-1] not in (None, field.dim):
-      raise ValueError(f"field {field.name!r}: expected dense values of shape "
-                       f"[batch, {field.dim}], got {values.shape}")
+      raise ValueError(
+        f"field {field.name!r}: expected dense values of shape "
+        f"[batch, {field.dim}], got {values.shape}"
+      )
     return values
 
-  def _ids(self, features: Mapping[str, Any],
-           field: features_lib.FieldSpec) -> Any:
+  def _ids(
+    self, features: Mapping[str, Any], field: features_lib.FieldSpec
+  ) -> Any:
     """The field's precomputed rows when given, else its raw ids."""
     key = ROWS_PREFIX + field.name
-    return features[key] if key in features else self._get(features,
-                                                            field.name)
+    return features[key] if key in features else self._get(features, field.name)
 
-  def _rows(self, features: Mapping[str, Any], field: features_lib.FieldSpec,
-            ids: tf.Tensor) -> tf.Tensor:
+  def _rows(
+    self,
+    features: Mapping[str, Any],
+    field: features_lib.FieldSpec,
+    ids: tf.Tensor,
+  ) -> tf.Tensor:
     """Table rows of ``ids`` (already rows when precomputed)."""
     if ROWS_PREFIX + field.name in features:
       return tf.cast(ids, tf.int64)
@@ -456,7 +531,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       ids = out.pop(f.name) if f.name in out else self._get(features, f.name)
       if isinstance(ids, tf.RaggedTensor):
         out[ROWS_PREFIX + f.name] = tf.ragged.map_flat_values(
-            self._lookups[f.name], ids)
+          self._lookups[f.name], ids
+        )
       else:
         out[ROWS_PREFIX + f.name] = self._lookups[f.name](ids)
       if f.kind == features_lib.FieldKind.WEIGHTED_IDS:
@@ -465,18 +541,23 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         weights = self._get(features, f.weight_key)
         is_pad = tf.equal(tf.cast(ids, tf.int64), features_lib.PAD_ID)
         if isinstance(weights, tf.RaggedTensor):
-          out[f.weight_key] = weights.with_flat_values(tf.where(
-              is_pad.flat_values, tf.zeros_like(weights.flat_values),
-              weights.flat_values))
+          out[f.weight_key] = weights.with_flat_values(
+            tf.where(
+              is_pad.flat_values,
+              tf.zeros_like(weights.flat_values),
+              weights.flat_values,
+            )
+          )
         else:
-          out[f.weight_key] = tf.where(is_pad, tf.zeros_like(weights),
-                                       weights)
+          out[f.weight_key] = tf.where(is_pad, tf.zeros_like(weights), weights)
     return out
 
   def _get(self, features: Mapping[str, Any], key: str) -> Any:
     if key not in features:
-      raise KeyError(f"features miss {key!r} (schema {self.schema.name!r} "
-                     f"needs {features_lib.model_feature_keys(self.schema)})")
+      raise KeyError(
+        f"features miss {key!r} (schema {self.schema.name!r} "
+        f"needs {features_lib.model_feature_keys(self.schema)})"
+      )
     return features[key]
 
   def call(self, features: Mapping[str, Any]) -> tf.Tensor:
@@ -489,15 +570,18 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         blocks.append(self._multi_tokens(g, features))
     return self._assemble(blocks, features)
 
-  def _assemble(self, blocks: List[tf.Tensor],
-                features: Mapping[str, Any]) -> tf.Tensor:
+  def _assemble(
+    self, blocks: List[tf.Tensor], features: Mapping[str, Any]
+  ) -> tf.Tensor:
     """The output from the id fields' ``[B, n, width]`` blocks (in output
     order) plus the dense fields."""
     blocks = list(blocks)
     for g in self._dense_groups:
       blocks.append(self._dense_tokens(g, features))
-    raw = [tf.cast(self._dense(features, f), self.compute_dtype)
-           for f in self._raw_dense]
+    raw = [
+      tf.cast(self._dense(features, f), self.compute_dtype)
+      for f in self._raw_dense
+    ]
     if self.output_mode == FIELDS:
       blocks += [x[:, None, :] for x in raw]
       return tf.concat(blocks, axis=1)
@@ -507,17 +591,21 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(schema=self.schema.to_json(),
-                  schema_directory=self.schema.directory,
-                  embedding_dim=self.embedding_dim,
-                  field_embedding_dims=self.field_embedding_dims,
-                  fused=self.fused, output_mode=self.output_mode,
-                  seed=self.seed)
+    config.update(
+      schema=self.schema.to_json(),
+      schema_directory=self.schema.directory,
+      embedding_dim=self.embedding_dim,
+      field_embedding_dims=self.field_embedding_dims,
+      fused=self.fused,
+      output_mode=self.output_mode,
+      seed=self.seed,
+    )
     return config
 
   @classmethod
   def from_config(cls, config: Dict[str, Any]) -> "FeatureEmbedding":
     config = dict(config)
     config["schema"] = features_lib.Schema.from_json(
-        config.pop("schema"), directory=config.pop("schema_directory", None))
+      config.pop("schema"), directory=config.pop("schema_directory", None)
+    )
     return cls(**config)

@@ -33,20 +33,30 @@ class ExpertBank(tf.keras.layers.Layer):
     Returns ``[B, G, J, units[-1]]``.
   """
 
-  def __init__(self, num_groups: int, experts_per_group: int,
-               units: Sequence[int], activation: Optional[str] = "relu",
-               dropout: float = 0.0, seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    num_groups: int,
+    experts_per_group: int,
+    units: Sequence[int],
+    activation: Optional[str] = "relu",
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if num_groups < 1 or experts_per_group < 1:
-      raise ValueError(f"{self.name}: num_groups and experts_per_group must be "
-                       f">= 1, got {num_groups} and {experts_per_group}")
+      raise ValueError(
+        f"{self.name}: num_groups and experts_per_group must be "
+        f">= 1, got {num_groups} and {experts_per_group}"
+      )
     units = tuple(int(u) for u in units)
     if not units or min(units) < 1:
-      raise ValueError(f"{self.name}: units must be a non-empty tuple of "
-                       f"positive widths, got {units}")
+      raise ValueError(
+        f"{self.name}: units must be a non-empty tuple of "
+        f"positive widths, got {units}"
+      )
     if not 0.0 <= dropout < 1.0:
-      raise ValueError(f"{self.name}: dropout must be in [0, 1), got "
-                       f"{dropout}")
+      raise ValueError(f"{self.name}: dropout must be in [0, 1), got {dropout}")
     self.num_groups = num_groups
     self.experts_per_group = experts_per_group
     self.units = units
@@ -54,34 +64,53 @@ class ExpertBank(tf.keras.layers.Layer):
     self._activation_name = activation
     self.dropout = dropout
     self.seed = seed
-    self._dropouts = [
-        tf.keras.layers.Dropout(dropout,
-                                seed=initializers.derive_seed(seed, 100 + i))
-        for i in range(len(units))] if dropout > 0 else []
+    self._dropouts = (
+      [
+        tf.keras.layers.Dropout(
+          dropout, seed=initializers.derive_seed(seed, 100 + i)
+        )
+        for i in range(len(units))
+      ]
+      if dropout > 0
+      else []
+    )
 
   def build(self, input_shape: tf.TensorShape) -> None:
     input_shape = tf.TensorShape(input_shape)
     if input_shape.rank == 3 and input_shape[1] != self.num_groups:
-      raise ValueError(f"{self.name}: input has {input_shape[1]} groups, the "
-                       f"bank {self.num_groups}")
+      raise ValueError(
+        f"{self.name}: input has {input_shape[1]} groups, the "
+        f"bank {self.num_groups}"
+      )
     if input_shape.rank not in (2, 3):
-      raise ValueError(f"{self.name}: expected [B, in] or [B, G, in] input, "
-                       f"got shape {input_shape}")
+      raise ValueError(
+        f"{self.name}: expected [B, in] or [B, G, in] input, "
+        f"got shape {input_shape}"
+      )
     fan_in = int(input_shape[-1])
     g, j = self.num_groups, self.experts_per_group
     self.kernels, self.biases = [], []
     for i, fan_out in enumerate(self.units):
-      self.kernels.append(self.add_weight(
-          name=f"kernel_{i}", shape=(g, j, fan_in, fan_out),
+      self.kernels.append(
+        self.add_weight(
+          name=f"kernel_{i}",
+          shape=(g, j, fan_in, fan_out),
           initializer=initializers.glorot_uniform(
-              fan_in, fan_out, initializers.derive_seed(self.seed, i))))
-      self.biases.append(self.add_weight(
-          name=f"bias_{i}", shape=(g, j, fan_out), initializer="zeros"))
+            fan_in, fan_out, initializers.derive_seed(self.seed, i)
+          ),
+        )
+      )
+      self.biases.append(
+        self.add_weight(
+          name=f"bias_{i}", shape=(g, j, fan_out), initializer="zeros"
+        )
+      )
       fan_in = fan_out
     super().build(input_shape)
 
-  def call(self, inputs: tf.Tensor, training: Optional[bool] = None
-           ) -> tf.Tensor:
+  def call(
+    self, inputs: tf.Tensor, training: Optional[bool] = None
+  ) -> tf.Tensor:
     # Plain (batched) matmuls with the expert axis leading, not einsums: on
     # CPU, TF's einsum transposes its operands around every call, which made
     # the expert layers about a third slower than these matmuls (PLE's train
@@ -122,9 +151,10 @@ class ExpertBank(tf.keras.layers.Layer):
     if g == 1:
       return self._first_layer(tf.squeeze(inputs, axis=1))
     # One GEMM per group: [G, B, in] @ [G, in, J*u].
-    x = tf.matmul(tf.transpose(inputs, [1, 0, 2]),
-                  tf.reshape(tf.transpose(kernel, [0, 2, 1, 3]),
-                             [g, fan_in, j * width]))
+    x = tf.matmul(
+      tf.transpose(inputs, [1, 0, 2]),
+      tf.reshape(tf.transpose(kernel, [0, 2, 1, 3]), [g, fan_in, j * width]),
+    )
     if j == 1:
       return x
     x = tf.transpose(tf.reshape(x, [g, -1, j, width]), [0, 2, 1, 3])
@@ -132,8 +162,12 @@ class ExpertBank(tf.keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_groups=self.num_groups,
-                  experts_per_group=self.experts_per_group,
-                  units=list(self.units), activation=self._activation_name,
-                  dropout=self.dropout, seed=self.seed)
+    config.update(
+      num_groups=self.num_groups,
+      experts_per_group=self.experts_per_group,
+      units=list(self.units),
+      activation=self._activation_name,
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config

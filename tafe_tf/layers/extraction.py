@@ -30,12 +30,15 @@ LevelInputs = Tuple[tf.Tensor, tf.Tensor]
 def _check_inputs(name: str, inputs: LevelInputs, num_tasks: int) -> None:
   x_shared, x_tasks = inputs
   if x_shared.shape.rank != 2 or x_tasks.shape.rank not in (2, 3):
-    raise ValueError(f"{name}: expected (x_shared [B, in], x_tasks [B, T, in] "
-                     f"or [B, in]), got shapes {x_shared.shape} and "
-                     f"{x_tasks.shape}")
+    raise ValueError(
+      f"{name}: expected (x_shared [B, in], x_tasks [B, T, in] "
+      f"or [B, in]), got shapes {x_shared.shape} and "
+      f"{x_tasks.shape}"
+    )
   if x_tasks.shape.rank == 3 and x_tasks.shape[1] != num_tasks:
-    raise ValueError(f"{name}: x_tasks has {x_tasks.shape[1]} tasks, the level "
-                     f"{num_tasks}")
+    raise ValueError(
+      f"{name}: x_tasks has {x_tasks.shape[1]} tasks, the level {num_tasks}"
+    )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -66,11 +69,20 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
   ``shared_output``.
   """
 
-  def __init__(self, num_tasks: int, num_experts: int,
-               expert_units: Sequence[int], indicator_dim: int = 8,
-               gate_units: Sequence[int] = (16,), top_k: Optional[int] = None,
-               shared_output: bool = False, task_indicators: bool = True,
-               dropout: float = 0.0, seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    num_tasks: int,
+    num_experts: int,
+    expert_units: Sequence[int],
+    indicator_dim: int = 8,
+    gate_units: Sequence[int] = (16,),
+    top_k: Optional[int] = None,
+    shared_output: bool = False,
+    task_indicators: bool = True,
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.num_tasks = num_tasks
     self.num_experts = num_experts
@@ -83,20 +95,36 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
     self.dropout = dropout
     self.seed = seed
     self.experts = experts_lib.ExpertBank(
-        1, num_experts, self.expert_units, dropout=dropout,
-        seed=initializers.derive_seed(seed, 0), name="shared_experts")
+      1,
+      num_experts,
+      self.expert_units,
+      dropout=dropout,
+      seed=initializers.derive_seed(seed, 0),
+      name="shared_experts",
+    )
     num_gates = num_tasks + int(shared_output)
     if task_indicators:
       self.gate = gates_lib.TaskIndicatorGate(
-          num_gates, num_experts, indicator_dim, self.gate_units, top_k,
-          seed=initializers.derive_seed(seed, 1), name="task_indicator_gate")
+        num_gates,
+        num_experts,
+        indicator_dim,
+        self.gate_units,
+        top_k,
+        seed=initializers.derive_seed(seed, 1),
+        name="task_indicator_gate",
+      )
     else:
       self.gate = gates_lib.GroupedGate(
-          num_gates, num_experts, top_k,
-          seed=initializers.derive_seed(seed, 1), name="task_gates")
+        num_gates,
+        num_experts,
+        top_k,
+        seed=initializers.derive_seed(seed, 1),
+        name="task_gates",
+      )
 
-  def call(self, inputs: LevelInputs, training: Optional[bool] = None
-           ) -> Dict[str, tf.Tensor]:
+  def call(
+    self, inputs: LevelInputs, training: Optional[bool] = None
+  ) -> Dict[str, tf.Tensor]:
     _check_inputs(self.name, inputs, self.num_tasks)
     x_shared, x_tasks = inputs
     experts = self.experts(x_shared, training=training)  # [B, 1, K, D]
@@ -111,21 +139,30 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
       return {"tasks": mixed, "gates": weights}
     # Splits, not slices: their gradients are concats, not scatters.
     tasks, shared = tf.split(mixed, [self.num_tasks, 1], axis=1)
-    task_weights, shared_weights = tf.split(weights, [self.num_tasks, 1],
-                                            axis=1)
-    return {"tasks": tasks, "gates": task_weights,
-            "shared": tf.squeeze(shared, axis=1),
-            "shared_gates": tf.squeeze(shared_weights, axis=1)}
+    task_weights, shared_weights = tf.split(
+      weights, [self.num_tasks, 1], axis=1
+    )
+    return {
+      "tasks": tasks,
+      "gates": task_weights,
+      "shared": tf.squeeze(shared, axis=1),
+      "shared_gates": tf.squeeze(shared_weights, axis=1),
+    }
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_tasks=self.num_tasks, num_experts=self.num_experts,
-                  expert_units=list(self.expert_units),
-                  indicator_dim=self.indicator_dim,
-                  gate_units=list(self.gate_units), top_k=self.top_k,
-                  shared_output=self.shared_output,
-                  task_indicators=self.task_indicators, dropout=self.dropout,
-                  seed=self.seed)
+    config.update(
+      num_tasks=self.num_tasks,
+      num_experts=self.num_experts,
+      expert_units=list(self.expert_units),
+      indicator_dim=self.indicator_dim,
+      gate_units=list(self.gate_units),
+      top_k=self.top_k,
+      shared_output=self.shared_output,
+      task_indicators=self.task_indicators,
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config
 
 
@@ -149,9 +186,15 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
   weighs the shared reconstruction).
   """
 
-  def __init__(self, num_tasks: int, experts_per_task: int,
-               expert_units: Sequence[int], dropout: float = 0.0,
-               seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    num_tasks: int,
+    experts_per_task: int,
+    expert_units: Sequence[int],
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.num_tasks = num_tasks
     self.experts_per_task = experts_per_task
@@ -159,33 +202,49 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
     self.dropout = dropout
     self.seed = seed
     self.experts = experts_lib.ExpertBank(
-        num_tasks, experts_per_task, self.expert_units, dropout=dropout,
-        seed=initializers.derive_seed(seed, 0), name="task_experts")
+      num_tasks,
+      experts_per_task,
+      self.expert_units,
+      dropout=dropout,
+      seed=initializers.derive_seed(seed, 0),
+      name="task_experts",
+    )
     self.gate = gates_lib.GroupedGate(
-        num_tasks, experts_per_task + 1,
-        seed=initializers.derive_seed(seed, 1), name="task_gate")
+      num_tasks,
+      experts_per_task + 1,
+      seed=initializers.derive_seed(seed, 1),
+      name="task_gate",
+    )
 
-  def call(self, inputs: Tuple[tf.Tensor, tf.Tensor],
-           training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+  def call(
+    self, inputs: Tuple[tf.Tensor, tf.Tensor], training: Optional[bool] = None
+  ) -> Dict[str, tf.Tensor]:
     x_tasks, shared = inputs
     if shared.shape[-1] != self.expert_units[-1]:
-      raise ValueError(f"{self.name}: shared reconstruction is "
-                       f"{shared.shape[-1]} wide, task experts "
-                       f"{self.expert_units[-1]}")
+      raise ValueError(
+        f"{self.name}: shared reconstruction is "
+        f"{shared.shape[-1]} wide, task experts "
+        f"{self.expert_units[-1]}"
+      )
     own = self.experts(x_tasks, training=training)  # [B, T, J, D]
     weights = self.gate(x_tasks)
     own_weights, shared_weight = tf.split(
-        weights, [self.experts_per_task, 1], axis=2)
-    return {"tasks": gates_lib.mix_experts(own_weights, own)
-                     + shared_weight * shared,
-            "gates": weights}
+      weights, [self.experts_per_task, 1], axis=2
+    )
+    return {
+      "tasks": gates_lib.mix_experts(own_weights, own) + shared_weight * shared,
+      "gates": weights,
+    }
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_tasks=self.num_tasks,
-                  experts_per_task=self.experts_per_task,
-                  expert_units=list(self.expert_units), dropout=self.dropout,
-                  seed=self.seed)
+    config.update(
+      num_tasks=self.num_tasks,
+      experts_per_task=self.experts_per_task,
+      expert_units=list(self.expert_units),
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config
 
 
@@ -212,17 +271,28 @@ class CustomizedGateControl(tf.keras.layers.Layer):
   ``"shared_gates": [B, T * J + K]`` with ``shared_output``.
   """
 
-  def __init__(self, num_tasks: int, num_shared_experts: int,
-               experts_per_task: int, expert_units: Sequence[int],
-               shared_output: bool = False, top_k: Optional[int] = None,
-               dropout: float = 0.0, seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    num_tasks: int,
+    num_shared_experts: int,
+    experts_per_task: int,
+    expert_units: Sequence[int],
+    shared_output: bool = False,
+    top_k: Optional[int] = None,
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if experts_per_task < 0:
-      raise ValueError(f"{self.name}: experts_per_task must be >= 0, got "
-                       f"{experts_per_task}")
+      raise ValueError(
+        f"{self.name}: experts_per_task must be >= 0, got {experts_per_task}"
+      )
     if shared_output and experts_per_task == 0:
-      raise ValueError(f"{self.name}: a shared output needs task experts "
-                       "(with none, the shared path is one of the task paths)")
+      raise ValueError(
+        f"{self.name}: a shared output needs task experts "
+        "(with none, the shared path is one of the task paths)"
+      )
     self.num_tasks = num_tasks
     self.num_shared_experts = num_shared_experts
     self.experts_per_task = experts_per_task
@@ -232,55 +302,81 @@ class CustomizedGateControl(tf.keras.layers.Layer):
     self.dropout = dropout
     self.seed = seed
     self.shared_experts = experts_lib.ExpertBank(
-        1, num_shared_experts, self.expert_units, dropout=dropout,
-        seed=initializers.derive_seed(seed, 0), name="shared_experts")
+      1,
+      num_shared_experts,
+      self.expert_units,
+      dropout=dropout,
+      seed=initializers.derive_seed(seed, 0),
+      name="shared_experts",
+    )
     self.task_experts = None
     if experts_per_task:
       self.task_experts = experts_lib.ExpertBank(
-          num_tasks, experts_per_task, self.expert_units, dropout=dropout,
-          seed=initializers.derive_seed(seed, 1), name="task_experts")
+        num_tasks,
+        experts_per_task,
+        self.expert_units,
+        dropout=dropout,
+        seed=initializers.derive_seed(seed, 1),
+        name="task_experts",
+      )
     self.task_gate = gates_lib.GroupedGate(
-        num_tasks, experts_per_task + num_shared_experts, top_k=top_k,
-        seed=initializers.derive_seed(seed, 2), name="task_gate")
+      num_tasks,
+      experts_per_task + num_shared_experts,
+      top_k=top_k,
+      seed=initializers.derive_seed(seed, 2),
+      name="task_gate",
+    )
     self.shared_gate = None
     if shared_output:
       self.shared_gate = gates_lib.GroupedGate(
-          1, num_tasks * experts_per_task + num_shared_experts,
-          seed=initializers.derive_seed(seed, 3), name="shared_gate")
+        1,
+        num_tasks * experts_per_task + num_shared_experts,
+        seed=initializers.derive_seed(seed, 3),
+        name="shared_gate",
+      )
 
-  def call(self, inputs: LevelInputs, training: Optional[bool] = None
-           ) -> Dict[str, tf.Tensor]:
+  def call(
+    self, inputs: LevelInputs, training: Optional[bool] = None
+  ) -> Dict[str, tf.Tensor]:
     _check_inputs(self.name, inputs, self.num_tasks)
     x_shared, x_tasks = inputs
     shared = self.shared_experts(x_shared, training=training)  # [B,1,K,D]
     weights = self.task_gate(x_tasks)
     if self.task_experts is None:
-      return {"tasks": gates_lib.mix_experts(weights, shared),
-              "gates": weights}
+      return {"tasks": gates_lib.mix_experts(weights, shared), "gates": weights}
     own = self.task_experts(x_tasks, training=training)  # [B, T, J, D]
     # Own and shared experts mixed separately and summed: no per-task copy
     # of the shared experts.
     own_weights, shared_weights_per_task = tf.split(
-        weights, [self.experts_per_task, self.num_shared_experts], axis=2)
-    out = {"tasks": gates_lib.mix_experts(own_weights, own)
-                    + gates_lib.mix_experts(shared_weights_per_task, shared),
-           "gates": weights}
+      weights, [self.experts_per_task, self.num_shared_experts], axis=2
+    )
+    out = {
+      "tasks": gates_lib.mix_experts(own_weights, own)
+      + gates_lib.mix_experts(shared_weights_per_task, shared),
+      "gates": weights,
+    }
     if self.shared_output:
       batch = tf.shape(own)[0]
-      all_experts = tf.concat([
-          tf.reshape(own, [batch, 1, -1, own.shape[-1]]), shared], axis=2)
+      all_experts = tf.concat(
+        [tf.reshape(own, [batch, 1, -1, own.shape[-1]]), shared], axis=2
+      )
       shared_weights = self.shared_gate(x_shared)  # [B, 1, T*J + K]
       out["shared"] = tf.squeeze(
-          gates_lib.mix_experts(shared_weights, all_experts), axis=1)
+        gates_lib.mix_experts(shared_weights, all_experts), axis=1
+      )
       out["shared_gates"] = tf.squeeze(shared_weights, axis=1)
     return out
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_tasks=self.num_tasks,
-                  num_shared_experts=self.num_shared_experts,
-                  experts_per_task=self.experts_per_task,
-                  expert_units=list(self.expert_units),
-                  shared_output=self.shared_output, top_k=self.top_k,
-                  dropout=self.dropout, seed=self.seed)
+    config.update(
+      num_tasks=self.num_tasks,
+      num_shared_experts=self.num_shared_experts,
+      experts_per_task=self.experts_per_task,
+      expert_units=list(self.expert_units),
+      shared_output=self.shared_output,
+      top_k=self.top_k,
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config

@@ -43,8 +43,10 @@ def gate_softmax(logits: tf.Tensor, top_k: Optional[int] = None) -> tf.Tensor:
   if top_k is None or top_k >= num_experts:
     return tf.nn.softmax(logits, axis=-1)
   _, indices = tf.math.top_k(logits, k=top_k)
-  keep = tf.reduce_sum(tf.one_hot(indices, num_experts, dtype=logits.dtype),
-                       axis=-2) > 0
+  keep = (
+    tf.reduce_sum(tf.one_hot(indices, num_experts, dtype=logits.dtype), axis=-2)
+    > 0
+  )
   # The dropped logits get the dtype's lowest value: exp() of it underflows to
   # exactly 0; the outer where makes that explicit for the gradient too.
   masked = tf.where(keep, logits, tf.constant(logits.dtype.min, logits.dtype))
@@ -66,8 +68,9 @@ def mix_experts(weights: tf.Tensor, experts: tf.Tensor) -> tf.Tensor:
 
 def _check_top_k(top_k: Optional[int], num_experts: int, name: str) -> None:
   if top_k is not None and not 1 <= top_k <= num_experts:
-    raise ValueError(f"{name}: top_k must be in [1, {num_experts}], got "
-                     f"{top_k}")
+    raise ValueError(
+      f"{name}: top_k must be in [1, {num_experts}], got {top_k}"
+    )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -85,9 +88,14 @@ class GroupedGate(tf.keras.layers.Layer):
     Returns weights ``[B, G, E]``.
   """
 
-  def __init__(self, num_groups: int, num_experts: int,
-               top_k: Optional[int] = None, seed: Optional[int] = None,
-               **kwargs):
+  def __init__(
+    self,
+    num_groups: int,
+    num_experts: int,
+    top_k: Optional[int] = None,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_top_k(top_k, num_experts, self.name)
     self.num_groups = num_groups
@@ -98,12 +106,17 @@ class GroupedGate(tf.keras.layers.Layer):
   def build(self, input_shape: tf.TensorShape) -> None:
     fan_in = int(tf.TensorShape(input_shape)[-1])
     self.kernel = self.add_weight(
-        name="kernel", shape=(self.num_groups, fan_in, self.num_experts),
-        initializer=initializers.glorot_uniform(
-            fan_in, self.num_experts, initializers.derive_seed(self.seed, 0)))
-    self.bias = self.add_weight(name="bias",
-                                shape=(self.num_groups, self.num_experts),
-                                initializer="zeros")
+      name="kernel",
+      shape=(self.num_groups, fan_in, self.num_experts),
+      initializer=initializers.glorot_uniform(
+        fan_in, self.num_experts, initializers.derive_seed(self.seed, 0)
+      ),
+    )
+    self.bias = self.add_weight(
+      name="bias",
+      shape=(self.num_groups, self.num_experts),
+      initializer="zeros",
+    )
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -113,18 +126,22 @@ class GroupedGate(tf.keras.layers.Layer):
       wide = tf.reshape(tf.transpose(self.kernel, [1, 0, 2]), [-1, g * e])
       logits = tf.reshape(tf.matmul(inputs, wide), [-1, g, e])
     elif g == 1:
-      logits = tf.matmul(tf.squeeze(inputs, axis=1),
-                         self.kernel[0])[:, None, :]
+      logits = tf.matmul(tf.squeeze(inputs, axis=1), self.kernel[0])[:, None, :]
     else:
       logits = tf.transpose(
-          tf.matmul(tf.transpose(inputs, [1, 0, 2]), self.kernel), [1, 0, 2])
+        tf.matmul(tf.transpose(inputs, [1, 0, 2]), self.kernel), [1, 0, 2]
+      )
     logits = logits + self.bias
     return gate_softmax(logits, self.top_k)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_groups=self.num_groups, num_experts=self.num_experts,
-                  top_k=self.top_k, seed=self.seed)
+    config.update(
+      num_groups=self.num_groups,
+      num_experts=self.num_experts,
+      top_k=self.top_k,
+      seed=self.seed,
+    )
     return config
 
 
@@ -148,15 +165,22 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
     Returns weights ``[B, num_tasks, E]``.
   """
 
-  def __init__(self, num_tasks: int, num_experts: int, indicator_dim: int = 8,
-               hidden_units: Sequence[int] = (16,),
-               top_k: Optional[int] = None, seed: Optional[int] = None,
-               **kwargs):
+  def __init__(
+    self,
+    num_tasks: int,
+    num_experts: int,
+    indicator_dim: int = 8,
+    hidden_units: Sequence[int] = (16,),
+    top_k: Optional[int] = None,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_top_k(top_k, num_experts, self.name)
     if indicator_dim < 1:
-      raise ValueError(f"{self.name}: indicator_dim must be >= 1, got "
-                       f"{indicator_dim}")
+      raise ValueError(
+        f"{self.name}: indicator_dim must be >= 1, got {indicator_dim}"
+      )
     self.num_tasks = num_tasks
     self.num_experts = num_experts
     self.indicator_dim = indicator_dim
@@ -168,29 +192,42 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
     fan_in = int(tf.TensorShape(input_shape)[-1])
     seed = lambda salt: initializers.derive_seed(self.seed, salt)  # noqa: E731
     self.task_indicators = self.add_weight(
-        name="task_indicators", shape=(self.num_tasks, self.indicator_dim),
-        initializer=tf.keras.initializers.RandomNormal(stddev=1.0,
-                                                       seed=seed(0)))
+      name="task_indicators",
+      shape=(self.num_tasks, self.indicator_dim),
+      initializer=tf.keras.initializers.RandomNormal(stddev=1.0, seed=seed(0)),
+    )
     widths = self.hidden_units + (self.num_experts,)
     # The first layer's kernel is split into its x part and its tau part, so
     # W_1 [x ; tau_t] costs one [B, in] matmul plus a [T, dim] one, not T.
     self.input_kernel = self.add_weight(
-        name="input_kernel", shape=(fan_in, widths[0]),
-        initializer=initializers.glorot_uniform(
-            fan_in + self.indicator_dim, widths[0], seed(1)))
+      name="input_kernel",
+      shape=(fan_in, widths[0]),
+      initializer=initializers.glorot_uniform(
+        fan_in + self.indicator_dim, widths[0], seed(1)
+      ),
+    )
     self.indicator_kernel = self.add_weight(
-        name="indicator_kernel", shape=(self.indicator_dim, widths[0]),
-        initializer=initializers.glorot_uniform(
-            fan_in + self.indicator_dim, widths[0], seed(2)))
+      name="indicator_kernel",
+      shape=(self.indicator_dim, widths[0]),
+      initializer=initializers.glorot_uniform(
+        fan_in + self.indicator_dim, widths[0], seed(2)
+      ),
+    )
     self.kernels, self.biases = [], []
     for i, width in enumerate(widths):
       if i > 0:
-        self.kernels.append(self.add_weight(
-            name=f"kernel_{i}", shape=(widths[i - 1], width),
-            initializer=initializers.glorot_uniform(widths[i - 1], width,
-                                                    seed(2 + i))))
-      self.biases.append(self.add_weight(name=f"bias_{i}", shape=(width,),
-                                         initializer="zeros"))
+        self.kernels.append(
+          self.add_weight(
+            name=f"kernel_{i}",
+            shape=(widths[i - 1], width),
+            initializer=initializers.glorot_uniform(
+              widths[i - 1], width, seed(2 + i)
+            ),
+          )
+        )
+      self.biases.append(
+        self.add_weight(name=f"bias_{i}", shape=(width,), initializer="zeros")
+      )
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -206,8 +243,12 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_tasks=self.num_tasks, num_experts=self.num_experts,
-                  indicator_dim=self.indicator_dim,
-                  hidden_units=list(self.hidden_units), top_k=self.top_k,
-                  seed=self.seed)
+    config.update(
+      num_tasks=self.num_tasks,
+      num_experts=self.num_experts,
+      indicator_dim=self.indicator_dim,
+      hidden_units=list(self.hidden_units),
+      top_k=self.top_k,
+      seed=self.seed,
+    )
     return config

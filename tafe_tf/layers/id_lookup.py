@@ -41,29 +41,40 @@ class IdLookup(tf.keras.layers.Layer):
     ids: int tensor of any shape. Returns int64 rows of the same shape.
   """
 
-  def __init__(self, field: features_lib.FieldSpec,
-               vocabulary_path: Optional[str] = None, **kwargs):
+  def __init__(
+    self,
+    field: features_lib.FieldSpec,
+    vocabulary_path: Optional[str] = None,
+    **kwargs,
+  ):
     kwargs.setdefault("name", f"lookup_{field.name}")
     kwargs.setdefault("trainable", False)
     super().__init__(**kwargs)
     if not field.is_id:
-      raise ValueError(f"field {field.name!r} is {field.kind.value!r}, not an "
-                       "id field")
+      raise ValueError(
+        f"field {field.name!r} is {field.kind.value!r}, not an id field"
+      )
     self.field = field
     self.vocabulary_path = vocabulary_path
     self._table = None
     if field.lookup == features_lib.LookupKind.VOCABULARY and field.num_ids:
       if not vocabulary_path:
-        raise ValueError(f"field {field.name!r}: vocabulary lookup needs "
-                         "vocabulary_path")
+        raise ValueError(
+          f"field {field.name!r}: vocabulary lookup needs vocabulary_path"
+        )
       if not tf.io.gfile.exists(vocabulary_path):
-        raise FileNotFoundError(f"field {field.name!r}: vocabulary file "
-                                f"{vocabulary_path} does not exist")
+        raise FileNotFoundError(
+          f"field {field.name!r}: vocabulary file "
+          f"{vocabulary_path} does not exist"
+        )
       initializer = tf.lookup.TextFileInitializer(
-          vocabulary_path,
-          key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-          value_dtype=tf.int64, value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-          vocab_size=field.num_ids)
+        vocabulary_path,
+        key_dtype=tf.int64,
+        key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+        value_dtype=tf.int64,
+        value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        vocab_size=field.num_ids,
+      )
       # Unseen -> -1, so "+ 1" below sends it to the OOV row 0.
       self._table = tf.lookup.StaticHashTable(initializer, default_value=-1)
 
@@ -78,15 +89,16 @@ class IdLookup(tf.keras.layers.Layer):
       if self._table is None:  # an empty vocabulary: everything is OOV
         return tf.zeros_like(ids)
       return self._table.lookup(ids) + 1
-    buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(ids),
-                                             self.field.num_ids)
-    return tf.where(ids == features_lib.PAD_ID, tf.zeros_like(ids),
-                    buckets + 1)
+    buckets = tf.strings.to_hash_bucket_fast(
+      tf.strings.as_string(ids), self.field.num_ids
+    )
+    return tf.where(ids == features_lib.PAD_ID, tf.zeros_like(ids), buckets + 1)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(field=self.field.to_json(),
-                  vocabulary_path=self.vocabulary_path)
+    config.update(
+      field=self.field.to_json(), vocabulary_path=self.vocabulary_path
+    )
     return config
 
   @classmethod

@@ -27,8 +27,9 @@ def derive_seed(seed: Optional[int], salt: int) -> Optional[int]:
   return (int(seed) * 1_000_003 + 7919 * (int(salt) + 1)) % _SEED_MODULUS
 
 
-def glorot_uniform(fan_in: int, fan_out: int, seed: Optional[int]
-                   ) -> tf.keras.initializers.Initializer:
+def glorot_uniform(
+  fan_in: int, fan_out: int, seed: Optional[int]
+) -> tf.keras.initializers.Initializer:
   """Glorot-uniform for one ``fan_in x fan_out`` matrix of a stacked kernel.
 
   Keras' own GlorotUniform treats leading kernel axes as a receptive field and

@@ -36,12 +36,16 @@ def log1mexp(x: tf.Tensor) -> tf.Tensor:
   near_zero = x > _LOG_HALF
   safe_near = tf.where(near_zero, x, -1.0)
   safe_far = tf.where(near_zero, -1.0, x)
-  return tf.where(near_zero, tf.math.log(-tf.math.expm1(safe_near)),
-                  tf.math.log1p(-tf.exp(safe_far)))
+  return tf.where(
+    near_zero,
+    tf.math.log(-tf.math.expm1(safe_near)),
+    tf.math.log1p(-tf.exp(safe_far)),
+  )
 
 
-def step_log_probabilities(logits: tf.Tensor, chained: bool
-                           ) -> Tuple[tf.Tensor, tf.Tensor]:
+def step_log_probabilities(
+  logits: tf.Tensor, chained: bool
+) -> Tuple[tf.Tensor, tf.Tensor]:
   """``(log p, log(1 - p))``, each ``[B, T]`` float32, of the entire-space p_t.
 
   Args:
@@ -55,13 +59,15 @@ def step_log_probabilities(logits: tf.Tensor, chained: bool
   return tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
 
 
-def conditional_probabilities(logits: tf.Tensor, log_p: tf.Tensor,
-                              chained: bool) -> tf.Tensor:
+def conditional_probabilities(
+  logits: tf.Tensor, log_p: tf.Tensor, chained: bool
+) -> tf.Tensor:
   """Float32 ``[B, T]`` q_t: ``sigmoid(l_t)`` or (independent) p_t/p_{t-1}."""
   if chained:
     return tf.sigmoid(tf.cast(logits, tf.float32))
-  log_q = tf.concat([log_p[:, :1],
-                     tf.minimum(log_p[:, 1:] - log_p[:, :-1], 0.0)], axis=1)
+  log_q = tf.concat(
+    [log_p[:, :1], tf.minimum(log_p[:, 1:] - log_p[:, :-1], 0.0)], axis=1
+  )
   return tf.exp(log_q)
 
 
@@ -81,8 +87,7 @@ class ChainedProbabilities(tf.keras.layers.Layer):
 
   def call(self, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     log_p, _ = step_log_probabilities(logits, self.chained)
-    return tf.exp(log_p), conditional_probabilities(logits, log_p,
-                                                    self.chained)
+    return tf.exp(log_p), conditional_probabilities(logits, log_p, self.chained)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()

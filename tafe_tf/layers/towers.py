@@ -33,34 +33,59 @@ class TaskTower(tf.keras.layers.Layer):
   ``(u [B, G, units[-1] or in], logits [B, G])``.
   """
 
-  def __init__(self, num_towers: int, units: Sequence[int] = (),
-               gated: bool = False, dropout: float = 0.0,
-               seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    num_towers: int,
+    units: Sequence[int] = (),
+    gated: bool = False,
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.num_towers = num_towers
     self.units = tuple(int(u) for u in units)
     self.gated = gated
     self.dropout = dropout
     self.seed = seed
-    self.hidden = experts_lib.ExpertBank(
-        num_towers, 1, self.units, dropout=dropout,
+    self.hidden = (
+      experts_lib.ExpertBank(
+        num_towers,
+        1,
+        self.units,
+        dropout=dropout,
         seed=initializers.derive_seed(seed, 0),
-        name="hidden") if self.units else None
+        name="hidden",
+      )
+      if self.units
+      else None
+    )
     self.head = experts_lib.ExpertBank(
-        num_towers, 1, (1,), activation=None,
-        seed=initializers.derive_seed(seed, 1), name="logit")
+      num_towers,
+      1,
+      (1,),
+      activation=None,
+      seed=initializers.derive_seed(seed, 1),
+      name="logit",
+    )
     self._gate_bank = None
 
   def build(self, input_shape: tf.TensorShape) -> None:
     if self.gated:
       width = int(tf.TensorShape(input_shape)[-1])
       self._gate_bank = experts_lib.ExpertBank(
-          self.num_towers, 1, (width,), activation="sigmoid",
-          seed=initializers.derive_seed(self.seed, 2), name="feature_gate")
+        self.num_towers,
+        1,
+        (width,),
+        activation="sigmoid",
+        seed=initializers.derive_seed(self.seed, 2),
+        name="feature_gate",
+      )
     super().build(input_shape)
 
-  def call(self, inputs: tf.Tensor, training: Optional[bool] = None
-           ) -> Tuple[tf.Tensor, tf.Tensor]:
+  def call(
+    self, inputs: tf.Tensor, training: Optional[bool] = None
+  ) -> Tuple[tf.Tensor, tf.Tensor]:
     # A [B, in] input stays one tensor (the banks take it as every tower's
     # input, one GEMM for all towers) instead of being copied per tower;
     # reshapes, not slices, drop the banks' unit axes (a slice's gradient is
@@ -81,6 +106,11 @@ class TaskTower(tf.keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(num_towers=self.num_towers, units=list(self.units),
-                  gated=self.gated, dropout=self.dropout, seed=self.seed)
+    config.update(
+      num_towers=self.num_towers,
+      units=list(self.units),
+      gated=self.gated,
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config

@@ -37,10 +37,12 @@ from tafe_tf.layers import initializers
 
 
 def tpu_embedding_feature_config(
-    schema: features_lib.Schema, embedding_dim: int,
-    field_embedding_dims: Optional[Mapping[str, int]] = None,
-    optimizer: Optional[Any] = None,
-    seed: Optional[int] = None) -> Dict[str, Any]:
+  schema: features_lib.Schema,
+  embedding_dim: int,
+  field_embedding_dims: Optional[Mapping[str, int]] = None,
+  optimizer: Optional[Any] = None,
+  seed: Optional[int] = None,
+) -> Dict[str, Any]:
   """``tf.tpu.experimental.embedding.FeatureConfig`` per id field.
 
   One ``TableConfig`` per table of :class:`FeatureEmbedding`'s fused layout
@@ -63,28 +65,38 @@ def tpu_embedding_feature_config(
     seed: Seed of the table initialisers, derived per table as
       ``FeatureEmbedding`` derives its own (same seed, same initial tables).
   """
-  groups = embedding_lib.table_groups(schema, embedding_dim,
-                                      field_embedding_dims)
+  groups = embedding_lib.table_groups(
+    schema, embedding_dim, field_embedding_dims
+  )
   config = {}
   for i, g in enumerate(groups):
     table = tf.tpu.experimental.embedding.TableConfig(
-        vocabulary_size=g.num_rows, dim=g.dim,
-        initializer=initializers.embedding_uniform(
-            initializers.derive_seed(seed, i)),
-        optimizer=optimizer, combiner="mean", name=g.name)
+      vocabulary_size=g.num_rows,
+      dim=g.dim,
+      initializer=initializers.embedding_uniform(
+        initializers.derive_seed(seed, i)
+      ),
+      optimizer=optimizer,
+      combiner="mean",
+      name=g.name,
+    )
     for f in g.fields:
       config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(
-          table=table, name=f.name)
+        table=table, name=f.name
+      )
   return config
 
 
-def tpu_row_offsets(schema: features_lib.Schema, embedding_dim: int,
-                    field_embedding_dims: Optional[Mapping[str, int]] = None
-                    ) -> Dict[str, int]:
+def tpu_row_offsets(
+  schema: features_lib.Schema,
+  embedding_dim: int,
+  field_embedding_dims: Optional[Mapping[str, int]] = None,
+) -> Dict[str, int]:
   """First row of each id field's block in its TPU table (fused layout)."""
   out = {}
-  for g in embedding_lib.table_groups(schema, embedding_dim,
-                                      field_embedding_dims):
+  for g in embedding_lib.table_groups(
+    schema, embedding_dim, field_embedding_dims
+  ):
     out.update(g.offsets)
   return out
 
@@ -104,21 +116,36 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
   Call: as ``FeatureEmbedding`` (ragged or padded lists, raw ids or rows).
   """
 
-  def __init__(self, schema: features_lib.Schema, embedding_dim: int,
-               field_embedding_dims: Optional[Mapping[str, int]] = None,
-               output_mode: str = embedding_lib.FLAT,
-               seed: Optional[int] = None, optimizer: Optional[Any] = None,
-               **kwargs):
-    super().__init__(schema, embedding_dim, field_embedding_dims, fused=True,
-                     output_mode=output_mode, seed=seed, **kwargs)
-    self._row_offsets = tpu_row_offsets(schema, embedding_dim,
-                                        field_embedding_dims)
+  def __init__(
+    self,
+    schema: features_lib.Schema,
+    embedding_dim: int,
+    field_embedding_dims: Optional[Mapping[str, int]] = None,
+    output_mode: str = embedding_lib.FLAT,
+    seed: Optional[int] = None,
+    optimizer: Optional[Any] = None,
+    **kwargs,
+  ):
+    super().__init__(
+      schema,
+      embedding_dim,
+      field_embedding_dims,
+      fused=True,
+      output_mode=output_mode,
+      seed=seed,
+      **kwargs,
+    )
+    self._row_offsets = tpu_row_offsets(
+      schema, embedding_dim, field_embedding_dims
+    )
     # Created now, in the caller's strategy scope: TFRS picks the TPU or the
     # CPU implementation from the strategy current at construction.
     self.tpu_embedding = tfrs.layers.embedding.TPUEmbedding(
-        tpu_embedding_feature_config(schema, embedding_dim,
-                                     field_embedding_dims, seed=seed),
-        optimizer=optimizer)
+      tpu_embedding_feature_config(
+        schema, embedding_dim, field_embedding_dims, seed=seed
+      ),
+      optimizer=optimizer,
+    )
 
   def _build_tables(self) -> Dict[str, tf.Variable]:
     return {}  # the TPUEmbedding holds them
@@ -127,10 +154,13 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
   def tables(self) -> Dict[str, tf.Variable]:
     """The TPUEmbedding's table variables by table name (built layer)."""
     if not self.built:
-      raise ValueError(f"{self.name}: call the layer (or build it) before "
-                       "reading its tables")
-    return {table.name: variable for table, variable
-            in self.tpu_embedding.embedding_tables.items()}
+      raise ValueError(
+        f"{self.name}: call the layer (or build it) before reading its tables"
+      )
+    return {
+      table.name: variable
+      for table, variable in self.tpu_embedding.embedding_tables.items()
+    }
 
   def _id_vectors(self, features: Mapping[str, Any]) -> Dict[str, tf.Tensor]:
     """``[B, dim]`` per id field, from one TPUEmbedding call."""
@@ -140,21 +170,26 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
       for f in g.single:
         field_ids = self._ids(features, f)
         if field_ids.shape.rank != 1:
-          raise ValueError(f"field {f.name!r}: expected ids of shape "
-                           f"[batch], got {field_ids.shape}")
-        ids[f.name] = (self._rows(features, f, field_ids)
-                       + self._row_offsets[f.name])
+          raise ValueError(
+            f"field {f.name!r}: expected ids of shape "
+            f"[batch], got {field_ids.shape}"
+          )
+        ids[f.name] = (
+          self._rows(features, f, field_ids) + self._row_offsets[f.name]
+        )
         weights[f.name] = None
       for f in g.multi:
         # Ragged or padded, raw ids or rows; padding entries get weight 0.
         values, w, row_ids, batch = embedding_lib.flat_weighted_ids(
-            self._ids(features, f), self._get(features, f.weight_key),
-            f.name)
+          self._ids(features, f), self._get(features, f.weight_key), f.name
+        )
         rows = self._rows(features, f, values) + self._row_offsets[f.name]
         ids[f.name] = tf.RaggedTensor.from_value_rowids(
-            rows, row_ids, nrows=batch).to_sparse()
+          rows, row_ids, nrows=batch
+        ).to_sparse()
         weights[f.name] = tf.RaggedTensor.from_value_rowids(
-            w, row_ids, nrows=batch).to_sparse()
+          w, row_ids, nrows=batch
+        ).to_sparse()
     return self.tpu_embedding(ids, weights)
 
   def call(self, features: Mapping[str, Any]) -> tf.Tensor:

@@ -46,18 +46,28 @@ class DependenceTransfer(tf.keras.layers.Layer):
   Call: ``(h [B, D], u [B, D_u])`` -> ``z [B, D]``.
   """
 
-  def __init__(self, mode: str = GATED, stop_gradient: bool = False,
-               dropout: float = 0.0, seed: Optional[int] = None, **kwargs):
+  def __init__(
+    self,
+    mode: str = GATED,
+    stop_gradient: bool = False,
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if mode not in TRANSFER_MODES:
-      raise ValueError(f"transfer mode must be one of {TRANSFER_MODES}, got "
-                       f"{mode!r}")
+      raise ValueError(
+        f"transfer mode must be one of {TRANSFER_MODES}, got {mode!r}"
+      )
     self.mode = mode
     self.stop_gradient = stop_gradient
     self.dropout = dropout
     self.seed = seed
-    self._dropout = tf.keras.layers.Dropout(
-        dropout, seed=initializers.derive_seed(seed, 99)) if dropout else None
+    self._dropout = (
+      tf.keras.layers.Dropout(dropout, seed=initializers.derive_seed(seed, 99))
+      if dropout
+      else None
+    )
 
   def build(self, input_shape: Tuple[tf.TensorShape, tf.TensorShape]) -> None:
     h_shape, u_shape = (tf.TensorShape(s) for s in input_shape)
@@ -66,42 +76,48 @@ class DependenceTransfer(tf.keras.layers.Layer):
     glorot = initializers.glorot_uniform
     if self.mode == GATED:
       self.gate_kernel = self.add_weight(
-          name="gate_kernel", shape=(d + d_u, d),
-          initializer=glorot(d + d_u, d, seed(0)))
-      self.gate_bias = self.add_weight(name="gate_bias", shape=(d,),
-                                       initializer="zeros")
+        name="gate_kernel",
+        shape=(d + d_u, d),
+        initializer=glorot(d + d_u, d, seed(0)),
+      )
+      self.gate_bias = self.add_weight(
+        name="gate_bias", shape=(d,), initializer="zeros"
+      )
       self.value_kernel = self.add_weight(
-          name="value_kernel", shape=(d_u, d), initializer=glorot(d_u, d,
-                                                                  seed(1)))
+        name="value_kernel", shape=(d_u, d), initializer=glorot(d_u, d, seed(1))
+      )
     elif self.mode == ATTENTION:
       self.info_kernel = self.add_weight(
-          name="info_kernel", shape=(d_u, d), initializer=glorot(d_u, d,
-                                                                 seed(0)))
-      self.info_bias = self.add_weight(name="info_bias", shape=(d,),
-                                       initializer="zeros")
+        name="info_kernel", shape=(d_u, d), initializer=glorot(d_u, d, seed(0))
+      )
+      self.info_bias = self.add_weight(
+        name="info_bias", shape=(d,), initializer="zeros"
+      )
       self.qkv_kernel = self.add_weight(
-          name="qkv_kernel", shape=(3, d, d), initializer=glorot(d, d,
-                                                                 seed(1)))
+        name="qkv_kernel", shape=(3, d, d), initializer=glorot(d, d, seed(1))
+      )
     super().build(input_shape)
 
-  def _maybe_dropout(self, x: tf.Tensor, training: Optional[bool]
-                     ) -> tf.Tensor:
+  def _maybe_dropout(self, x: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
     return self._dropout(x, training=training) if self._dropout else x
 
-  def call(self, inputs: Tuple[tf.Tensor, tf.Tensor],
-           training: Optional[bool] = None) -> tf.Tensor:
+  def call(
+    self, inputs: Tuple[tf.Tensor, tf.Tensor], training: Optional[bool] = None
+  ) -> tf.Tensor:
     h, u = inputs
     if self.mode == NONE:
       return h
     if self.stop_gradient:
       u = tf.stop_gradient(u)
     if self.mode == GATED:
-      gate = tf.sigmoid(tf.matmul(tf.concat([h, u], axis=-1),
-                                  self.gate_kernel) + self.gate_bias)
+      gate = tf.sigmoid(
+        tf.matmul(tf.concat([h, u], axis=-1), self.gate_kernel) + self.gate_bias
+      )
       value = self._maybe_dropout(tf.matmul(u, self.value_kernel), training)
       return h + gate * value
     info = self._maybe_dropout(
-        tf.nn.relu(tf.matmul(u, self.info_kernel) + self.info_bias), training)
+      tf.nn.relu(tf.matmul(u, self.info_kernel) + self.info_bias), training
+    )
     tokens = tf.stack([h, info], axis=1)  # [B, 2, D]
     q, k, v = tf.unstack(tf.einsum("bnd,cde->cbne", tokens, self.qkv_kernel))
     scores = tf.reduce_sum(q * k, axis=-1) / math.sqrt(float(h.shape[-1]))
@@ -110,6 +126,10 @@ class DependenceTransfer(tf.keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(mode=self.mode, stop_gradient=self.stop_gradient,
-                  dropout=self.dropout, seed=self.seed)
+    config.update(
+      mode=self.mode,
+      stop_gradient=self.stop_gradient,
+      dropout=self.dropout,
+      seed=self.seed,
+    )
     return config

@@ -14,30 +14,48 @@ from typing import Any, Dict, Tuple, Type
 
 from tafe_tf import features as features_lib
 from tafe_tf.models.aitm import AITM
-from tafe_tf.models.base import BaseHParams
-from tafe_tf.models.base import MultiStepModel
+from tafe_tf.models.base import BaseHParams, MultiStepModel
 from tafe_tf.models.esmm import ESMM
 from tafe_tf.models.mmoe import MMoE
 from tafe_tf.models.ple import PLE
 from tafe_tf.models.shared_bottom import SharedBottom
 from tafe_tf.models.tafe import TAFE
 
-__all__ = ["AITM", "BaseHParams", "ESMM", "MMoE", "MODEL_NAMES",
-           "MultiStepModel", "PLE", "SharedBottom", "TAFE", "build_model",
-           "hparams_class", "model_class"]
+__all__ = [
+  "AITM",
+  "BaseHParams",
+  "ESMM",
+  "MMoE",
+  "MODEL_NAMES",
+  "MultiStepModel",
+  "PLE",
+  "SharedBottom",
+  "TAFE",
+  "build_model",
+  "hparams_class",
+  "model_class",
+]
 
-MODEL_NAMES: Tuple[str, ...] = ("tafe", "esmm", "mmoe", "ple", "aitm",
-                                "shared_bottom")
+MODEL_NAMES: Tuple[str, ...] = (
+  "tafe",
+  "esmm",
+  "mmoe",
+  "ple",
+  "aitm",
+  "shared_bottom",
+)
 
 _MODELS: Dict[str, Type[MultiStepModel]] = {
-    cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom)}
+  cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom)
+}
 
 
 def model_class(name: str) -> Type[MultiStepModel]:
   """The class of model ``name``; ValueError naming the valid names."""
   if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r}; valid names: "
-                     f"{', '.join(MODEL_NAMES)}")
+    raise ValueError(
+      f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}"
+    )
   return _MODELS[name]
 
 
@@ -46,8 +64,9 @@ def hparams_class(name: str) -> Type[BaseHParams]:
   return model_class(name).HParams
 
 
-def build_model(name: str, schema: features_lib.Schema,
-                **hparams: Any) -> MultiStepModel:
+def build_model(
+  name: str, schema: features_lib.Schema, **hparams: Any
+) -> MultiStepModel:
   """Builds model ``name`` for ``schema``.
 
   Args:

@@ -29,6 +29,7 @@ class AITMHParams(base.BaseHParams):
     tower_units: Widths of each step's tower (the reference: 128, 64, 32).
     calibration_weight: The calibrator weight (0.6 in the reference).
   """
+
   tower_units: Tuple[int, ...] = (128, 64, 32)
   calibration_weight: float = 0.6
 
@@ -44,26 +45,43 @@ class AITM(base.MultiStepModel):
     hp = self.make_hparams(**hparams)
     super().__init__(schema, hp, chained=False)
     num_steps = len(self.steps)
-    self.towers = experts.ExpertBank(num_steps, 1, hp.tower_units,
-                                     dropout=hp.dropout, seed=self._seed(1),
-                                     name="towers")
+    self.towers = experts.ExpertBank(
+      num_steps,
+      1,
+      hp.tower_units,
+      dropout=hp.dropout,
+      seed=self._seed(1),
+      name="towers",
+    )
     self.transfers = [
-        transfer_lib.DependenceTransfer(
-            transfer_lib.ATTENTION, dropout=hp.dropout,
-            seed=self._seed(100 + t), name=f"ait_{step}")
-        for t, step in enumerate(self.steps) if t > 0]
-    self.heads = experts.ExpertBank(num_steps, 1, (1,), activation=None,
-                                    seed=self._seed(2), name="heads")
+      transfer_lib.DependenceTransfer(
+        transfer_lib.ATTENTION,
+        dropout=hp.dropout,
+        seed=self._seed(100 + t),
+        name=f"ait_{step}",
+      )
+      for t, step in enumerate(self.steps)
+      if t > 0
+    ]
+    self.heads = experts.ExpertBank(
+      num_steps, 1, (1,), activation=None, seed=self._seed(2), name="heads"
+    )
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    towers = tf.unstack(tf.squeeze(
-        self.towers(self.embedding(features), training=training), axis=2),
-                        axis=1)
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    towers = tf.unstack(
+      tf.squeeze(
+        self.towers(self.embedding(features), training=training), axis=2
+      ),
+      axis=1,
+    )
     transferred = [towers[0]]
     for t in range(1, len(self.steps)):
-      transferred.append(self.transfers[t - 1](
-          (towers[t], transferred[-1]), training=training))
-    logits = tf.reshape(self.heads(tf.stack(transferred, axis=1)),
-                        [-1, len(self.steps)])
+      transferred.append(
+        self.transfers[t - 1]((towers[t], transferred[-1]), training=training)
+      )
+    logits = tf.reshape(
+      self.heads(tf.stack(transferred, axis=1)), [-1, len(self.steps)]
+    )
     return logits, {}

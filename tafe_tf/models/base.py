@@ -19,8 +19,7 @@ same architecture; ``hparams`` holds every hyperparameter, defaults included.
 from __future__ import annotations
 
 import dataclasses
-from typing import (Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple,
-                    Type)
+from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -29,9 +28,7 @@ from tafe_tf import features as features_lib
 from tafe_tf import losses as losses_lib
 from tafe_tf import metrics as metrics_lib
 from tafe_tf.layers import embedding as embedding_lib
-from tafe_tf.layers import initializers
-from tafe_tf.layers import probabilities
-from tafe_tf.layers import tpu_embedding
+from tafe_tf.layers import initializers, probabilities, tpu_embedding
 
 LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
 
@@ -71,6 +68,7 @@ class BaseHParams:
       engine for the tables (used on TPUs only; elsewhere the model's
       optimizer trains them).
   """
+
   embedding_dim: int = 16
   field_embedding_dims: Optional[Dict[str, int]] = None
   dropout: float = 0.0
@@ -96,12 +94,15 @@ class BaseHParams:
 
   def to_json(self) -> Dict[str, Any]:
     """Every hyperparameter, defaults included, as JSON values."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self).items()}
+    return {
+      k: list(v) if isinstance(v, tuple) else v
+      for k, v in dataclasses.asdict(self).items()
+    }
 
 
-def check_hparam_names(model_name: str, hparams_class: Type[BaseHParams],
-                       names: Iterable[str]) -> None:
+def check_hparam_names(
+  model_name: str, hparams_class: Type[BaseHParams], names: Iterable[str]
+) -> None:
   """Raises ValueError unless every name is a field of ``hparams_class``:
   ``"mmoe takes no hyperparameter 'num_levels'; its hyperparameters: ..."``
   (sorted)."""
@@ -109,19 +110,23 @@ def check_hparam_names(model_name: str, hparams_class: Type[BaseHParams],
   unknown = sorted(set(names) - set(valid))
   if unknown:
     raise ValueError(
-        f"{model_name} takes no hyperparameter{'s' if len(unknown) > 1 else ''}"
-        f" {', '.join(repr(n) for n in unknown)}; its hyperparameters: "
-        f"{', '.join(valid)}")
+      f"{model_name} takes no hyperparameter{'s' if len(unknown) > 1 else ''}"
+      f" {', '.join(repr(n) for n in unknown)}; its hyperparameters: "
+      f"{', '.join(valid)}"
+    )
 
 
 def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:
   """The TPU embedding engine's optimizer under a TPUStrategy, else None (the
   tables are then ordinary variables trained by the model's optimizer)."""
   strategy = tf.distribute.get_strategy()
-  if isinstance(strategy, (tf.distribute.TPUStrategy,
-                           tf.distribute.experimental.TPUStrategy)):
+  if isinstance(
+    strategy,
+    (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy),
+  ):
     return tf.tpu.experimental.embedding.Adam(
-        learning_rate=hparams.tpu_embedding_learning_rate)
+      learning_rate=hparams.tpu_embedding_learning_rate
+    )
   return None
 
 
@@ -141,9 +146,14 @@ class MultiStepModel(tfrs.Model):
   MODEL_NAME: ClassVar[str] = ""
   HParams: ClassVar[Type[BaseHParams]] = BaseHParams
 
-  def __init__(self, schema: features_lib.Schema, hparams: BaseHParams,
-               chained: bool, embedding_output_mode: str = embedding_lib.FLAT,
-               **kwargs):
+  def __init__(
+    self,
+    schema: features_lib.Schema,
+    hparams: BaseHParams,
+    chained: bool,
+    embedding_output_mode: str = embedding_lib.FLAT,
+    **kwargs,
+  ):
     kwargs.setdefault("name", self.MODEL_NAME or None)
     super().__init__(**kwargs)
     self.hparams = hparams
@@ -153,31 +163,42 @@ class MultiStepModel(tfrs.Model):
     self.steps = schema.steps
     self.chained = chained
     self.dtl_loss = losses_lib.DTLLoss(
-        num_steps=len(self.steps), chained=chained,
-        step_weights=hparams.step_weights,
-        calibration_weight=hparams.calibration_weight,
-        conditional_weight=hparams.conditional_weight)
+      num_steps=len(self.steps),
+      chained=chained,
+      step_weights=hparams.step_weights,
+      calibration_weight=hparams.calibration_weight,
+      conditional_weight=hparams.conditional_weight,
+    )
     if hparams.tpu_embedding:
       self.embedding = tpu_embedding.TPUFeatureEmbedding(
-          schema, hparams.embedding_dim, hparams.field_embedding_dims,
-          output_mode=embedding_output_mode, seed=self._seed(0),
-          optimizer=_tpu_table_optimizer(hparams),
-          name="feature_embedding")
+        schema,
+        hparams.embedding_dim,
+        hparams.field_embedding_dims,
+        output_mode=embedding_output_mode,
+        seed=self._seed(0),
+        optimizer=_tpu_table_optimizer(hparams),
+        name="feature_embedding",
+      )
     else:
       self.embedding = embedding_lib.FeatureEmbedding(
-          schema, hparams.embedding_dim, hparams.field_embedding_dims,
-          fused=hparams.fused_embedding,
-          output_mode=embedding_output_mode, seed=self._seed(0),
-          name="feature_embedding")
+        schema,
+        hparams.embedding_dim,
+        hparams.field_embedding_dims,
+        fused=hparams.fused_embedding,
+        output_mode=embedding_output_mode,
+        seed=self._seed(0),
+        name="feature_embedding",
+      )
     self.probabilities = probabilities.ChainedProbabilities(
-        chained, name="probabilities")
-    self.step_metrics = metrics_lib.StepMetrics(self.steps,
-                                                name="step_metrics")
+      chained, name="probabilities"
+    )
+    self.step_metrics = metrics_lib.StepMetrics(self.steps, name="step_metrics")
     # Running means of the losses over an epoch (and over a whole evaluate):
     # tfrs itself logs the last batch's loss, which made val_loss (and with it
     # the kept epoch) depend on the last validation batch alone.
-    self.loss_means = metrics_lib.RunningMeans(LOSS_LOG_NAMES,
-                                               name="loss_means")
+    self.loss_means = metrics_lib.RunningMeans(
+      LOSS_LOG_NAMES, name="loss_means"
+    )
     # Every value train_step/test_step return is a metric's result, which
     # Keras computes from the metric state summed over all replicas and
     # workers: each replica already holds the global value. Keras' default
@@ -214,14 +235,16 @@ class MultiStepModel(tfrs.Model):
   # AutoGraph's source conversion of every layer was two thirds of TAFE's
   # train-step tracing time (9.3 s of 15 s; 4.6 s without it).
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """``(logits [B, T], gate weights by name)``; subclasses implement."""
     raise NotImplementedError(f"{type(self).__name__} must implement _forward")
 
   @tf.autograph.experimental.do_not_convert
-  def step_logits(self, features: Mapping[str, Any],
-                  training: bool = False) -> tf.Tensor:
+  def step_logits(
+    self, features: Mapping[str, Any], training: bool = False
+  ) -> tf.Tensor:
     """Float32 ``[B, T]`` step logits (conditional when ``chained``)."""
     logits, _ = self._forward(features, training)
     return tf.cast(logits, tf.float32)
@@ -250,14 +273,17 @@ class MultiStepModel(tfrs.Model):
       out["ctr"], out["cvr"], out["ctcvr"] = p[:, 0], q[:, 1], p[:, 1]
     return out
 
-  def call(self, features: Mapping[str, Any], training: bool = False
-           ) -> Dict[str, tf.Tensor]:
+  def call(
+    self, features: Mapping[str, Any], training: bool = False
+  ) -> Dict[str, tf.Tensor]:
     return self.outputs_from_logits(self.step_logits(features, training))
 
   @tf.autograph.experimental.do_not_convert
-  def compute_loss(self, inputs: Tuple[Mapping[str, Any],
-                                       Mapping[str, tf.Tensor]],
-                   training: bool = False) -> tf.Tensor:
+  def compute_loss(
+    self,
+    inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]],
+    training: bool = False,
+  ) -> tf.Tensor:
     """The DTL loss of a ``(features, labels)`` batch; updates step metrics."""
     features, labels = inputs
     logits = self.step_logits(features, training)
@@ -287,35 +313,43 @@ class MultiStepModel(tfrs.Model):
     if scaling:
       gradients = optimizer.get_unscaled_gradients(gradients)
     optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    return self._logs(loss, regularization, batch,
-                      with_step_metrics=self.hparams.train_metrics)
+    return self._logs(
+      loss, regularization, batch, with_step_metrics=self.hparams.train_metrics
+    )
 
   def test_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
     """One evaluation batch; logs running mean losses over the whole run."""
     _, loss, regularization, batch = self._loss_terms(inputs, False)
     return self._logs(loss, regularization, batch)
 
-  def _loss_terms(self, inputs: Any, training: bool
-              ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  def _loss_terms(
+    self, inputs: Any, training: bool
+  ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(objective to differentiate, DTL loss, regularisation, batch size)."""
     loss = self.compute_loss(inputs, training=training)
     regularization = tf.reduce_sum(
-        [tf.reduce_sum(extra) for extra in self.losses])
+      [tf.reduce_sum(extra) for extra in self.losses]
+    )
     objective = loss + tf.nn.scale_regularization_loss(regularization)
     labels = inputs[1]
     batch = tf.shape(labels[self.steps[0]])[0]
     return objective, loss, regularization, batch
 
-  def _logs(self, loss: tf.Tensor, regularization: tf.Tensor,
-            batch: tf.Tensor, with_step_metrics: bool = True
-            ) -> Dict[str, tf.Tensor]:
+  def _logs(
+    self,
+    loss: tf.Tensor,
+    regularization: tf.Tensor,
+    batch: tf.Tensor,
+    with_step_metrics: bool = True,
+  ) -> Dict[str, tf.Tensor]:
     """Updates the loss means (per example) and returns the logs."""
     # compute_average_loss divides this replica's loss sum by the global
     # batch (local batch x replicas): times replicas is the local mean.
     local_mean = loss * tf.distribute.get_strategy().num_replicas_in_sync
     self.loss_means.update_state(
-        (local_mean, regularization, local_mean + regularization),
-        sample_weight=tf.cast(batch, tf.float32))
+      (local_mean, regularization, local_mean + regularization),
+      sample_weight=tf.cast(batch, tf.float32),
+    )
     shown = self.metrics if with_step_metrics else self.loss_means.metrics
     return {metric.name: metric.result() for metric in shown}
 
@@ -341,17 +375,21 @@ class MultiStepModel(tfrs.Model):
     self(features_lib.dummy_batch(self.input_schema), training=False)
 
   def get_config(self) -> Dict[str, Any]:
-    return {"model": self.MODEL_NAME, "hparams": self.hparams.to_json(),
-            "schema": self.input_schema.to_json(),
-            "schema_directory": self.input_schema.directory}
+    return {
+      "model": self.MODEL_NAME,
+      "hparams": self.hparams.to_json(),
+      "schema": self.input_schema.to_json(),
+      "schema_directory": self.input_schema.directory,
+    }
 
   @classmethod
-  def from_config(cls, config: Dict[str, Any],
-                  custom_objects: Optional[Dict[str, Any]] = None
-                  ) -> "MultiStepModel":
+  def from_config(
+    cls, config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None
+  ) -> "MultiStepModel":
     del custom_objects
     schema = features_lib.Schema.from_json(
-        config["schema"], directory=config.get("schema_directory"))
+      config["schema"], directory=config.get("schema_directory")
+    )
     model_cls = _model_classes().get(config["model"])
     if model_cls is None:
       raise ValueError(f"unknown model {config['model']!r}")

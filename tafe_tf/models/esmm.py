@@ -22,6 +22,7 @@ from tafe_tf.models import base
 class ESMMHParams(base.BaseHParams):
   """ESMM's hyperparameters (plus :class:`base.BaseHParams`): ``tower_units``,
   the hidden widths of each step's tower."""
+
   tower_units: Tuple[int, ...] = (128, 64, 32)
 
 
@@ -35,11 +36,16 @@ class ESMM(base.MultiStepModel):
   def __init__(self, schema: features_lib.Schema, **hparams: Any):
     hp = self.make_hparams(**hparams)
     super().__init__(schema, hp, chained=True)
-    self.towers = towers.TaskTower(len(self.steps), hp.tower_units,
-                                   dropout=hp.dropout, seed=self._seed(1),
-                                   name="towers")
+    self.towers = towers.TaskTower(
+      len(self.steps),
+      hp.tower_units,
+      dropout=hp.dropout,
+      seed=self._seed(1),
+      name="towers",
+    )
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     _, logits = self.towers(self.embedding(features), training=training)
     return logits, {}

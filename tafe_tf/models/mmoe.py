@@ -13,8 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from tafe_tf.layers import extraction
-from tafe_tf.layers import towers
+from tafe_tf.layers import extraction, towers
 from tafe_tf.models import base
 
 
@@ -28,6 +27,7 @@ class MMoEHParams(base.BaseHParams):
     tower_units: Hidden widths of each step's tower.
     top_k: Sparse gates keeping k experts (None: dense softmax, the paper's).
   """
+
   num_experts: int = 4
   expert_units: Tuple[int, ...] = (64, 32)
   tower_units: Tuple[int, ...] = (32,)
@@ -46,17 +46,31 @@ class MMoE(base.MultiStepModel):
     super().__init__(schema, hp, chained=False)
     num_steps = len(self.steps)
     self.experts = extraction.CustomizedGateControl(
-        num_steps, hp.num_experts, 0, hp.expert_units, top_k=hp.top_k,
-        dropout=hp.dropout, seed=self._seed(1), name="mixture_of_experts")
-    self.towers = towers.TaskTower(num_steps, hp.tower_units,
-                                   dropout=hp.dropout, seed=self._seed(2),
-                                   name="towers")
+      num_steps,
+      hp.num_experts,
+      0,
+      hp.expert_units,
+      top_k=hp.top_k,
+      dropout=hp.dropout,
+      seed=self._seed(1),
+      name="mixture_of_experts",
+    )
+    self.towers = towers.TaskTower(
+      num_steps,
+      hp.tower_units,
+      dropout=hp.dropout,
+      seed=self._seed(2),
+      name="towers",
+    )
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x = self.embedding(features)
     out = self.experts((x, x), training=training)  # every step's input is x
     _, logits = self.towers(out["tasks"], training=training)
-    gates = {f"level0/{step}": weights for step, weights in
-             zip(self.steps, tf.unstack(out["gates"], axis=1))}
+    gates = {
+      f"level0/{step}": weights
+      for step, weights in zip(self.steps, tf.unstack(out["gates"], axis=1))
+    }
     return logits, gates

@@ -15,8 +15,7 @@ from typing import Any, Dict, Mapping, Tuple
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from tafe_tf.layers import extraction
-from tafe_tf.layers import towers
+from tafe_tf.layers import extraction, towers
 from tafe_tf.models import base
 
 
@@ -31,6 +30,7 @@ class PLEHParams(base.BaseHParams):
     tower_units: Hidden widths of each step's tower.
     num_levels: Stacked CGC levels.
   """
+
   num_experts: int = 2
   experts_per_task: int = 1
   expert_units: Tuple[int, ...] = (64, 32)
@@ -40,8 +40,10 @@ class PLEHParams(base.BaseHParams):
   def __post_init__(self):
     super().__post_init__()
     if self.num_levels < 1 or self.experts_per_task < 1:
-      raise ValueError("PLE needs num_levels >= 1 and experts_per_task >= 1, "
-                       f"got {self.num_levels} and {self.experts_per_task}")
+      raise ValueError(
+        "PLE needs num_levels >= 1 and experts_per_task >= 1, "
+        f"got {self.num_levels} and {self.experts_per_task}"
+      )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -56,17 +58,29 @@ class PLE(base.MultiStepModel):
     super().__init__(schema, hp, chained=False)
     num_steps = len(self.steps)
     self.levels = [
-        extraction.CustomizedGateControl(
-            num_steps, hp.num_experts, hp.experts_per_task, hp.expert_units,
-            shared_output=level < hp.num_levels - 1, dropout=hp.dropout,
-            seed=self._seed(10 + level), name=f"cgc_{level}")
-        for level in range(hp.num_levels)]
-    self.towers = towers.TaskTower(num_steps, hp.tower_units,
-                                   dropout=hp.dropout, seed=self._seed(2),
-                                   name="towers")
+      extraction.CustomizedGateControl(
+        num_steps,
+        hp.num_experts,
+        hp.experts_per_task,
+        hp.expert_units,
+        shared_output=level < hp.num_levels - 1,
+        dropout=hp.dropout,
+        seed=self._seed(10 + level),
+        name=f"cgc_{level}",
+      )
+      for level in range(hp.num_levels)
+    ]
+    self.towers = towers.TaskTower(
+      num_steps,
+      hp.tower_units,
+      dropout=hp.dropout,
+      seed=self._seed(2),
+      name="towers",
+    )
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x_shared = self.embedding(features)
     x_tasks = x_shared  # [B, in]: the same input for every step at level 0
     gates: Dict[str, tf.Tensor] = {}

@@ -12,8 +12,7 @@ from typing import Any, Dict, Mapping, Tuple
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
-from tafe_tf.layers import experts
-from tafe_tf.layers import towers
+from tafe_tf.layers import experts, towers
 from tafe_tf.models import base
 
 
@@ -25,6 +24,7 @@ class SharedBottomHParams(base.BaseHParams):
     expert_units: Widths of the shared bottom MLP.
     tower_units: Hidden widths of each step's tower.
   """
+
   expert_units: Tuple[int, ...] = (64, 32)
   tower_units: Tuple[int, ...] = (32,)
 
@@ -39,15 +39,27 @@ class SharedBottom(base.MultiStepModel):
   def __init__(self, schema: features_lib.Schema, **hparams: Any):
     hp = self.make_hparams(**hparams)
     super().__init__(schema, hp, chained=False)
-    self.bottom = experts.ExpertBank(1, 1, hp.expert_units, dropout=hp.dropout,
-                                     seed=self._seed(1), name="bottom")
-    self.towers = towers.TaskTower(len(self.steps), hp.tower_units,
-                                   dropout=hp.dropout, seed=self._seed(2),
-                                   name="towers")
+    self.bottom = experts.ExpertBank(
+      1,
+      1,
+      hp.expert_units,
+      dropout=hp.dropout,
+      seed=self._seed(1),
+      name="bottom",
+    )
+    self.towers = towers.TaskTower(
+      len(self.steps),
+      hp.tower_units,
+      dropout=hp.dropout,
+      seed=self._seed(2),
+      name="towers",
+    )
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     shared = self.bottom(self.embedding(features), training=training)
-    _, logits = self.towers(tf.reshape(shared, [-1, shared.shape[-1]]),
-                            training=training)
+    _, logits = self.towers(
+      tf.reshape(shared, [-1, shared.shape[-1]]), training=training
+    )
     return logits, {}

@@ -20,9 +20,7 @@ import tensorflow as tf
 
 from tafe_tf import features as features_lib
 from tafe_tf.layers import embedding as embedding_lib
-from tafe_tf.layers import extraction
-from tafe_tf.layers import interaction
-from tafe_tf.layers import towers
+from tafe_tf.layers import extraction, interaction, towers
 from tafe_tf.layers import transfer as transfer_lib
 from tafe_tf.models import base
 
@@ -56,6 +54,7 @@ class TAFEHParams(base.BaseHParams):
     chained: Conditional heads with chained probabilities (True) or
       independent entire-space heads (False).
   """
+
   num_experts: int = 4
   experts_per_task: int = 1
   expert_units: Tuple[int, ...] = (64, 32)
@@ -75,12 +74,16 @@ class TAFEHParams(base.BaseHParams):
   def __post_init__(self):
     super().__post_init__()
     if self.num_levels < 1 or self.num_experts < 1 or self.experts_per_task < 0:
-      raise ValueError("TAFE needs num_levels >= 1, num_experts >= 1 and "
-                       f"experts_per_task >= 0; got {self.num_levels}, "
-                       f"{self.num_experts}, {self.experts_per_task}")
+      raise ValueError(
+        "TAFE needs num_levels >= 1, num_experts >= 1 and "
+        f"experts_per_task >= 0; got {self.num_levels}, "
+        f"{self.num_experts}, {self.experts_per_task}"
+      )
     if self.transfer not in transfer_lib.TRANSFER_MODES:
-      raise ValueError(f"transfer must be one of {transfer_lib.TRANSFER_MODES},"
-                       f" got {self.transfer!r}")
+      raise ValueError(
+        f"transfer must be one of {transfer_lib.TRANSFER_MODES},"
+        f" got {self.transfer!r}"
+      )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -92,42 +95,80 @@ class TAFE(base.MultiStepModel):
 
   def __init__(self, schema: features_lib.Schema, **hparams: Any):
     hp = self.make_hparams(**hparams)
-    super().__init__(schema, hp, chained=hp.chained,
-                     embedding_output_mode=(embedding_lib.FIELDS
-                                            if hp.field_interaction else
-                                            embedding_lib.FLAT))
+    super().__init__(
+      schema,
+      hp,
+      chained=hp.chained,
+      embedding_output_mode=(
+        embedding_lib.FIELDS if hp.field_interaction else embedding_lib.FLAT
+      ),
+    )
     num_steps = len(self.steps)
-    self.field_interaction = interaction.FieldInteraction(
-        num_heads=hp.interaction_heads, seed=self._seed(1),
-        name="field_interaction") if hp.field_interaction else None
+    self.field_interaction = (
+      interaction.FieldInteraction(
+        num_heads=hp.interaction_heads,
+        seed=self._seed(1),
+        name="field_interaction",
+      )
+      if hp.field_interaction
+      else None
+    )
     self.shared_extraction = []
     self.task_extraction = []
     for level in range(hp.num_levels):
       last = level == hp.num_levels - 1
-      self.shared_extraction.append(extraction.AdaptivePatternExtraction(
-          num_steps, hp.num_experts, hp.expert_units, hp.indicator_dim,
-          hp.gate_units, hp.top_k, shared_output=not last,
-          task_indicators=hp.task_indicators, dropout=hp.dropout,
+      self.shared_extraction.append(
+        extraction.AdaptivePatternExtraction(
+          num_steps,
+          hp.num_experts,
+          hp.expert_units,
+          hp.indicator_dim,
+          hp.gate_units,
+          hp.top_k,
+          shared_output=not last,
+          task_indicators=hp.task_indicators,
+          dropout=hp.dropout,
           seed=self._seed(10 + 2 * level),
-          name=f"adaptive_pattern_extraction_{level}"))
+          name=f"adaptive_pattern_extraction_{level}",
+        )
+      )
       if hp.experts_per_task:
-        self.task_extraction.append(extraction.TaskSpecificExtraction(
-            num_steps, hp.experts_per_task, hp.expert_units,
-            dropout=hp.dropout, seed=self._seed(11 + 2 * level),
-            name=f"task_specific_extraction_{level}"))
+        self.task_extraction.append(
+          extraction.TaskSpecificExtraction(
+            num_steps,
+            hp.experts_per_task,
+            hp.expert_units,
+            dropout=hp.dropout,
+            seed=self._seed(11 + 2 * level),
+            name=f"task_specific_extraction_{level}",
+          )
+        )
     self.transfers = [
-        transfer_lib.DependenceTransfer(
-            hp.transfer, hp.transfer_stop_gradient, dropout=hp.dropout,
-            seed=self._seed(100 + t), name=f"transfer_{step}")
-        for t, step in enumerate(self.steps) if t > 0]
+      transfer_lib.DependenceTransfer(
+        hp.transfer,
+        hp.transfer_stop_gradient,
+        dropout=hp.dropout,
+        seed=self._seed(100 + t),
+        name=f"transfer_{step}",
+      )
+      for t, step in enumerate(self.steps)
+      if t > 0
+    ]
     self.towers = [
-        towers.TaskTower(1, hp.tower_units, gated=hp.gated_towers,
-                         dropout=hp.dropout, seed=self._seed(200 + t),
-                         name=f"tower_{step}")
-        for t, step in enumerate(self.steps)]
+      towers.TaskTower(
+        1,
+        hp.tower_units,
+        gated=hp.gated_towers,
+        dropout=hp.dropout,
+        seed=self._seed(200 + t),
+        name=f"tower_{step}",
+      )
+      for t, step in enumerate(self.steps)
+    ]
 
-  def _forward(self, features: Mapping[str, Any], training: bool
-               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  def _forward(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x = self.embedding(features)
     if self.field_interaction is not None:
       x = self.field_interaction(x)
@@ -143,11 +184,13 @@ class TAFE(base.MultiStepModel):
         gates[f"level{level}/shared"] = out["shared_gates"]
         x_shared = out["shared"]
       if self.task_extraction:
-        mixed = self.task_extraction[level]((x_tasks, h_tasks),
-                                            training=training)
+        mixed = self.task_extraction[level](
+          (x_tasks, h_tasks), training=training
+        )
         h_tasks = mixed["tasks"]
-        gates.update(_per_step(f"level{level}", self.steps, mixed["gates"],
-                               suffix="/mix"))
+        gates.update(
+          _per_step(f"level{level}", self.steps, mixed["gates"], suffix="/mix")
+        )
       x_tasks = h_tasks
     logits = []
     previous = None
@@ -161,8 +204,11 @@ class TAFE(base.MultiStepModel):
     return tf.concat(logits, axis=1), gates
 
 
-def _per_step(prefix: str, steps: Tuple[str, ...], weights: tf.Tensor,
-              suffix: str = "") -> Dict[str, tf.Tensor]:
+def _per_step(
+  prefix: str, steps: Tuple[str, ...], weights: tf.Tensor, suffix: str = ""
+) -> Dict[str, tf.Tensor]:
   """``{"<prefix>/<step><suffix>": weights[:, t]}`` from ``[B, T, E]``."""
-  return {f"{prefix}/{step}{suffix}": w
-          for step, w in zip(steps, tf.unstack(weights, axis=1))}
+  return {
+    f"{prefix}/{step}{suffix}": w
+    for step, w in zip(steps, tf.unstack(weights, axis=1))
+  }

@@ -1,13 +1,12 @@
 """Tests of tafe_tf/profiling.py: an op-level profile of real fit steps."""
 
+import multistep_testdata
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata
-from tafe_tf import input_pipeline
-from tafe_tf import models
+import tafe_tf  # noqa: F401
+from tafe_tf import input_pipeline, models
 from tafe_tf.benchmarks import profiling
 
 
@@ -15,8 +14,9 @@ from tafe_tf.benchmarks import profiling
 def dataset(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("data"))
   schema = multistep_testdata.make_dataset_dir(data_dir, num_train=128)
-  ds = input_pipeline.make_dataset(data_dir, "train", 32,
-                                   drop_remainder=True, repeat=True)
+  ds = input_pipeline.make_dataset(
+    data_dir, "train", 32, drop_remainder=True, repeat=True
+  )
   return schema, ds.take(2).cache().repeat()
 
 
@@ -32,7 +32,8 @@ def test_profile_of_a_training_step_names_its_matmuls_and_gathers(dataset):
   assert any("MatMul" in t for t in types), sorted(types)
   assert 0 < profile.matmul_ms < profile.kernel_ms
   assert profile.matmul_ms == pytest.approx(
-      sum(ms for t, ms in types.items() if "MatMul" in t or "Einsum" in t))
+    sum(ms for t, ms in types.items() if "MatMul" in t or "Einsum" in t)
+  )
   assert any("Gather" in t for t in types), sorted(types)
   # Per-type and per-op totals are the same time, sorted largest first.
   assert np.isclose(sum(types.values()), profile.kernel_ms)
@@ -43,7 +44,8 @@ def test_profile_of_a_training_step_names_its_matmuls_and_gathers(dataset):
   top = profile.top_types(2)
   assert [r["type"] for r in top] == [t for t, _ in profile.by_type[:2]]
   assert sum(r["fraction"] for r in profile.top_types(len(types))) == (
-      pytest.approx(1.0))
+    pytest.approx(1.0)
+  )
   text = profile.format(3)
   assert "kernel time" in text and profile.by_type[0][0] in text
 

@@ -16,7 +16,7 @@ def test_counts_match_collections_counter_across_folds():
   counter = vocabulary.IdCounter(buffer_size=777)  # folds many times
   expected = collections.Counter()
   for start in range(0, ids.size, 13):
-    chunk = ids[start:start + 13].tolist()
+    chunk = ids[start : start + 13].tolist()
     counter.add(chunk)
     expected.update(chunk)
   counter.add_weighted(np.array([3, 3, 1000]), 5)
@@ -41,10 +41,20 @@ def test_select_vocabulary_min_count_exclude_and_order():
   counter = vocabulary.IdCounter()
   counter.add([5] * 3 + [7] * 3 + [9] * 4 + [0] * 9 + [-1] * 20 + [11])
   assert vocabulary.select_vocabulary(counter, 0, (-1,)).tolist() == [
-      0, 9, 5, 7, 11]
+    0,
+    9,
+    5,
+    7,
+    11,
+  ]
   # Ids seen <= 3 times drop out; ties by id ascending.
   assert vocabulary.select_vocabulary(counter, 3, (-1, 0)).tolist() == [9]
-  assert vocabulary.select_vocabulary(counter, 2, (-1,)).tolist() == [0, 9, 5, 7]
+  assert vocabulary.select_vocabulary(counter, 2, (-1,)).tolist() == [
+    0,
+    9,
+    5,
+    7,
+  ]
   with pytest.raises(ValueError, match="min_count must be >= 0, got -1"):
     vocabulary.select_vocabulary(counter, -1)
 
@@ -63,8 +73,11 @@ def test_read_vocabulary_names_bad_line(tmp_path):
   path = os.path.join(tmp_path, "v.txt")
   with open(path, "w") as f:
     f.write("1\n2\nabc\n")
-  with pytest.raises(ValueError, match=r"v.txt:3: vocabulary entry 'abc' is "
-                     "not an integer id"):
+  with pytest.raises(
+    ValueError,
+    match=r"v.txt:3: vocabulary entry 'abc' is "
+    "not an integer id",
+  ):
     vocabulary.read_vocabulary(path)
 
 
@@ -72,7 +85,8 @@ def test_write_vocabularies_sizes(tmp_path):
   a, b = vocabulary.IdCounter(), vocabulary.IdCounter()
   a.add([1, 1, 2])
   b.add([-1, -1])
-  sizes = vocabulary.write_vocabularies(str(tmp_path), {"a": a, "b": b},
-                                        min_count=1, exclude={"b": (-1,)})
+  sizes = vocabulary.write_vocabularies(
+    str(tmp_path), {"a": a, "b": b}, min_count=1, exclude={"b": (-1,)}
+  )
   assert sizes == {"a": 1, "b": 0}
   assert open(os.path.join(tmp_path, "vocab", "a.txt")).read() == "1\n"

@@ -16,15 +16,19 @@ def test_model_names_without_tensorflow_are_the_models():
 
 def test_default_run_dir_is_under_runs_with_the_utc_time():
   assert common.default_run_dir("serving", now=0) == os.path.join(
-      "runs", "benchmark-serving-19700101-000000")
+    "runs", "benchmark-serving-19700101-000000"
+  )
 
 
 def test_json_flag_errors_name_the_flag():
   assert common.json_flag('{"a": [1]}', "hparams") == {"a": [1]}
   with pytest.raises(common.UserError, match=r"^--hparams: not JSON: "):
     common.json_flag("{a}", "hparams")
-  with pytest.raises(common.UserError, match=r"^--hparams: expected a JSON "
-                     r"object, got '\[1\]'$"):
+  with pytest.raises(
+    common.UserError,
+    match=r"^--hparams: expected a JSON "
+    r"object, got '\[1\]'$",
+  ):
     common.json_flag("[1]", "hparams")
 
 
@@ -44,17 +48,25 @@ os.write(2, b"after\n")
 
 
 def test_the_banner_is_filtered_and_everything_else_kept():
-  proc = subprocess.run([sys.executable, "-c", _FILTER], capture_output=True,
-                        text=True, timeout=60)
+  proc = subprocess.run(
+    [sys.executable, "-c", _FILTER], capture_output=True, text=True, timeout=60
+  )
   assert proc.returncode == 0
   assert proc.stderr == "a real error\nafter\n"
 
 
 def test_importing_the_package_and_common_loads_no_tensorflow():
-  code = ("import sys, tafe_tf\nfrom tafe_tf.launch import common\n"
-          "from tafe_tf.benchmarks import names\n"
-          "print('tensorflow' in sys.modules)\n")
-  proc = subprocess.run([sys.executable, "-c", code], cwd="/",
-                        capture_output=True, text=True, timeout=60)
+  code = (
+    "import sys, tafe_tf\nfrom tafe_tf.launch import common\n"
+    "from tafe_tf.benchmarks import names\n"
+    "print('tensorflow' in sys.modules)\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd="/",
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.strip() == "False"

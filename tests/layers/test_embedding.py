@@ -1,12 +1,11 @@
 """Tests of the schema-driven front end (fused and per-field tables)."""
 
+import multistep_testdata as td
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata as td
-
+import tafe_tf  # noqa: F401
 from tafe_tf import features as features_lib  # noqa: E402
 from tafe_tf.layers import embedding  # noqa: E402
 
@@ -23,7 +22,7 @@ def _table_rows(layer, name):
     for f in group.fields:
       if f.name == name:
         start = group.offsets[name]
-        return layer.tables[group.name].numpy()[start:start + f.num_rows]
+        return layer.tables[group.name].numpy()[start : start + f.num_rows]
   raise KeyError(name)
 
 
@@ -41,13 +40,16 @@ def test_single_valued_fields_are_their_table_rows(data):
   out = layer(feats).numpy().reshape(16, 5, 8)
   users = feats["user"].numpy()
   user_rows = np.where(users < 50, users + 1, 0)
-  np.testing.assert_array_equal(out[:, 0],
-                                _table_rows(layer, "user")[user_rows])
+  np.testing.assert_array_equal(
+    out[:, 0], _table_rows(layer, "user")[user_rows]
+  )
   items = feats["item"].numpy()
-  item_rows = [td.VOCABULARY.index(i) + 1 if i in td.VOCABULARY else 0
-               for i in items]
-  np.testing.assert_array_equal(out[:, 1],
-                                _table_rows(layer, "item")[item_rows])
+  item_rows = [
+    td.VOCABULARY.index(i) + 1 if i in td.VOCABULARY else 0 for i in items
+  ]
+  np.testing.assert_array_equal(
+    out[:, 1], _table_rows(layer, "item")[item_rows]
+  )
 
 
 def test_weighted_mean_of_history_by_hand(data):
@@ -75,8 +77,9 @@ def test_dense_projection_by_hand(data):
   out = layer(feats).numpy().reshape(8, 5, 8)[:, 4]
   projection = layer._projections["dense_2x8"]  # pylint: disable=W0212
   kernel, bias = (w.numpy() for w in projection)
-  np.testing.assert_allclose(out, feats["price"].numpy() @ kernel[0] + bias[0],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    out, feats["price"].numpy() @ kernel[0] + bias[0], rtol=1e-5, atol=1e-6
+  )
 
 
 def test_ragged_and_padded_inputs_give_identical_results(data):
@@ -93,8 +96,9 @@ def test_pad_ids_inside_ragged_input_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
   layer = embedding.FeatureEmbedding(schema, 8)
-  ids = tf.ragged.constant([[3, features_lib.PAD_ID], [], [5], [1, 2]],
-                           tf.int64)
+  ids = tf.ragged.constant(
+    [[3, features_lib.PAD_ID], [], [5], [1, 2]], tf.int64
+  )
   weights = tf.ragged.constant([[2.0, 9.0], [], [1.0], [1.0, 3.0]])
   clean_ids = tf.ragged.constant([[3], [], [5], [1, 2]], tf.int64)
   clean_weights = tf.ragged.constant([[2.0], [], [1.0], [1.0, 3.0]])
@@ -123,18 +127,25 @@ def test_fused_and_per_field_tables_compute_the_same(data):
   fused(feats)
   per_field(feats)
   assert len(fused.tables) == 1
-  assert sorted(per_field.tables) == ["table_hist", "table_item",
-                                      "table_shop", "table_user"]
+  assert sorted(per_field.tables) == [
+    "table_hist",
+    "table_item",
+    "table_shop",
+    "table_user",
+  ]
   # pylint: disable=protected-access
   for group in per_field._table_groups:
     per_field.tables[group.name].assign(
-        _table_rows(fused, group.fields[0].name))
-  for target, source in zip(per_field._projections["dense_2x8"],
-                            fused._projections["dense_2x8"]):
+      _table_rows(fused, group.fields[0].name)
+    )
+  for target, source in zip(
+    per_field._projections["dense_2x8"], fused._projections["dense_2x8"]
+  ):
     target.assign(source)
   # pylint: enable=protected-access
-  np.testing.assert_allclose(fused(feats).numpy(), per_field(feats).numpy(),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    fused(feats).numpy(), per_field(feats).numpy(), rtol=1e-6, atol=1e-7
+  )
 
 
 def test_fields_mode_is_the_flat_output_as_tokens(data):
@@ -144,8 +155,9 @@ def test_fields_mode_is_the_flat_output_as_tokens(data):
   tokens = embedding.FeatureEmbedding(schema, 8, output_mode="fields", seed=3)
   out = tokens(feats)
   assert out.shape == (8, 5, 8)
-  np.testing.assert_array_equal(tf.reshape(out, [8, 40]).numpy(),
-                                flat(feats).numpy())
+  np.testing.assert_array_equal(
+    tf.reshape(out, [8, 40]).numpy(), flat(feats).numpy()
+  )
 
 
 def test_fields_mode_needs_one_width(tmp_path):
@@ -177,17 +189,31 @@ def test_raw_dense_fields_pass_through(tmp_path):
 def test_field_widths_are_the_models_with_per_field_overrides(tmp_path):
   schema = td.tiny_schema(str(tmp_path))
   assert embedding.field_widths(schema, 5) == {
-      "user": 5, "item": 5, "shop": 5, "hist": 5, "price": 5}
+    "user": 5,
+    "item": 5,
+    "shop": 5,
+    "hist": 5,
+    "price": 5,
+  }
   assert embedding.field_widths(schema, 5, {"shop": 3, "price": 0}) == {
-      "user": 5, "item": 5, "shop": 3, "hist": 5, "price": 0}
+    "user": 5,
+    "item": 5,
+    "shop": 3,
+    "hist": 5,
+    "price": 0,
+  }
   with pytest.raises(ValueError, match="embedding_dim must be >= 1, got 0"):
     embedding.field_widths(schema, 0)
-  with pytest.raises(ValueError, match="field 'shop': embedding width must be "
-                     ">= 1, got 0"):
+  with pytest.raises(
+    ValueError, match="field 'shop': embedding width must be >= 1, got 0"
+  ):
     embedding.field_widths(schema, 5, {"shop": 0})
-  with pytest.raises(ValueError, match=r"field_embedding_dims names \['nope'\]"
-                     r", not fields of schema 'tiny' \(its fields: user, item, "
-                     r"shop, hist, price\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"field_embedding_dims names \['nope'\]"
+    r", not fields of schema 'tiny' \(its fields: user, item, "
+    r"shop, hist, price\)",
+  ):
     embedding.field_widths(schema, 5, {"nope": 3})
 
 
@@ -203,8 +229,11 @@ def test_extra_keys_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
   layer = embedding.FeatureEmbedding(schema, 8)
-  extra = dict(feats, sample_id=tf.constant(["a", "b", "c", "d"]),
-               **{"oracle/click": tf.ones([4])})
+  extra = dict(
+    feats,
+    sample_id=tf.constant(["a", "b", "c", "d"]),
+    **{"oracle/click": tf.ones([4])},
+  )
   np.testing.assert_array_equal(layer(feats).numpy(), layer(extra).numpy())
 
 
@@ -231,26 +260,34 @@ def test_gradients_reach_only_the_rows_used(data):
   feats, _ = td.first_batch(directory, batch_size=8)
   layer = embedding.FeatureEmbedding(schema, 8)
   layer(feats)
-  td.assert_gradients_reach_only_rows_used(layer, feats,
-                                           layer.tables["table_d8"])
+  td.assert_gradients_reach_only_rows_used(
+    layer, feats, layer.tables["table_d8"]
+  )
 
 
 def test_config_round_trip(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  td.assert_config_round_trip(embedding.FeatureEmbedding(schema, 8, fused=False),
-                              feats)
+  td.assert_config_round_trip(
+    embedding.FeatureEmbedding(schema, 8, fused=False), feats
+  )
 
 
 def test_wrong_shapes_name_the_field(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
   layer = embedding.FeatureEmbedding(schema, 8)
-  with pytest.raises(ValueError, match=r"field 'user': expected ids of shape "
-                     r"\[batch\], got \(4, 1\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"field 'user': expected ids of shape "
+    r"\[batch\], got \(4, 1\)",
+  ):
     layer(dict(feats, user=feats["user"][:, None]))
-  with pytest.raises(ValueError, match=r"field 'price': expected dense values "
-                     r"of shape \[batch, 2\], got \(4, 3\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"field 'price': expected dense values "
+    r"of shape \[batch, 2\], got \(4, 3\)",
+  ):
     layer(dict(feats, price=tf.zeros([4, 3])))
   with pytest.raises(ValueError, match="before reading its tables"):
     _ = embedding.FeatureEmbedding(schema, 8).tables

@@ -1,13 +1,11 @@
 """Tests of the batched expert bank against per-expert Dense computations."""
 
-
+import multistep_testdata as td
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata as td
-
+import tafe_tf  # noqa: F401
 from tafe_tf.layers import experts  # noqa: E402
 
 
@@ -34,8 +32,9 @@ def test_bank_equals_independent_mlps(grouped_input):
   bank(x)
   for b in bank.biases:  # non-zero biases so they are checked too
     b.assign(rng.normal(size=b.shape))
-  np.testing.assert_allclose(bank(x).numpy(), _reference(bank, x), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    bank(x).numpy(), _reference(bank, x), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_experts_differ_and_seed_reproduces():
@@ -80,6 +79,7 @@ def test_invalid_arguments():
 
 
 def test_config_round_trip():
-  td.assert_config_round_trip(experts.ExpertBank(2, 3, (4, 2), dropout=0.1,
-                                                 seed=3),
-                              tf.random.stateless_normal([3, 2, 5], [0, 1]))
+  td.assert_config_round_trip(
+    experts.ExpertBank(2, 3, (4, 2), dropout=0.1, seed=3),
+    tf.random.stateless_normal([3, 2, 5], [0, 1]),
+  )

@@ -1,13 +1,11 @@
 """Tests of field interaction (self-attention across fields + SE)."""
 
-
+import multistep_testdata as td
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata as td
-
+import tafe_tf  # noqa: F401
 from tafe_tf.layers import interaction  # noqa: E402
 
 X = tf.random.stateless_normal([3, 6, 8], seed=[1, 1])
@@ -26,7 +24,7 @@ def test_attention_by_hand():
   out = layer(X).numpy()
   x = X.numpy()
   wq, wk, wv = layer.qkv_kernel.numpy()  # [D, H, K] each
-  wo = layer.output_kernel.numpy()       # [H, K, D]
+  wo = layer.output_kernel.numpy()  # [H, K, D]
   q, k, v = (np.einsum("bfd,dhk->bhfk", x, w) for w in (wq, wk, wv))
   s = np.einsum("bhfk,bhgk->bhfg", q, k) / np.sqrt(4.0)
   a = np.exp(s - s.max(-1, keepdims=True))
@@ -38,13 +36,19 @@ def test_attention_by_hand():
 
 
 def test_excitation_only_scales_each_field_by_its_gate():
-  layer = interaction.FieldInteraction(attention=False, se_reduction=2,
-                                       seed=0)
+  layer = interaction.FieldInteraction(attention=False, se_reduction=2, seed=0)
   out = layer(X).numpy()
   x = X.numpy()
   z = x.mean(-1)
-  s = 1.0 / (1.0 + np.exp(-(np.maximum(z @ layer.squeeze_kernel.numpy(), 0)
-                            @ layer.excite_kernel.numpy())))
+  s = 1.0 / (
+    1.0
+    + np.exp(
+      -(
+        np.maximum(z @ layer.squeeze_kernel.numpy(), 0)
+        @ layer.excite_kernel.numpy()
+      )
+    )
+  )
   np.testing.assert_allclose(out, x * s[:, :, None], rtol=1e-5, atol=1e-6)
   assert layer.squeeze_kernel.shape == (6, 3)
 
@@ -58,5 +62,9 @@ def test_full_block_shape_and_arguments():
 
 
 def test_config_round_trip():
-  td.assert_config_round_trip(interaction.FieldInteraction(
-      num_heads=4, key_dim=3, se_reduction=2, seed=3), X)
+  td.assert_config_round_trip(
+    interaction.FieldInteraction(
+      num_heads=4, key_dim=3, se_reduction=2, seed=3
+    ),
+    X,
+  )

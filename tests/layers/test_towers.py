@@ -1,12 +1,10 @@
 """Tests of the batched (optionally gated) task towers."""
 
-
+import multistep_testdata as td
 import numpy as np
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata as td
-
+import tafe_tf  # noqa: F401
 from tafe_tf.layers import towers  # noqa: E402
 
 
@@ -23,9 +21,12 @@ def test_tower_is_mlp_then_logit():
   for g in range(2):
     hidden = np.maximum(x.numpy()[:, g] @ k[g, 0] + b[g, 0], 0)
     np.testing.assert_allclose(u.numpy()[:, g], hidden, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logits.numpy()[:, g],
-                               (hidden @ hk[g, 0] + hb[g, 0])[:, 0], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      logits.numpy()[:, g],
+      (hidden @ hk[g, 0] + hb[g, 0])[:, 0],
+      rtol=1e-5,
+      atol=1e-6,
+    )
 
 
 def test_gated_tower_scales_input_by_two_sigmoid():
@@ -37,8 +38,9 @@ def test_gated_tower_scales_input_by_two_sigmoid():
   gated = x.numpy() * 2.0 * _sigmoid(x.numpy() @ gk + gb)
   np.testing.assert_allclose(u.numpy()[:, 0], gated, rtol=1e-5, atol=1e-6)
   hk, hb = tower.head.kernels[0].numpy()[0, 0], tower.head.biases[0].numpy()
-  np.testing.assert_allclose(logits.numpy()[:, 0], (gated @ hk)[:, 0]
-                             + hb[0, 0, 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    logits.numpy()[:, 0], (gated @ hk)[:, 0] + hb[0, 0, 0], rtol=1e-5, atol=1e-6
+  )
 
 
 def test_one_input_for_all_towers_and_towers_differ():
@@ -50,5 +52,6 @@ def test_one_input_for_all_towers_and_towers_differ():
 
 def test_config_round_trip():
   td.assert_config_round_trip(
-      towers.TaskTower(2, (4, 3), gated=True, dropout=0.2, seed=5),
-      tf.random.stateless_normal([3, 2, 6], seed=[0, 0]))
+    towers.TaskTower(2, (4, 3), gated=True, dropout=0.2, seed=5),
+    tf.random.stateless_normal([3, 2, 6], seed=[0, 0]),
+  )

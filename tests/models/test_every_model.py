@@ -1,19 +1,24 @@
 """The contract every model keeps: it learns, names its outputs, accepts ragged
 and padded input alike, restores exactly, and trains on three steps."""
 
+import multistep_testdata as td
 import numpy as np
 import pytest
-import tafe_tf  # noqa: F401
 import tensorflow as tf
 
-import multistep_testdata as td
-
+import tafe_tf  # noqa: F401
 from tafe_tf import features as features_lib
 from tafe_tf import models
 
 # Chained heads (p_t = q_1 ... q_t) or independent entire-space heads.
-CHAINED = {"tafe": True, "esmm": True, "mmoe": False, "ple": False,
-           "aitm": False, "shared_bottom": False}
+CHAINED = {
+  "tafe": True,
+  "esmm": True,
+  "mmoe": False,
+  "ple": False,
+  "aitm": False,
+  "shared_bottom": False,
+}
 # AUC margin to the oracle that TAFE must stay within (2 epochs, 8000 rows).
 TAFE_ORACLE_MARGIN = 0.06
 
@@ -32,9 +37,11 @@ def _trained(request, learning_data):
   """Each model after 2 epochs on 8000 synthetic rows (T = 2)."""
   data_dir, report = learning_data
   tf.keras.utils.set_random_seed(0)
-  model = models.build_model(request.param, features_lib.Schema.load(data_dir),
-                             **td.hparams_for(request.param,
-                                              **td.LEARNING_HPARAMS))
+  model = models.build_model(
+    request.param,
+    features_lib.Schema.load(data_dir),
+    **td.hparams_for(request.param, **td.LEARNING_HPARAMS),
+  )
   history = td.fit(model, data_dir, epochs=2, batch_size=256)
   return model, history, data_dir, report
 
@@ -94,8 +101,9 @@ def test_keras_native_save_and_load_round_trip(trained, tmp_path):
   assert type(loaded) is type(model)
   assert loaded.get_config() == model.get_config()
   for name, value in loaded(batch, training=False).items():
-    np.testing.assert_allclose(value.numpy(), expected[name], rtol=1e-6,
-                               atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(
+      value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name
+    )
   history = td.fit(loaded, data_dir, epochs=1, batch_size=256)
   assert np.isfinite(history["loss"][-1])
 
@@ -103,5 +111,6 @@ def test_keras_native_save_and_load_round_trip(trained, tmp_path):
   model.save(export_dir, save_format="tf", include_optimizer=False)
   reloaded = tf.keras.models.load_model(export_dir)
   for name, value in reloaded(batch, training=False).items():
-    np.testing.assert_allclose(value.numpy(), expected[name], rtol=1e-6,
-                               atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(
+      value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name
+    )
