@@ -14,11 +14,7 @@ import setuptools
 _HERE = pathlib.Path(__file__).parent
 
 # Repository folder -> installed package.
-_MAPPED = {
-  "data": "tafe_tf.data",
-  "launch": "tafe_tf.launch",
-  "benchmarks": "tafe_tf.benchmarks",
-}
+_MAPPED = {"data": "tafe_tf.data", "launch": "tafe_tf.launch", "benchmarks": "tafe_tf.benchmarks"}
 
 # Console scripts: the absl entry points under launch/.
 _SCRIPTS = {
@@ -33,9 +29,7 @@ _SCRIPTS = {
 
 def _requirements(name: str) -> list:
   lines = (_HERE / name).read_text().splitlines()
-  return [
-    l.strip() for l in lines if l.strip() and not l.startswith(("#", "-r"))
-  ]
+  return [l.strip() for l in lines if l.strip() and not l.startswith(("#", "-r"))]
 
 
 def _packages() -> list:
@@ -62,9 +56,7 @@ setuptools.setup(
     "Task Aware Feature Extraction (TAFE) multi-task models for "
     "multi-step conversion estimation, on TensorFlow/Keras."
   ),
-  long_description=(_HERE / "README.md").read_text()
-  if (_HERE / "README.md").exists()
-  else "",
+  long_description=(_HERE / "README.md").read_text() if (_HERE / "README.md").exists() else "",
   long_description_content_type="text/markdown",
   python_requires=">=3.10",
   packages=_packages(),
@@ -72,8 +64,7 @@ setuptools.setup(
   install_requires=_requirements("requirements.txt"),
   entry_points={
     "console_scripts": [
-      f"{script}=tafe_tf.launch.{module}:run"
-      for script, module in _SCRIPTS.items()
+      f"{script}=tafe_tf.launch.{module}:run" for script, module in _SCRIPTS.items()
     ]
   },
   extras_require={

@@ -29,12 +29,7 @@ from tafe_tf.data import ali_ccp
 
 # Share of each history's entries per field (109_14, 110_14, 127_14, 150_14),
 # as in PaddleRec's real rows (117, 342, 209, 191 entries).
-_HISTORY_SHARES = (
-  ("109_14", 0.14),
-  ("110_14", 0.40),
-  ("127_14", 0.24),
-  ("150_14", 0.22),
-)
+_HISTORY_SHARES = (("109_14", 0.14), ("110_14", 0.40), ("127_14", 0.24), ("150_14", 0.22))
 _PROFILE_FIELDS = (
   ("121", 100),
   ("122", 14),
@@ -75,12 +70,7 @@ def write_raw_ali_ccp(
   common_path = os.path.join(out_dir, ali_ccp.COMMON_FILES[split])
   num_users = max(1, num_impressions // impressions_per_user)
   # Impressions per common row: >= 1, mean impressions_per_user.
-  per_user = (
-    rng.multinomial(
-      num_impressions - num_users, np.full(num_users, 1.0 / num_users)
-    )
-    + 1
-  )
+  per_user = rng.multinomial(num_impressions - num_users, np.full(num_users, 1.0 / num_users)) + 1
   base = {
     field: (k + 1) * 10_000_000
     for k, field in enumerate(
@@ -96,16 +86,12 @@ def write_raw_ali_ccp(
     for user in range(num_users):
       key = f"{rng.integers(1 << 62):016x}"
       entries = [("101", base["101"] + user, 1.0)]
-      entries += [
-        (f, base[f] + int(rng.integers(n)), 1.0) for f, n in _PROFILE_FIELDS
-      ]
+      entries += [(f, base[f] + int(rng.integers(n)), 1.0) for f, n in _PROFILE_FIELDS]
       total = int(rng.poisson(history_entries)) if history_entries else 0
       for field, share in _HISTORY_SHARES:
         n = int(total * share)
         ids = base[field] + rng.choice(200_000, size=n, replace=False)
-        entries += list(
-          zip([field] * n, ids.tolist(), _log_count(rng, n).tolist())
-        )
+        entries += list(zip([field] * n, ids.tolist(), _log_count(rng, n).tolist()))
       common_entries += len(entries)
       common.write(ali_ccp.format_common_line(key, entries))
       count = int(per_user[user])
@@ -123,10 +109,7 @@ def write_raw_ali_ccp(
           ("216", base["216"] + item % 60_000, 1.0),
           ("301", base["301"] + i % 3, 1.0),
         ]
-        row += [
-          ("210", base["210"] + (item * 7 + k) % 100_000, 1.0)
-          for k in range(1 + item % 4)
-        ]
+        row += [("210", base["210"] + (item * 7 + k) % 100_000, 1.0) for k in range(1 + item % 4)]
         row += [
           (f, base[f] + (item + user) % 50_000, 0.69315)
           for f in _CROSS_FIELDS
@@ -134,16 +117,10 @@ def write_raw_ali_ccp(
         ]
         sample_id += 1
         lines.append(
-          ali_ccp.format_skeleton_line(
-            str(sample_id), int(clicks[i]), int(buys[i]), key, row
-          )
+          ali_ccp.format_skeleton_line(str(sample_id), int(clicks[i]), int(buys[i]), key, row)
         )
       skeleton.write("".join(lines))
-  return {
-    "impressions": sample_id,
-    "common_rows": num_users,
-    "common_entries": common_entries,
-  }
+  return {"impressions": sample_id, "common_rows": num_users, "common_entries": common_entries}
 
 
 class _TreeMemorySampler:
@@ -195,9 +172,7 @@ class _TreeMemorySampler:
     return out
 
 
-def run_conversion(
-  raw_dir: str, out_dir: str, workers: int, num_shards: int
-) -> Dict[str, Any]:
+def run_conversion(raw_dir: str, out_dir: str, workers: int, num_shards: int) -> Dict[str, Any]:
   """Runs ``launch.convert`` in a child process; seconds and peak memory.
 
   Raises:
@@ -217,9 +192,7 @@ def run_conversion(
   ]
   began = time.time()
   cpu_before = _children_cpu_seconds()
-  process = subprocess.Popen(
-    command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-  )
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   with _TreeMemorySampler(process.pid) as sampler:
     output, _ = process.communicate()
   seconds = time.time() - began
@@ -227,8 +200,7 @@ def run_conversion(
   cpu_seconds = _children_cpu_seconds() - cpu_before
   if process.returncode:
     raise RuntimeError(
-      f"conversion failed ({process.returncode}):\n"
-      f"{output.decode(errors='replace')[-4000:]}"
+      f"conversion failed ({process.returncode}):\n{output.decode(errors='replace')[-4000:]}"
     )
   return {
     "seconds": seconds,
@@ -270,13 +242,9 @@ def benchmark(
   raw_dir = os.path.join(work_dir, "raw")
   out_dir = os.path.join(work_dir, "dataset")
   began = time.time()
-  generated = write_raw_ali_ccp(
-    raw_dir, impressions, impressions_per_user, history_entries, seed
-  )
+  generated = write_raw_ali_ccp(raw_dir, impressions, impressions_per_user, history_entries, seed)
   generate_seconds = time.time() - began
-  raw_bytes = sum(
-    os.path.getsize(os.path.join(raw_dir, n)) for n in os.listdir(raw_dir)
-  )
+  raw_bytes = sum(os.path.getsize(os.path.join(raw_dir, n)) for n in os.listdir(raw_dir))
   conversion = run_conversion(raw_dir, out_dir, workers, num_shards)
   report = files.read_json(os.path.join(out_dir, "report.json"))
   out_bytes = sum(
@@ -322,27 +290,18 @@ def table(results: Dict[str, Any]) -> str:
       "common entries / row",
       f"{results['generated']['common_entries'] / results['generated']['common_rows']:.0f}",
     ),
-    (
-      "raw MB -> TFRecord MB",
-      f"{results['raw_mb']:.0f} -> {results['tfrecord_mb']:.0f}",
-    ),
+    ("raw MB -> TFRecord MB", f"{results['raw_mb']:.0f} -> {results['tfrecord_mb']:.0f}"),
     ("conversion seconds", f"{c['seconds']:.1f}"),
     ("impressions/s", f"{c['impressions_per_s']:,.0f}"),
     ("peak RSS MB (all processes)", f"{c['peak_rss_mb']:.0f}"),
-    (
-      "peak RSS MB (largest process)",
-      f"{c['peak_rss_mb_largest_process']:.0f}",
-    ),
+    ("peak RSS MB (largest process)", f"{c['peak_rss_mb_largest_process']:.0f}"),
     ("CPU us / impression", f"{c['cpu_us_per_impression']:.0f}"),
     ("projected minutes, 42M", f"{results['projected_minutes_42m']:.1f}"),
     (
       "projected minutes, 42M, idle cores",
       f"{results['projected_minutes_42m_dedicated_cores']:.1f}",
     ),
-    (
-      "load average (1, 5, 15 min)",
-      ", ".join(f"{x:.1f}" for x in results["load_average_after"]),
-    ),
+    ("load average (1, 5, 15 min)", ", ".join(f"{x:.1f}" for x in results["load_average_after"])),
     ("read examples/s (batch)", f"{r['examples_per_s']:,.0f}"),
   ]
   width = max(len(k) for k, _ in rows)

@@ -67,9 +67,7 @@ def feature_columns(
   columns = []
   for spec in schema.fields:
     if spec.kind == features_lib.FieldKind.ID:
-      columns.append(
-        fc.SparseFeat(spec.name, spec.num_rows, embedding_dim=embedding_dim)
-      )
+      columns.append(fc.SparseFeat(spec.name, spec.num_rows, embedding_dim=embedding_dim))
     elif spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
       columns.append(
         fc.VarLenSparseFeat(
@@ -110,21 +108,13 @@ def convert_batch(
       inputs[spec.name] = _rows(value.numpy().reshape(-1, 1), spec.num_ids)
     elif spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
       width = maxlen[spec.name]
-      ids = value.to_tensor(
-        default_value=features_lib.PAD_ID, shape=[None, width]
-      ).numpy()
-      weights = (
-        features[spec.weight_key]
-        .to_tensor(default_value=0.0, shape=[None, width])
-        .numpy()
-      )
+      ids = value.to_tensor(default_value=features_lib.PAD_ID, shape=[None, width]).numpy()
+      weights = features[spec.weight_key].to_tensor(default_value=0.0, shape=[None, width]).numpy()
       inputs[spec.name] = _rows(ids, spec.num_ids)
       inputs[spec.weight_key] = weights[..., None].astype(np.float32)
     else:
       inputs[spec.name] = value.numpy().astype(np.float32).reshape(-1, spec.dim)
-  y = tuple(
-    labels[s].numpy().astype(np.float32).reshape(-1, 1) for s in schema.steps
-  )
+  y = tuple(labels[s].numpy().astype(np.float32).reshape(-1, 1) for s in schema.steps)
   return inputs, y
 
 
@@ -151,20 +141,13 @@ def max_lengths(batches, schema: features_lib.Schema) -> Dict[str, int]:
   out = {}
   for spec in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS):
     out[spec.name] = max(
-      1,
-      max(
-        int(tf.reduce_max(f[spec.name].row_lengths()).numpy())
-        for f, _ in batches
-      ),
+      1, max(int(tf.reduce_max(f[spec.name].row_lengths()).numpy()) for f, _ in batches)
     )
   return out
 
 
 def build_peer(
-  name: str,
-  schema: features_lib.Schema,
-  maxlen: Dict[str, int],
-  learning_rate: float = 1e-3,
+  name: str, schema: features_lib.Schema, maxlen: Dict[str, int], learning_rate: float = 1e-3
 ) -> tf.keras.Model:
   """DeepCTR's ``name`` model at our model's default sizes, compiled.
 
@@ -182,9 +165,7 @@ def build_peer(
   columns = feature_columns(schema, maxlen, hp.embedding_dim)
   common = dict(l2_reg_embedding=0.0, seed=0, task_names=tuple(schema.steps))
   if name == "esmm":
-    model = peer_models.ESMM(
-      columns, tower_dnn_hidden_units=hp.tower_units, **common
-    )
+    model = peer_models.ESMM(columns, tower_dnn_hidden_units=hp.tower_units, **common)
   elif name == "mmoe":
     model = peer_models.MMOE(
       columns,
@@ -203,8 +184,5 @@ def build_peer(
       tower_dnn_hidden_units=hp.tower_units,
       **common,
     )
-  model.compile(
-    optimizer=tf.keras.optimizers.Adam(learning_rate),
-    loss=["binary_crossentropy"] * 2,
-  )
+  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=["binary_crossentropy"] * 2)
   return model

@@ -59,8 +59,7 @@ class Settings:
   def __post_init__(self):
     if self.global_batch % 2:
       raise ValueError(
-        f"global batch {self.global_batch} must be even (2 "
-        "replicas or workers split it)"
+        f"global batch {self.global_batch} must be even (2 replicas or workers split it)"
       )
 
 
@@ -72,23 +71,15 @@ def ensure_data(data_dir: str, settings: Settings) -> str:
   """The synthetic dataset of the runs (absolute: workers may run elsewhere)."""
   data_dir = os.path.abspath(data_dir)
   synthetic.ensure_dataset(
-    data_dir,
-    synthetic.SyntheticConfig(seed=0),
-    NUM_CACHED_BATCHES * settings.global_batch,
-    0,
-    0,
+    data_dir, synthetic.SyntheticConfig(seed=0), NUM_CACHED_BATCHES * settings.global_batch, 0, 0
   )
   return data_dir
 
 
-def time_under(
-  strategy: Any, data_dir: str, settings: Settings
-) -> Dict[str, Any]:
+def time_under(strategy: Any, data_dir: str, settings: Settings) -> Dict[str, Any]:
   """:func:`tafe_tf.benchmarks.timing.time_strategy` of the settings."""
   schema = features_lib.Schema.load(data_dir)
-  dataset = timing.cached_batches(
-    data_dir, settings.global_batch, NUM_CACHED_BATCHES
-  )
+  dataset = timing.cached_batches(data_dir, settings.global_batch, NUM_CACHED_BATCHES)
   return timing.time_strategy(
     settings.model,
     schema,
@@ -108,16 +99,11 @@ def _device_rows(data_dir: str, settings: Settings) -> List[Dict[str, Any]]:
     ("one_device", "one_device"),
     ("mirrored_2_devices", "mirrored"),
   ):
-    row = time_under(
-      distribution.get_strategy(strategy_name), data_dir, settings
-    )
-    rows.append(
-      {"configuration": configuration, "pair": "devices", "workers": 1, **row}
-    )
+    row = time_under(distribution.get_strategy(strategy_name), data_dir, settings)
+    rows.append({"configuration": configuration, "pair": "devices", "workers": 1, **row})
   if rows[1]["replicas"] != 2:
     raise RuntimeError(
-      f"MirroredStrategy ran {rows[1]['replicas']} replicas, "
-      "not the 2 logical CPU devices"
+      f"MirroredStrategy ran {rows[1]['replicas']} replicas, not the 2 logical CPU devices"
     )
   return rows
 
@@ -133,12 +119,9 @@ def _worker_rows(
         command(data_dir, output_dir), num_workers, timeout_s, output_dir
       )
     except (TimeoutError, RuntimeError) as e:
-      raise RuntimeError(
-        f"the {num_workers}-worker configuration failed: {e}"
-      ) from None
+      raise RuntimeError(f"the {num_workers}-worker configuration failed: {e}") from None
     per_worker = [
-      files.read_json(os.path.join(output_dir, f"worker-{i}.json"))
-      for i in range(num_workers)
+      files.read_json(os.path.join(output_dir, f"worker-{i}.json")) for i in range(num_workers)
     ]
     # A synchronous cluster runs at the pace of its slowest worker.
     slowest = dict(min(per_worker, key=lambda r: r["examples_per_second"]))
@@ -149,9 +132,7 @@ def _worker_rows(
         "workers": num_workers,
         "slowest_worker": slowest.pop("worker"),
         **slowest,
-        "per_worker_examples_per_second": [
-          r["examples_per_second"] for r in per_worker
-        ],
+        "per_worker_examples_per_second": [r["examples_per_second"] for r in per_worker],
       }
     )
   return rows
@@ -227,8 +208,7 @@ def worker(data_dir: str, output_dir: str, settings: Settings) -> str:
   row = time_under(strategy, data_dir, settings)
   role = distribution.worker_role(strategy)
   return files.write_json_atomic(
-    os.path.join(output_dir, f"worker-{role.task_id}.json"),
-    {"worker": role.task_id, **row},
+    os.path.join(output_dir, f"worker-{role.task_id}.json"), {"worker": role.task_id, **row}
   )
 
 

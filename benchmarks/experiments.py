@@ -37,14 +37,7 @@ import numpy as np
 from absl import logging
 
 from tafe_tf import config as config_lib
-from tafe_tf import (
-  evaluation,
-  files,
-  input_pipeline,
-  plots,
-  reporting,
-  training,
-)
+from tafe_tf import evaluation, files, input_pipeline, plots, reporting, training
 from tafe_tf import features as features_lib
 from tafe_tf import models as models_lib
 from tafe_tf.benchmarks import deepctr_peer, names, serving, timing
@@ -85,10 +78,7 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
   # The classic CVR training: step t > 1 learns q_t only on the rows where
   # step t-1 happened (clicks), not p_t over all impressions: the sample
   # selection bias the entire-space DTL loss avoids.
-  "click_space_cvr": {
-    "step_weights": _first_step_only,
-    "conditional_weight": 1.0,
-  },
+  "click_space_cvr": {"step_weights": _first_step_only, "conditional_weight": 1.0},
 }
 
 ABLATION_WHAT = names.ABLATION_WHAT
@@ -115,8 +105,7 @@ class Scenario:
   def __post_init__(self):
     if (self.synthetic is None) == (self.data_dir is None):
       raise ValueError(
-        f"scenario {self.name!r}: give exactly one of a "
-        "synthetic config or a data_dir"
+        f"scenario {self.name!r}: give exactly one of a synthetic config or a data_dir"
       )
 
 
@@ -155,9 +144,7 @@ class GridConfig:
   hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   monitor: str = LAST_STEP_AUC
   work_dir: str = dataclasses.field(
-    default_factory=lambda: os.path.join(
-      tempfile.gettempdir(), "tafe_benchmark"
-    )
+    default_factory=lambda: os.path.join(tempfile.gettempdir(), "tafe_benchmark")
   )
 
   def __post_init__(self):
@@ -165,21 +152,13 @@ class GridConfig:
       models_lib.model_class(name)  # ValueError naming the valid names
     unknown = sorted(set(self.ablations) - set(ABLATIONS))
     if unknown:
-      raise ValueError(
-        f"unknown ablations {unknown}; valid: {', '.join(ABLATIONS)}"
-      )
+      raise ValueError(f"unknown ablations {unknown}; valid: {', '.join(ABLATIONS)}")
     names = [s.name for s in self.scenarios]
     if len(set(names)) != len(names):
       raise ValueError(f"scenario names repeat: {names}")
-    missing = (
-      sorted(set(self.ablation_scenarios) - set(names))
-      if (self.ablations)
-      else []
-    )
+    missing = sorted(set(self.ablation_scenarios) - set(names)) if (self.ablations) else []
     if missing:
-      raise ValueError(
-        f"ablation scenarios {missing} are not in the grid's scenarios {names}"
-      )
+      raise ValueError(f"ablation scenarios {missing} are not in the grid's scenarios {names}")
     if not self.seeds:
       raise ValueError("at least one seed is needed")
 
@@ -211,17 +190,14 @@ def variant_name(model: str, ablation: Optional[str] = None) -> str:
   return f"{model}-{ablation}" if ablation else model
 
 
-def variant_hparams(
-  variant: str, num_steps: int = 2
-) -> Tuple[str, Dict[str, Any]]:
+def variant_hparams(variant: str, num_steps: int = 2) -> Tuple[str, Dict[str, Any]]:
   """``(model name, extra hyperparameters)`` of a variant name, for a
   scenario of ``num_steps`` steps."""
   model, _, ablation = variant.partition("-")
   if ablation and ablation not in ABLATIONS:
     raise ValueError(f"unknown ablation {ablation!r} in variant {variant!r}")
   return model, {
-    k: v(num_steps) if callable(v) else v
-    for k, v in ABLATIONS.get(ablation, {}).items()
+    k: v(num_steps) if callable(v) else v for k, v in ABLATIONS.get(ablation, {}).items()
   }
 
 
@@ -231,11 +207,7 @@ def scenario_data_dir(scenario: Scenario, config: GridConfig) -> str:
     return scenario.data_dir
   data_dir = os.path.join(config.work_dir, "data", scenario.name)
   return synthetic.ensure_dataset(
-    data_dir,
-    scenario.synthetic,
-    config.num_train,
-    config.num_eval,
-    config.num_eval,
+    data_dir, scenario.synthetic, config.num_train, config.num_eval, config.num_eval
   )
 
 
@@ -245,10 +217,7 @@ def grid_variants(config: GridConfig) -> List[Tuple[str, str]]:
   for scenario in config.scenarios:
     pairs += [(scenario.name, m) for m in config.models]
     if scenario.name in config.ablation_scenarios:
-      pairs += [
-        (scenario.name, variant_name(REFERENCE_MODEL, a))
-        for a in config.ablations
-      ]
+      pairs += [(scenario.name, variant_name(REFERENCE_MODEL, a)) for a in config.ablations]
   return pairs
 
 
@@ -292,9 +261,7 @@ def train_and_evaluate(
   )
 
 
-def run_grid(
-  config: GridConfig,
-) -> Tuple[List[RunResult], Dict[str, Dict[str, np.ndarray]]]:
+def run_grid(config: GridConfig) -> Tuple[List[RunResult], Dict[str, Dict[str, np.ndarray]]]:
   """Trains and evaluates every (scenario, variant, seed) of ``config``.
 
   Returns:
@@ -308,12 +275,8 @@ def run_grid(
   data_dirs = {s.name: scenario_data_dir(s, config) for s in config.scenarios}
   for scenario, variant in grid_variants(config):
     for seed in config.seeds:
-      model_dir = os.path.join(
-        config.work_dir, "runs", scenario, f"{variant}-seed{seed}"
-      )
-      model, result = train_and_evaluate(
-        data_dirs[scenario], model_dir, variant, seed, config
-      )
+      model_dir = os.path.join(config.work_dir, "runs", scenario, f"{variant}-seed{seed}")
+      model, result = train_and_evaluate(data_dirs[scenario], model_dir, variant, seed, config)
       result.scenario = scenario
       runs.append(result)
       logging.info(
@@ -323,11 +286,7 @@ def run_grid(
         seed,
         result.best_epoch,
         result.train_seconds,
-        {
-          k: round(v, 4)
-          for k, v in result.metrics.items()
-          if k.startswith("auc/")
-        },
+        {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("auc/")},
       )
       if variant == REFERENCE_MODEL and scenario not in gates:
         per_sample = reporting.split_gate_weights(
@@ -357,18 +316,14 @@ class Stat:
 
 def stat(values: Sequence[float]) -> Stat:
   """:class:`Stat` of the finite ``values`` (NaN mean when none is)."""
-  v = np.asarray(
-    [x for x in values if x is not None and math.isfinite(x)], dtype=np.float64
-  )
+  v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
   if v.size == 0:
     return Stat(float("nan"), float("nan"), float("nan"), 0)
   std = float(v.std(ddof=1)) if v.size > 1 else 0.0
   return Stat(float(v.mean()), std, std / math.sqrt(v.size), int(v.size))
 
 
-def summarize(
-  runs: Sequence[RunResult],
-) -> Dict[str, Dict[str, Dict[str, Stat]]]:
+def summarize(runs: Sequence[RunResult]) -> Dict[str, Dict[str, Dict[str, Stat]]]:
   """``scenario -> variant -> metric -> Stat`` over seeds.
 
   Metrics are those of the runs' reports plus ``best_epoch`` and
@@ -380,9 +335,7 @@ def summarize(
   out: Dict[str, Dict[str, Dict[str, Stat]]] = {}
   for (scenario, variant), group in grouped.items():
     keys = sorted({k for r in group for k in r.metrics})
-    stats = {
-      k: stat([r.metrics.get(k, float("nan")) for r in group]) for k in keys
-    }
+    stats = {k: stat([r.metrics.get(k, float("nan")) for r in group]) for k in keys}
     stats["best_epoch"] = stat([r.best_epoch for r in group])
     stats["train_seconds"] = stat([r.train_seconds for r in group])
     out.setdefault(scenario, {})[variant] = stats
@@ -400,8 +353,7 @@ class TargetCheck:
 
 
 def check_targets(
-  summary: Mapping[str, Mapping[str, Mapping[str, Stat]]],
-  last_steps: Mapping[str, str],
+  summary: Mapping[str, Mapping[str, Mapping[str, Stat]]], last_steps: Mapping[str, str]
 ) -> List[TargetCheck]:
   """The accuracy targets of the issue, per scenario.
 
@@ -420,9 +372,7 @@ def check_targets(
       continue
     step = last_steps[scenario]
     ours = variants[REFERENCE_MODEL]
-    baselines = {
-      v: s for v, s in variants.items() if v != REFERENCE_MODEL and "-" not in v
-    }
+    baselines = {v: s for v, s in variants.items() if v != REFERENCE_MODEL and "-" not in v}
     if not baselines:
       continue
     key = f"auc/{step}"
@@ -436,11 +386,7 @@ def check_targets(
       TargetCheck(
         scenario,
         f"{step} AUC "
-        + (
-          "> best baseline + 2 SE"
-          if strict
-          else "not below best baseline (-2 SE)"
-        ),
+        + ("> best baseline + 2 SE" if strict else "not below best baseline (-2 SE)"),
         bool(met and ours[key].n > 1 and best.n > 1),
         f"{REFERENCE_MODEL} {ours[key].mean:.4f} vs {best_name} "
         f"{best.mean:.4f}: diff {diff:+.4f}, SE {se:.4f} (n = {ours[key].n})",
@@ -509,23 +455,15 @@ def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
   def peers(dataset, schema):
     if peer_version is None or not config.peer_models:
       return {}
-    peer_data, maxlen = deepctr_peer.peer_dataset(
-      dataset, schema, config.num_batches
-    )
+    peer_data, maxlen = deepctr_peer.peer_dataset(dataset, schema, config.num_batches)
     return {
-      ("deepctr", name): (
-        deepctr_peer.build_peer(name, schema, maxlen),
-        peer_data,
-      )
+      ("deepctr", name): (deepctr_peer.build_peer(name, schema, maxlen), peer_data)
       for name in config.peer_models
     }
 
   speed = timing.train_speed(
     data_dir,
-    {
-      ("tafe_tf", name): (name, dict(config.hparams, seed=0))
-      for name in config.models
-    },
+    {("tafe_tf", name): (name, dict(config.hparams, seed=0)) for name in config.models},
     config.batch_size,
     config.steps,
     config.warmup,
@@ -576,9 +514,7 @@ def measure_speed(data_dir: str, config: SpeedConfig) -> Dict[str, Any]:
 def speed_checks(speed: Mapping[str, Any]) -> List[TargetCheck]:
   """The speed targets: our PLE and TAFE >= 2x DeepCTR's PLE examples/s; every
   model's FLOP utilisation >= 40% of the matmul rate."""
-  ours = {
-    r["model"]: r for r in speed["rows"] if r["implementation"] == "tafe_tf"
-  }
+  ours = {r["model"]: r for r in speed["rows"] if r["implementation"] == "tafe_tf"}
   peers = {
     r["model"]: r
     for r in speed["rows"]
@@ -588,35 +524,19 @@ def speed_checks(speed: Mapping[str, Any]) -> List[TargetCheck]:
   if "ple" in peers:
     for name in ("ple", "tafe"):
       if name in ours:
-        ratio = (
-          ours[name]["examples_per_second"]
-          / peers["ple"]["examples_per_second"]
-        )
+        ratio = ours[name]["examples_per_second"] / peers["ple"]["examples_per_second"]
         checks.append(
-          TargetCheck(
-            "speed",
-            f"{name} >= 2x DeepCTR PLE",
-            ratio >= 2.0,
-            f"ratio {ratio:.2f}",
-          )
+          TargetCheck("speed", f"{name} >= 2x DeepCTR PLE", ratio >= 2.0, f"ratio {ratio:.2f}")
         )
   for name, row in ours.items():
     checks.append(
-      TargetCheck(
-        "speed",
-        f"{name} MFU >= 40%",
-        row["mfu"] >= 0.4,
-        f"MFU {100 * row['mfu']:.2f}%",
-      )
+      TargetCheck("speed", f"{name} MFU >= 40%", row["mfu"] >= 0.4, f"MFU {100 * row['mfu']:.2f}%")
     )
   return checks
 
 
 def run_benchmark(
-  config: GridConfig,
-  speed_config: Optional[SpeedConfig],
-  out_dir: str,
-  command: str,
+  config: GridConfig, speed_config: Optional[SpeedConfig], out_dir: str, command: str
 ) -> Tuple[Dict[str, Any], Dict[str, str]]:
   """The whole comparison benchmark, its numbers and plots in ``out_dir``.
 
@@ -637,15 +557,12 @@ def run_benchmark(
   summary = summarize(runs)
   data_dirs = {s.name: scenario_data_dir(s, config) for s in config.scenarios}
   steps: Dict[str, List[str]] = {
-    name: list(features_lib.Schema.load(d).steps)
-    for name, d in data_dirs.items()
+    name: list(features_lib.Schema.load(d).steps) for name, d in data_dirs.items()
   }
   checks = check_targets(summary, {k: v[-1] for k, v in steps.items()})
   speed = None
   if speed_config is not None:
-    speed_data = next(
-      (d for n, d in data_dirs.items() if len(steps[n]) == 2), None
-    )
+    speed_data = next((d for n, d in data_dirs.items() if len(steps[n]) == 2), None)
     if speed_data is None:
       raise ValueError("speed needs a two-step scenario")
     speed = measure_speed(speed_data, speed_config)
@@ -676,24 +593,15 @@ def run_benchmark(
     },
     "runs": [r.to_json() for r in runs],
     "summary": {
-      sc: {
-        v: {k: s.to_json() for k, s in stats.items()}
-        for v, stats in variants.items()
-      }
+      sc: {v: {k: s.to_json() for k, s in stats.items()} for v, stats in variants.items()}
       for sc, variants in summary.items()
     },
-    "gates": {
-      sc: {k: v.tolist() for k, v in g.items()} for sc, g in gates.items()
-    },
+    "gates": {sc: {k: v.tolist() for k, v in g.items()} for sc, g in gates.items()},
     "speed": speed,
     "targets": [c.__dict__ for c in checks],
   }
-  files.write_json_atomic(
-    os.path.join(out_dir, "benchmark.json"), files.json_safe(result)
-  )
-  sections = markdown_sections(
-    summary, steps, speed, command, checks, monitor=config.monitor
-  )
+  files.write_json_atomic(os.path.join(out_dir, "benchmark.json"), files.json_safe(result))
+  sections = markdown_sections(summary, steps, speed, command, checks, monitor=config.monitor)
   return result, sections
 
 
@@ -710,9 +618,7 @@ def _epochs(s: Optional[Stat]) -> str:
   return "-" if s is None or s.n == 0 else f"{s.mean:.1f}"
 
 
-def comparison_table(
-  variants: Mapping[str, Mapping[str, Stat]], steps: Sequence[str]
-) -> str:
+def comparison_table(variants: Mapping[str, Mapping[str, Stat]], steps: Sequence[str]) -> str:
   """Markdown table: one row per variant, per step AUC, oracle gap,
   conditional AUC, logloss, PCOC (mean ± std over seeds), the chosen epoch."""
   header = ["variant", "n"]
@@ -724,10 +630,7 @@ def comparison_table(
         keys.append(key)
         header.append(f"{kind.replace('_', ' ')} {step}")
   header.append("epoch")
-  lines = [
-    "| " + " | ".join(header) + " |",
-    "|" + "---|" * 2 + "---:|" * (len(header) - 2),
-  ]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
   for variant, stats in variants.items():
     n = max((s.n for s in stats.values()), default=0)
     cells = [variant, str(n)] + [_cell(stats.get(k)) for k in keys]
@@ -743,9 +646,7 @@ def speed_table(speed: Mapping[str, Any]) -> str:
     for r in speed["rows"]
     if r["implementation"] == "deepctr" and r.get("status") == "ok"
   }
-  sizes = sorted(
-    {b for r in speed["rows"] for b in r.get("serving_ms", {})}, key=int
-  )
+  sizes = sorted({b for r in speed["rows"] for b in r.get("serving_ms", {})}, key=int)
   header = [
     "model",
     "implementation",
@@ -756,15 +657,10 @@ def speed_table(speed: Mapping[str, Any]) -> str:
     "MFU",
     "params",
   ] + [f"serve p50 ms (b={b})" for b in sizes]
-  lines = [
-    "| " + " | ".join(header) + " |",
-    "|---|---|" + "---:|" * (len(header) - 2),
-  ]
+  lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
   for r in speed["rows"]:
     if r.get("status", "ok") != "ok":
-      cells = [r["model"], r["implementation"], r["status"]] + ["-"] * (
-        len(header) - 3
-      )
+      cells = [r["model"], r["implementation"], r["status"]] + ["-"] * (len(header) - 3)
       lines.append("| " + " | ".join(cells) + " |")
       continue
     rate = r["examples_per_second"]
@@ -776,19 +672,12 @@ def speed_table(speed: Mapping[str, Any]) -> str:
       f"{rate:,.0f}",
       f"{rate / same['examples_per_second']:.2f}" if same else "-",
       f"{rate / ple['examples_per_second']:.2f}" if ple else "-",
-      (
-        f"{r['forward_flops_per_example'] / 1e6:.3f}"
-        if "forward_flops_per_example" in r
-        else "-"
-      ),
+      (f"{r['forward_flops_per_example'] / 1e6:.3f}" if "forward_flops_per_example" in r else "-"),
       f"{100 * r['mfu']:.2f}%" if "mfu" in r else "-",
       f"{r['trainable_parameters']:,}",
     ]
     cells += [
-      f"{r['serving_ms'][b]['p50']:.2f}"
-      if b in r.get("serving_ms", {})
-      else "-"
-      for b in sizes
+      f"{r['serving_ms'][b]['p50']:.2f}" if b in r.get("serving_ms", {}) else "-" for b in sizes
     ]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -796,8 +685,7 @@ def speed_table(speed: Mapping[str, Any]) -> str:
 
 def checks_list(checks: Sequence[TargetCheck]) -> str:
   return "\n".join(
-    f"* {'MET' if c.met else 'NOT MET'}: {c.scenario}, {c.target}: {c.detail}"
-    for c in checks
+    f"* {'MET' if c.met else 'NOT MET'}: {c.scenario}, {c.target}: {c.detail}" for c in checks
   )
 
 
@@ -820,41 +708,24 @@ def markdown_sections(
     monitor: The grid's epoch monitor (:attr:`GridConfig.monitor`).
   """
   chosen_on = (
-    "the validation AUC of the scenario's last step"
-    if monitor == LAST_STEP_AUC
-    else f"`{monitor}`"
+    "the validation AUC of the scenario's last step" if monitor == LAST_STEP_AUC else f"`{monitor}`"
   )
   comparison = [
     f"Produced by `{command}`. Mean ± sample std over seeds; "
     f"`epoch`: mean epoch kept (best on {chosen_on}).",
     "",
   ]
-  ablation = [
-    f"Produced by `{command}`, same seeds and data as the comparison.",
-    "",
-  ]
+  ablation = [f"Produced by `{command}`, same seeds and data as the comparison.", ""]
   ablation += [f"* `tafe-{k}`: {v}" for k, v in ABLATION_WHAT.items()] + [""]
   has_ablation = False
   for scenario, variants in summary.items():
     base = {v: s for v, s in variants.items() if "-" not in v}
-    ablated = {
-      v: s for v, s in variants.items() if "-" in v or v == REFERENCE_MODEL
-    }
+    ablated = {v: s for v, s in variants.items() if "-" in v or v == REFERENCE_MODEL}
     if base:
-      comparison += [
-        f"### {scenario}",
-        "",
-        comparison_table(base, steps[scenario]),
-        "",
-      ]
+      comparison += [f"### {scenario}", "", comparison_table(base, steps[scenario]), ""]
     if len(ablated) > 1:
       has_ablation = True
-      ablation += [
-        f"### {scenario}",
-        "",
-        comparison_table(ablated, steps[scenario]),
-        "",
-      ]
+      ablation += [f"### {scenario}", "", comparison_table(ablated, steps[scenario]), ""]
   accuracy = [c for c in checks if c.scenario != "speed"]
   if accuracy:
     comparison += ["Targets:", "", checks_list(accuracy), ""]
@@ -900,9 +771,7 @@ def replace_sections(text: str, sections: Mapping[str, str]) -> str:
   """
   for title, body in sections.items():
     block = f"## {title}\n\n{body.rstrip()}\n"
-    pattern = re.compile(
-      rf"^## {re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL
-    )
+    pattern = re.compile(rf"^## {re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     if pattern.search(text):
       text = pattern.sub(lambda _, b=block: b + "\n", text, count=1)
     else:
@@ -916,19 +785,13 @@ def replace_sections(text: str, sections: Mapping[str, str]) -> str:
 def plot_auc(summary, steps: Mapping[str, Sequence[str]], path: str) -> str:
   """AUC per variant with std error bars, one panel per scenario and step."""
   panels = [(sc, st) for sc in summary for st in steps[sc]]
-  fig, axes = plots.new_figure(
-    len(panels), panel_size=(4.2, 3.6), max_columns=len(panels)
-  )
+  fig, axes = plots.new_figure(len(panels), panel_size=(4.2, 3.6), max_columns=len(panels))
   for ax, (scenario, step) in zip(axes, panels):
-    variants = [
-      v for v in summary[scenario] if f"auc/{step}" in summary[scenario][v]
-    ]
+    variants = [v for v in summary[scenario] if f"auc/{step}" in summary[scenario][v]]
     means = [summary[scenario][v][f"auc/{step}"].mean for v in variants]
     stds = [summary[scenario][v][f"auc/{step}"].std for v in variants]
     colors = [
-      "tab:red"
-      if v == REFERENCE_MODEL
-      else ("tab:orange" if "-" in v else "tab:blue")
+      "tab:red" if v == REFERENCE_MODEL else ("tab:orange" if "-" in v else "tab:blue")
       for v in variants
     ]
     ax.bar(range(len(variants)), means, yerr=stds, color=colors, capsize=3)
@@ -939,18 +802,9 @@ def plot_auc(summary, steps: Mapping[str, Sequence[str]], path: str) -> str:
     finite = [m for m in means if math.isfinite(m)]
     if finite:
       low = min(finite) - 2 * max(stds + [0.005])
-      high = (
-        max(finite + [oracle.mean if oracle is not None and oracle.n else -1])
-        + 0.01
-      )
+      high = max(finite + [oracle.mean if oracle is not None and oracle.n else -1]) + 0.01
       ax.set_ylim(low, high)
-    ax.set_xticks(
-      range(len(variants)),
-      labels=variants,
-      rotation=60,
-      ha="right",
-      fontsize="small",
-    )
+    ax.set_xticks(range(len(variants)), labels=variants, rotation=60, ha="right", fontsize="small")
     ax.set_title(f"{scenario}: AUC {step}")
   return plots.save_figure(fig, path)
 
@@ -958,17 +812,12 @@ def plot_auc(summary, steps: Mapping[str, Sequence[str]], path: str) -> str:
 def plot_throughput(speed: Mapping[str, Any], path: str) -> str:
   """Train examples/s bars, ours and DeepCTR's."""
   rows = [r for r in speed["rows"] if "examples_per_second" in r]
-  fig, (ax,) = plots.new_figure(
-    1, panel_size=(1.0 + 0.8 * max(1, len(rows)), 3.6)
-  )
+  fig, (ax,) = plots.new_figure(1, panel_size=(1.0 + 0.8 * max(1, len(rows)), 3.6))
   labels = [f"{r['model']}\n({r['implementation']})" for r in rows]
   ax.bar(
     range(len(rows)),
     [r["examples_per_second"] for r in rows],
-    color=[
-      "tab:blue" if r["implementation"] == "tafe_tf" else "tab:gray"
-      for r in rows
-    ],
+    color=["tab:blue" if r["implementation"] == "tafe_tf" else "tab:gray" for r in rows],
   )
   ax.set_xticks(range(len(rows)), labels=labels, fontsize="small")
   ax.set_ylabel("train examples/s")

@@ -38,8 +38,7 @@ def _einsum_flops(op: tf.Operation) -> int:
   for labels, tensor in zip(inputs.split(","), op.inputs):
     if "." in labels:
       raise ValueError(
-        f"op {op.name}: ellipsis einsum {equation!r} is not "
-        "supported by the FLOP counter"
+        f"op {op.name}: ellipsis einsum {equation!r} is not supported by the FLOP counter"
       )
     for label, dim in zip(labels, _static_dims(tensor, op)):
       sizes[label] = max(sizes.get(label, 1), dim)
@@ -84,9 +83,7 @@ def function_flops(fn: Callable[..., Any], *args: Any) -> int:
   return graph_matmul_flops(concrete.graph.get_operations())
 
 
-def forward_flops_per_example(
-  model: Any, features: Mapping[str, tf.Tensor]
-) -> float:
+def forward_flops_per_example(model: Any, features: Mapping[str, tf.Tensor]) -> float:
   """Forward matrix-product FLOPs per example of a multi-step model.
 
   Args:
@@ -95,13 +92,10 @@ def forward_flops_per_example(
       ``features.to_dense_padded(batch, schema)``; ragged inputs would hide the
       batch size from the trace.
   """
-  ragged = sorted(
-    k for k, v in features.items() if isinstance(v, tf.RaggedTensor)
-  )
+  ragged = sorted(k for k, v in features.items() if isinstance(v, tf.RaggedTensor))
   if ragged:
     raise ValueError(
-      f"features {ragged} are ragged; pass the padded form "
-      "(tafe_tf.features.to_dense_padded)"
+      f"features {ragged} are ragged; pass the padded form (tafe_tf.features.to_dense_padded)"
     )
   dense = {k: v for k, v in features.items() if v.dtype != tf.string}
   batch = int(next(iter(dense.values())).shape[0])
@@ -109,9 +103,7 @@ def forward_flops_per_example(
   return flops / batch
 
 
-def matmul_flops_per_second(
-  n: int = 1024, repeats: int = 5, calls: int = 10
-) -> float:
+def matmul_flops_per_second(n: int = 1024, repeats: int = 5, calls: int = 10) -> float:
   """Best measured float32 FLOP/s of ``n x n`` matmuls on this machine."""
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])

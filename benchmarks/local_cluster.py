@@ -34,9 +34,7 @@ def loopback_addresses(count: int) -> List[str]:
       s.close()
 
 
-def tf_config_json(
-  cluster: Mapping[str, Sequence[str]], task_type: str, index: int
-) -> str:
+def tf_config_json(cluster: Mapping[str, Sequence[str]], task_type: str, index: int) -> str:
   """The ``TF_CONFIG`` value making this process ``task_type:index`` of
   ``cluster`` (``{"worker": ["host:port", ...], ...}``)."""
   return json.dumps(
@@ -86,10 +84,7 @@ def run_local_workers(
     raise ValueError(f"num_workers must be >= 1, got {num_workers}")
   os.makedirs(log_dir, exist_ok=True)
   cluster = {"worker": loopback_addresses(num_workers)}
-  paths = [
-    os.path.join(log_dir, LOCAL_WORKER_LOG.format(index=i))
-    for i in range(num_workers)
-  ]
+  paths = [os.path.join(log_dir, LOCAL_WORKER_LOG.format(index=i)) for i in range(num_workers)]
   base_env = dict(os.environ if env is None else env)
   procs = []
   try:

@@ -21,8 +21,7 @@ ABLATION_WHAT = {
   "no_task_experts": "task-specific experts off (h_t = s_t)",
   "no_transfer": "dependence transfer off",
   "top_k_2": "sparse top-2 gate over the shared experts (default: dense)",
-  "independent_heads": "independent entire-space heads instead of the "
-  "chained DTL probabilities",
+  "independent_heads": "independent entire-space heads instead of the chained DTL probabilities",
   "click_space_cvr": "steps after the first trained on the previous "
   "step's positives only (classic CVR loss on clicks), "
   "not on all impressions",

@@ -48,9 +48,7 @@ def _capped(
   )
 
 
-def build_id_maps(
-  data_dir: str, schema: features_lib.Schema
-) -> Dict[str, np.ndarray]:
+def build_id_maps(data_dir: str, schema: features_lib.Schema) -> Dict[str, np.ndarray]:
   """The sorted distinct raw ids of every id field in the train split."""
   seen: Dict[str, List[np.ndarray]] = {f.name: [] for f in _id_fields(schema)}
   for feats, _ in input_pipeline.make_dataset(data_dir, "train", 8192, schema):
@@ -58,10 +56,7 @@ def build_id_maps(
       ids, weights = _capped(feats, f)
       ids = ids.numpy() if weights is None else ids.numpy()[weights.numpy() > 0]
       seen[f.name].append(np.unique(ids))
-  return {
-    name: np.unique(np.concatenate(parts + [[_SENTINEL]]))
-    for name, parts in seen.items()
-  }
+  return {name: np.unique(np.concatenate(parts + [[_SENTINEL]])) for name, parts in seen.items()}
 
 
 def _indexed(
@@ -90,19 +85,11 @@ def _indexed(
       out[f.name] = tf.reshape(rows, tf.shape(ids))
       if weights is not None:
         out[f.weight_key] = weights
-    out["sample_id"] = feats.get(
-      "sample_id", tf.fill(tf.shape(labels["click"]), "")
-    )
+    out["sample_id"] = feats.get("sample_id", tf.fill(tf.shape(labels["click"]), ""))
     return out, labels
 
   ds = input_pipeline.make_dataset(
-    data_dir,
-    split,
-    batch_size,
-    schema,
-    shuffle=shuffle,
-    seed=seed,
-    with_metadata=True,
+    data_dir, split, batch_size, schema, shuffle=shuffle, seed=seed, with_metadata=True
   )
   return ds.map(index, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -114,13 +101,11 @@ class PlainEsmm(tf.keras.Model):
     super().__init__()
     self.fields = _id_fields(schema)
     self.tables = {
-      f.name: tf.keras.layers.Embedding(sizes[f.name] + 1, EMBEDDING_DIM)
-      for f in self.fields
+      f.name: tf.keras.layers.Embedding(sizes[f.name] + 1, EMBEDDING_DIM) for f in self.fields
     }
     self.towers = [
       tf.keras.Sequential(
-        [tf.keras.layers.Dense(n, activation="relu") for n in TOWER]
-        + [tf.keras.layers.Dense(1)]
+        [tf.keras.layers.Dense(n, activation="relu") for n in TOWER] + [tf.keras.layers.Dense(1)]
       )
       for _ in range(2)
     ]
@@ -140,13 +125,11 @@ class PlainEsmm(tf.keras.Model):
     return {"click": p_click, "cvr": p_cvr, "purchase": p_click * p_cvr}
 
 
-def _loss(
-  labels: Mapping[str, tf.Tensor], p: Mapping[str, tf.Tensor]
-) -> tf.Tensor:
+def _loss(labels: Mapping[str, tf.Tensor], p: Mapping[str, tf.Tensor]) -> tf.Tensor:
   bce = tf.keras.losses.binary_crossentropy
-  return tf.reduce_mean(
-    bce(labels["click"][:, None], p["click"][:, None])
-  ) + tf.reduce_mean(bce(labels["purchase"][:, None], p["purchase"][:, None]))
+  return tf.reduce_mean(bce(labels["click"][:, None], p["click"][:, None])) + tf.reduce_mean(
+    bce(labels["purchase"][:, None], p["purchase"][:, None])
+  )
 
 
 def _predict(model: PlainEsmm, ds: tf.data.Dataset) -> Dict[str, np.ndarray]:
@@ -169,8 +152,7 @@ def _predict(model: PlainEsmm, ds: tf.data.Dataset) -> Dict[str, np.ndarray]:
 
 
 def _scores(
-  pred: Mapping[str, np.ndarray],
-  truth: Optional[Mapping[str, np.ndarray]] = None,
+  pred: Mapping[str, np.ndarray], truth: Optional[Mapping[str, np.ndarray]] = None
 ) -> Dict[str, float]:
   """Test metrics; with the truth also the entire-space CVR AUC."""
   rows = dict(pred) if truth is None else truth
@@ -219,18 +201,10 @@ def train_and_evaluate(
   validation, best = [], None
   for epoch in range(1, epochs + 1):
     for x, y in _indexed(
-      data_dir,
-      "train",
-      schema,
-      id_maps,
-      batch_size,
-      shuffle=True,
-      seed=seed + epoch,
+      data_dir, "train", schema, id_maps, batch_size, shuffle=True, seed=seed + epoch
     ):
       train_step(x, y)
-    pred = _predict(
-      model, _indexed(data_dir, "validation", schema, id_maps, batch_size)
-    )
+    pred = _predict(model, _indexed(data_dir, "validation", schema, id_maps, batch_size))
     loss = float(
       _loss(
         {"click": pred["click"], "purchase": pred["buy"]},
@@ -241,9 +215,7 @@ def train_and_evaluate(
     if best is None or loss < best[0]:
       best = (loss, epoch, model.get_weights())
   model.set_weights(best[2])
-  pred = _predict(
-    model, _indexed(data_dir, "test", schema, id_maps, batch_size)
-  )
+  pred = _predict(model, _indexed(data_dir, "test", schema, id_maps, batch_size))
   result: Dict[str, Any] = {
     "validation": validation,
     "kept_epoch": best[1],

@@ -56,10 +56,7 @@ class StepProfile:
 
   def top_types(self, n: int) -> List[Dict[str, float]]:
     """The ``n`` costliest op types as ``{"type", "ms", "fraction"}``."""
-    return [
-      {"type": t, "ms": ms, "fraction": ms / self.kernel_ms}
-      for t, ms in self.by_type[:n]
-    ]
+    return [{"type": t, "ms": ms, "fraction": ms / self.kernel_ms} for t, ms in self.by_type[:n]]
 
   def format(self, n: int) -> str:
     """A text table of the ``n`` costliest op types and ops."""
@@ -70,10 +67,7 @@ class StepProfile:
       f"({100 * self.matmul_ms / self.kernel_ms:.1f}%)",
       f"{'ms/step':>9} {'share':>6}  op type",
     ]
-    lines += [
-      f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {t}"
-      for t, ms in self.by_type[:n]
-    ]
+    lines += [f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {t}" for t, ms in self.by_type[:n]]
     lines += [f"{'ms/step':>9} {'share':>6}  op (type)"]
     lines += [
       f"{ms:>9.2f} {100 * ms / self.kernel_ms:>5.1f}%  {name} ({t})"
@@ -144,10 +138,7 @@ def profile_fit_steps(
   by_type: Dict[str, float] = collections.Counter()
   for (_, op_type), ps in totals.items():
     by_type[op_type] += ps * per_step
-  by_op = sorted(
-    ((op, t, ps * per_step) for (op, t), ps in totals.items()),
-    key=lambda x: -x[2],
-  )
+  by_op = sorted(((op, t, ps * per_step) for (op, t), ps in totals.items()), key=lambda x: -x[2])
   return StepProfile(
     steps=steps,
     step_ms=1000.0 * wall / steps,

@@ -64,9 +64,7 @@ def export_and_time(
     FileNotFoundError: ``data_dir`` has no test split.
   """
   start = time.perf_counter()
-  path = export.export_saved_model(
-    model, schema, export_dir, model_name=model_name
-  )
+  path = export.export_saved_model(model, schema, export_dir, model_name=model_name)
   export_seconds = time.perf_counter() - start
   start = time.perf_counter()
   loaded = tf.saved_model.load(path)
@@ -74,14 +72,9 @@ def export_and_time(
   rows: List[Dict[str, Any]] = []
   for batch_size in batch_sizes:
     inputs, serialized = timing.request_batches(data_dir, schema, batch_size)
-    arguments = {
-      export.SERVING_DEFAULT: inputs,
-      export.SERVING_EXAMPLES: {"examples": serialized},
-    }
+    arguments = {export.SERVING_DEFAULT: inputs, export.SERVING_EXAMPLES: {"examples": serialized}}
     for signature in signatures:
-      call = functools.partial(
-        loaded.signatures[signature], **arguments[signature]
-      )
+      call = functools.partial(loaded.signatures[signature], **arguments[signature])
       ms = timing.latency_ms(call, num_calls, warmup_calls)
       rows.append(
         {
@@ -201,13 +194,7 @@ def measure(
     else:
       schema_dir = os.path.join(work_dir, "run")
       trained = train_briefly(
-        data_dir,
-        schema_dir,
-        model,
-        num_steps,
-        train_steps,
-        train_batch_size,
-        hparams or {},
+        data_dir, schema_dir, model, num_steps, train_steps, train_batch_size, hparams or {}
       )
     schema = training.model_dir_schema(schema_dir)
     result = export_and_time(
@@ -244,9 +231,7 @@ def measure(
 def table(result: Mapping[str, Any]) -> str:
   """The model, the export's size and a row per signature and batch size."""
   size = result["export_bytes"]
-  parts = ", ".join(
-    f"{k} {v / 1e6:.2f}" for k, v in sorted(size.items()) if k != "total"
-  )
+  parts = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in sorted(size.items()) if k != "total")
   lines = [
     f"model {result['model']}, T = {result['num_steps']}, "
     f"{result['trainable_parameters']:,} trainable weights; "
@@ -255,8 +240,7 @@ def table(result: Mapping[str, Any]) -> str:
     f"export {size['total'] / 1e6:.2f} MB ({parts}), written in "
     f"{result['export_seconds']:.1f} s, loaded in "
     f"{result['load_seconds']:.1f} s",
-    f"{'signature':<18}{'batch':>7}{'p50 ms':>10}{'p99 ms':>10}"
-    f"{'mean ms':>10}{'rows/s':>12}",
+    f"{'signature':<18}{'batch':>7}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'rows/s':>12}",
   ]
   for r in result["results"]:
     ms = r["latency_ms"]

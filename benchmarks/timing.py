@@ -35,21 +35,14 @@ from tafe_tf import input_pipeline, models, training
 from tafe_tf.benchmarks import flops as flops_lib
 
 
-def cached_batches(
-  data_dir: str, batch_size: int, num_batches: int
-) -> tf.data.Dataset:
+def cached_batches(data_dir: str, batch_size: int, num_batches: int) -> tf.data.Dataset:
   """``num_batches`` parsed train batches, cached, repeated forever."""
-  ds = input_pipeline.make_dataset(
-    data_dir, "train", batch_size, drop_remainder=True, repeat=True
-  )
+  ds = input_pipeline.make_dataset(data_dir, "train", batch_size, drop_remainder=True, repeat=True)
   return ds.take(num_batches).cache().repeat()
 
 
 def interleaved_fit_seconds(
-  runs: Mapping[Hashable, Tuple[tf.keras.Model, Any]],
-  steps: int,
-  warmup: int,
-  repeats: int,
+  runs: Mapping[Hashable, Tuple[tf.keras.Model, Any]], steps: int, warmup: int, repeats: int
 ) -> Dict[Hashable, float]:
   """Steady-state seconds of ``steps`` train steps of each model, in turns.
 
@@ -69,18 +62,14 @@ def interleaved_fit_seconds(
     Name -> seconds of ``steps`` steps.
   """
   if steps < 1 or warmup < 1 or repeats < 1:
-    raise ValueError(
-      f"steps, warmup and repeats must be >= 1, got {steps}, "
-      f"{warmup}, {repeats}"
-    )
+    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, {warmup}, {repeats}")
   for model, dataset in runs.values():
     model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
   seconds = {name: float("inf") for name in runs}
   for _ in range(repeats):
     for name, (model, dataset) in runs.items():
       seconds[name] = min(
-        seconds[name],
-        time_steady_steps(model, dataset, steps, warmup=1, repeats=1),
+        seconds[name], time_steady_steps(model, dataset, steps, warmup=1, repeats=1)
       )
   return seconds
 
@@ -120,17 +109,10 @@ def time_steady_steps(
     repeats: Timed windows; the fastest counts (>= 1).
   """
   if steps < 1 or warmup < 1 or repeats < 1:
-    raise ValueError(
-      f"steps, warmup and repeats must be >= 1, got {steps}, "
-      f"{warmup}, {repeats}"
-    )
+    raise ValueError(f"steps, warmup and repeats must be >= 1, got {steps}, {warmup}, {repeats}")
   clock = _StepEndClock()
   model.fit(
-    dataset,
-    epochs=1,
-    steps_per_epoch=warmup + repeats * steps,
-    callbacks=[clock],
-    verbose=0,
+    dataset, epochs=1, steps_per_epoch=warmup + repeats * steps, callbacks=[clock], verbose=0
   )
   ends = clock.times[warmup - 1 :: steps]
   return min(b - a for a, b in zip(ends[:-1], ends[1:]))
@@ -172,16 +154,10 @@ def time_strategy(
     (of the global batch) and ``step_ms``.
   """
   model = training.build_and_compile(
-    name,
-    schema,
-    {"train_metrics": False, **dict(hparams)},
-    learning_rate,
-    strategy,
+    name, schema, {"train_metrics": False, **dict(hparams)}, learning_rate, strategy
   )
   seconds = time_steady_steps(model, dataset, steps, warmup, repeats)
-  examples_per_step = float(model.loss_means.count()) / (
-    warmup + repeats * steps
-  )
+  examples_per_step = float(model.loss_means.count()) / (warmup + repeats * steps)
   return {
     "strategy": type(strategy).__name__,
     "replicas": strategy.num_replicas_in_sync,
@@ -197,16 +173,11 @@ def trainable_parameters(model: tf.keras.Model) -> int:
 
 
 def compile_for_timing(
-  name: str,
-  schema: features_lib.Schema,
-  hparams: Mapping[str, Any],
-  learning_rate: float = 1e-3,
+  name: str, schema: features_lib.Schema, hparams: Mapping[str, Any], learning_rate: float = 1e-3
 ) -> tf.keras.Model:
   """Model ``name`` compiled with Adam, loss only: no training-time step
   metrics (unless ``hparams`` asks for them), as the peers are compiled."""
-  model = models.build_model(
-    name, schema, **{"train_metrics": False, **dict(hparams)}
-  )
+  model = models.build_model(name, schema, **{"train_metrics": False, **dict(hparams)})
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
   return model
 
@@ -257,8 +228,7 @@ class TrainSpeed:
 
 
 PeerBuilder = Callable[
-  [tf.data.Dataset, features_lib.Schema],
-  Mapping[Hashable, Tuple[tf.keras.Model, Any]],
+  [tf.data.Dataset, features_lib.Schema], Mapping[Hashable, Tuple[tf.keras.Model, Any]]
 ]
 
 
@@ -303,9 +273,7 @@ def train_speed(
   rows = {}
   for key, (name, _) in ours.items():
     row = speed_row(name, runs[key][0], sample, seconds[key], steps, batch_size)
-    row["mfu"] = (
-      row["train_flops_per_example"] * row["examples_per_second"] / peak
-    )
+    row["mfu"] = row["train_flops_per_example"] * row["examples_per_second"] / peak
     rows[key] = row
   return TrainSpeed(
     schema=schema,
@@ -386,25 +354,16 @@ def request_batches(
   features, _ = next(
     iter(
       input_pipeline.make_dataset(
-        data_dir,
-        "test",
-        batch_size,
-        schema=schema,
-        repeat=True,
-        dense_padded=True,
+        data_dir, "test", batch_size, schema=schema, repeat=True, dense_padded=True
       )
     )
   )
   serialized = next(
     iter(
-      tf.data.TFRecordDataset(
-        files, compression_type=input_pipeline.COMPRESSION
-      )
+      tf.data.TFRecordDataset(files, compression_type=input_pipeline.COMPRESSION)
       .repeat()
       .batch(batch_size)
     )
   )
-  inputs = {
-    k: features[k] for k in features_lib.serving_input_signature(schema)
-  }
+  inputs = {k: features[k] for k in features_lib.serving_input_signature(schema)}
   return inputs, serialized

@@ -62,9 +62,7 @@ def measure(
     for name in models
     for fused in LAYOUTS[embedding]
   }
-  speed = timing.train_speed(
-    data_dir, ours, batch_size, steps, warmup, repeats, NUM_CACHED_BATCHES
-  )
+  speed = timing.train_speed(data_dir, ours, batch_size, steps, warmup, repeats, NUM_CACHED_BATCHES)
   rows: List[Dict[str, Any]] = []
   for (name, fused), row in speed.rows.items():
     row = dict(row, embedding="fused" if fused else "per_field")
@@ -72,19 +70,15 @@ def measure(
       profile = profiling.profile_fit_steps(
         speed.models[(name, fused)], speed.dataset, steps, warmup=1
       )
-      row["profile_text"] = (
-        f"--- {name} ({row['embedding']}) profile\n"
-        + profile.format(profile_top)
+      row["profile_text"] = f"--- {name} ({row['embedding']}) profile\n" + profile.format(
+        profile_top
       )
       row["profile"] = {
         "step_ms": profile.step_ms,
         "kernel_ms": profile.kernel_ms,
         "matmul_ms": profile.matmul_ms,
         "by_type": profile.top_types(profile_top),
-        "by_op": [
-          {"op": op, "type": t, "ms": ms}
-          for op, t, ms in profile.by_op[:profile_top]
-        ],
+        "by_op": [{"op": op, "type": t, "ms": ms} for op, t, ms in profile.by_op[:profile_top]],
       }
     rows.append(row)
   return {

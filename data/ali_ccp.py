@@ -24,29 +24,13 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import (
-  Any,
-  Collection,
-  Dict,
-  Iterable,
-  Iterator,
-  List,
-  Optional,
-  Sequence,
-  Tuple,
-)
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tafe_tf.data import line_format
 from tafe_tf.data import writer as writer_lib
-from tafe_tf.data.line_format import (
-  FieldKind,
-  FieldTemplate,
-  LineError,
-  Row,
-  SplitInput,
-)
+from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
 
 ID, WEIGHTED = FieldKind.ID, FieldKind.WEIGHTED_IDS
 
@@ -84,14 +68,8 @@ FIELD_BY_RAW_ID: Dict[bytes, Tuple[str, FieldKind]] = {
 FIELD_KIND: Dict[str, FieldKind] = {name: kind for _, name, kind, _ in FIELDS}
 _EMPTY_WEIGHTED = ((), ())
 
-SKELETON_FILES = {
-  "train": "sample_skeleton_train.csv",
-  "test": "sample_skeleton_test.csv",
-}
-COMMON_FILES = {
-  "train": "common_features_train.csv",
-  "test": "common_features_test.csv",
-}
+SKELETON_FILES = {"train": "sample_skeleton_train.csv", "test": "sample_skeleton_test.csv"}
+COMMON_FILES = {"train": "common_features_train.csv", "test": "common_features_test.csv"}
 DEFAULT_CACHE_ROWS = 4096
 # Bound of the per-reader memo of parsed skeleton entries (~150 bytes each).
 MEMO_ENTRIES = 1 << 18
@@ -102,9 +80,7 @@ def field_templates() -> List[FieldTemplate]:
   return [FieldTemplate(name, kind, group) for _, name, kind, group in FIELDS]
 
 
-def resolve_entry(
-  field: bytes, feature_id: int, value: float
-) -> Tuple[str, bool, int, float]:
+def resolve_entry(field: bytes, feature_id: int, value: float) -> Tuple[str, bool, int, float]:
   """``(field name, single-valued?, feature_id, value)`` of a parsed entry.
 
   Raises:
@@ -112,10 +88,7 @@ def resolve_entry(
   """
   known = FIELD_BY_RAW_ID.get(field)
   if known is None:
-    raise LineError(
-      "unknown_field",
-      f"unknown field id {field[:40].decode(errors='replace')!r}",
-    )
+    raise LineError("unknown_field", f"unknown field id {field[:40].decode(errors='replace')!r}")
   return known[0], known[1] == ID, feature_id, value
 
 
@@ -136,10 +109,7 @@ def parse_entry(entry: bytes) -> Tuple[str, bool, int, float]:
       raise ValueError
   except ValueError:
     raise LineError(
-      "bad_entry",
-      "entry "
-      f"{entry[:80].decode(errors='replace')!r} is not "
-      "field\\x02id\\x03value",
+      "bad_entry", f"entry {entry[:80].decode(errors='replace')!r} is not field\\x02id\\x03value"
     ) from None
   return resolve_entry(field, feature_id, value)
 
@@ -156,9 +126,7 @@ def collect(entries: Iterable[Tuple[str, bool, int, float]]) -> Dict[str, Any]:
   for name, single, feature_id, value in entries:
     if single:
       if name in out:
-        raise LineError(
-          "repeated_single_field", f"single-valued field {name} has several ids"
-        )
+        raise LineError("repeated_single_field", f"single-valued field {name} has several ids")
       out[name] = feature_id
     else:
       slot = out.get(name)
@@ -171,8 +139,7 @@ def collect(entries: Iterable[Tuple[str, bool, int, float]]) -> Dict[str, Any]:
 
 
 def parse_fields(
-  feature_list: bytes,
-  memo: Optional[Dict[bytes, Tuple[str, bool, int, float]]] = None,
+  feature_list: bytes, memo: Optional[Dict[bytes, Tuple[str, bool, int, float]]] = None
 ) -> Dict[str, Any]:
   """Schema values of a raw ``feature_list`` (entries joined by ``\\x01``).
 
@@ -202,9 +169,7 @@ def _memoized(entries: List[bytes], memo: Dict[bytes, Any]) -> Iterator[Any]:
     yield parsed
 
 
-def fill_missing(
-  values: Dict[str, Any], elsewhere: Collection[str] = ()
-) -> Dict[str, Any]:
+def fill_missing(values: Dict[str, Any], elsewhere: Collection[str] = ()) -> Dict[str, Any]:
   """Adds every field in neither ``values`` nor ``elsewhere``, as missing.
 
   A missing single-valued field gets :data:`line_format.MISSING_ID` (the model
@@ -218,9 +183,7 @@ def fill_missing(
 
 
 def _parse_counted_list(
-  feature_num: bytes,
-  feature_list: bytes,
-  memo: Optional[Dict[bytes, Any]] = None,
+  feature_num: bytes, feature_list: bytes, memo: Optional[Dict[bytes, Any]] = None
 ) -> Dict[str, Any]:
   """Schema values of ``feature_list``, checked against ``feature_num``."""
   try:
@@ -228,17 +191,14 @@ def _parse_counted_list(
   except ValueError:
     raise LineError(
       "bad_feature_num",
-      "feature_num "
-      f"{feature_num[:40].decode(errors='replace')!r} is not an "
-      "integer",
+      f"feature_num {feature_num[:40].decode(errors='replace')!r} is not an integer",
     ) from None
   if expected == 0 and not feature_list:
     return {}
   found = feature_list.count(b"\x01") + 1
   if found != expected:
     raise LineError(
-      "bad_feature_num",
-      f"feature_num is {expected} but the list has {found} entries",
+      "bad_feature_num", f"feature_num is {expected} but the list has {found} entries"
     )
   return parse_fields(feature_list, memo)
 
@@ -249,13 +209,7 @@ def _parse_counted_list(
 class CommonIndex:
   """Where each common row of one file is: sorted keys, offsets, line numbers."""
 
-  def __init__(
-    self,
-    path: str,
-    keys: np.ndarray,
-    offsets: np.ndarray,
-    line_numbers: np.ndarray,
-  ):
+  def __init__(self, path: str, keys: np.ndarray, offsets: np.ndarray, line_numbers: np.ndarray):
     self.path = path
     self.keys = keys
     self.offsets = offsets
@@ -317,9 +271,7 @@ def index_common_file(path: str, skips: writer_lib.SkipCounter) -> CommonIndex:
       "common_feature_index already used on an earlier line",
     )
   keep = ~duplicate
-  return CommonIndex(
-    path, key_array[keep], offset_array[keep], number_array[keep]
-  )
+  return CommonIndex(path, key_array[keep], offset_array[keep], number_array[keep])
 
 
 class _BadCommonRow:
@@ -346,18 +298,12 @@ class RawReader(line_format.LineReader):
   """Joins skeleton lines with their common rows (LRU-cached)."""
 
   def __init__(
-    self,
-    path: str,
-    common: CommonIndex,
-    skips: writer_lib.SkipCounter,
-    cache_rows: int,
+    self, path: str, common: CommonIndex, skips: writer_lib.SkipCounter, cache_rows: int
   ):
     super().__init__(path, skips)
     self.common = common
     self.cache_rows = cache_rows
-    self._cache: "collections.OrderedDict[bytes, Any]" = (
-      collections.OrderedDict()
-    )
+    self._cache: "collections.OrderedDict[bytes, Any]" = collections.OrderedDict()
     self._memo: Dict[bytes, Tuple[bytes, int, float]] = {}
     self._common_file = open(common.path, "rb")
     self._problems: Dict[Tuple[str, int], Tuple[str, str]] = {}
@@ -366,14 +312,10 @@ class RawReader(line_format.LineReader):
   def parse_or_raise(self, line: bytes, line_number: int) -> Row:
     parts = line_format.strip_line(line).split(b",")
     if len(parts) != 6:
-      raise LineError(
-        "wrong_field_count",
-        f"expected 6 comma-separated fields, got {len(parts)}",
-      )
+      raise LineError("wrong_field_count", f"expected 6 comma-separated fields, got {len(parts)}")
     sample_id, click, buy, key, feature_num, feature_list = parts
     labels = line_format.cumulative_labels(
-      line_format.parse_label(click, "click"),
-      line_format.parse_label(buy, "buy"),
+      line_format.parse_label(click, "click"), line_format.parse_label(buy, "buy")
     )
     own = _parse_counted_list(feature_num, feature_list, self._memo)
     common = self._common_row(key)
@@ -381,17 +323,12 @@ class RawReader(line_format.LineReader):
     if not own.keys().isdisjoint(shared.features):
       both = sorted(set(own) & set(shared.features))
       raise LineError(
-        "field_in_both_files",
-        f"field(s) {', '.join(both)} in both the skeleton and the common row",
+        "field_in_both_files", f"field(s) {', '.join(both)} in both the skeleton and the common row"
       )
     features = dict(common.others)
     features.update(own)
     return Row(
-      labels=labels,
-      features=features,
-      holdout_key=sample_id,
-      sample_id=sample_id,
-      shared=shared,
+      labels=labels, features=features, holdout_key=sample_id, sample_id=sample_id, shared=shared
     )
 
   def _common_row(self, key: bytes) -> _CommonRow:
@@ -408,8 +345,7 @@ class RawReader(line_format.LineReader):
     if isinstance(cached, _BadCommonRow):
       raise LineError(
         "bad_common_row",
-        f"its common row ({os.path.basename(self.common.path)}:"
-        f"{cached.line_number}) is malformed",
+        f"its common row ({os.path.basename(self.common.path)}:{cached.line_number}) is malformed",
       )
     return cached
 
@@ -427,11 +363,7 @@ class RawReader(line_format.LineReader):
     self._parses += 1
     try:
       _, feature_num, feature_list = line.split(b",")
-      return _CommonRow(
-        line_format.SharedFeatures(
-          _parse_counted_list(feature_num, feature_list)
-        )
-      )
+      return _CommonRow(line_format.SharedFeatures(_parse_counted_list(feature_num, feature_list)))
     except LineError as e:
       reason = "common_" + e.reason
       if self.skips.strict:
@@ -447,9 +379,7 @@ class RawReader(line_format.LineReader):
     self._common_file.close()
 
   def facts(self) -> Dict[str, Dict[str, int]]:
-    return {
-      "common_row_parses": {os.path.basename(self.common.path): self._parses}
-    }
+    return {"common_row_parses": {os.path.basename(self.common.path): self._parses}}
 
   def shared_problems(self) -> Dict[Tuple[str, int], Tuple[str, str]]:
     return dict(self._problems)
@@ -475,29 +405,17 @@ class RawAliCcp(line_format.LineFormat):
     return field_templates()
 
   def inputs(self, source_dir: str) -> List[SplitInput]:
-    line_format.require_files(
-      source_dir, [SKELETON_FILES["train"], COMMON_FILES["train"]]
-    )
+    line_format.require_files(source_dir, [SKELETON_FILES["train"], COMMON_FILES["train"]])
     out = [
-      SplitInput(
-        os.path.join(source_dir, SKELETON_FILES["train"]),
-        line_format.TRAIN,
-        holdout=True,
-      )
+      SplitInput(os.path.join(source_dir, SKELETON_FILES["train"]), line_format.TRAIN, holdout=True)
     ]
     test = [
       os.path.isfile(os.path.join(source_dir, n))
       for n in (SKELETON_FILES["test"], COMMON_FILES["test"])
     ]
     if any(test):  # the test pair is optional, but never half of it
-      line_format.require_files(
-        source_dir, [SKELETON_FILES["test"], COMMON_FILES["test"]]
-      )
-      out.append(
-        SplitInput(
-          os.path.join(source_dir, SKELETON_FILES["test"]), line_format.TEST
-        )
-      )
+      line_format.require_files(source_dir, [SKELETON_FILES["test"], COMMON_FILES["test"]])
+      out.append(SplitInput(os.path.join(source_dir, SKELETON_FILES["test"]), line_format.TEST))
     return out
 
   def prepare(
@@ -506,30 +424,19 @@ class RawAliCcp(line_format.LineFormat):
     """Indexes the common file of every skeleton file (by skeleton path)."""
     out = {}
     for split_input in inputs:
-      name = os.path.basename(split_input.path).replace(
-        "sample_skeleton_", "common_features_"
-      )
+      name = os.path.basename(split_input.path).replace("sample_skeleton_", "common_features_")
       out[split_input.path] = index_common_file(
         os.path.join(os.path.dirname(split_input.path), name), skips
       )
     return out
 
   def reader(
-    self,
-    split_input: SplitInput,
-    context: Dict[str, CommonIndex],
-    skips: writer_lib.SkipCounter,
+    self, split_input: SplitInput, context: Dict[str, CommonIndex], skips: writer_lib.SkipCounter
   ) -> RawReader:
-    return RawReader(
-      split_input.path, context[split_input.path], skips, self.cache_rows
-    )
+    return RawReader(split_input.path, context[split_input.path], skips, self.cache_rows)
 
   def report_facts(self, context: Dict[str, CommonIndex]) -> Dict[str, Any]:
-    return {
-      "common_rows": {
-        os.path.basename(index.path): len(index) for index in context.values()
-      }
-    }
+    return {"common_rows": {os.path.basename(index.path): len(index) for index in context.values()}}
 
 
 # --- writing raw files (tests and the benchmark) -----------------------------
@@ -538,27 +445,17 @@ class RawAliCcp(line_format.LineFormat):
 def format_entries(entries: Sequence[Tuple[str, int, float]]) -> str:
   """A raw ``feature_list`` from ``(field_id, feature_id, value)`` triples."""
   return "\x01".join(
-    f"{field}\x02{feature_id}\x03{value:g}"
-    for field, feature_id, value in entries
+    f"{field}\x02{feature_id}\x03{value:g}" for field, feature_id, value in entries
   )
 
 
 def format_skeleton_line(
-  sample_id: str,
-  click: int,
-  buy: int,
-  key: str,
-  entries: Sequence[Tuple[str, int, float]],
+  sample_id: str, click: int, buy: int, key: str, entries: Sequence[Tuple[str, int, float]]
 ) -> str:
   """One raw skeleton line (with its newline)."""
-  return (
-    f"{sample_id},{click},{buy},{key},{len(entries)},"
-    f"{format_entries(entries)}\n"
-  )
+  return f"{sample_id},{click},{buy},{key},{len(entries)},{format_entries(entries)}\n"
 
 
-def format_common_line(
-  key: str, entries: Sequence[Tuple[str, int, float]]
-) -> str:
+def format_common_line(key: str, entries: Sequence[Tuple[str, int, float]]) -> str:
   """One raw common-features line (with its newline)."""
   return f"{key},{len(entries)},{format_entries(entries)}\n"

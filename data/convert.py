@@ -84,26 +84,18 @@ class ConvertOptions:
     if self.min_count < 0:
       raise ValueError(f"min_count must be >= 0, got {self.min_count}")
     if not 0.0 <= self.validation_fraction < 1.0:
-      raise ValueError(
-        f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
-      )
+      raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
     if self.num_shards < 1:
       raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
     if self.workers < 0:
       raise ValueError(f"workers must be >= 0, got {self.workers}")
     if self.min_bytes_per_worker < 1:
-      raise ValueError(
-        f"min_bytes_per_worker must be >= 1, got {self.min_bytes_per_worker}"
-      )
+      raise ValueError(f"min_bytes_per_worker must be >= 1, got {self.min_bytes_per_worker}")
     if not 0 <= self.compression_level <= 9:
-      raise ValueError(
-        f"compression_level must be in [0, 9], got {self.compression_level}"
-      )
+      raise ValueError(f"compression_level must be in [0, 9], got {self.compression_level}")
 
 
-def build_schema(
-  fmt: LineFormat, vocabulary_sizes: Mapping[str, int]
-) -> features_lib.Schema:
+def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int]) -> features_lib.Schema:
   """The format's schema; id fields use ``vocab/<field>.txt`` lookups.
 
   A field whose vocabulary is empty (every train id rare) declares
@@ -113,11 +105,7 @@ def build_schema(
   fields = []
   for t in fmt.fields():
     if t.kind == FieldKind.DENSE:
-      fields.append(
-        features_lib.FieldSpec(
-          name=t.name, kind=t.kind, dim=t.dim, group=t.group
-        )
-      )
+      fields.append(features_lib.FieldSpec(name=t.name, kind=t.kind, dim=t.dim, group=t.group))
     else:
       fields.append(
         features_lib.FieldSpec(
@@ -169,35 +157,22 @@ class _Result:
 class _RowWriter:
   """Encodes rows, routes them to split writers and counts train ids."""
 
-  def __init__(
-    self,
-    schema: features_lib.Schema,
-    writers: Mapping[str, writer_lib.ShardedWriter],
-  ):
+  def __init__(self, schema: features_lib.Schema, writers: Mapping[str, writer_lib.ShardedWriter]):
     self.encoder = example_codec.ExampleEncoder(schema)
     self.has_sample_id = schema.has_sample_id
     self.writers = writers
-    self.counters = {
-      f.name: vocabulary.IdCounter() for f in schema.fields if f.is_id
-    }
+    self.counters = {f.name: vocabulary.IdCounter() for f in schema.fields if f.is_id}
     self._single = {f.name for f in schema.fields_of(FieldKind.ID)}
     # (name, counter, single-valued) of every id field, for the hot loop.
     self._counted = [
-      (f.name, self.counters[f.name], f.kind == FieldKind.ID)
-      for f in schema.fields
-      if f.is_id
+      (f.name, self.counters[f.name], f.kind == FieldKind.ID) for f in schema.fields if f.is_id
     ]
     self.rows = {split: 0 for split in writers}
-    self.positives = {
-      split: {step: 0 for step in line_format.STEPS} for split in writers
-    }
+    self.positives = {split: {step: 0 for step in line_format.STEPS} for split in writers}
 
   def write(self, row: Row, split: str) -> None:
     encoder = self.encoder
-    parts = [
-      encoder.encode_fields(row.features),
-      encoder.encode_labels(row.labels),
-    ]
+    parts = [encoder.encode_fields(row.features), encoder.encode_labels(row.labels)]
     if row.shared is not None:
       if row.shared.encoded is None:
         row.shared.encoded = encoder.encode_fields(row.shared.features)
@@ -239,20 +214,14 @@ def _convert_range(task: _Task) -> _Result:
   fmt, split_input, options = task.fmt, task.split_input, task.options
   skips = writer_lib.SkipCounter(strict=options.strict)
   reader = fmt.reader(split_input, task.context, skips)
-  splits = [split_input.split] + (
-    [line_format.VALIDATION] if split_input.holdout else []
-  )
+  splits = [split_input.split] + ([line_format.VALIDATION] if split_input.holdout else [])
   schema = build_schema(fmt, {})
   rows_read = 0
   with contextlib.ExitStack() as stack:
     writers = {
       split: stack.enter_context(
         writer_lib.ShardedWriter(
-          task.out_dir,
-          split,
-          options.num_shards,
-          task.shard_indices,
-          options.compression_level,
+          task.out_dir, split, options.num_shards, task.shard_indices, options.compression_level
         )
       )
       for split in splits
@@ -340,17 +309,11 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _run_file(
-  fmt: LineFormat,
-  split_input: SplitInput,
-  context: Any,
-  out_dir: str,
-  options: ConvertOptions,
+  fmt: LineFormat, split_input: SplitInput, context: Any, out_dir: str, options: ConvertOptions
 ) -> List[_Result]:
   size = os.path.getsize(split_input.path)
   workers = options.workers or os.cpu_count() or 1
-  pieces = max(
-    1, min(workers, options.num_shards, size // options.min_bytes_per_worker)
-  )
+  pieces = max(1, min(workers, options.num_shards, size // options.min_bytes_per_worker))
   ranges = byte_ranges(split_input.path, pieces)
   tasks = [
     _Task(
@@ -391,9 +354,7 @@ def _remove_outputs(out_dir: str, splits: Sequence[str]) -> None:
 
 
 def _merge_skips(
-  into: writer_lib.SkipCounter,
-  counts: Mapping[str, int],
-  first_lines: Mapping[str, List[str]],
+  into: writer_lib.SkipCounter, counts: Mapping[str, int], first_lines: Mapping[str, List[str]]
 ) -> None:
   """Adds a worker's skips (ranges arrive in file order, so lines stay sorted)."""
   for reason, count in counts.items():
@@ -403,10 +364,7 @@ def _merge_skips(
 
 
 def convert(
-  fmt: LineFormat,
-  source_dir: str,
-  out_dir: str,
-  options: Optional[ConvertOptions] = None,
+  fmt: LineFormat, source_dir: str, out_dir: str, options: Optional[ConvertOptions] = None
 ) -> Dict[str, Any]:
   """Converts the files of ``fmt`` under ``source_dir`` into ``out_dir``.
 
@@ -450,14 +408,8 @@ def convert(
     raise
 
   rows_per_split = {split: 0 for split in splits}
-  positives = {
-    split: {step: 0 for step in line_format.STEPS} for split in splits
-  }
-  counters = {
-    t.name: vocabulary.IdCounter()
-    for t in fmt.fields()
-    if t.kind != FieldKind.DENSE
-  }
+  positives = {split: {step: 0 for step in line_format.STEPS} for split in splits}
+  counters = {t.name: vocabulary.IdCounter() for t in fmt.fields() if t.kind != FieldKind.DENSE}
   facts: Dict[str, Any] = {}
   problems: Dict[Tuple[str, int], Tuple[str, str]] = {}
   for result in results:
@@ -473,10 +425,7 @@ def convert(
     skips.skip(reason, path, number, detail)
 
   sizes = vocabulary.write_vocabularies(
-    out_dir,
-    counters,
-    options.min_count,
-    {name: fmt.excluded_ids(name) for name in counters},
+    out_dir, counters, options.min_count, {name: fmt.excluded_ids(name) for name in counters}
   )
   schema = build_schema(fmt, sizes)
   schema.save(out_dir)
@@ -499,45 +448,25 @@ def convert(
 
 
 def convert_ali_ccp(
-  raw_dir: str,
-  out_dir: str,
-  cache_rows: int = ali_ccp.DEFAULT_CACHE_ROWS,
-  **options: Any,
+  raw_dir: str, out_dir: str, cache_rows: int = ali_ccp.DEFAULT_CACHE_ROWS, **options: Any
 ) -> Dict[str, Any]:
   """Raw Tianchi Ali-CCP (``sample_skeleton_*.csv`` + ``common_features_*.csv``)."""
-  return convert(
-    ali_ccp.RawAliCcp(cache_rows), raw_dir, out_dir, ConvertOptions(**options)
-  )
+  return convert(ali_ccp.RawAliCcp(cache_rows), raw_dir, out_dir, ConvertOptions(**options))
 
 
-def convert_ali_ccp_processed(
-  source_dir: str, out_dir: str, **options: Any
-) -> Dict[str, Any]:
+def convert_ali_ccp_processed(source_dir: str, out_dir: str, **options: Any) -> Dict[str, Any]:
   """Processed Ali-CCP CSV (``train.csv``, ``test.csv``, optional ``val.csv``)."""
-  return convert(
-    csv_formats.ProcessedAliCcp(),
-    source_dir,
-    out_dir,
-    ConvertOptions(**options),
-  )
+  return convert(csv_formats.ProcessedAliCcp(), source_dir, out_dir, ConvertOptions(**options))
 
 
-def convert_aliexpress(
-  source_dir: str, out_dir: str, **options: Any
-) -> Dict[str, Any]:
+def convert_aliexpress(source_dir: str, out_dir: str, **options: Any) -> Dict[str, Any]:
   """Processed AliExpress CSV (``train.csv``, ``test.csv``)."""
-  return convert(
-    csv_formats.AliExpress(), source_dir, out_dir, ConvertOptions(**options)
-  )
+  return convert(csv_formats.AliExpress(), source_dir, out_dir, ConvertOptions(**options))
 
 
-def convert_paddle_esmm(
-  source_dir: str, out_dir: str, **options: Any
-) -> Dict[str, Any]:
+def convert_paddle_esmm(source_dir: str, out_dir: str, **options: Any) -> Dict[str, Any]:
   """PaddleRec ESMM token files (``train.txt``, ``test.txt``)."""
-  return convert(
-    csv_formats.PaddleEsmm(), source_dir, out_dir, ConvertOptions(**options)
-  )
+  return convert(csv_formats.PaddleEsmm(), source_dir, out_dir, ConvertOptions(**options))
 
 
 CONVERTERS = {

@@ -25,13 +25,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from tafe_tf.data import ali_ccp, line_format
 from tafe_tf.data import writer as writer_lib
-from tafe_tf.data.line_format import (
-  FieldKind,
-  FieldTemplate,
-  LineError,
-  Row,
-  SplitInput,
-)
+from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
 
 
 def _parse_int(text: bytes, column: str) -> int:
@@ -39,10 +33,7 @@ def _parse_int(text: bytes, column: str) -> int:
     return int(text)
   except ValueError:
     raise LineError(
-      "bad_value",
-      f"column {column}: "
-      f"{text[:40].decode(errors='replace')!r} is not an "
-      "integer",
+      "bad_value", f"column {column}: {text[:40].decode(errors='replace')!r} is not an integer"
     ) from None
 
 
@@ -53,10 +44,7 @@ def _parse_float(text: bytes, column: str) -> float:
     value = float("nan")
   if value - value != 0.0:  # also rejects nan and inf
     raise LineError(
-      "bad_value",
-      f"column {column}: "
-      f"{text[:40].decode(errors='replace')!r} is not a finite "
-      "number",
+      "bad_value", f"column {column}: {text[:40].decode(errors='replace')!r} is not a finite number"
     )
   return value
 
@@ -64,9 +52,7 @@ def _parse_float(text: bytes, column: str) -> float:
 class _ColumnsReader(line_format.LineReader):
   """A CSV with a header: label, id and dense columns at fixed positions."""
 
-  def __init__(
-    self, path: str, skips: writer_lib.SkipCounter, fmt: "_CsvFormat"
-  ):
+  def __init__(self, path: str, skips: writer_lib.SkipCounter, fmt: "_CsvFormat"):
     super().__init__(path, skips)
     self.fmt = fmt
     self.columns = fmt.header.split(b",")
@@ -75,20 +61,16 @@ class _ColumnsReader(line_format.LineReader):
     self.label_columns = [names.index(c) for c in fmt.label_columns]
     self.id_columns = [(field, names.index(c)) for field, c in fmt.id_columns()]
     self.dense_columns = [
-      (field, [names.index(c) for c in cols])
-      for field, cols in fmt.dense_columns()
+      (field, [names.index(c) for c in cols]) for field, cols in fmt.dense_columns()
     ]
-    self.key_column = (
-      names.index(fmt.holdout_column) if fmt.holdout_column else None
-    )
+    self.key_column = names.index(fmt.holdout_column) if fmt.holdout_column else None
 
   def parse_or_raise(self, line: bytes, line_number: int) -> Row:
     line = line_format.strip_line(line)
     parts = line.split(b",")
     if len(parts) != self.num_columns:
       raise LineError(
-        "wrong_field_count",
-        f"expected {self.num_columns} comma-separated fields, got {len(parts)}",
+        "wrong_field_count", f"expected {self.num_columns} comma-separated fields, got {len(parts)}"
       )
     click, buy = (
       line_format.parse_label(parts[i], self.fmt.label_columns[k])
@@ -99,9 +81,7 @@ class _ColumnsReader(line_format.LineReader):
     for field, i in self.id_columns:
       values[field] = _parse_int(parts[i], self.columns[i].decode())
     for field, indices in self.dense_columns:
-      values[field] = [
-        _parse_float(parts[i], self.columns[i].decode()) for i in indices
-      ]
+      values[field] = [_parse_float(parts[i], self.columns[i].decode()) for i in indices]
     key = parts[self.key_column] if self.key_column is not None else line
     return Row(labels=labels, features=values, holdout_key=key)
 
@@ -127,32 +107,22 @@ class _CsvFormat(line_format.LineFormat):
   def fields(self) -> List[FieldTemplate]:
     groups = self.field_groups()
     return [
-      FieldTemplate(name, FieldKind.ID, groups.get(name, ""))
-      for name, _ in self.id_columns()
+      FieldTemplate(name, FieldKind.ID, groups.get(name, "")) for name, _ in self.id_columns()
     ] + [
       FieldTemplate(name, FieldKind.DENSE, groups.get(name, ""), dim=len(cols))
       for name, cols in self.dense_columns()
     ]
 
   def inputs(self, source_dir: str) -> List[SplitInput]:
-    train, test = line_format.require_files(
-      source_dir, [self.train_file, self.test_file]
-    )
-    validation = (
-      os.path.join(source_dir, self.validation_file)
-      if self.validation_file
-      else ""
-    )
+    train, test = line_format.require_files(source_dir, [self.train_file, self.test_file])
+    validation = os.path.join(source_dir, self.validation_file) if self.validation_file else ""
     if validation and os.path.isfile(validation):
       return [
         SplitInput(train, line_format.TRAIN),
         SplitInput(validation, line_format.VALIDATION),
         SplitInput(test, line_format.TEST),
       ]
-    return [
-      SplitInput(train, line_format.TRAIN, holdout=True),
-      SplitInput(test, line_format.TEST),
-    ]
+    return [SplitInput(train, line_format.TRAIN, holdout=True), SplitInput(test, line_format.TEST)]
 
   def reader(
     self, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
@@ -186,16 +156,7 @@ _PROCESSED_ID_COLUMNS = (
   "127_14",
   "150_14",
 )
-_PROCESSED_DENSE_COLUMNS = (
-  "109_14",
-  "110_14",
-  "127_14",
-  "150_14",
-  "508",
-  "509",
-  "702",
-  "853",
-)
+_PROCESSED_DENSE_COLUMNS = ("109_14", "110_14", "127_14", "150_14", "508", "509", "702", "853")
 _ALI_CCP_NAME = {raw: name for raw, name, _, _ in ali_ccp.FIELDS}
 _ALI_CCP_GROUP = {name: group for _, name, _, group in ali_ccp.FIELDS}
 
@@ -222,9 +183,7 @@ class ProcessedAliCcp(_CsvFormat):
     return [(_ALI_CCP_NAME[c], c) for c in _PROCESSED_ID_COLUMNS]
 
   def dense_columns(self) -> List[Tuple[str, List[str]]]:
-    return [
-      (_ALI_CCP_NAME[c] + "_value", ["D" + c]) for c in _PROCESSED_DENSE_COLUMNS
-    ]
+    return [(_ALI_CCP_NAME[c] + "_value", ["D" + c]) for c in _PROCESSED_DENSE_COLUMNS]
 
   def field_groups(self) -> Dict[str, str]:
     groups = dict(_ALI_CCP_GROUP)
@@ -277,8 +236,7 @@ def _token_entry(token: bytes) -> Tuple[str, bool, int, float]:
     feature_id = int(feature_id)
   except ValueError:
     raise LineError(
-      "bad_entry",
-      f"token {token[:80].decode(errors='replace')!r} is not field:id",
+      "bad_entry", f"token {token[:80].decode(errors='replace')!r} is not field:id"
     ) from None
   return ali_ccp.resolve_entry(field, feature_id, 1.0)
 
@@ -290,19 +248,15 @@ class _PaddleReader(line_format.LineReader):
     parts = line_format.strip_line(line).split(b",")
     if len(parts) < 3:
       raise LineError(
-        "wrong_field_count",
-        f"expected sample_id,click,ctcvr and tokens, got {len(parts)} fields",
+        "wrong_field_count", f"expected sample_id,click,ctcvr and tokens, got {len(parts)} fields"
       )
     sample_id, click, ctcvr = parts[0], parts[1], parts[2]
     # ctcvr is already cumulative: 1 only if clicked and bought.
     labels = line_format.cumulative_labels(
-      line_format.parse_label(click, "click"),
-      line_format.parse_label(ctcvr, "ctcvr"),
+      line_format.parse_label(click, "click"), line_format.parse_label(ctcvr, "ctcvr")
     )
     values = ali_ccp.fill_missing(ali_ccp.collect(map(_token_entry, parts[3:])))
-    return Row(
-      labels=labels, features=values, holdout_key=sample_id, sample_id=sample_id
-    )
+    return Row(labels=labels, features=values, holdout_key=sample_id, sample_id=sample_id)
 
 
 class PaddleEsmm(line_format.LineFormat):
@@ -316,13 +270,8 @@ class PaddleEsmm(line_format.LineFormat):
     return ali_ccp.field_templates()
 
   def inputs(self, source_dir: str) -> List[SplitInput]:
-    train, test = line_format.require_files(
-      source_dir, ["train.txt", "test.txt"]
-    )
-    return [
-      SplitInput(train, line_format.TRAIN, holdout=True),
-      SplitInput(test, line_format.TEST),
-    ]
+    train, test = line_format.require_files(source_dir, ["train.txt", "test.txt"])
+    return [SplitInput(train, line_format.TRAIN, holdout=True), SplitInput(test, line_format.TEST)]
 
   def reader(
     self, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter

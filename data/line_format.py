@@ -19,17 +19,7 @@ import abc
 import dataclasses
 import os
 import zlib
-from typing import (
-  Any,
-  Callable,
-  Dict,
-  Iterator,
-  List,
-  Mapping,
-  Optional,
-  Sequence,
-  Tuple,
-)
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tafe_tf import features as features_lib
 from tafe_tf.data import writer as writer_lib
@@ -184,9 +174,7 @@ class LineFormat(abc.ABC):
     """Ids of ``field`` that never enter its vocabulary."""
     return (MISSING_ID,)
 
-  def prepare(
-    self, inputs: Sequence[SplitInput], skips: writer_lib.SkipCounter
-  ) -> Any:
+  def prepare(self, inputs: Sequence[SplitInput], skips: writer_lib.SkipCounter) -> Any:
     """Work done once before reading (e.g. indexing a side file)."""
     return None
 
@@ -206,9 +194,7 @@ def require_files(source_dir: str, names: Sequence[str]) -> List[str]:
   paths = [os.path.join(source_dir, n) for n in names]
   missing = [n for n, p in zip(names, paths) if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(
-      f"{source_dir}: missing input file(s) {', '.join(missing)}"
-    )
+    raise FileNotFoundError(f"{source_dir}: missing input file(s) {', '.join(missing)}")
   return paths
 
 
@@ -223,9 +209,7 @@ def parse_label(text: bytes, name: str) -> int:
     return 1
   if text == b"0":
     return 0
-  raise LineError(
-    "bad_label", f"{name} label {text.decode(errors='replace')!r} is not 0 or 1"
-  )
+  raise LineError("bad_label", f"{name} label {text.decode(errors='replace')!r} is not 0 or 1")
 
 
 def cumulative_labels(click: int, buy: int) -> Tuple[int, int]:
@@ -240,10 +224,7 @@ def strip_line(line: bytes) -> bytes:
 
 
 def iter_rows(
-  fmt: LineFormat,
-  split_input: SplitInput,
-  context: Any,
-  skips: writer_lib.SkipCounter,
+  fmt: LineFormat, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
 ) -> Iterator[Tuple[int, Row]]:
   """``(line number, row)`` of every usable line of one file, in order."""
   reader = fmt.reader(split_input, context, skips)

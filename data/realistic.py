@@ -50,17 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import (
-  Any,
-  Dict,
-  Iterator,
-  List,
-  Mapping,
-  Optional,
-  Sequence,
-  Tuple,
-  Union,
-)
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -99,9 +89,7 @@ _FIELD_ORDER = (
   + list(CROSS_FIELDS)
 )
 # Feature ids are unique across fields, as in the real files.
-FIELD_BASE = {
-  field: (k + 1) * 10_000_000 for k, field in enumerate(_FIELD_ORDER)
-}
+FIELD_BASE = {field: (k + 1) * 10_000_000 for k, field in enumerate(_FIELD_ORDER)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +165,7 @@ class RealisticConfig:
   def __post_init__(self):
     if self.output_format not in ("ali_ccp", "aliexpress"):
       raise ValueError(
-        "output_format must be 'ali_ccp' or 'aliexpress', got "
-        f"{self.output_format!r}"
+        f"output_format must be 'ali_ccp' or 'aliexpress', got {self.output_format!r}"
       )
     if not (0 < self.target_ctr < 0.5 and 0 < self.target_cvr < 0.5):
       raise ValueError("target_ctr and target_cvr must be in (0, 0.5)")
@@ -196,9 +183,7 @@ FAMILY: Dict[str, RealisticConfig] = {
   # Clicks select the impressions with a high (hidden) need.
   "selection": RealisticConfig(name="selection", seed=37, selection=0.6),
   # A strong per-visit intent that the features do not carry.
-  "visit_intent": RealisticConfig(
-    name="visit_intent", seed=41, visit_intent=0.7
-  ),
+  "visit_intent": RealisticConfig(name="visit_intent", seed=41, visit_intent=0.7),
   # Mostly id-level signal on a long tail: few repeats per id.
   "sparse": RealisticConfig(
     name="sparse",
@@ -225,31 +210,24 @@ def resolve(member: Union[str, RealisticConfig]) -> RealisticConfig:
   if isinstance(member, RealisticConfig):
     return member
   if member not in FAMILY:
-    raise ValueError(
-      f"unknown realistic member {member!r}; known: {', '.join(sorted(FAMILY))}"
-    )
+    raise ValueError(f"unknown realistic member {member!r}; known: {', '.join(sorted(FAMILY))}")
   return FAMILY[member]
 
 
 # --- the hidden world ---------------------------------------------------------
 
 
-def _zipf_weights(
-  rng: np.random.Generator, n: int, exponent: float
-) -> np.ndarray:
+def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
   """Popularity ``1 / rank^exponent`` in a random order, summing to 1."""
   w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
   w = w[rng.permutation(n)]
   return w / w.sum()
 
 
-def _draw(
-  rng: np.random.Generator, cumulative: np.ndarray, size: int
-) -> np.ndarray:
+def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int) -> np.ndarray:
   """Indices drawn from the distribution of a cumulative array ending at 1."""
   return np.minimum(
-    np.searchsorted(cumulative, rng.random(size), side="right"),
-    cumulative.size - 1,
+    np.searchsorted(cumulative, rng.random(size), side="right"), cumulative.size - 1
   )
 
 
@@ -300,11 +278,7 @@ class World:
     self.num_intentions = 3 * nc
     # Users: profile groups (skewed), factors from the groups plus an id part.
     self.profile = np.stack(
-      [
-        _draw(rng, np.cumsum(rng.dirichlet(np.full(n, 0.7))), nu)
-        for _, n in PROFILE_FIELDS
-      ],
-      axis=1,
+      [_draw(rng, np.cumsum(rng.dirichlet(np.full(n, 0.7))), nu) for _, n in PROFILE_FIELDS], axis=1
     )
     self.activity = np.cumsum(_zipf_weights(rng, nu, c.user_zipf))
     self.user_click, self.user_buy = self._factors(
@@ -314,59 +288,37 @@ class World:
     self.popularity = _zipf_weights(rng, ni, c.item_zipf)
     self.cum_popularity = np.cumsum(self.popularity)
     self.category = _draw(rng, np.cumsum(_zipf_weights(rng, nc, 1.0)), ni)
-    self.shop = _draw(
-      rng, np.cumsum(_zipf_weights(rng, self.num_shops, 1.0)), ni
-    )
-    self.brand = _draw(
-      rng, np.cumsum(_zipf_weights(rng, self.num_brands, 1.0)), ni
-    )
+    self.shop = _draw(rng, np.cumsum(_zipf_weights(rng, self.num_shops, 1.0)), ni)
+    self.brand = _draw(rng, np.cumsum(_zipf_weights(rng, self.num_brands, 1.0)), ni)
     # 1-4 intentions, the first tied to the category; -1 = none.
     count = 1 + rng.integers(0, 4, ni)
     self.intentions = np.full((ni, 4), -1, np.int64)
     self.intentions[:, 0] = 3 * self.category + rng.integers(0, 3, ni)
     extra = rng.integers(0, self.num_intentions, (ni, 3))
-    self.intentions[:, 1:] = np.where(
-      np.arange(1, 4) < count[:, None], extra, -1
-    )
+    self.intentions[:, 1:] = np.where(np.arange(1, 4) < count[:, None], extra, -1)
     self.item_click, self.item_buy = self._factors(
       rng,
-      [
-        _unit(rng, nc, k),
-        _unit(rng, self.num_shops, k),
-        _unit(rng, self.num_brands, k),
-      ],
+      [_unit(rng, nc, k), _unit(rng, self.num_shops, k), _unit(rng, self.num_brands, k)],
       np.stack([self.category, self.shop, self.brand], axis=1),
       ni,
     )
     log_pop = np.log(self.popularity)
     self.log_popularity = (log_pop - log_pop.mean()) / log_pop.std()
     self.quality_click = rng.standard_normal(ni).astype(np.float32)
-    self.quality_buy = _mix(
-      self.quality_click, rng.standard_normal(ni).astype(np.float32), 0.5
-    )
+    self.quality_buy = _mix(self.quality_click, rng.standard_normal(ni).astype(np.float32), 0.5)
     # Price tier follows the brand, with some spread within it.
     brand_tier = rng.integers(0, 4, self.num_brands)
-    self.price_tier = np.clip(
-      brand_tier[self.brand] + rng.integers(-1, 2, ni), 0, 3
-    )
+    self.price_tier = np.clip(brand_tier[self.brand] + rng.integers(-1, 2, ni), 0, 3)
     # Clickbait: half category-level (learnable from attributes), half id-level.
     self.bait = _mix(
-      _unit(rng, nc, 1)[self.category, 0],
-      rng.standard_normal(ni).astype(np.float32),
-      0.5,
+      _unit(rng, nc, 1)[self.category, 0], rng.standard_normal(ni).astype(np.float32), 0.5
     )
     self.need_sensitivity = np.exp(0.75 * rng.standard_normal(ni) - 0.28)
     self._histories(rng)
-    self.item_order, self.item_keys = _grouped_cumulative(
-      self.category, self.popularity, nc
-    )
+    self.item_order, self.item_keys = _grouped_cumulative(self.category, self.popularity, nc)
 
   def _factors(
-    self,
-    rng: np.random.Generator,
-    tables: Sequence[np.ndarray],
-    codes: np.ndarray,
-    n: int,
+    self, rng: np.random.Generator, tables: Sequence[np.ndarray], codes: np.ndarray, n: int
   ) -> Tuple[np.ndarray, np.ndarray]:
     """Click and buy factors ``[n, k]`` of rows coded by ``codes`` [n, fields].
 
@@ -379,11 +331,7 @@ class World:
 
     def factor(group_tables: Sequence[np.ndarray]) -> np.ndarray:
       shared = sum(t[codes[:, j]] for j, t in enumerate(group_tables))
-      return _mix(
-        shared / math.sqrt(len(group_tables)),
-        _unit(rng, n, k),
-        c.id_residual**2,
-      )
+      return _mix(shared / math.sqrt(len(group_tables)), _unit(rng, n, k), c.id_residual**2)
 
     click = factor(tables)
     other = factor([_unit(rng, t.shape[0], k) for t in tables])
@@ -394,9 +342,9 @@ class World:
     """Each user's past interactions: categories from their tastes, then
     items by popularity within the category."""
     c, nu, nc = self.config, self.num_users, self.config.num_categories
-    sizes = np.clip(
-      np.round(rng.lognormal(math.log(c.history_median), 1.0, nu)), 0, 300
-    ).astype(np.int64)
+    sizes = np.clip(np.round(rng.lognormal(math.log(c.history_median), 1.0, nu)), 0, 300).astype(
+      np.int64
+    )
     sizes[rng.random(nu) < 0.1] = 0  # new users: no history
     category_vectors = np.stack(
       [
@@ -406,9 +354,7 @@ class World:
         for j in range(nc)
       ]
     )
-    category_mass = np.bincount(
-      self.category, weights=self.popularity, minlength=nc
-    )
+    category_mass = np.bincount(self.category, weights=self.popularity, minlength=nc)
     with np.errstate(divide="ignore"):
       log_mass = np.log(category_mass)
     order, keys = _grouped_cumulative(self.category, self.popularity, nc)
@@ -436,29 +382,21 @@ class World:
     }
     self.hist: Dict[str, Tuple[np.ndarray, np.ndarray, int]] = {}
     for field, (attribute, size) in values.items():
-      self.hist[field] = self._aggregate(
-        self.hist_user, attribute[self.hist_item], size
-      )
+      self.hist[field] = self._aggregate(self.hist_user, attribute[self.hist_item], size)
     intent = self.intentions[self.hist_item]
     keep = intent >= 0
     self.hist["150_14"] = self._aggregate(
-      np.repeat(self.hist_user, 4)[keep.ravel()],
-      intent[keep],
-      self.num_intentions,
+      np.repeat(self.hist_user, 4)[keep.ravel()], intent[keep], self.num_intentions
     )
 
   @staticmethod
   def _aggregate(
     users: np.ndarray, values: np.ndarray, size: int
   ) -> Tuple[np.ndarray, np.ndarray, int]:
-    keys, counts = np.unique(
-      users.astype(np.int64) * size + values, return_counts=True
-    )
+    keys, counts = np.unique(users.astype(np.int64) * size + values, return_counts=True)
     return keys, np.log1p(counts), size
 
-  def history_weight(
-    self, field: str, users: np.ndarray, values: np.ndarray
-  ) -> np.ndarray:
+  def history_weight(self, field: str, users: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The history weight of ``values`` for ``users`` (0 where absent)."""
     keys, weights, size = self.hist[field]
     query = users.astype(np.int64) * size + values
@@ -489,13 +427,9 @@ def _plan_visits(
 ) -> Tuple[np.ndarray, np.ndarray]:
   """Visit lengths (1..40, summing to ``num_rows``) and their users."""
   p = 1.0 / config.mean_visit_length
-  lengths = np.minimum(
-    rng.geometric(p, int(num_rows * p * 1.5) + 20), MAX_VISIT
-  )
+  lengths = np.minimum(rng.geometric(p, int(num_rows * p * 1.5) + 20), MAX_VISIT)
   while lengths.sum() < num_rows:
-    lengths = np.concatenate(
-      [lengths, np.minimum(rng.geometric(p, 100), MAX_VISIT)]
-    )
+    lengths = np.concatenate([lengths, np.minimum(rng.geometric(p, 100), MAX_VISIT)])
   ends = np.cumsum(lengths)
   count = int(np.searchsorted(ends, num_rows)) + 1
   lengths = lengths[:count]
@@ -524,38 +458,24 @@ def _impressions(
   item = _draw(rng, world.cum_popularity, n)
   sizes = np.diff(world.hist_offsets)[user]
   targeted = (rng.random(n) < c.targeting) & (sizes > 0)
-  past = world.hist_offsets[user[targeted]] + (
-    rng.random(targeted.sum()) * sizes[targeted]
-  ).astype(np.int64)
-  category = world.category[world.hist_item[past]]
-  pos = np.searchsorted(
-    world.item_keys, category + rng.random(category.size), side="right"
+  past = world.hist_offsets[user[targeted]] + (rng.random(targeted.sum()) * sizes[targeted]).astype(
+    np.int64
   )
+  category = world.category[world.hist_item[past]]
+  pos = np.searchsorted(world.item_keys, category + rng.random(category.size), side="right")
   item[targeted] = world.item_order[np.minimum(pos, world.item_order.size - 1)]
   cross = np.stack(
     [
       world.history_weight(f, user, a[item])
-      for f, a in zip(
-        HISTORY_FIELDS[:3], (world.category, world.shop, world.brand)
-      )
+      for f, a in zip(HISTORY_FIELDS[:3], (world.category, world.shop, world.brand))
     ]
-    + [
-      world.history_weight("150_14", user, world.intentions[item, j])
-      for j in range(4)
-    ],
+    + [world.history_weight("150_14", user, world.intentions[item, j]) for j in range(4)],
     axis=1,
   )
-  matches = np.concatenate(
-    [cross[:, :3], cross[:, 3:].sum(axis=1, keepdims=True)], axis=1
-  )
+  matches = np.concatenate([cross[:, :3], cross[:, 3:].sum(axis=1, keepdims=True)], axis=1)
   root_k = math.sqrt(c.latent_dim)
-  affinity_click = (
-    np.einsum("ij,ij->i", world.user_click[user], world.item_click[item])
-    / root_k
-  )
-  affinity_buy = (
-    np.einsum("ij,ij->i", world.user_buy[user], world.item_buy[item]) / root_k
-  )
+  affinity_click = np.einsum("ij,ij->i", world.user_click[user], world.item_click[item]) / root_k
+  affinity_buy = np.einsum("ij,ij->i", world.user_buy[user], world.item_buy[item]) / root_k
   need = rng.standard_normal(n)
   spending = world.profile[user, CONSUMPTION_FIELD]
   logit_click = (
@@ -608,14 +528,7 @@ def _solve_intercept(
 class _Split:
   """A split's visit plan, in chunks that regenerate the same rows."""
 
-  def __init__(
-    self,
-    world: World,
-    split: str,
-    num_rows: int,
-    first_visit: int,
-    first_sample: int,
-  ):
+  def __init__(self, world: World, split: str, num_rows: int, first_visit: int, first_sample: int):
     self.world = world
     self.seed = [world.config.seed, 1 + SPLITS.index(split)]
     rng = np.random.default_rng(self.seed)
@@ -625,9 +538,7 @@ class _Split:
     self.first_sample = first_sample
     ends = np.cumsum(self.lengths)
     cuts = np.searchsorted(ends, np.arange(CHUNK_ROWS, num_rows, CHUNK_ROWS))
-    self.bounds = np.unique(
-      np.concatenate([[0], cuts + 1, [self.lengths.size]])
-    )
+    self.bounds = np.unique(np.concatenate([[0], cuts + 1, [self.lengths.size]]))
     self.bounds = self.bounds[self.bounds <= self.lengths.size]
 
   def chunks(self) -> Iterator[Impressions]:
@@ -652,9 +563,7 @@ class _Split:
 def _entry_prefixes(field: str, size: int) -> np.ndarray:
   """``"\\x01field\\x02id\\x03"`` of every value of a field (object array)."""
   base = FIELD_BASE[field]
-  return np.array(
-    [f"\x01{field}\x02{base + v}\x03" for v in range(size)], dtype=object
-  )
+  return np.array([f"\x01{field}\x02{base + v}\x03" for v in range(size)], dtype=object)
 
 
 def _values(weights: np.ndarray) -> np.ndarray:
@@ -678,11 +587,7 @@ class _AliCcpWriter:
             ("207", FIELD_BASE["207"] + int(w.shop[i]), 1.0),
             ("216", FIELD_BASE["216"] + int(w.brand[i]), 1.0),
           ]
-          + [
-            ("210", FIELD_BASE["210"] + int(t), 1.0)
-            for t in w.intentions[i]
-            if t >= 0
-          ]
+          + [("210", FIELD_BASE["210"] + int(t), 1.0) for t in w.intentions[i] if t >= 0]
         )
         for i in range(w.num_items)
       ],
@@ -690,16 +595,12 @@ class _AliCcpWriter:
     )
     self.item_entries = 4 + (w.intentions >= 0).sum(axis=1)
     self.position_text = np.array(
-      [
-        f"\x01301\x02{FIELD_BASE['301'] + p}\x031" for p in range(NUM_POSITIONS)
-      ],
-      dtype=object,
+      [f"\x01301\x02{FIELD_BASE['301'] + p}\x031" for p in range(NUM_POSITIONS)], dtype=object
     )
     self.prefixes = [
       _entry_prefixes(f, n)
       for f, n in zip(
-        CROSS_FIELDS,
-        (w.config.num_categories, w.num_shops, w.num_brands, w.num_intentions),
+        CROSS_FIELDS, (w.config.num_categories, w.num_shops, w.num_brands, w.num_intentions)
       )
     ]
 
@@ -739,34 +640,21 @@ class _AliCcpWriter:
     return out
 
   def write_chunk(
-    self,
-    rows: Impressions,
-    click: np.ndarray,
-    buy: np.ndarray,
-    skeleton,
-    common,
+    self, rows: Impressions, click: np.ndarray, buy: np.ndarray, skeleton, common
   ) -> None:
     w = self.world
-    attributes = [
-      w.category[rows.item],
-      w.shop[rows.item],
-      w.brand[rows.item],
-    ] + [w.intentions[rows.item, j] for j in range(4)]
+    attributes = [w.category[rows.item], w.shop[rows.item], w.brand[rows.item]] + [
+      w.intentions[rows.item, j] for j in range(4)
+    ]
     cross_text = np.full(rows.item.size, "", dtype=object)
     counts = self.item_entries[rows.item] + 1
     for j, values in enumerate(attributes):
       matched = rows.cross[:, j] > 0
       prefixes = self.prefixes[min(j, 3)]
-      cross_text[matched] += prefixes[values[matched]] + _values(
-        rows.cross[matched, j]
-      )
+      cross_text[matched] += prefixes[values[matched]] + _values(rows.cross[matched, j])
       counts += matched
-    text = (
-      self.item_text[rows.item] + self.position_text[rows.position] + cross_text
-    )
-    keys = [
-      _visit_key(v) for v in range(int(rows.visit[0]), int(rows.visit[-1]) + 1)
-    ]
+    text = self.item_text[rows.item] + self.position_text[rows.position] + cross_text
+    keys = [_visit_key(v) for v in range(int(rows.visit[0]), int(rows.visit[-1]) + 1)]
     first = int(rows.visit[0])
     skeleton.write(
       "".join(
@@ -788,9 +676,7 @@ class _AliCcpWriter:
       "".join(
         [
           f"{keys[v - first]},{self.user_entries[u]},{self.user_text[u]}\n"
-          for v, u in zip(
-            rows.visit[starts].tolist(), rows.user[starts].tolist()
-          )
+          for v, u in zip(rows.visit[starts].tolist(), rows.user[starts].tolist())
         ]
       )
     )
@@ -842,33 +728,21 @@ class _AliExpressWriter:
       return _sigmoid(x + rng.standard_normal(x.shape))
 
     self.user_numbers = np.concatenate(
-      [view(w.user_click), view(w.user_buy), rng.random((w.num_users, 12))],
-      axis=1,
+      [view(w.user_click), view(w.user_buy), rng.random((w.num_users, 12))], axis=1
     )
     pop_rank = np.argsort(np.argsort(w.popularity)) / max(1, w.num_items - 1)
     self.item_numbers = np.concatenate(
-      [
-        view(w.item_click),
-        view(w.item_buy),
-        pop_rank[:, None],
-        rng.random((w.num_items, 13)),
-      ],
+      [view(w.item_click), view(w.item_buy), pop_rank[:, None], rng.random((w.num_items, 13))],
       axis=1,
     )
     activity = np.diff(np.concatenate([[0.0], w.activity]))
-    self.activity_rank = np.argsort(np.argsort(activity)) / max(
-      1, w.num_users - 1
-    )
-    self.user_text = np.array(
-      [",".join(map(str, p)) for p in w.profile.tolist()], dtype=object
-    )
+    self.activity_rank = np.argsort(np.argsort(activity)) / max(1, w.num_users - 1)
+    self.user_text = np.array([",".join(map(str, p)) for p in w.profile.tolist()], dtype=object)
     decile = np.minimum((pop_rank * 10).astype(np.int64), 9)
     self.item_text = np.array(
       [
         f"{c},{t},{d}"
-        for c, t, d in zip(
-          w.category.tolist(), w.price_tier.tolist(), decile.tolist()
-        )
+        for c, t, d in zip(w.category.tolist(), w.price_tier.tolist(), decile.tolist())
       ],
       dtype=object,
     )
@@ -917,17 +791,13 @@ class _AliExpressWriter:
 # --- members --------------------------------------------------------------------
 
 
-def _raw_files(
-  config: RealisticConfig, split: str
-) -> Tuple[str, Optional[str]]:
+def _raw_files(config: RealisticConfig, split: str) -> Tuple[str, Optional[str]]:
   if config.output_format == "aliexpress":
     return f"{split}.csv", None
   return ali_ccp.SKELETON_FILES[split], ali_ccp.COMMON_FILES[split]
 
 
-def _planted(
-  rng: np.random.Generator, config: RealisticConfig, num_rows: int
-) -> np.ndarray:
+def _planted(rng: np.random.Generator, config: RealisticConfig, num_rows: int) -> np.ndarray:
   """Row offsets of the planted buy-without-click rows of a split."""
   rate = config.buy_without_click_per_million
   count = min(num_rows, math.ceil(num_rows * rate / 1e6)) if rate > 0 else 0
@@ -935,10 +805,7 @@ def _planted(
 
 
 def write_member(
-  member: Union[str, RealisticConfig],
-  out_dir: str,
-  num_train: int,
-  num_test: int,
+  member: Union[str, RealisticConfig], out_dir: str, num_train: int, num_test: int
 ) -> Dict[str, Any]:
   """Writes one member's raw files and truth into ``out_dir``.
 
@@ -956,9 +823,7 @@ def write_member(
     q_click and q_purchase, and the files written.
   """
   if num_train < 1 or num_test < 1:
-    raise ValueError(
-      f"num_train and num_test must be >= 1, got {num_train}, {num_test}"
-    )
+    raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}")
   config = resolve(member)
   os.makedirs(out_dir, exist_ok=True)
   report_path = os.path.join(out_dir, REPORT_FILE)
@@ -971,23 +836,14 @@ def write_member(
   logit_click = np.concatenate([r.logit_click for r in train.chunks()])
   logit_buy = np.concatenate([r.logit_buy for r in train.chunks()])
   b_click = _solve_intercept(logit_click, config.target_ctr)
-  b_buy = _solve_intercept(
-    logit_buy, config.target_cvr, _sigmoid(b_click + logit_click)
-  )
+  b_buy = _solve_intercept(logit_buy, config.target_cvr, _sigmoid(b_click + logit_click))
   del logit_click, logit_buy
   writer = (
-    _AliExpressWriter(world)
-    if config.output_format == "aliexpress"
-    else _AliCcpWriter(world)
+    _AliExpressWriter(world) if config.output_format == "aliexpress" else _AliCcpWriter(world)
   )
   splits = {}
-  for name, split, num_rows in (
-    ("train", train, num_train),
-    ("test", test, num_test),
-  ):
-    splits[name] = _write_split(
-      config, writer, split, name, num_rows, b_click, b_buy, out_dir
-    )
+  for name, split, num_rows in (("train", train, num_train), ("test", test, num_test)):
+    splits[name] = _write_split(config, writer, split, name, num_rows, b_click, b_buy, out_dir)
   report = {
     "member": config.name,
     "config": dataclasses.asdict(config),
@@ -1020,9 +876,7 @@ def _write_split(
   main, shared = _raw_files(config, name)
   paths = [os.path.join(out_dir, f) for f in (main, shared) if f]
   header = (
-    csv_formats.AliExpress.header.decode() + "\n"
-    if config.output_format == "aliexpress"
-    else ""
+    csv_formats.AliExpress.header.decode() + "\n" if config.output_format == "aliexpress" else ""
   )
   planted = _planted(np.random.default_rng(split.seed + [99]), config, num_rows)
   truth: Dict[str, List[np.ndarray]] = {
@@ -1053,13 +907,7 @@ def _write_split(
       offset = rows.sample_id - split.first_sample
       here = np.isin(offset, planted)
       click[here], buy[here] = False, True
-      writer.write_chunk(
-        rows,
-        click.astype(np.int8),
-        buy.astype(np.int8),
-        handles[0],
-        handles[-1],
-      )
+      writer.write_chunk(rows, click.astype(np.int8), buy.astype(np.int8), handles[0], handles[-1])
       for key, value in (
         ("sample_id", rows.sample_id),
         ("q_click", q_click),
@@ -1099,8 +947,7 @@ def _write_split(
     "mean_q_purchase_given_click": float(
       np.average(arrays["q_purchase"], weights=arrays["q_click"])
     ),
-    "files": [os.path.basename(p) for p in paths]
-    + [os.path.basename(truth_path)],
+    "files": [os.path.basename(p) for p in paths] + [os.path.basename(truth_path)],
   }
 
 
@@ -1127,11 +974,7 @@ def converted_sample_ids(data_dir: str, split: str) -> np.ndarray:
   ds = (
     tf.data.TFRecordDataset(paths, compression_type=input_pipeline.COMPRESSION)
     .batch(65536)
-    .map(
-      lambda x: tf.strings.to_number(
-        tf.io.parse_example(x, spec)["sample_id"], tf.int64
-      )
-    )
+    .map(lambda x: tf.strings.to_number(tf.io.parse_example(x, spec)["sample_id"], tf.int64))
   )
   return np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
 

@@ -63,19 +63,13 @@ class IdCounter:
   def _fold(self) -> None:
     if not self._flat and not self._chunked:
       return
-    flat = (
-      np.frombuffer(self._flat, dtype=np.int64)
-      if self._flat
-      else (np.zeros(0, np.int64))
-    )
+    flat = np.frombuffer(self._flat, dtype=np.int64) if self._flat else (np.zeros(0, np.int64))
     ids = np.concatenate([self._ids, flat] + self._chunk_ids)
-    weights = np.concatenate(
-      [self._counts, np.ones(flat.size, np.int64)] + self._chunk_weights
-    )
+    weights = np.concatenate([self._counts, np.ones(flat.size, np.int64)] + self._chunk_weights)
     self._ids, inverse = np.unique(ids, return_inverse=True)
-    self._counts = np.bincount(
-      inverse.ravel(), weights=weights, minlength=self._ids.size
-    ).astype(np.int64)
+    self._counts = np.bincount(inverse.ravel(), weights=weights, minlength=self._ids.size).astype(
+      np.int64
+    )
     self._flat = array.array("q")
     self._chunk_ids, self._chunk_weights, self._chunked = [], [], 0
 
@@ -95,11 +89,7 @@ class IdCounter:
 
   def __getstate__(self):  # pickled between worker processes: fold first
     self._fold()
-    return {
-      "buffer_size": self.buffer_size,
-      "ids": self._ids,
-      "counts": self._counts,
-    }
+    return {"buffer_size": self.buffer_size, "ids": self._ids, "counts": self._counts}
 
   def __setstate__(self, state):
     self.__init__(state["buffer_size"])
@@ -107,9 +97,7 @@ class IdCounter:
 
 
 def select_vocabulary(
-  counter: IdCounter,
-  min_count: int = DEFAULT_MIN_COUNT,
-  exclude: Iterable[int] = (),
+  counter: IdCounter, min_count: int = DEFAULT_MIN_COUNT, exclude: Iterable[int] = ()
 ) -> np.ndarray:
   """Ids seen more than ``min_count`` times, most frequent first.
 

@@ -21,9 +21,7 @@ REPORT_FILENAME = input_pipeline.REPORT_FILENAME
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
-  return (
-    f"{split}-{index:05d}-of-{num_shards:05d}{input_pipeline.TFRECORD_SUFFIX}"
-  )
+  return f"{split}-{index:05d}-of-{num_shards:05d}{input_pipeline.TFRECORD_SUFFIX}"
 
 
 class ShardedWriter:
@@ -49,17 +47,14 @@ class ShardedWriter:
   ):
     if num_shards < 1:
       raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    indices = list(
-      range(num_shards) if shard_indices is None else shard_indices
-    )
+    indices = list(range(num_shards) if shard_indices is None else shard_indices)
     if (
       not indices
       or any(not 0 <= i < num_shards for i in indices)
       or len(set(indices)) != len(indices)
     ):
       raise ValueError(
-        f"shard_indices must be distinct values in "
-        f"[0, {num_shards}), got {shard_indices}"
+        f"shard_indices must be distinct values in [0, {num_shards}), got {shard_indices}"
       )
     tf.io.gfile.makedirs(out_dir)
     self.out_dir = out_dir
@@ -67,20 +62,12 @@ class ShardedWriter:
     self.num_shards = num_shards
     self.count = 0
     if compression_level is not None and not 0 <= compression_level <= 9:
-      raise ValueError(
-        f"compression_level must be in [0, 9], got {compression_level}"
-      )
+      raise ValueError(f"compression_level must be in [0, 9], got {compression_level}")
     options = tf.io.TFRecordOptions(
-      compression_type=input_pipeline.COMPRESSION,
-      compression_level=compression_level,
+      compression_type=input_pipeline.COMPRESSION, compression_level=compression_level
     )
-    self._final = [
-      os.path.join(out_dir, shard_name(split, i, num_shards)) for i in indices
-    ]
-    self._writers = [
-      tf.io.TFRecordWriter(files.incomplete_path(p), options)
-      for p in self._final
-    ]
+    self._final = [os.path.join(out_dir, shard_name(split, i, num_shards)) for i in indices]
+    self._writers = [tf.io.TFRecordWriter(files.incomplete_path(p), options) for p in self._final]
     self._closed = False
 
   def write(self, serialized: bytes) -> None:
@@ -138,10 +125,7 @@ def write_report(out_dir: str, report: Mapping[str, Any]) -> Dict[str, Any]:
 
   Call it last, when every shard is published. Returns what it wrote.
   """
-  full = {
-    **report,
-    input_pipeline.SHARDS_KEY: input_pipeline.shard_manifest(out_dir),
-  }
+  full = {**report, input_pipeline.SHARDS_KEY: input_pipeline.shard_manifest(out_dir)}
   files.write_json_atomic(os.path.join(out_dir, REPORT_FILENAME), full)
   return full
 

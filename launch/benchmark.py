@@ -46,30 +46,15 @@ DOC_FILES = ("benchmark.json", "benchmark_auc.png", "benchmark_throughput.png")
 flags.DEFINE_bool("quick", False, "A tiny grid (see the module doc).")
 flags.DEFINE_list("models", list(common.MODEL_NAMES), "Models compared.")
 flags.DEFINE_list(
-  "scenarios",
-  list(names.SCENARIOS),
-  f"Synthetic scenarios ({', '.join(names.SCENARIOS)}).",
+  "scenarios", list(names.SCENARIOS), f"Synthetic scenarios ({', '.join(names.SCENARIOS)})."
 )
-flags.DEFINE_string(
-  "data_dir",
-  "",
-  "Also a converted dataset (Ali-CCP, AliExpress) as a scenario.",
-)
-flags.DEFINE_integer(
-  "seeds", 3, "Seeds per (scenario, model): 0..N-1.", lower_bound=1
-)
+flags.DEFINE_string("data_dir", "", "Also a converted dataset (Ali-CCP, AliExpress) as a scenario.")
+flags.DEFINE_integer("seeds", 3, "Seeds per (scenario, model): 0..N-1.", lower_bound=1)
 flags.DEFINE_list("ablations", list(names.ABLATIONS), "TAFE ablations.")
-flags.DEFINE_list(
-  "ablation_scenarios", ["conflict"], "Scenarios the ablations run on."
-)
+flags.DEFINE_list("ablation_scenarios", ["conflict"], "Scenarios the ablations run on.")
+flags.DEFINE_integer("num_train", 50_000, "Synthetic train rows.", lower_bound=1)
 flags.DEFINE_integer(
-  "num_train", 50_000, "Synthetic train rows.", lower_bound=1
-)
-flags.DEFINE_integer(
-  "num_eval",
-  20_000,
-  "Synthetic validation and test rows (each).",
-  lower_bound=1,
+  "num_eval", 20_000, "Synthetic validation and test rows (each).", lower_bound=1
 )
 flags.DEFINE_integer("epochs", 2, "Epochs per run (best kept).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 1024, "Training batch.", lower_bound=1)
@@ -84,22 +69,15 @@ flags.DEFINE_string(
 flags.DEFINE_string("hparams", "{}", "JSON of common model hyperparameters.")
 flags.DEFINE_bool("speed", True, "Measure the speed section.")
 flags.DEFINE_list("speed_models", None, "Our models timed (default: --models).")
-flags.DEFINE_list(
-  "peer_models", ["esmm", "mmoe", "ple"], "DeepCTR models timed."
-)
+flags.DEFINE_list("peer_models", ["esmm", "mmoe", "ple"], "DeepCTR models timed.")
 flags.DEFINE_integer("speed_batch_size", 2048, "Speed batch.", lower_bound=1)
 flags.DEFINE_integer("speed_steps", 20, "Timed steps per run.", lower_bound=1)
-flags.DEFINE_integer(
-  "speed_repeats", 3, "Timed runs (best kept).", lower_bound=1
-)
-flags.DEFINE_integer(
-  "serving_calls", 100, "Timed serving calls per batch size.", lower_bound=1
-)
+flags.DEFINE_integer("speed_repeats", 3, "Timed runs (best kept).", lower_bound=1)
+flags.DEFINE_integer("serving_calls", 100, "Timed serving calls per batch size.", lower_bound=1)
 flags.DEFINE_string(
   "run_dir",
   "",
-  "JSON, plots and benchmarks.md go here "
-  "(default: runs/benchmark-comparison-<UTC time>).",
+  "JSON, plots and benchmarks.md go here (default: runs/benchmark-comparison-<UTC time>).",
 )
 flags.DEFINE_alias("output_dir", "run_dir")
 flags.DEFINE_bool(
@@ -116,13 +94,9 @@ flags.DEFINE_string(
   "refreshes; also the page the run dir's benchmarks.md "
   "starts from.",
 )
+flags.DEFINE_string("markdown", "", "Also replace the sections in this document ('': none).")
 flags.DEFINE_string(
-  "markdown", "", "Also replace the sections in this document ('': none)."
-)
-flags.DEFINE_string(
-  "work_dir",
-  "",
-  "Datasets and runs (default: a folder under the system temp dir).",
+  "work_dir", "", "Datasets and runs (default: a folder under the system temp dir)."
 )
 
 # --quick: sizes used for every flag not given on the command line.
@@ -154,14 +128,9 @@ def _scenarios() -> List["experiments.Scenario"]:
   for name in FLAGS.scenarios:
     if name not in names.SCENARIOS:
       raise common.UserError(
-        f"--scenarios: unknown scenario {name!r}; "
-        f"valid: {', '.join(names.SCENARIOS)}"
+        f"--scenarios: unknown scenario {name!r}; valid: {', '.join(names.SCENARIOS)}"
       )
-    out.append(
-      experiments.Scenario(
-        name, synthetic=experiments.SYNTHETIC_SCENARIOS[name]
-      )
-    )
+    out.append(experiments.Scenario(name, synthetic=experiments.SYNTHETIC_SCENARIOS[name]))
   if FLAGS.data_dir:
     schema = common.require_dataset_dir(FLAGS.data_dir)
     out.append(experiments.Scenario(schema.name, data_dir=FLAGS.data_dir))
@@ -178,9 +147,7 @@ def _configs(hparams: dict):
       scenarios=scenarios,
       models=FLAGS.models,
       ablations=FLAGS.ablations,
-      ablation_scenarios=[
-        s for s in FLAGS.ablation_scenarios if s in {x.name for x in scenarios}
-      ],
+      ablation_scenarios=[s for s in FLAGS.ablation_scenarios if s in {x.name for x in scenarios}],
       seeds=tuple(range(FLAGS.seeds)),
       num_train=FLAGS.num_train,
       num_eval=FLAGS.num_eval,
@@ -209,17 +176,11 @@ def _configs(hparams: dict):
   return grid, speed
 
 
-def write_sections(
-  path: str, sections: Mapping[str, str], template: str = ""
-) -> None:
+def write_sections(path: str, sections: Mapping[str, str], template: str = "") -> None:
   """Replaces ``sections`` in the document at ``template`` (default:
   ``path``; a bare heading when missing) and writes it to ``path``."""
   source = template or path
-  text = (
-    open(source, encoding="utf-8").read()
-    if os.path.exists(source)
-    else "# Benchmarks\n"
-  )
+  text = open(source, encoding="utf-8").read() if os.path.exists(source) else "# Benchmarks\n"
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     f.write(experiments.replace_sections(text, sections))
@@ -237,27 +198,18 @@ def main(argv: List[str]) -> None:
     )
   except ValueError as e:  # e.g. speed without a two-step scenario
     raise common.UserError(str(e)) from None
-  write_sections(
-    os.path.join(out, DOC), sections, template=os.path.join(FLAGS.docs_dir, DOC)
-  )
+  write_sections(os.path.join(out, DOC), sections, template=os.path.join(FLAGS.docs_dir, DOC))
   if FLAGS.markdown:
     write_sections(FLAGS.markdown, sections)
   if FLAGS.update_docs:
     os.makedirs(FLAGS.docs_dir, exist_ok=True)
-    for name in DOC_FILES + tuple(
-      f"benchmark_gates_{s}.png" for s in result["gates"]
-    ):
+    for name in DOC_FILES + tuple(f"benchmark_gates_{s}.png" for s in result["gates"]):
       if os.path.exists(os.path.join(out, name)):
-        shutil.copyfile(
-          os.path.join(out, name), os.path.join(FLAGS.docs_dir, name)
-        )
+        shutil.copyfile(os.path.join(out, name), os.path.join(FLAGS.docs_dir, name))
     write_sections(os.path.join(FLAGS.docs_dir, DOC), sections)
   for title, body in sections.items():
     print(f"## {title}\n\n{body}")
-  print(
-    f"results: {out}"
-    + (f"; {FLAGS.docs_dir} updated" if FLAGS.update_docs else "")
-  )
+  print(f"results: {out}" + (f"; {FLAGS.docs_dir} updated" if FLAGS.update_docs else ""))
 
 
 def run() -> None:

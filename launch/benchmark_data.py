@@ -28,33 +28,20 @@ data_throughput = common.lazy_import("tafe_tf.benchmarks.data_throughput")
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_integer("impressions", 1_000_000, "Skeleton rows to generate.", lower_bound=1)
 flags.DEFINE_integer(
-  "impressions", 1_000_000, "Skeleton rows to generate.", lower_bound=1
+  "impressions_per_user", 58, "Mean impressions per common row (Ali-CCP: ~58).", lower_bound=1
 )
 flags.DEFINE_integer(
-  "impressions_per_user",
-  58,
-  "Mean impressions per common row (Ali-CCP: ~58).",
-  lower_bound=1,
+  "history_entries", 600, "Mean behaviour entries per common row.", lower_bound=0
 )
-flags.DEFINE_integer(
-  "history_entries",
-  600,
-  "Mean behaviour entries per common row.",
-  lower_bound=0,
-)
-flags.DEFINE_integer(
-  "workers", 0, "Converter worker processes (0: one per CPU).", lower_bound=0
-)
+flags.DEFINE_integer("workers", 0, "Converter worker processes (0: one per CPU).", lower_bound=0)
 flags.DEFINE_integer("num_shards", 8, "Shards per split.", lower_bound=1)
-flags.DEFINE_integer(
-  "read_batch_size", 2048, "Batch size of the read test.", lower_bound=1
-)
+flags.DEFINE_integer("read_batch_size", 2048, "Batch size of the read test.", lower_bound=1)
 flags.DEFINE_string(
   "work_dir",
   None,
-  "Where to write the raw files and the dataset (default: a "
-  "temporary folder, deleted afterwards).",
+  "Where to write the raw files and the dataset (default: a temporary folder, deleted afterwards).",
 )
 flags.DEFINE_integer("seed", 0, "Generator seed.")
 common.define_report_flags("data")

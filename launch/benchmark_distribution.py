@@ -57,12 +57,8 @@ flags.DEFINE_integer(
   "(the same in both configurations of a pair; even: 2 replicas split it).",
   lower_bound=2,
 )
-flags.DEFINE_integer(
-  "steps", 50, "Train steps per timed window.", lower_bound=1
-)
-flags.DEFINE_integer(
-  "warmup", 5, "Untimed train steps first (tracing).", lower_bound=1
-)
+flags.DEFINE_integer("steps", 50, "Train steps per timed window.", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed train steps first (tracing).", lower_bound=1)
 flags.DEFINE_integer(
   "repeats",
   3,
@@ -88,21 +84,12 @@ flags.DEFINE_enum(
   "(started by the benchmark, with TF_CONFIG set).",
 )
 flags.DEFINE_string(
-  "worker_output_dir",
-  None,
-  "--role=worker: where worker <i> writes worker-<i>.json.",
+  "worker_output_dir", None, "--role=worker: where worker <i> writes worker-<i>.json."
 )
 common.define_report_flags("distribution")
 
 # Flags a worker gets from the benchmark, as given to it.
-_WORKER_FLAGS = (
-  "model",
-  "hparams",
-  "global_batch",
-  "steps",
-  "warmup",
-  "repeats",
-)
+_WORKER_FLAGS = ("model", "hparams", "global_batch", "steps", "warmup", "repeats")
 
 
 def _worker_command(data_dir: str, output_dir: str) -> List[str]:
@@ -131,9 +118,7 @@ def main(argv: List[str]) -> None:
     raise common.UserError(f"--global_batch: {e}") from None
   if FLAGS.role == "worker":
     if not FLAGS.worker_output_dir or not FLAGS.data_dir:
-      raise common.UserError(
-        "--role=worker needs --worker_output_dir and --data_dir"
-      )
+      raise common.UserError("--role=worker needs --worker_output_dir and --data_dir")
     distribution_speed.worker(FLAGS.data_dir, FLAGS.worker_output_dir, settings)
     return
   data_dir = FLAGS.data_dir or os.path.join(

@@ -32,15 +32,10 @@ training = common.lazy_import("tafe_tf.training")
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum(
-  "model",
-  "tafe",
-  list(common.MODEL_NAMES),
-  "Model to train briefly (ignored with --model_dir).",
+  "model", "tafe", list(common.MODEL_NAMES), "Model to train briefly (ignored with --model_dir)."
 )
 flags.DEFINE_string(
-  "model_dir",
-  "",
-  "A trained model directory (launch.train) to export instead of training one.",
+  "model_dir", "", "A trained model directory (launch.train) to export instead of training one."
 )
 flags.DEFINE_string(
   "data_dir",
@@ -50,26 +45,14 @@ flags.DEFINE_string(
   "data is generated (default: a folder under the system temp dir).",
 )
 flags.DEFINE_list("batch_sizes", ["1", "64", "1024"], "Rows per request.")
-flags.DEFINE_integer(
-  "num_calls", 200, "Timed calls per batch size and signature.", lower_bound=1
-)
+flags.DEFINE_integer("num_calls", 200, "Timed calls per batch size and signature.", lower_bound=1)
 flags.DEFINE_integer("warmup_calls", 20, "Untimed calls first.", lower_bound=0)
-flags.DEFINE_integer(
-  "num_steps", 2, "Steps of the synthetic funnel.", lower_bound=2, upper_bound=4
-)
-flags.DEFINE_integer(
-  "train_steps", 50, "Optimizer steps of the brief training.", lower_bound=1
-)
-flags.DEFINE_integer(
-  "train_batch_size", 512, "Batch size of the brief training.", lower_bound=1
-)
+flags.DEFINE_integer("num_steps", 2, "Steps of the synthetic funnel.", lower_bound=2, upper_bound=4)
+flags.DEFINE_integer("train_steps", 50, "Optimizer steps of the brief training.", lower_bound=1)
+flags.DEFINE_integer("train_batch_size", 512, "Batch size of the brief training.", lower_bound=1)
+flags.DEFINE_string("hparams", "{}", "JSON of model hyperparameters for the brief training.")
 flags.DEFINE_string(
-  "hparams", "{}", "JSON of model hyperparameters for the brief training."
-)
-flags.DEFINE_string(
-  "export_dir",
-  "",
-  "Keep the export here (default: a temporary folder, deleted).",
+  "export_dir", "", "Keep the export here (default: a temporary folder, deleted)."
 )
 common.define_report_flags("serving")
 
@@ -80,10 +63,7 @@ def _data_dir() -> str:
     return FLAGS.data_dir
   if FLAGS.model_dir:
     return training.read_run_config(FLAGS.model_dir).data.data_dir
-  return os.path.join(
-    tempfile.gettempdir(),
-    f"tafe_benchmark_serving_synthetic_t{FLAGS.num_steps}",
-  )
+  return os.path.join(tempfile.gettempdir(), f"tafe_benchmark_serving_synthetic_t{FLAGS.num_steps}")
 
 
 def main(argv: List[str]) -> None:

@@ -45,15 +45,11 @@ flags.DEFINE_string(
   "Synthetic dataset directory (written when missing or "
   "different; default: a folder under the system temp dir).",
 )
-flags.DEFINE_integer(
-  "num_steps", 2, "Conversion steps T.", lower_bound=2, upper_bound=4
-)
+flags.DEFINE_integer("num_steps", 2, "Conversion steps T.", lower_bound=2, upper_bound=4)
 flags.DEFINE_list("models", list(common.MODEL_NAMES), "Models to time.")
 flags.DEFINE_integer("batch_size", 2048, "Examples per step.", lower_bound=1)
 flags.DEFINE_integer("steps", 20, "Timed train steps per model.", lower_bound=1)
-flags.DEFINE_integer(
-  "warmup", 3, "Untimed train steps (tracing).", lower_bound=1
-)
+flags.DEFINE_integer("warmup", 3, "Untimed train steps (tracing).", lower_bound=1)
 flags.DEFINE_integer(
   "repeats",
   3,
@@ -62,10 +58,7 @@ flags.DEFINE_integer(
   lower_bound=1,
 )
 flags.DEFINE_enum(
-  "embedding",
-  "fused",
-  ["fused", "per_field", "both"],
-  "Embedding table layout(s) to time.",
+  "embedding", "fused", ["fused", "per_field", "both"], "Embedding table layout(s) to time."
 )
 flags.DEFINE_string("hparams", "{}", "JSON of hparams given to every model.")
 flags.DEFINE_integer(
@@ -83,9 +76,7 @@ def main(argv: List[str]) -> None:
   hparams = common.json_flag(FLAGS.hparams, "hparams")
   unknown = sorted(set(FLAGS.models) - set(common.MODEL_NAMES))
   if unknown:
-    raise common.UserError(
-      f"--models: unknown {unknown}; valid: {', '.join(common.MODEL_NAMES)}"
-    )
+    raise common.UserError(f"--models: unknown {unknown}; valid: {', '.join(common.MODEL_NAMES)}")
   data_dir = FLAGS.data_dir or os.path.join(
     tempfile.gettempdir(), f"tafe_benchmark_synthetic_t{FLAGS.num_steps}"
   )

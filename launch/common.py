@@ -129,9 +129,7 @@ def parse_flags(argv: List[str], main: Callable[..., None]) -> List[str]:
   try:
     args = flags.FLAGS(argv)
   except flags.Error as e:
-    fail(
-      "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    )
+    fail("; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
   if _is_quiet():
     # app.run raises an unset verbosity to INFO; quiet keeps WARNING.
     flags.FLAGS.verbosity = logging.WARNING
@@ -146,8 +144,7 @@ def help_text(main: Callable[..., None], full: bool = False) -> str:
   key = sys.argv[0] if name == "__main__" else name
   flag_text = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(key)
   return (
-    f"{doc}\n\nflags:\n{flag_text}\n\n"
-    "Try --helpfull for every flag, -v 0 for TensorFlow's logs."
+    f"{doc}\n\nflags:\n{flag_text}\n\nTry --helpfull for every flag, -v 0 for TensorFlow's logs."
   )
 
 
@@ -199,9 +196,7 @@ def _filtered_stderr() -> Iterator[None]:
       captured.seek(0)
       kept = [
         line
-        for line in captured.read()
-        .decode(errors="replace")
-        .splitlines(keepends=True)
+        for line in captured.read().decode(errors="replace").splitlines(keepends=True)
         if not _BANNER.match(line)
       ]
       sys.stderr.write("".join(kept))
@@ -242,9 +237,7 @@ def int_tuple(values: Sequence[str], flag: str) -> tuple:
   try:
     out = tuple(int(v) for v in values)
   except ValueError:
-    raise UserError(
-      f"--{flag}: expected integers, got {list(values)}"
-    ) from None
+    raise UserError(f"--{flag}: expected integers, got {list(values)}") from None
   if any(v < 1 for v in out):
     raise UserError(f"--{flag}: sizes must be >= 1, got {list(out)}")
   return out
@@ -275,9 +268,7 @@ def default_run_dir(name: str, now: Optional[float] = None) -> str:
 def define_report_flags(name: str) -> None:
   """``--run_dir`` and ``--output`` of benchmark ``name`` (:func:`report`)."""
   flags.DEFINE_string(
-    "run_dir",
-    "",
-    f"Folder the results go to (default: runs/benchmark-{name}-<UTC time>).",
+    "run_dir", "", f"Folder the results go to (default: runs/benchmark-{name}-<UTC time>)."
   )
   flags.DEFINE_string("output", "", "Also write the results' JSON here.")
 

@@ -32,41 +32,27 @@ convert = common.lazy_import("tafe_tf.data.convert")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-  "format",
-  None,
-  ["ali_ccp", "ali_ccp_processed", "aliexpress", "paddle_esmm"],
-  "Input format.",
+  "format", None, ["ali_ccp", "ali_ccp_processed", "aliexpress", "paddle_esmm"], "Input format."
 )
 flags.DEFINE_string("raw_dir", None, "Folder holding the input files.")
 flags.DEFINE_string("out_dir", None, "Dataset directory to write.")
 flags.DEFINE_integer(
-  "min_count",
-  10,
-  "Train ids seen this many times or fewer map to the OOV row.",
-  lower_bound=0,
+  "min_count", 10, "Train ids seen this many times or fewer map to the OOV row.", lower_bound=0
 )
 flags.DEFINE_float(
   "validation_fraction",
   0.1,
-  "Share of train rows held out "
-  "as validation (formats without a validation file).",
+  "Share of train rows held out as validation (formats without a validation file).",
   lower_bound=0.0,
   upper_bound=0.999999,
 )
 flags.DEFINE_integer("num_shards", 8, "Shards per split.", lower_bound=1)
 flags.DEFINE_boolean(
-  "strict",
-  False,
-  "Stop at the first bad line instead of skipping and counting it.",
+  "strict", False, "Stop at the first bad line instead of skipping and counting it."
 )
+flags.DEFINE_integer("workers", 0, "Worker processes (0: one per CPU).", lower_bound=0)
 flags.DEFINE_integer(
-  "workers", 0, "Worker processes (0: one per CPU).", lower_bound=0
-)
-flags.DEFINE_integer(
-  "cache_rows",
-  4096,
-  "ali_ccp: common rows each worker keeps parsed.",
-  lower_bound=1,
+  "cache_rows", 4096, "ali_ccp: common rows each worker keeps parsed.", lower_bound=1
 )
 flags.DEFINE_integer(
   "compression_level",
@@ -97,23 +83,14 @@ def main(argv: List[str]) -> None:
   if FLAGS.format == "ali_ccp":
     options["cache_rows"] = FLAGS.cache_rows
   try:
-    report = convert.CONVERTERS[FLAGS.format](
-      FLAGS.raw_dir, FLAGS.out_dir, **options
-    )
+    report = convert.CONVERTERS[FLAGS.format](FLAGS.raw_dir, FLAGS.out_dir, **options)
   except (FileNotFoundError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(
     json.dumps(
       {
         k: report[k]
-        for k in (
-          "format",
-          "rows_read",
-          "rows_written",
-          "rows_per_split",
-          "skipped",
-          "seconds",
-        )
+        for k in ("format", "rows_read", "rows_written", "rows_per_split", "skipped", "seconds")
       }
     )
   )

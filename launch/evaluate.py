@@ -24,20 +24,12 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
 flags.DEFINE_string(
-  "data_dir",
-  "",
-  "Dataset directory (default: the one the model was trained on).",
+  "data_dir", "", "Dataset directory (default: the one the model was trained on)."
 )
 flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_string(
-  "output", "", "Report JSON (default: <model_dir>/eval/<split>.json)."
-)
-flags.DEFINE_string(
-  "predictions", "", "Per-example CSV: sample_id, p_<step>, q_<step>."
-)
-flags.DEFINE_integer(
-  "batch_size", 4096, "Evaluation batch size.", lower_bound=1
-)
+flags.DEFINE_string("output", "", "Report JSON (default: <model_dir>/eval/<split>.json).")
+flags.DEFINE_string("predictions", "", "Per-example CSV: sample_id, p_<step>, q_<step>.")
+flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1)
 
 
 def main(argv):

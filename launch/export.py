@@ -17,19 +17,12 @@ from tafe_tf.launch import common
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
-flags.DEFINE_string(
-  "export_dir", "", "Base directory of the servable's versions."
-)
+flags.DEFINE_string("export_dir", "", "Base directory of the servable's versions.")
 flags.DEFINE_integer(
-  "version",
-  None,
-  "Version number (default: seconds since the epoch).",
-  lower_bound=1,
+  "version", None, "Version number (default: seconds since the epoch).", lower_bound=1
 )
 flags.DEFINE_string(
-  "model_name",
-  "",
-  "model_spec.name in the warm-up requests (default: the model's name).",
+  "model_name", "", "model_spec.name in the warm-up requests (default: the model's name)."
 )
 
 

@@ -45,12 +45,9 @@ _default = config_lib.setting_default
 flags.DEFINE_string(
   "config",
   "",
-  "A run.json (any run's) to start from: "
-  "the whole run config; flags given as well override it.",
+  "A run.json (any run's) to start from: the whole run config; flags given as well override it.",
 )
-flags.DEFINE_enum(
-  "model", config_lib.ModelConfig.name, list(models_lib.MODEL_NAMES), "Model."
-)
+flags.DEFINE_enum("model", config_lib.ModelConfig.name, list(models_lib.MODEL_NAMES), "Model.")
 flags.DEFINE_string(
   "hparams",
   "",
@@ -59,14 +56,11 @@ flags.DEFINE_string(
   "defaults (or --config's), e.g. "
   '\'{"transfer": "none", "top_k": 2}\'.',
 )
-flags.DEFINE_string(
-  "model_dir", "", "Run directory (default: runs/<model>-<dataset>)."
-)
+flags.DEFINE_string("model_dir", "", "Run directory (default: runs/<model>-<dataset>).")
 flags.DEFINE_bool(
   "overwrite",
   False,
-  "Remove a previous run's files from "
-  "--model_dir first (else another run there is an error).",
+  "Remove a previous run's files from --model_dir first (else another run there is an error).",
 )
 # Data.
 flags.DEFINE_enum(
@@ -92,10 +86,7 @@ flags.DEFINE_integer(
   upper_bound=4,
 )
 flags.DEFINE_integer(
-  "synthetic_train_rows",
-  _default("synthetic_train_rows"),
-  "Synthetic train rows.",
-  lower_bound=1,
+  "synthetic_train_rows", _default("synthetic_train_rows"), "Synthetic train rows.", lower_bound=1
 )
 flags.DEFINE_integer(
   "synthetic_eval_rows",
@@ -111,23 +102,13 @@ flags.DEFINE_float(
 # Training.
 flags.DEFINE_integer("epochs", _default("epochs"), "Epochs.", lower_bound=1)
 flags.DEFINE_integer(
-  "batch_size",
-  _default("batch_size"),
-  "Examples per replica per step.",
-  lower_bound=1,
+  "batch_size", _default("batch_size"), "Examples per replica per step.", lower_bound=1
 )
-flags.DEFINE_float(
-  "learning_rate",
-  _default("learning_rate"),
-  "Adam learning rate.",
-  lower_bound=0,
-)
+flags.DEFINE_float("learning_rate", _default("learning_rate"), "Adam learning rate.", lower_bound=0)
 flags.DEFINE_integer(
   "seed",
   _default("seed"),
-  "The run seed: shuffling, the "
-  "synthetic data, and the model unless --hparams sets "
-  "its seed.",
+  "The run seed: shuffling, the synthetic data, and the model unless --hparams sets its seed.",
 )
 flags.DEFINE_bool("shuffle", _default("shuffle"), "Shuffle the training split.")
 flags.DEFINE_integer(
@@ -143,9 +124,7 @@ flags.DEFINE_integer(
   lower_bound=1,
 )
 flags.DEFINE_string(
-  "monitor",
-  _default("monitor"),
-  "Validation quantity that picks the kept epoch.",
+  "monitor", _default("monitor"), "Validation quantity that picks the kept epoch."
 )
 flags.DEFINE_enum(
   "verbose",
@@ -166,9 +145,7 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
   "tpu",
   _default("tpu_address"),
-  "TPU name or grpc:// "
-  "address (--strategy=tpu; default: TPU_NAME or the local "
-  "TPU VM).",
+  "TPU name or grpc:// address (--strategy=tpu; default: TPU_NAME or the local TPU VM).",
 )
 flags.DEFINE_integer(
   "cpu_devices",
@@ -183,15 +160,12 @@ flags.DEFINE_enum(
   "mixed_precision",
   _default("precision"),
   list(distribution.PRECISIONS),
-  "Keras dtype policy; the loss and probabilities stay "
-  "float32, mixed_float16 adds loss scaling.",
+  "Keras dtype policy; the loss and probabilities stay float32, mixed_float16 adds loss scaling.",
 )
 flags.DEFINE_bool(
   "jit_compile",
   _default("jit_compile"),
-  "Compile the "
-  "training step with XLA (id lookups move into the input "
-  "pipeline).",
+  "Compile the training step with XLA (id lookups move into the input pipeline).",
 )
 flags.DEFINE_integer(
   "min_shard_bytes",
@@ -200,40 +174,21 @@ flags.DEFINE_integer(
   lower_bound=1,
 )
 # After training.
-flags.DEFINE_bool(
-  "evaluate", _default("evaluate"), "Evaluate on the test split after training."
-)
-flags.DEFINE_bool(
-  "export", _default("export"), "Export a SavedModel after training."
-)
+flags.DEFINE_bool("evaluate", _default("evaluate"), "Evaluate on the test split after training.")
+flags.DEFINE_bool("export", _default("export"), "Export a SavedModel after training.")
 flags.DEFINE_string(
-  "export_dir",
-  _default("export_dir"),
-  "Export base directory (default: <model_dir>/export).",
+  "export_dir", _default("export_dir"), "Export base directory (default: <model_dir>/export)."
 )
 # Shortcuts for common hyperparameters; None: the model's default (its
 # HParams dataclass). A model that lacks one rejects it.
 flags.DEFINE_integer(
-  "embedding_dim",
-  None,
-  "hparams embedding_dim: width of every id embedding.",
-  lower_bound=1,
+  "embedding_dim", None, "hparams embedding_dim: width of every id embedding.", lower_bound=1
 )
-flags.DEFINE_integer(
-  "num_experts", None, "hparams num_experts (TAFE, MMoE, PLE).", lower_bound=1
-)
-flags.DEFINE_list(
-  "expert_units", None, "hparams expert_units: expert MLP widths."
-)
-flags.DEFINE_list(
-  "tower_units", None, "hparams tower_units: task tower MLP widths."
-)
-flags.DEFINE_integer(
-  "num_levels", None, "hparams num_levels (TAFE, PLE).", lower_bound=1
-)
-flags.DEFINE_float(
-  "dropout", None, "hparams dropout.", lower_bound=0, upper_bound=0.9
-)
+flags.DEFINE_integer("num_experts", None, "hparams num_experts (TAFE, MMoE, PLE).", lower_bound=1)
+flags.DEFINE_list("expert_units", None, "hparams expert_units: expert MLP widths.")
+flags.DEFINE_list("tower_units", None, "hparams tower_units: task tower MLP widths.")
+flags.DEFINE_integer("num_levels", None, "hparams num_levels (TAFE, PLE).", lower_bound=1)
+flags.DEFINE_float("dropout", None, "hparams dropout.", lower_bound=0, upper_bound=0.9)
 flags.DEFINE_bool(
   "train_metrics",
   None,
@@ -270,9 +225,7 @@ _SETTING_FLAGS: Dict[str, Any] = {
   )
 }
 _SETTING_FLAGS.update(
-  tpu=("tpu_address", None),
-  mixed_precision=("precision", None),
-  verbose=("verbose", int),
+  tpu=("tpu_address", None), mixed_precision=("precision", None), verbose=("verbose", int)
 )
 _HPARAM_FLAGS: Dict[str, Optional[Callable[[Any, str], Any]]] = {
   "embedding_dim": None,
@@ -295,16 +248,13 @@ def _hparams_from_flags() -> Dict[str, Any]:
       raise common.UserError(f"--hparams: not JSON: {e}") from None
     if not isinstance(out, dict):
       raise common.UserError(
-        "--hparams: expected a JSON object of "
-        f"hyperparameters, got {FLAGS.hparams}"
+        f"--hparams: expected a JSON object of hyperparameters, got {FLAGS.hparams}"
       )
   for name, convert in _HPARAM_FLAGS.items():
     if not FLAGS[name].present:
       continue
     if name in out:
-      raise common.UserError(
-        f"--{name} and --hparams both set {name}; give it once"
-      )
+      raise common.UserError(f"--{name} and --hparams both set {name}; give it once")
     value = FLAGS[name].value
     out[name] = convert(value, name) if convert else value
   return out
@@ -349,12 +299,9 @@ def resolve_data_dir(config: config_lib.RunConfig) -> str:
   data = config.data
   if data.dataset != "synthetic":
     schema = common.require_dataset_dir(data.data_dir)
-    if schema.name not in common.DATASET_SCHEMAS.get(
-      data.dataset, (schema.name,)
-    ):
+    if schema.name not in common.DATASET_SCHEMAS.get(data.dataset, (schema.name,)):
       raise common.UserError(
-        f"--data_dir={data.data_dir} holds dataset "
-        f"{schema.name!r}, not {data.dataset!r}"
+        f"--data_dir={data.data_dir} holds dataset {schema.name!r}, not {data.dataset!r}"
       )
     return data.data_dir
   kwargs = {"num_steps": data.synthetic_steps, "seed": config.training.seed}
@@ -395,13 +342,9 @@ def main(argv):
       distribution.serve()
       return
   data_dir = resolve_data_dir(config)
-  model_dir = FLAGS.model_dir or os.path.join(
-    "runs", f"{config.model.name}-{config.data.dataset}"
-  )
+  model_dir = FLAGS.model_dir or os.path.join("runs", f"{config.model.name}-{config.data.dataset}")
   try:
-    result = training.train(
-      data_dir, model_dir, config, overwrite=FLAGS.overwrite
-    )
+    result = training.train(data_dir, model_dir, config, overwrite=FLAGS.overwrite)
   except ValueError as e:  # e.g. a model dir of another run
     raise common.UserError(str(e)) from None
   if not result.is_chief:

@@ -31,8 +31,7 @@ def _select_legacy_keras() -> None:
   if previous is not None and previous.strip().lower() not in ("1", "true"):
     if "tensorflow" in _sys.modules:
       raise ImportError(
-        f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already "
-        f"imported. {_KERAS_HINT}"
+        f"TF_USE_LEGACY_KERAS={previous!r} is set and TensorFlow is already imported. {_KERAS_HINT}"
       )
   _os.environ["TF_USE_LEGACY_KERAS"] = "1"
   if _importlib_util.find_spec("tf_keras") is None:
@@ -48,8 +47,7 @@ def _select_legacy_keras() -> None:
   layer_module = tf.keras.layers.Layer.__module__
   if not layer_module.startswith("tf_keras"):
     raise ImportError(
-      f"tf.keras resolves to {layer_module.split('.')[0]!r}, "
-      f"not 'tf_keras'. {_KERAS_HINT}"
+      f"tf.keras resolves to {layer_module.split('.')[0]!r}, not 'tf_keras'. {_KERAS_HINT}"
     )
 
 

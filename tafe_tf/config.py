@@ -42,13 +42,7 @@ VERBOSITIES: Tuple[int, ...] = (0, 1, 2)
 # The run.json section that records where and with what a run was made; read
 # back and ignored (it is no input).
 PROVENANCE = "provenance"
-SECTIONS: Tuple[str, ...] = (
-  "data",
-  "model",
-  "training",
-  "distribution",
-  "export",
-)
+SECTIONS: Tuple[str, ...] = ("data", "model", "training", "distribution", "export")
 
 # Field metadata of a setting that does not change what a run computes (how
 # much it prints, how often it backs up, where it exports): two runs that
@@ -62,10 +56,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _one_of(name: str, value: Any, valid: Tuple[Any, ...]) -> None:
-  _check(
-    value in valid,
-    f"{name} must be one of {', '.join(str(v) for v in valid)}; got {value!r}",
-  )
+  _check(value in valid, f"{name} must be one of {', '.join(str(v) for v in valid)}; got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +86,7 @@ class DataConfig:
   def __post_init__(self):
     _one_of("dataset", self.dataset, DATASETS)
     _check(
-      2 <= self.synthetic_steps <= 4,
-      f"synthetic_steps must be 2 to 4, got {self.synthetic_steps}",
+      2 <= self.synthetic_steps <= 4, f"synthetic_steps must be 2 to 4, got {self.synthetic_steps}"
     )
     _check(
       self.synthetic_train_rows >= 1 and self.synthetic_eval_rows >= 1,
@@ -123,14 +113,11 @@ class ModelConfig:
       object.__setattr__(self, "hparams", cls())
     _check(
       type(self.hparams) is cls,  # pylint: disable=unidiomatic-typecheck
-      f"model {self.name!r} takes {cls.__name__}, got "
-      f"{type(self.hparams).__name__}",
+      f"model {self.name!r} takes {cls.__name__}, got {type(self.hparams).__name__}",
     )
 
   @classmethod
-  def create(
-    cls, name: str = "tafe", hparams: Optional[Mapping[str, Any]] = None
-  ) -> "ModelConfig":
+  def create(cls, name: str = "tafe", hparams: Optional[Mapping[str, Any]] = None) -> "ModelConfig":
     """Model ``name`` with ``hparams`` (JSON values or Python ones) over its
     defaults; ValueError on a name it does not take or a wrong type."""
     hparams_cls = models_lib.hparams_class(name)
@@ -158,8 +145,7 @@ class ModelConfig:
     name = obj.get("name", cls.name)
     _check(
       isinstance(name, str) and name in models_lib.MODEL_NAMES,
-      f"model.name must be one of {', '.join(models_lib.MODEL_NAMES)}; "
-      f"got {name!r}",
+      f"model.name must be one of {', '.join(models_lib.MODEL_NAMES)}; got {name!r}",
     )
     _check_object(obj.get("hparams", {}), "model.hparams")
     return cls.create(name, obj.get("hparams"))
@@ -194,22 +180,15 @@ class TrainingConfig:
   learning_rate: float = 2e-3
   seed: int = 0
   shuffle: bool = True
-  checkpoint_every_steps: int = dataclasses.field(
-    default=0, metadata=_NOT_IDENTITY
-  )
+  checkpoint_every_steps: int = dataclasses.field(default=0, metadata=_NOT_IDENTITY)
   steps_per_epoch: Optional[int] = None
   monitor: str = "val_loss"
   verbose: int = dataclasses.field(default=1, metadata=_NOT_IDENTITY)
 
   def __post_init__(self):
     _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-    _check(
-      self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"
-    )
-    _check(
-      self.learning_rate > 0,
-      f"learning_rate must be > 0, got {self.learning_rate}",
-    )
+    _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+    _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
     _check(
       self.checkpoint_every_steps >= 0,
       f"checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}",
@@ -248,13 +227,8 @@ class DistributionConfig:
   def __post_init__(self):
     _one_of("strategy", self.strategy, distribution.STRATEGY_NAMES)
     _one_of("precision", self.precision, distribution.PRECISIONS)
-    _check(
-      self.cpu_devices >= 0, f"cpu_devices must be >= 0, got {self.cpu_devices}"
-    )
-    _check(
-      self.min_shard_bytes >= 1,
-      f"min_shard_bytes must be >= 1, got {self.min_shard_bytes}",
-    )
+    _check(self.cpu_devices >= 0, f"cpu_devices must be >= 0, got {self.cpu_devices}")
+    _check(self.min_shard_bytes >= 1, f"min_shard_bytes must be >= 1, got {self.min_shard_bytes}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,17 +261,12 @@ class RunConfig:
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
-  distribution: DistributionConfig = dataclasses.field(
-    default_factory=DistributionConfig
-  )
+  distribution: DistributionConfig = dataclasses.field(default_factory=DistributionConfig)
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
   @classmethod
   def create(
-    cls,
-    model: str = "tafe",
-    hparams: Optional[Mapping[str, Any]] = None,
-    **settings: Any,
+    cls, model: str = "tafe", hparams: Optional[Mapping[str, Any]] = None, **settings: Any
   ) -> "RunConfig":
     """The defaults with model ``model``, its ``hparams``, and ``settings``
     (field names of the data, training, distribution and export sections,
@@ -322,9 +291,7 @@ class RunConfig:
         out = dataclasses.replace(
           out,
           **{
-            section: _dataclass_from_json(
-              _SECTION_CLASSES[section], {**current, **mine}, section
-            )
+            section: _dataclass_from_json(_SECTION_CLASSES[section], {**current, **mine}, section)
           },
         )
     return out
@@ -365,12 +332,7 @@ class RunConfig:
       section = getattr(self, name)
       if name == "model":
         out["model.name"] = section.name
-        out.update(
-          {
-            f"model.hparams.{k}": v
-            for k, v in section.hparams.to_json().items()
-          }
-        )
+        out.update({f"model.hparams.{k}": v for k, v in section.hparams.to_json().items()})
         continue
       for f in dataclasses.fields(section):
         if f.metadata.get("identity", True):
@@ -380,18 +342,14 @@ class RunConfig:
   def differences(self, other: "RunConfig") -> List[str]:
     """Sorted dotted keys whose values differ between two runs' identities."""
     mine, theirs = self.identity(), other.identity()
-    return sorted(
-      k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)
-    )
+    return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
 
 
 def setting_sections() -> Dict[str, str]:
   """``setting -> section`` for every field of the data, training,
   distribution and export sections (their names are unique)."""
   return {
-    f.name: section
-    for section, cls in _SECTION_CLASSES.items()
-    for f in dataclasses.fields(cls)
+    f.name: section for section, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)
   }
 
 
@@ -406,10 +364,7 @@ def setting_default(name: str) -> Any:
 
 def _json_fields(obj: Any) -> Dict[str, Any]:
   """A flat dataclass's fields as JSON values (tuples as lists)."""
-  return {
-    f.name: _to_json_value(getattr(obj, f.name))
-    for f in dataclasses.fields(obj)
-  }
+  return {f.name: _to_json_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
 def _to_json_value(value: Any) -> Any:
@@ -421,14 +376,10 @@ def _to_json_value(value: Any) -> Any:
 
 
 def _check_object(obj: Any, where: str) -> None:
-  _check(
-    isinstance(obj, dict), f"{where}: expected a JSON object, got {_shown(obj)}"
-  )
+  _check(isinstance(obj, dict), f"{where}: expected a JSON object, got {_shown(obj)}")
 
 
-def _check_keys(
-  obj: Mapping[str, Any], valid: Tuple[str, ...], where: str
-) -> None:
+def _check_keys(obj: Mapping[str, Any], valid: Tuple[str, ...], where: str) -> None:
   unknown = sorted(set(obj) - set(valid))
   _check(
     not unknown,
@@ -484,22 +435,14 @@ def _typed(value: Any, annotation: Any, where: str) -> Any:
     except ValueError as e:
       if not str(e).startswith(f"{where}: expected "):
         raise  # an element's error names the element
-      raise ValueError(
-        f"{where}: expected {_describe(annotation)}, got {_shown(value)}"
-      ) from None
-  fail = ValueError(
-    f"{where}: expected {_describe(annotation)}, got {_shown(value)}"
-  )
+      raise ValueError(f"{where}: expected {_describe(annotation)}, got {_shown(value)}") from None
+  fail = ValueError(f"{where}: expected {_describe(annotation)}, got {_shown(value)}")
   if origin is tuple:
     if not isinstance(value, (list, tuple)):
       raise fail
-    return tuple(
-      _typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)
-    )
+    return tuple(_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
   if origin is dict:
-    if not isinstance(value, dict) or not all(
-      isinstance(k, str) for k in value
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
       raise fail
     return {k: _typed(v, args[1], f"{where}.{k}") for k, v in value.items()}
   if annotation is bool:
@@ -527,12 +470,7 @@ def _describe(annotation: Any) -> str:
     return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
   if origin is dict:
     return f"an object of {_describe(args[1]).split(' ', 1)[1]}s"
-  return {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-  }[annotation]
+  return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[annotation]
 
 
 def _shown(value: Any) -> str:

@@ -65,17 +65,14 @@ def tf_config() -> Dict[str, Any]:
     config = json.loads(raw)
   except json.JSONDecodeError as e:
     raise ValueError(
-      f"TF_CONFIG is not valid JSON ({e.msg} at character "
-      f"{e.pos}): {raw[:200]!r}"
+      f"TF_CONFIG is not valid JSON ({e.msg} at character {e.pos}): {raw[:200]!r}"
     ) from None
   if not isinstance(config, dict):
     raise ValueError(f"TF_CONFIG must be a JSON object, got {raw[:200]!r}")
   return config
 
 
-def _require_cluster(
-  strategy_name: str, needed: Tuple[str, ...]
-) -> Dict[str, Any]:
+def _require_cluster(strategy_name: str, needed: Tuple[str, ...]) -> Dict[str, Any]:
   """TF_CONFIG, checked to name the task types ``strategy_name`` needs."""
   config = tf_config()
   cluster = config.get("cluster") or {}
@@ -140,19 +137,13 @@ def get_strategy(
       ``TF_CONFIG`` it needs.
   """
   if name not in STRATEGY_NAMES:
-    raise ValueError(
-      f"unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}"
-    )
+    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}")
   if name == "tpu" or (name == "auto" and tpu_resolvable(tpu_address)):
     return _tpu_strategy(tpu_address)
   if name == "multi_worker":
     _require_cluster(name, ("worker",))
-    options = tf.distribute.experimental.CommunicationOptions(
-      timeout_seconds=collective_timeout_s
-    )
-    return tf.distribute.MultiWorkerMirroredStrategy(
-      communication_options=options
-    )
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout_s)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
   if name == "parameter_server":
     return _parameter_server_strategy(min_shard_bytes)
   gpus = tf.config.list_logical_devices("GPU")
@@ -187,8 +178,7 @@ def _parameter_server_strategy(min_shard_bytes: int) -> tf.distribute.Strategy:
     min_shard_bytes=min_shard_bytes, max_shards=num_ps
   )
   return tf.distribute.ParameterServerStrategy(
-    tf.distribute.cluster_resolver.TFConfigClusterResolver(),
-    variable_partitioner=partitioner,
+    tf.distribute.cluster_resolver.TFConfigClusterResolver(), variable_partitioner=partitioner
   )
 
 
@@ -223,9 +213,7 @@ def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
     return WorkerRole("chief", 0, True)
   task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
   has_chief = "chief" in resolver.cluster_spec().as_dict()
-  is_chief = task_type == "chief" or (
-    task_type == "worker" and task_id == 0 and not has_chief
-  )
+  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
   return WorkerRole(task_type, task_id, is_chief)
 
 
@@ -265,9 +253,7 @@ def serve(join: bool = True) -> tf.distribute.Server:
 
 
 @contextlib.contextmanager
-def precision_policy(
-  name: str = "float32",
-) -> Iterator[tf.keras.mixed_precision.Policy]:
+def precision_policy(name: str = "float32") -> Iterator[tf.keras.mixed_precision.Policy]:
   """Sets the global Keras dtype policy ``name`` inside the block.
 
   Layers take the policy in force when they are constructed, so build the
@@ -280,9 +266,7 @@ def precision_policy(
     ValueError: for a name not in :data:`PRECISIONS`.
   """
   if name not in PRECISIONS:
-    raise ValueError(
-      f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}"
-    )
+    raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
   previous = tf.keras.mixed_precision.global_policy()
   tf.keras.mixed_precision.set_global_policy(name)
   try:
@@ -305,8 +289,7 @@ def padded_length_bucket(length: tf.Tensor) -> tf.Tensor:
     1,
     tf.cast(
       tf.math.ceil(
-        tf.math.log(tf.cast(length, tf.float64))
-        / tf.math.log(tf.constant(2.0, tf.float64))
+        tf.math.log(tf.cast(length, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
       ),
       tf.int32,
     ),
@@ -333,9 +316,7 @@ def compiled_step_inputs(
   """
   multi = schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
 
-  def prepare(
-    features: Mapping[str, Any], labels: Any
-  ) -> Tuple[Dict[str, Any], Any]:
+  def prepare(features: Mapping[str, Any], labels: Any) -> Tuple[Dict[str, Any], Any]:
     for f in multi:
       if isinstance(features[f.name], tf.RaggedTensor):
         raise ValueError(

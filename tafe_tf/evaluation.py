@@ -71,15 +71,11 @@ class Predictions:
     for name in ("p", "q", "oracle_q"):
       value = getattr(self, name)
       if value is not None and value.shape != self.labels.shape:
-        raise ValueError(
-          f"{name} has shape {value.shape}, labels {self.labels.shape}"
-        )
+        raise ValueError(f"{name} has shape {value.shape}, labels {self.labels.shape}")
     for name in ("user_ids", "sample_ids"):
       value = getattr(self, name)
       if value is not None and value.shape != (self.num_examples,):
-        raise ValueError(
-          f"{name} has shape {value.shape}, expected ({self.num_examples},)"
-        )
+        raise ValueError(f"{name} has shape {value.shape}, expected ({self.num_examples},)")
 
   @property
   def num_examples(self) -> int:
@@ -100,8 +96,7 @@ class Predictions:
 def _check_num_steps(predictions: Predictions, steps: Sequence[str]) -> None:
   if len(steps) != predictions.num_steps:
     raise ValueError(
-      f"{len(steps)} steps {list(steps)} but predictions have "
-      f"{predictions.num_steps} columns"
+      f"{len(steps)} steps {list(steps)} but predictions have {predictions.num_steps} columns"
     )
 
 
@@ -116,9 +111,7 @@ def _predict_fn(
     wanted = [f"{kind}_{step}" for step in steps for kind in ("p", "q")]
     missing = [k for k in wanted if k not in outputs]
     if missing:
-      raise ValueError(
-        f"model outputs miss {missing}; it returned {sorted(outputs)}"
-      )
+      raise ValueError(f"model outputs miss {missing}; it returned {sorted(outputs)}")
     p = tf.stack([tf.reshape(outputs[f"p_{s}"], [-1]) for s in steps], axis=1)
     q = tf.stack([tf.reshape(outputs[f"q_{s}"], [-1]) for s in steps], axis=1)
     return tf.cast(p, tf.float32), tf.cast(q, tf.float32)
@@ -156,12 +149,8 @@ def predict_dataset(
     schema.field(schema.user_field).kind != features_lib.FieldKind.ID
   ):
     raise ValueError(f"user_field {schema.user_field!r} must be an 'id' field")
-  oracle_keys = (
-    [features_lib.oracle_key(s) for s in steps] if schema.has_oracle else []
-  )
-  metadata_keys = oracle_keys + (
-    [features_lib.SAMPLE_ID_KEY] if schema.has_sample_id else []
-  )
+  oracle_keys = [features_lib.oracle_key(s) for s in steps] if schema.has_oracle else []
+  metadata_keys = oracle_keys + ([features_lib.SAMPLE_ID_KEY] if schema.has_sample_id else [])
   predict_step = _predict_fn(model, steps)
 
   columns: Dict[str, List[np.ndarray]] = {
@@ -176,9 +165,7 @@ def predict_dataset(
     absent = [k for k in model_keys + metadata_keys if k not in features]
     if absent:
       hint = (
-        " (build the dataset with with_metadata=True)"
-        if set(absent) & set(metadata_keys)
-        else ""
+        " (build the dataset with with_metadata=True)" if set(absent) & set(metadata_keys) else ""
       )
       raise ValueError(f"batch {batch}: features miss {absent}{hint}")
     missing_labels = [s for s in steps if s not in labels]
@@ -216,9 +203,7 @@ def predict_dataset(
   )
 
 
-def compute_report(
-  predictions: Predictions, steps: Sequence[str]
-) -> Dict[str, float]:
+def compute_report(predictions: Predictions, steps: Sequence[str]) -> Dict[str, float]:
   """Exact metrics of ``predictions``; the keys are listed in the module doc.
 
   Args:
@@ -240,14 +225,10 @@ def compute_report(
     if t > 0:
       reached = y[:, t - 1] == 1
       report[f"auc_conditional/{step}"] = (
-        metrics_lib.roc_auc(y[reached, t], q[reached, t])
-        if reached.any()
-        else float("nan")
+        metrics_lib.roc_auc(y[reached, t], q[reached, t]) if reached.any() else float("nan")
       )
     if predictions.user_ids is not None:
-      report[f"gauc/{step}"] = metrics_lib.group_auc(
-        y[:, t], p[:, t], predictions.user_ids
-      )
+      report[f"gauc/{step}"] = metrics_lib.group_auc(y[:, t], p[:, t], predictions.user_ids)
     if oracle_p is not None:
       oracle_auc = metrics_lib.roc_auc(y[:, t], oracle_p[:, t])
       report[f"oracle_auc/{step}"] = oracle_auc
@@ -264,9 +245,7 @@ def prediction_columns(steps: Sequence[str], with_sample_id: bool) -> List[str]:
   return header
 
 
-def write_predictions_csv(
-  predictions: Predictions, steps: Sequence[str], path: str
-) -> str:
+def write_predictions_csv(predictions: Predictions, steps: Sequence[str], path: str) -> str:
   """Writes one row per example: sample id (when present), p and q per step.
 
   Probabilities are written with 9 significant digits, which reproduces every

@@ -26,16 +26,7 @@ entry point (a ``tf.train.Example`` of one row).
 from __future__ import annotations
 
 import struct
-from typing import (
-  Any,
-  Dict,
-  Iterable,
-  List,
-  Mapping,
-  NamedTuple,
-  Optional,
-  Sequence,
-)
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -45,9 +36,7 @@ from tafe_tf import features as features_lib
 FieldKind = features_lib.FieldKind
 
 # Wire tags (field number << 3 | wire type 2 = length-delimited).
-_TAG_1 = (
-  b"\x0a"  # Example.features, Features.feature entry, map key, *List.value
-)
+_TAG_1 = b"\x0a"  # Example.features, Features.feature entry, map key, *List.value
 _TAG_2 = b"\x12"  # map value; Feature.float_list
 _TAG_3 = b"\x1a"  # Feature.int64_list
 _TWO_64 = 1 << 64
@@ -103,9 +92,7 @@ def _int64_feature(values: Sequence[int]) -> bytes:
     return _delimited(_TAG_3, _TAG_1 + varint(len(packed)) + packed)
   # The C++ protobuf runtime packs long lists faster than Python can.
   values = values.tolist() if isinstance(values, np.ndarray) else list(values)
-  return _delimited(
-    _TAG_3, tf.train.Int64List(value=values).SerializeToString()
-  )
+  return _delimited(_TAG_3, tf.train.Int64List(value=values).SerializeToString())
 
 
 def _float_feature(values: Sequence[float]) -> bytes:
@@ -147,9 +134,7 @@ class ExampleEncoder:
 
   def __init__(self, schema: features_lib.Schema):
     self.schema = schema
-    self._specs: Dict[str, features_lib.FieldSpec] = {
-      f.name: f for f in schema.fields
-    }
+    self._specs: Dict[str, features_lib.FieldSpec] = {f.name: f for f in schema.fields}
     self._keys: Dict[str, bytes] = {}
     for key in _canonical_keys(schema):
       self._keys[key] = _delimited(_TAG_1, key.encode())
@@ -194,14 +179,8 @@ class ExampleEncoder:
       elif spec.kind == FieldKind.WEIGHTED_IDS:
         ids, weights = value
         if len(ids) != len(weights):
-          raise ValueError(
-            f"field {name!r}: {len(ids)} ids but {len(weights)} weights"
-          )
-        key = (
-          (name, tuple(ids), tuple(weights))
-          if len(ids) <= _MEMO_MAX_IDS
-          else None
-        )
+          raise ValueError(f"field {name!r}: {len(ids)} ids but {len(weights)} weights")
+        key = (name, tuple(ids), tuple(weights)) if len(ids) <= _MEMO_MAX_IDS else None
         entry = memo.get(key) if key is not None else None
         if entry is None:
           entry = self._entry(name, _int64_feature(ids)) + self._entry(
@@ -212,18 +191,13 @@ class ExampleEncoder:
         parts.append(entry)
       else:
         if len(value) != spec.dim:
-          raise ValueError(
-            f"field {name!r}: expected {spec.dim} floats, got {len(value)}"
-          )
+          raise ValueError(f"field {name!r}: expected {spec.dim} floats, got {len(value)}")
         parts.append(self._entry(name, _float_feature(value)))
     return b"".join(parts)
 
   def encode_labels(self, labels: Sequence[int]) -> bytes:
     """Map entries of the cumulative labels, one per step, in step order."""
-    return b"".join(
-      self._label_entries[(step, y)]
-      for step, y in zip(self.schema.steps, labels)
-    )
+    return b"".join(self._label_entries[(step, y)] for step, y in zip(self.schema.steps, labels))
 
   def encode_oracle(self, oracle: Sequence[float]) -> bytes:
     """Map entries of the true conditional probabilities, in step order."""
@@ -258,10 +232,7 @@ class ExampleEncoder:
     Returns:
       The bytes :func:`serialize_batch` writes for the same row.
     """
-    parts = [
-      self.encode_fields(values, self.schema.field_names),
-      self.encode_labels(labels),
-    ]
+    parts = [self.encode_fields(values, self.schema.field_names), self.encode_labels(labels)]
     if self.schema.has_oracle:
       parts.append(self.encode_oracle(oracle))
     if self.schema.has_sample_id:
@@ -319,9 +290,7 @@ def make_example(
     raise ValueError("schema has oracle probabilities but none were given")
   encoder = ExampleEncoder(schema)
   values = {
-    f.name: int(features[f.name])
-    if f.kind == FieldKind.ID
-    else features[f.name]
+    f.name: int(features[f.name]) if f.kind == FieldKind.ID else features[f.name]
     for f in schema.fields
   }
   return tf.train.Example.FromString(
@@ -347,9 +316,7 @@ class _Piece(NamedTuple):
 
 
 def _const_piece(value: bytes, n: int) -> _Piece:
-  return _Piece(
-    np.tile(np.frombuffer(value, np.uint8), n), np.full(n, len(value), np.int64)
-  )
+  return _Piece(np.tile(np.frombuffer(value, np.uint8), n), np.full(n, len(value), np.int64))
 
 
 def _varint_piece(values: np.ndarray) -> _Piece:
@@ -374,9 +341,7 @@ def _pieces_length(pieces: Sequence[_Piece]) -> np.ndarray:
 
 
 def _keep_rows(piece: _Piece, keep: np.ndarray) -> _Piece:
-  return _Piece(
-    piece.data[np.repeat(keep, piece.lengths)], np.where(keep, piece.lengths, 0)
-  )
+  return _Piece(piece.data[np.repeat(keep, piece.lengths)], np.where(keep, piece.lengths, 0))
 
 
 def _delimited_rows(
@@ -398,31 +363,23 @@ def _rows_piece(element: _Piece, row_splits: np.ndarray) -> _Piece:
   return _Piece(element.data, cum0[row_splits[1:]] - cum0[row_splits[:-1]])
 
 
-def _int64_list(
-  values: np.ndarray, row_splits: Optional[np.ndarray], n: int
-) -> List[_Piece]:
+def _int64_list(values: np.ndarray, row_splits: Optional[np.ndarray], n: int) -> List[_Piece]:
   packed = _varint_piece(values)
   if row_splits is not None:
     packed = _rows_piece(packed, row_splits)
-  return _delimited_rows(
-    _TAG_3, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n
-  )
+  return _delimited_rows(_TAG_3, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n)
 
 
 def _float_list(values: np.ndarray, counts: np.ndarray, n: int) -> List[_Piece]:
   packed = _Piece(
-    np.ascontiguousarray(values, dtype="<f4").view(np.uint8),
-    4 * counts.astype(np.int64),
+    np.ascontiguousarray(values, dtype="<f4").view(np.uint8), 4 * counts.astype(np.int64)
   )
-  return _delimited_rows(
-    _TAG_2, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n
-  )
+  return _delimited_rows(_TAG_2, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n)
 
 
 def _bytes_list(values: Sequence[bytes], n: int) -> List[_Piece]:
   packed = _Piece(
-    np.frombuffer(b"".join(values), np.uint8),
-    np.fromiter((len(v) for v in values), np.int64, n),
+    np.frombuffer(b"".join(values), np.uint8), np.fromiter((len(v) for v in values), np.int64, n)
   )
   return _delimited_rows(_TAG_1, _delimited_rows(_TAG_1, [packed], n), n)
 
@@ -436,18 +393,13 @@ def _join_rows(pieces: Sequence[_Piece], n: int) -> List[bytes]:
   for piece in pieces:
     if piece.data.size:
       source_start = np.cumsum(piece.lengths) - piece.lengths
-      out[
-        np.repeat(offset - source_start, piece.lengths)
-        + np.arange(piece.data.size)
-      ] = piece.data
+      out[np.repeat(offset - source_start, piece.lengths) + np.arange(piece.data.size)] = piece.data
     offset = offset + piece.lengths
   buffer = out.tobytes()
   return [buffer[s:e] for s, e in zip((ends - total).tolist(), ends.tolist())]
 
 
-def serialize_batch(
-  schema: features_lib.Schema, batch: Mapping[str, Any]
-) -> List[bytes]:
+def serialize_batch(schema: features_lib.Schema, batch: Mapping[str, Any]) -> List[bytes]:
   """Serialized ``tf.train.Example`` bytes of every row of ``batch``.
 
   Args:
@@ -470,13 +422,9 @@ def serialize_batch(
     elif f.kind == FieldKind.WEIGHTED_IDS:
       weights = batch[f.weight_key]
       features[f.name] = _int64_list(column.values, column.row_splits, n)
-      features[f.weight_key] = _float_list(
-        weights.values, weights.row_lengths, n
-      )
+      features[f.weight_key] = _float_list(weights.values, weights.row_lengths, n)
     else:
-      features[f.name] = _float_list(
-        np.reshape(column, -1), np.full(n, f.dim), n
-      )
+      features[f.name] = _float_list(np.reshape(column, -1), np.full(n, f.dim), n)
   for step in schema.steps:
     features[features_lib.label_key(step)] = _int64_list(
       batch[features_lib.label_key(step)], None, n
@@ -488,17 +436,13 @@ def serialize_batch(
       )
   if schema.has_sample_id:
     features[features_lib.SAMPLE_ID_KEY] = _bytes_list(
-      [
-        s if isinstance(s, bytes) else str(s).encode()
-        for s in batch[features_lib.SAMPLE_ID_KEY]
-      ],
-      n,
+      [s if isinstance(s, bytes) else str(s).encode() for s in batch[features_lib.SAMPLE_ID_KEY]], n
     )
   entries: List[_Piece] = []
   for key in _canonical_keys(schema):
     key_bytes = key.encode()
-    entry = [
-      _const_piece(_TAG_1 + varint(len(key_bytes)) + key_bytes, n)
-    ] + _delimited_rows(_TAG_2, features[key], n)
+    entry = [_const_piece(_TAG_1 + varint(len(key_bytes)) + key_bytes, n)] + _delimited_rows(
+      _TAG_2, features[key], n
+    )
     entries += _delimited_rows(_TAG_1, entry, n)
   return _join_rows(_delimited_rows(_TAG_1, entries, n), n)

@@ -74,12 +74,9 @@ class ServingFunctions:
     self.model = model
     self.schema = schema
     self.input_signature = features_lib.serving_input_signature(schema)
-    self.serve_features = tf.function(
-      self._serve_features, input_signature=[self.input_signature]
-    )
+    self.serve_features = tf.function(self._serve_features, input_signature=[self.input_signature])
     self.serve_examples = tf.function(
-      self._serve_examples,
-      input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)],
+      self._serve_examples, input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)]
     )
 
   def signatures(self) -> Dict[str, Any]:
@@ -103,32 +100,21 @@ class ServingFunctions:
     """
     keys = list(self.input_signature)
     # Two assert ops in all: one per input measurably slowed batch-1 calls.
-    sizes = tf.stack(
-      [tf.shape(features[k], out_type=tf.int64)[0] for k in keys]
-    )
+    sizes = tf.stack([tf.shape(features[k], out_type=tf.int64)[0] for k in keys])
     checks = [
       tf.debugging.assert_equal(
         sizes,
         sizes[0],
         summarize=len(keys),
-        message="inputs must have the same batch size; sizes in the order "
-        f"{', '.join(keys)}:",
+        message=f"inputs must have the same batch size; sizes in the order {', '.join(keys)}:",
       )
     ]
     weighted = self.schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
     if weighted:
       checks.append(
         tf.debugging.assert_equal(
-          tf.concat(
-            [tf.shape(features[f.name], out_type=tf.int64) for f in weighted], 0
-          ),
-          tf.concat(
-            [
-              tf.shape(features[f.weight_key], out_type=tf.int64)
-              for f in weighted
-            ],
-            0,
-          ),
+          tf.concat([tf.shape(features[f.name], out_type=tf.int64) for f in weighted], 0),
+          tf.concat([tf.shape(features[f.weight_key], out_type=tf.int64) for f in weighted], 0),
           summarize=2 * len(weighted),
           message="multi-valued ids and their weights must have the same "
           "shape (one weight per id, padding included); shapes of "
@@ -150,9 +136,7 @@ class ServingFunctions:
       return tf.no_op()
     values = tf.concat([tf.reshape(features[k], [-1]) for k in keys], 0)
     # is_finite first: abs(NaN) <= bound is False too, but say which it is.
-    ok = tf.reduce_all(
-      tf.math.is_finite(values) & (tf.abs(values) <= features_lib.MAX_ABS_VALUE)
-    )
+    ok = tf.reduce_all(tf.math.is_finite(values) & (tf.abs(values) <= features_lib.MAX_ABS_VALUE))
     return tf.debugging.Assert(
       ok,
       [
@@ -162,15 +146,11 @@ class ServingFunctions:
       ],
     )
 
-  def _serve_features(
-    self, features: Dict[str, tf.Tensor]
-  ) -> Dict[str, tf.Tensor]:
+  def _serve_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return self._outputs(self._checked(features))
 
   def _serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
-    spec = features_lib.tf_example_spec(
-      self.schema, with_labels=False, with_metadata=False
-    )
+    spec = features_lib.tf_example_spec(self.schema, with_labels=False, with_metadata=False)
     parsed = tf.io.parse_example(examples, spec)
     dense = features_lib.to_dense_padded(parsed, self.schema)
     with tf.control_dependencies([self._values_check(dense)]):
@@ -231,10 +211,7 @@ def export_saved_model(
     raise FileExistsError(f"export version {final} already exists")
   # Checked before anything is written: a bad warm-up batch fails fast.
   warmup_inputs = warmup_request_inputs(
-    schema,
-    warmup_batch
-    if warmup_batch is not None
-    else features_lib.dummy_batch(schema),
+    schema, warmup_batch if warmup_batch is not None else features_lib.dummy_batch(schema)
   )
   with files.atomic_directory(final) as staging:
     signatures = ServingFunctions(model, schema).signatures()
@@ -250,9 +227,7 @@ def export_saved_model(
       signatures=signatures,
     )
     write_warmup_requests(
-      os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME),
-      warmup_inputs,
-      model_name=model_name,
+      os.path.join(staging, WARMUP_DIRNAME, WARMUP_FILENAME), warmup_inputs, model_name=model_name
     )
   return final
 
@@ -303,10 +278,7 @@ def warmup_request_inputs(
 
 
 def write_warmup_requests(
-  path: str,
-  inputs: Mapping[str, np.ndarray],
-  model_name: str,
-  num_requests: int = 1,
+  path: str, inputs: Mapping[str, np.ndarray], model_name: str, num_requests: int = 1
 ) -> None:
   """Writes TF Serving warm-up records: ``PredictionLog`` protos, one a record.
 
@@ -326,15 +298,11 @@ def write_warmup_requests(
   # pylint: enable=g-import-not-at-top
   tf.io.gfile.makedirs(os.path.dirname(path))
   request = predict_pb2.PredictRequest(
-    model_spec=model_pb2.ModelSpec(
-      name=model_name, signature_name=SERVING_DEFAULT
-    )
+    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SERVING_DEFAULT)
   )
   for key, value in inputs.items():
     request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-  log = prediction_log_pb2.PredictionLog(
-    predict_log=prediction_log_pb2.PredictLog(request=request)
-  )
+  log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
   with tf.io.TFRecordWriter(path) as writer:
     for _ in range(num_requests):
       writer.write(log.SerializeToString())

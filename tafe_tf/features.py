@@ -76,9 +76,7 @@ class LookupKind(str, enum.Enum):
   """How a raw id becomes an embedding row (row 0 is out-of-vocabulary)."""
 
   IDENTITY = "identity"  # ids 0..num_ids-1 -> rows 1..num_ids; others -> 0
-  VOCABULARY = (
-    "vocabulary"  # i-th line of vocabulary_file -> row i+1; others -> 0
-  )
+  VOCABULARY = "vocabulary"  # i-th line of vocabulary_file -> row i+1; others -> 0
   HASH = "hash"  # row = 1 + fingerprint(id) mod num_ids
 
 
@@ -115,8 +113,7 @@ class FieldSpec:
       object.__setattr__(self, "lookup", LookupKind(self.lookup))
     if not _NAME_RE.match(self.name):
       raise ValueError(
-        f"field name {self.name!r}: use letters, digits and '_', "
-        "starting with a letter"
+        f"field name {self.name!r}: use letters, digits and '_', starting with a letter"
       )
     if self.kind == FieldKind.DENSE:
       if self.dim < 1:
@@ -125,15 +122,11 @@ class FieldSpec:
     if self.lookup is None:
       raise ValueError(f"field {self.name!r}: an id field needs a lookup")
     if self.lookup == LookupKind.VOCABULARY and not self.vocabulary_file:
-      raise ValueError(
-        f"field {self.name!r}: vocabulary lookup needs vocabulary_file"
-      )
+      raise ValueError(f"field {self.name!r}: vocabulary lookup needs vocabulary_file")
     # An empty vocabulary (every training id rare) is legal: all ids are OOV.
     least = 0 if self.lookup == LookupKind.VOCABULARY else 1
     if self.num_ids < least:
-      raise ValueError(
-        f"field {self.name!r}: num_ids must be >= {least}, got {self.num_ids}"
-      )
+      raise ValueError(f"field {self.name!r}: num_ids must be >= {least}, got {self.num_ids}")
 
   @property
   def is_id(self) -> bool:
@@ -186,44 +179,28 @@ class Schema:
 
   def __post_init__(self):
     object.__setattr__(
-      self,
-      "fields",
-      tuple(
-        f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields
-      ),
+      self, "fields", tuple(f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields)
     )
     object.__setattr__(self, "steps", tuple(self.steps))
     if len(self.steps) < 2:
-      raise ValueError(
-        f"schema {self.name!r}: needs at least 2 steps, got {list(self.steps)}"
-      )
+      raise ValueError(f"schema {self.name!r}: needs at least 2 steps, got {list(self.steps)}")
     for step in self.steps:
       if not _NAME_RE.match(step):
         raise ValueError(f"step name {step!r}: use letters, digits and '_'")
     if len(set(self.steps)) != len(self.steps):
-      raise ValueError(
-        f"schema {self.name!r}: duplicate step names {self.steps}"
-      )
+      raise ValueError(f"schema {self.name!r}: duplicate step names {self.steps}")
     if not self.fields:
       raise ValueError(f"schema {self.name!r}: has no fields")
     keys = set()
     for f in self.fields:
-      for key in (
-        (f.name, f.weight_key)
-        if f.kind == FieldKind.WEIGHTED_IDS
-        else (f.name,)
-      ):
+      for key in (f.name, f.weight_key) if f.kind == FieldKind.WEIGHTED_IDS else (f.name,):
         if key in keys or key == SAMPLE_ID_KEY:
-          raise ValueError(
-            f"schema {self.name!r}: feature key {key!r} is used twice"
-          )
+          raise ValueError(f"schema {self.name!r}: feature key {key!r} is used twice")
         keys.add(key)
       if f.vocabulary_file is not None:
         _check_vocabulary_file(self.name, f)
     if self.user_field is not None and self.user_field not in self.field_names:
-      raise ValueError(
-        f"schema {self.name!r}: user_field {self.user_field!r} is not a field"
-      )
+      raise ValueError(f"schema {self.name!r}: user_field {self.user_field!r} is not a field")
 
   # --- access -------------------------------------------------------------
 
@@ -265,14 +242,10 @@ class Schema:
     }
 
   @classmethod
-  def from_json(
-    cls, obj: Mapping[str, Any], directory: Optional[str] = None
-  ) -> "Schema":
+  def from_json(cls, obj: Mapping[str, Any], directory: Optional[str] = None) -> "Schema":
     try:
       fields = [dict(f) for f in obj["fields"]]
-      widths = {
-        f["name"]: f.pop(_OLD_WIDTH_KEY) for f in fields if _OLD_WIDTH_KEY in f
-      }
+      widths = {f["name"]: f.pop(_OLD_WIDTH_KEY) for f in fields if _OLD_WIDTH_KEY in f}
       if widths:
         # Older converters wrote embedding widths into the schema; they are
         # model hyperparameters now. The data itself is unchanged, so it stays
@@ -371,9 +344,7 @@ def tf_example_spec(
       spec[f.name] = tf.io.FixedLenFeature([], tf.int64)
     elif f.kind == FieldKind.WEIGHTED_IDS:
       spec[f.name] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
-      spec[f.weight_key] = tf.io.RaggedFeature(
-        tf.float32, row_splits_dtype=tf.int64
-      )
+      spec[f.weight_key] = tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64)
     else:
       spec[f.name] = tf.io.FixedLenFeature([f.dim], tf.float32)
   if with_labels:
@@ -381,9 +352,7 @@ def tf_example_spec(
       spec[label_key(step)] = tf.io.FixedLenFeature([], tf.int64)
   if with_metadata:
     if schema.has_sample_id:
-      spec[SAMPLE_ID_KEY] = tf.io.FixedLenFeature(
-        [], tf.string, default_value=""
-      )
+      spec[SAMPLE_ID_KEY] = tf.io.FixedLenFeature([], tf.string, default_value="")
     if schema.has_oracle:
       for step in schema.steps:
         spec[oracle_key(step)] = tf.io.FixedLenFeature([], tf.float32)
@@ -416,9 +385,7 @@ def serving_input_signature(schema: Schema) -> Dict[str, tf.TensorSpec]:
       sig[f.name] = tf.TensorSpec([None], tf.int64, name=f.name)
     elif f.kind == FieldKind.WEIGHTED_IDS:
       sig[f.name] = tf.TensorSpec([None, None], tf.int64, name=f.name)
-      sig[f.weight_key] = tf.TensorSpec(
-        [None, None], tf.float32, name=f.weight_key
-      )
+      sig[f.weight_key] = tf.TensorSpec([None, None], tf.float32, name=f.weight_key)
     else:
       sig[f.name] = tf.TensorSpec([None, f.dim], tf.float32, name=f.name)
   return sig
@@ -438,9 +405,7 @@ def dummy_batch(schema: Schema, batch_size: int = 2) -> Dict[str, tf.Tensor]:
   return batch
 
 
-def to_dense_padded(
-  features: Mapping[str, Any], schema: Schema
-) -> Dict[str, tf.Tensor]:
+def to_dense_padded(features: Mapping[str, Any], schema: Schema) -> Dict[str, tf.Tensor]:
   """Converts ragged multi-valued fields to the padded serving form."""
   out = dict(features)
   for f in schema.fields_of(FieldKind.WEIGHTED_IDS):

@@ -88,9 +88,7 @@ def atomic_directory(path: str) -> Iterator[str]:
   """
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(
-    prefix=f"{STAGING_PREFIX}{os.path.basename(path)}-", dir=parent
-  )
+  staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.path.basename(path)}-", dir=parent)
   # mkdtemp makes it 0700: a server running as another user (TF Serving) could
   # not read it. Give it the mode os.makedirs would (0755 under umask 022).
   umask = os.umask(0)

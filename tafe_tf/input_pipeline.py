@@ -51,13 +51,9 @@ def shard_manifest(data_dir: str) -> Dict[str, Dict[str, int]]:
   """``{split: {shard file name: bytes}}`` of every shard now in ``data_dir``
   (what a writer records in ``report.json`` when it has finished)."""
   manifest: Dict[str, Dict[str, int]] = {}
-  for path in sorted(
-    tf.io.gfile.glob(os.path.join(data_dir, shard_pattern("*")))
-  ):
+  for path in sorted(tf.io.gfile.glob(os.path.join(data_dir, shard_pattern("*")))):
     name = os.path.basename(path)
-    manifest.setdefault(_split_of(name), {})[name] = tf.io.gfile.stat(
-      path
-    ).length
+    manifest.setdefault(_split_of(name), {})[name] = tf.io.gfile.stat(path).length
   return manifest
 
 
@@ -80,12 +76,8 @@ def read_complete_report(data_dir: str) -> Dict[str, Any]:
     report = files_lib.read_json(path)
   except ValueError as e:
     raise ValueError(f"{path}: not valid JSON ({e}); convert again") from None
-  if not isinstance(report, dict) or not isinstance(
-    report.get(SHARDS_KEY), dict
-  ):
-    raise ValueError(
-      f"{path} lists no shards (written by an older tafe-tf); convert again"
-    )
+  if not isinstance(report, dict) or not isinstance(report.get(SHARDS_KEY), dict):
+    raise ValueError(f"{path} lists no shards (written by an older tafe-tf); convert again")
   return report
 
 
@@ -101,9 +93,7 @@ def list_split_files(data_dir: str, split: str) -> List[str]:
   listed = read_complete_report(data_dir)[SHARDS_KEY].get(split)
   on_disk = shard_manifest(data_dir).get(split, {})
   if not listed:
-    raise FileNotFoundError(
-      f"no '{split}' shards ({shard_pattern(split)}) in {data_dir}"
-    )
+    raise FileNotFoundError(f"no '{split}' shards ({shard_pattern(split)}) in {data_dir}")
   unlisted = sorted(set(on_disk) - set(listed))
   if unlisted:
     raise ValueError(
@@ -114,9 +104,7 @@ def list_split_files(data_dir: str, split: str) -> List[str]:
   for name, size in sorted(listed.items()):
     path = os.path.join(data_dir, name)
     if name not in on_disk:
-      raise FileNotFoundError(
-        f"{path}: listed in {REPORT_FILENAME} but missing; convert again"
-      )
+      raise FileNotFoundError(f"{path}: listed in {REPORT_FILENAME} but missing; convert again")
     if on_disk[name] != size:
       raise ValueError(
         f"{path}: {on_disk[name]} bytes, {REPORT_FILENAME} "
@@ -172,9 +160,7 @@ def make_dataset(
   deterministic = not shuffle or seed is not None
   ds = tf.data.Dataset.from_tensor_slices(files)
   if input_context is not None and input_context.num_input_pipelines > 1:
-    ds = ds.shard(
-      input_context.num_input_pipelines, input_context.input_pipeline_id
-    )
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if shuffle:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   # The files are read in parallel in blocks of READ_BLOCK records: a
@@ -182,9 +168,7 @@ def make_dataset(
   # the whole pipeline at ~20k examples/s on 2 CPUs (blocks: ~230k records/s
   # read and gunzipped, docs/benchmarks.md "Data").
   ds = ds.interleave(
-    lambda f: tf.data.TFRecordDataset(f, compression_type=COMPRESSION).batch(
-      READ_BLOCK
-    ),
+    lambda f: tf.data.TFRecordDataset(f, compression_type=COMPRESSION).batch(READ_BLOCK),
     cycle_length=num_parallel_reads if num_parallel_reads > 0 else None,
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=deterministic,
@@ -194,22 +178,16 @@ def make_dataset(
   if repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  spec = features_lib.tf_example_spec(
-    schema, with_labels=True, with_metadata=with_metadata
-  )
+  spec = features_lib.tf_example_spec(schema, with_labels=True, with_metadata=with_metadata)
 
-  def parse(
-    serialized: tf.Tensor,
-  ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+  def parse(serialized: tf.Tensor) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     parsed = tf.io.parse_example(serialized, spec)
     feats, labels = features_lib.split_labels(parsed, schema)
     if dense_padded:
       feats = features_lib.to_dense_padded(feats, schema)
     return feats, labels
 
-  ds = ds.map(
-    parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
-  )
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -32,23 +32,16 @@ import tensorflow as tf
 from tafe_tf.layers import probabilities
 
 
-def stack_labels(
-  labels: Mapping[str, tf.Tensor], steps: Sequence[str]
-) -> tf.Tensor:
+def stack_labels(labels: Mapping[str, tf.Tensor], steps: Sequence[str]) -> tf.Tensor:
   """``step -> [B] labels`` to a float32 ``[B, T]`` tensor in step order."""
   missing = [s for s in steps if s not in labels]
   if missing:
-    raise KeyError(
-      f"labels miss steps {missing}; got {sorted(labels)}, need {list(steps)}"
-    )
+    raise KeyError(f"labels miss steps {missing}; got {sorted(labels)}, need {list(steps)}")
   return tf.stack([tf.cast(labels[s], tf.float32) for s in steps], axis=1)
 
 
 def _bce(labels: tf.Tensor, log_p: tf.Tensor, log_1mp: tf.Tensor) -> tf.Tensor:
-  return -(
-    tf.math.multiply_no_nan(log_p, labels)
-    + tf.math.multiply_no_nan(log_1mp, 1.0 - labels)
-  )
+  return -(tf.math.multiply_no_nan(log_p, labels) + tf.math.multiply_no_nan(log_1mp, 1.0 - labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +68,7 @@ class DTLLoss:
     if self.step_weights is not None:
       weights = tuple(float(w) for w in self.step_weights)
       if len(weights) != self.num_steps:
-        raise ValueError(
-          f"step_weights has {len(weights)} entries for {self.num_steps} steps"
-        )
+        raise ValueError(f"step_weights has {len(weights)} entries for {self.num_steps} steps")
       if min(weights) < 0:
         raise ValueError(f"step_weights must be >= 0, got {weights}")
       object.__setattr__(self, "step_weights", weights)
@@ -109,18 +100,12 @@ class DTLLoss:
     loss = tf.reduce_sum(per_step, axis=1)
     if self.calibration_weight > 0:
       p = tf.exp(log_p)
-      loss += self.calibration_weight * tf.reduce_sum(
-        tf.nn.relu(p[:, 1:] - p[:, :-1]), axis=1
-      )
+      loss += self.calibration_weight * tf.reduce_sum(tf.nn.relu(p[:, 1:] - p[:, :-1]), axis=1)
     if self.conditional_weight > 0:
       conditional = _bce(
-        labels[:, 1:],
-        tf.math.log_sigmoid(logits[:, 1:]),
-        tf.math.log_sigmoid(-logits[:, 1:]),
+        labels[:, 1:], tf.math.log_sigmoid(logits[:, 1:]), tf.math.log_sigmoid(-logits[:, 1:])
       )
-      loss += self.conditional_weight * tf.reduce_sum(
-        labels[:, :-1] * conditional, axis=1
-      )
+      loss += self.conditional_weight * tf.reduce_sum(labels[:, :-1] * conditional, axis=1)
     return loss
 
   def __call__(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

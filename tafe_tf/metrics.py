@@ -42,35 +42,25 @@ AUC_LOGIT_RANGE = 16.0
 # --- exact metrics (numpy) ---------------------------------------------------
 
 
-def _check_labels_and_scores(
-  labels, scores, what: str = "scores"
-) -> Tuple[np.ndarray, np.ndarray]:
+def _check_labels_and_scores(labels, scores, what: str = "scores") -> Tuple[np.ndarray, np.ndarray]:
   """Validates 1-D 0/1 labels and finite scores of equal length."""
   y = np.asarray(labels)
   s = np.asarray(scores)
   if y.ndim != 1 or s.ndim != 1:
-    raise ValueError(
-      f"labels and {what} must be 1-D, got shapes {y.shape} and {s.shape}"
-    )
+    raise ValueError(f"labels and {what} must be 1-D, got shapes {y.shape} and {s.shape}")
   if y.shape[0] != s.shape[0]:
-    raise ValueError(
-      f"labels and {what} differ in length: {y.shape[0]} vs {s.shape[0]}"
-    )
+    raise ValueError(f"labels and {what} differ in length: {y.shape[0]} vs {s.shape[0]}")
   if y.shape[0] == 0:
     raise ValueError("no examples: labels and scores are empty")
   if y.dtype != bool:
     bad = np.flatnonzero((y != 0) & (y != 1))
     if bad.size:
-      raise ValueError(
-        f"labels must be 0 or 1; index {bad[0]} holds {y[bad[0]].item()!r}"
-      )
+      raise ValueError(f"labels must be 0 or 1; index {bad[0]} holds {y[bad[0]].item()!r}")
   if not np.issubdtype(s.dtype, np.number):
     raise ValueError(f"{what} must be numeric, got dtype {s.dtype}")
   bad = np.flatnonzero(~np.isfinite(s))
   if bad.size:
-    raise ValueError(
-      f"{what} must be finite; index {bad[0]} holds {s[bad[0]].item()!r}"
-    )
+    raise ValueError(f"{what} must be finite; index {bad[0]} holds {s[bad[0]].item()!r}")
   return y.astype(bool), s
 
 
@@ -78,8 +68,7 @@ def _check_probabilities(probs: np.ndarray) -> None:
   bad = np.flatnonzero((probs < 0) | (probs > 1))
   if bad.size:
     raise ValueError(
-      f"probabilities must lie in [0, 1]; index {bad[0]} holds "
-      f"{probs[bad[0]].item()!r}"
+      f"probabilities must lie in [0, 1]; index {bad[0]} holds {probs[bad[0]].item()!r}"
     )
 
 
@@ -90,8 +79,7 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
   bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
   if bad.size:
     raise ValueError(
-      f"sample_weight must be finite and >= 0; index {bad[0]} "
-      f"holds {w[bad[0]].item()!r}"
+      f"sample_weight must be finite and >= 0; index {bad[0]} holds {w[bad[0]].item()!r}"
     )
   return w
 
@@ -153,9 +141,7 @@ def roc_auc(labels, scores, sample_weight=None) -> float:
     The AUC in [0, 1]; NaN when either class has no (weighted) examples.
   """
   y, s = _check_labels_and_scores(labels, scores)
-  w = (
-    None if sample_weight is None else _check_weights(sample_weight, y.shape[0])
-  )
+  w = None if sample_weight is None else _check_weights(sample_weight, y.shape[0])
   _, _, pos, neg = _tie_blocks([s], y, w)
   total_pos, total_neg = pos.sum(), neg.sum()
   if total_pos <= 0 or total_neg <= 0:
@@ -190,9 +176,7 @@ def group_auc(labels, scores, groups) -> float:
   order, starts, pos, neg = _tie_blocks([s, g], y, None)
   # Blocks are sorted by group, then score: find each group's first block.
   block_group = g[order[starts]]
-  group_first = np.flatnonzero(
-    np.append(True, block_group[1:] != block_group[:-1])
-  )
+  group_first = np.flatnonzero(np.append(True, block_group[1:] != block_group[:-1]))
   blocks_per_group = np.diff(np.append(group_first, block_group.shape[0]))
   cum_neg = _exclusive_cumsum(neg)
   neg_below = cum_neg - np.repeat(cum_neg[group_first], blocks_per_group)
@@ -235,11 +219,7 @@ def roc_curve(labels, scores, max_points: Optional[int] = 1000) -> RocCurve:
   tpr = np.concatenate([[0.0], np.cumsum(pos[::-1]) / pos.sum()])
   fpr = np.concatenate([[0.0], np.cumsum(neg[::-1]) / neg.sum()])
   if max_points is not None and fpr.shape[0] > max_points:
-    keep = np.unique(
-      np.linspace(0, fpr.shape[0] - 1, max(max_points, 2))
-      .round()
-      .astype(np.int64)
-    )
+    keep = np.unique(np.linspace(0, fpr.shape[0] - 1, max(max_points, 2)).round().astype(np.int64))
     fpr, tpr = fpr[keep], tpr[keep]
   return RocCurve(fpr, tpr)
 
@@ -305,16 +285,12 @@ def reliability_curve(
   if num_bins < 1:
     raise ValueError(f"num_bins must be >= 1, got {num_bins}")
   if strategy not in RELIABILITY_STRATEGIES:
-    raise ValueError(
-      f"strategy must be one of {RELIABILITY_STRATEGIES}, got {strategy!r}"
-    )
+    raise ValueError(f"strategy must be one of {RELIABILITY_STRATEGIES}, got {strategy!r}")
   y, p = _check_labels_and_scores(labels, probs, what="probabilities")
   _check_probabilities(p)
   p = p.astype(np.float64)
   quantiles = np.linspace(0.0, 1.0, num_bins + 1)
-  edges = np.unique(
-    np.quantile(p, quantiles) if strategy == "quantile" else quantiles
-  )
+  edges = np.unique(np.quantile(p, quantiles) if strategy == "quantile" else quantiles)
   # Interior edges split the bins; a value on an edge goes to the upper bin.
   bins = np.searchsorted(edges[1:-1], p, side="right")
   size = max(edges.shape[0] - 1, 1)
@@ -322,9 +298,7 @@ def reliability_curve(
   sum_p = np.bincount(bins, weights=p, minlength=size)
   sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=size)
   keep = count > 0
-  return ReliabilityCurve(
-    sum_p[keep] / count[keep], sum_y[keep] / count[keep], count[keep]
-  )
+  return ReliabilityCurve(sum_p[keep] / count[keep], sum_y[keep] / count[keep], count[keep])
 
 
 # --- streaming metrics (Keras) ------------------------------------------------
@@ -366,10 +340,9 @@ class LogitAUC(tf.keras.metrics.AUC):
     tiny = tf.math.sigmoid(-self.logit_range)
     p = tf.clip_by_value(p, tiny, 1.0 - tiny)
     logit = tf.math.log(p) - tf.math.log1p(-p)
-    u = (
-      tf.clip_by_value(logit, -self.logit_range, self.logit_range)
-      + self.logit_range
-    ) / (2.0 * self.logit_range)
+    u = (tf.clip_by_value(logit, -self.logit_range, self.logit_range) + self.logit_range) / (
+      2.0 * self.logit_range
+    )
     return super().update_state(y_true, u, sample_weight=sample_weight)
 
   def get_config(self):
@@ -390,13 +363,9 @@ class LogLoss(tf.keras.metrics.Mean):
     # float64: in float32, 1 - LOGLOSS_EPS rounds to 1 - 1.19e-7, which would
     # make saturated predictions cost 15.9 here but 16.1 in the exact metric.
     y = tf.cast(y_true, tf.float64)
-    p = tf.clip_by_value(
-      tf.cast(y_pred, tf.float64), LOGLOSS_EPS, 1.0 - LOGLOSS_EPS
-    )
+    p = tf.clip_by_value(tf.cast(y_pred, tf.float64), LOGLOSS_EPS, 1.0 - LOGLOSS_EPS)
     values = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log1p(-p))
-    return super().update_state(
-      tf.cast(values, self.dtype), sample_weight=sample_weight
-    )
+    return super().update_state(tf.cast(values, self.dtype), sample_weight=sample_weight)
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -406,12 +375,8 @@ class Pcoc(tf.keras.metrics.Metric):
   def __init__(self, name: str = "pcoc", dtype=None):
     super().__init__(name=name, dtype=dtype)
     # float64 sums: millions of tiny probabilities added in float32 drift.
-    self.sum_predicted = self.add_weight(
-      "sum_predicted", initializer="zeros", dtype=tf.float64
-    )
-    self.sum_observed = self.add_weight(
-      "sum_observed", initializer="zeros", dtype=tf.float64
-    )
+    self.sum_predicted = self.add_weight("sum_predicted", initializer="zeros", dtype=tf.float64)
+    self.sum_observed = self.add_weight("sum_observed", initializer="zeros", dtype=tf.float64)
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     """Adds ``[B]`` 0/1 labels and ``[B]`` probabilities (optional weights)."""
@@ -424,9 +389,7 @@ class Pcoc(tf.keras.metrics.Metric):
     self.sum_observed.assign_add(tf.reduce_sum(y))
 
   def result(self):
-    ratio = self.sum_predicted / tf.where(
-      self.sum_observed > 0, self.sum_observed, 1.0
-    )
+    ratio = self.sum_predicted / tf.where(self.sum_observed > 0, self.sum_observed, 1.0)
     nan = tf.constant(float("nan"), tf.float64)
     return tf.cast(tf.where(self.sum_observed > 0, ratio, nan), tf.float32)
 
@@ -451,9 +414,7 @@ class RunningMeans(tf.keras.layers.Layer):
       raise ValueError("RunningMeans needs at least one name")
     self._means = [tf.keras.metrics.Mean(name=n) for n in self.names]
 
-  def update_state(
-    self, values: Sequence[tf.Tensor], sample_weight: tf.Tensor
-  ) -> None:
+  def update_state(self, values: Sequence[tf.Tensor], sample_weight: tf.Tensor) -> None:
     """Adds one value per name, each counting ``sample_weight`` examples."""
     for mean, value in zip(self._means, values):
       mean.update_state(value, sample_weight=sample_weight)
@@ -487,12 +448,7 @@ class StepMetrics(tf.keras.layers.Layer):
   scope. They are not model weights.
   """
 
-  def __init__(
-    self,
-    steps: Sequence[str],
-    auc_num_thresholds: int = AUC_NUM_THRESHOLDS,
-    **kwargs,
-  ):
+  def __init__(self, steps: Sequence[str], auc_num_thresholds: int = AUC_NUM_THRESHOLDS, **kwargs):
     super().__init__(**kwargs)
     self.steps = tuple(steps)
     if len(self.steps) < 1:
@@ -506,9 +462,7 @@ class StepMetrics(tf.keras.layers.Layer):
         Pcoc(name=f"pcoc/{step}"),
       ]
       if t > 0:
-        ordered.append(
-          LogitAUC(auc_num_thresholds, name=f"auc_conditional/{step}")
-        )
+        ordered.append(LogitAUC(auc_num_thresholds, name=f"auc_conditional/{step}"))
     # One list attribute: Keras tracks each metric once, in this order.
     self._ordered_metrics = ordered
     self._position = {m.name: i for i, m in enumerate(ordered)}
@@ -516,9 +470,7 @@ class StepMetrics(tf.keras.layers.Layer):
   def _get(self, name: str) -> tf.keras.metrics.Metric:
     return self._ordered_metrics[self._position[name]]
 
-  def update_state(
-    self, labels: Mapping[str, tf.Tensor], p: tf.Tensor, q: tf.Tensor
-  ) -> None:
+  def update_state(self, labels: Mapping[str, tf.Tensor], p: tf.Tensor, q: tf.Tensor) -> None:
     """Accumulates one batch.
 
     Args:
@@ -538,9 +490,7 @@ class StepMetrics(tf.keras.layers.Layer):
       self._get(f"pcoc/{step}").update_state(y[t], p[:, t])
       if t > 0:
         # Weight y_{t-1}: only rows that reached step t-1 count.
-        self._get(f"auc_conditional/{step}").update_state(
-          y[t], q[:, t], sample_weight=y[t - 1]
-        )
+        self._get(f"auc_conditional/{step}").update_state(y[t], q[:, t], sample_weight=y[t - 1])
 
   def results(self) -> Dict[str, float]:
     """Current values, ``name -> float``."""
@@ -552,7 +502,5 @@ class StepMetrics(tf.keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update(
-      steps=list(self.steps), auc_num_thresholds=self.auc_num_thresholds
-    )
+    config.update(steps=list(self.steps), auc_num_thresholds=self.auc_num_thresholds)
     return config

@@ -70,8 +70,7 @@ def _step_columns(
     value = np.asarray(value)
     if value.ndim != 2 or value.shape[1] != len(steps):
       raise ValueError(
-        f"{name} must be [N, {len(steps)}] for steps "
-        f"{list(steps)}, got shape {value.shape}"
+        f"{name} must be [N, {len(steps)}] for steps {list(steps)}, got shape {value.shape}"
       )
     if shape is not None and value.shape != shape:
       raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
@@ -106,16 +105,8 @@ def plot_reliability(
     y, p = arrays["labels"][:, t], arrays["probs"][:, t]
     curve = metrics_lib.reliability_curve(y, p, num_bins, strategy)
     # Axes fit the data: late-step probabilities live near 0.
-    top = 1.05 * max(
-      curve.mean_predicted.max(), curve.observed_rate.max(), 1e-12
-    )
-    ax.plot(
-      [0, top],
-      [0, top],
-      linestyle="--",
-      color="gray",
-      label="perfectly calibrated",
-    )
+    top = 1.05 * max(curve.mean_predicted.max(), curve.observed_rate.max(), 1e-12)
+    ax.plot([0, top], [0, top], linestyle="--", color="gray", label="perfectly calibrated")
     ax.plot(
       curve.mean_predicted,
       curve.observed_rate,
@@ -150,9 +141,7 @@ def plot_roc(
   Returns:
     ``path``. A step whose labels hold one class only gets a panel that says so.
   """
-  arrays = _step_columns(
-    steps, labels=labels, probs=probs, oracle_probs=oracle_probs
-  )
+  arrays = _step_columns(steps, labels=labels, probs=probs, oracle_probs=oracle_probs)
   curves = [("model", arrays["probs"])]
   if arrays["oracle_probs"] is not None:
     curves.append(("oracle", arrays["oracle_probs"]))
@@ -164,18 +153,12 @@ def plot_roc(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     if np.all(y == y[0]):
-      ax.text(
-        0.5, 0.5, "ROC undefined:\nonly one class", ha="center", va="center"
-      )
+      ax.text(0.5, 0.5, "ROC undefined:\nonly one class", ha="center", va="center")
       continue
     for name, scores in curves:
       roc = metrics_lib.roc_curve(y, scores[:, t])
       auc = metrics_lib.roc_auc(y, scores[:, t])
-      ax.plot(
-        roc.false_positive_rate,
-        roc.true_positive_rate,
-        label=f"{name} (AUC {auc:.4f})",
-      )
+      ax.plot(roc.false_positive_rate, roc.true_positive_rate, label=f"{name} (AUC {auc:.4f})")
     ax.legend(loc="lower right", fontsize="small")
   return save_figure(fig, path)
 
@@ -199,9 +182,7 @@ def read_training_log(path: str) -> Dict[str, np.ndarray]:
       if not row:
         continue
       if len(row) != len(header):
-        raise ValueError(
-          f"{path}:{line}: {len(row)} cells, header has {len(header)}"
-        )
+        raise ValueError(f"{path}:{line}: {len(row)} cells, header has {len(header)}")
       values = []
       for column, cell in zip(header, row):
         if cell.strip() in _CSV_MISSING:
@@ -210,14 +191,10 @@ def read_training_log(path: str) -> Dict[str, np.ndarray]:
         try:
           values.append(float(cell))
         except ValueError:
-          raise ValueError(
-            f"{path}:{line}: column {column!r}: {cell!r} is not a number"
-          ) from None
+          raise ValueError(f"{path}:{line}: column {column!r}: {cell!r} is not a number") from None
       epoch = values[header.index("epoch")]
       if not float(epoch).is_integer():
-        raise ValueError(
-          f"{path}:{line}: column 'epoch': {epoch!r} is not an integer"
-        )
+        raise ValueError(f"{path}:{line}: column 'epoch': {epoch!r} is not an integer")
       by_epoch[int(epoch)] = values
   epochs = sorted(by_epoch)
   table = np.array([by_epoch[e] for e in epochs], dtype=np.float64).reshape(
@@ -232,10 +209,7 @@ def _metric_panels(names: Sequence[str]) -> List[Tuple[str, List[str]]]:
   for name in names:
     base = name[len("val_") :] if name.startswith("val_") else name
     panels.setdefault(base, []).append(name)
-  return [
-    (base, sorted(keys, key=lambda k: k.startswith("val_")))
-    for base, keys in panels.items()
-  ]
+  return [(base, sorted(keys, key=lambda k: k.startswith("val_"))) for base, keys in panels.items()]
 
 
 def plot_training_curves(
@@ -262,10 +236,7 @@ def plot_training_curves(
     log = dict(getattr(history, "history", history))
     lengths = {len(v) for v in log.values()}
     if len(lengths) != 1:
-      raise ValueError(
-        f"history columns differ in length: "
-        f"{ {k: len(v) for k, v in log.items()} }"
-      )
+      raise ValueError(f"history columns differ in length: { {k: len(v) for k, v in log.items()} }")
     log = {k: np.asarray(v, dtype=np.float64) for k, v in log.items()}
     epochs = np.arange(1, lengths.pop() + 1)
   panels = _metric_panels(list(log))
@@ -273,8 +244,7 @@ def plot_training_curves(
     unknown = sorted(set(metrics) - {base for base, _ in panels})
     if unknown:
       raise ValueError(
-        f"metrics {unknown} not in the history; it has "
-        f"{[base for base, _ in panels]}"
+        f"metrics {unknown} not in the history; it has {[base for base, _ in panels]}"
       )
     panels = [(base, keys) for base, keys in panels if base in metrics]
   if not panels:
@@ -283,10 +253,7 @@ def plot_training_curves(
   for ax, (base, keys) in zip(axes, panels):
     for key in keys:
       ax.plot(
-        epochs,
-        log[key],
-        marker="o",
-        label="validation" if key.startswith("val_") else "training",
+        epochs, log[key], marker="o", label="validation" if key.startswith("val_") else "training"
       )
     ax.set_title(base)
     ax.set_xlabel("epoch")
@@ -295,9 +262,7 @@ def plot_training_curves(
   return save_figure(fig, path)
 
 
-def mean_gate_weights(
-  gate_weights: Mapping[str, Any],
-) -> Dict[str, Dict[str, np.ndarray]]:
+def mean_gate_weights(gate_weights: Mapping[str, Any]) -> Dict[str, Dict[str, np.ndarray]]:
   """Averages per-sample gates: ``level -> {step -> [K] mean weights}``.
 
   Args:
@@ -309,10 +274,7 @@ def mean_gate_weights(
   for name, weights in gate_weights.items():
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] == 0:
-      raise ValueError(
-        f"gate {name!r} must be [N, num_experts] with N > 0, "
-        f"got shape {w.shape}"
-      )
+      raise ValueError(f"gate {name!r} must be [N, num_experts] with N > 0, got shape {w.shape}")
     level, step = name.split("/", 1) if "/" in name else ("", name)
     levels.setdefault(level, {})[step] = w.mean(axis=0)
   return levels
@@ -341,9 +303,7 @@ def plot_gate_weights(gate_weights: Mapping[str, Any], path: str) -> str:
     grid = np.full((len(rows), width), np.nan)
     for i, v in enumerate(rows.values()):
       grid[i, : len(v)] = v
-    image = ax.imshow(
-      grid, cmap="viridis", vmin=0.0, vmax=np.nanmax(grid), aspect="auto"
-    )
+    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=np.nanmax(grid), aspect="auto")
     ax.set_yticks(range(len(rows)), labels=list(rows))
     ax.set_xticks(range(width))
     ax.set_xlabel("expert")

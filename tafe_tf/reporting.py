@@ -29,11 +29,7 @@ def format_table(report: Mapping[str, float], steps) -> str:
     ("logloss", "logloss"),
     ("PCOC", "pcoc"),
   ]
-  columns = [
-    (title, key)
-    for title, key in columns
-    if any(f"{key}/{s}" in report for s in steps)
-  ]
+  columns = [(title, key) for title, key in columns if any(f"{key}/{s}" in report for s in steps)]
   header = f"{'step':<10}" + "".join(f"{t:>12}" for t, _ in columns)
   lines = [header, "-" * len(header)]
   for step in steps:
@@ -88,10 +84,7 @@ def evaluate_and_write(
     evaluation.write_predictions_csv(predictions, schema.steps, predictions_csv)
   steps = schema.steps
   plots.plot_reliability(
-    predictions.labels,
-    predictions.p,
-    steps,
-    os.path.join(output_dir, f"{split}_reliability.png"),
+    predictions.labels, predictions.p, steps, os.path.join(output_dir, f"{split}_reliability.png")
   )
   plots.plot_roc(
     predictions.labels,
@@ -102,9 +95,7 @@ def evaluate_and_write(
   )
   history = os.path.join(model_dir, "history.csv") if model_dir else None
   if history and os.path.isfile(history):
-    plots.plot_training_curves(
-      history, os.path.join(output_dir, "training_curves.png")
-    )
+    plots.plot_training_curves(history, os.path.join(output_dir, "training_curves.png"))
   gates = split_gate_weights(model, data_dir, split, schema, batch_size)
   if gates:
     plots.plot_gate_weights(gates, os.path.join(output_dir, "gate_weights.png"))
@@ -122,9 +113,9 @@ def split_gate_weights(
   if gather is None:
     return {}
   collected: Dict[str, list] = {}
-  dataset = input_pipeline.make_dataset(
-    data_dir, split, batch_size, schema=schema
-  ).take(GATE_BATCHES)
+  dataset = input_pipeline.make_dataset(data_dir, split, batch_size, schema=schema).take(
+    GATE_BATCHES
+  )
   for feats, _ in dataset:
     for name, weights in gather(feats).items():
       collected.setdefault(name, []).append(weights.numpy())

@@ -92,9 +92,7 @@ def split_size(data_dir: str, split: str) -> int:
   return input_pipeline.count_examples(data_dir, split)
 
 
-def copy_schema(
-  schema: features_lib.Schema, model_dir: str
-) -> features_lib.Schema:
+def copy_schema(schema: features_lib.Schema, model_dir: str) -> features_lib.Schema:
   """Copies the schema and its vocabularies into ``model_dir/schema``."""
   target = os.path.join(model_dir, "schema")
   tf.io.gfile.makedirs(target)
@@ -134,18 +132,13 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
   def _better(self, value: float) -> bool:
     if math.isnan(value):
       return False
-    return (
-      value < self.best_value
-      if self.lower_is_better
-      else (value > self.best_value)
-    )
+    return value < self.best_value if self.lower_is_better else (value > self.best_value)
 
   def on_epoch_end(self, epoch: int, logs: Optional[Mapping[str, Any]] = None):
     logs = logs or {}
     if self.monitor not in logs:
       raise KeyError(
-        f"cannot pick the best epoch: {self.monitor!r} is not "
-        f"logged (logged: {sorted(logs)})"
+        f"cannot pick the best epoch: {self.monitor!r} is not logged (logged: {sorted(logs)})"
       )
     value = float(logs[self.monitor])
     if self._better(value):
@@ -154,12 +147,7 @@ class KeepBestEpoch(tf.keras.callbacks.Callback):
       self.model.save_weights(os.path.join(self.best_dir, BEST_WEIGHTS))
       files.write_json_atomic(
         os.path.join(self.best_dir, "best.json"),
-        {
-          "epoch": self.best_epoch,
-          "value": value,
-          "monitor": self.monitor,
-          "logs": _floats(logs),
-        },
+        {"epoch": self.best_epoch, "value": value, "monitor": self.monitor, "logs": _floats(logs)},
       )
 
 
@@ -197,9 +185,7 @@ def build_and_compile(
     model = models_lib.build_model(model_name, schema, **dict(hparams))
     # Built before fit: BackupAndRestore restores into existing variables.
     model(features_lib.dummy_batch(schema), training=False)
-    model.compile(
-      optimizer=tf.keras.optimizers.Adam(learning_rate), jit_compile=jit_compile
-    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
   return model
 
 
@@ -221,9 +207,7 @@ def _datasets(
   the step counts Keras needs for them.
   """
   compiled = config.distribution.jit_compile or distribution.is_tpu(strategy)
-  prepare = (
-    distribution.compiled_step_inputs(model, schema) if compiled else None
-  )
+  prepare = distribution.compiled_step_inputs(model, schema) if compiled else None
   common = dict(schema=schema, dense_padded=compiled, drop_remainder=compiled)
 
   def make(
@@ -243,21 +227,13 @@ def _datasets(
       input_context=input_context,
       **common,
     )
-    return (
-      ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
-    )
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
 
   if not distribution.is_parameter_server(strategy):
-    return (
-      make("train", global_batch, True),
-      make("validation", global_batch, False),
-      {},
-    )
+    return (make("train", global_batch, True), make("validation", global_batch, False), {})
 
   def creator(split: str, training: bool) -> Callable[..., tf.data.Dataset]:
-    def dataset_fn(
-      input_context: tf.distribute.InputContext,
-    ) -> tf.data.Dataset:
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
       return make(
         split,
         input_context.get_per_replica_batch_size(global_batch),
@@ -288,10 +264,7 @@ def resolve_run_config(
     config = dataclasses.replace(
       config,
       model=config.model.with_hparams(
-        {
-          "tpu_embedding": True,
-          "tpu_embedding_learning_rate": config.training.learning_rate,
-        }
+        {"tpu_embedding": True, "tpu_embedding_learning_rate": config.training.learning_rate}
       ),
     )
   return config
@@ -327,9 +300,7 @@ def train(
   config = config or config_lib.RunConfig()
   dist, run = config.distribution, config.training
   strategy = distribution.get_strategy(
-    dist.strategy,
-    tpu_address=dist.tpu_address,
-    min_shard_bytes=dist.min_shard_bytes,
+    dist.strategy, tpu_address=dist.tpu_address, min_shard_bytes=dist.min_shard_bytes
   )
   if dist.jit_compile and distribution.is_parameter_server(strategy):
     raise ValueError(
@@ -359,9 +330,7 @@ def train(
   tf.keras.utils.set_random_seed(run.seed)
   global_batch = run.batch_size * strategy.num_replicas_in_sync
   sizes = (split_size(data_dir, "train"), split_size(data_dir, "validation"))
-  steps_per_epoch = run.steps_per_epoch or max(
-    1, math.ceil(sizes[0] / global_batch)
-  )
+  steps_per_epoch = run.steps_per_epoch or max(1, math.ceil(sizes[0] / global_batch))
   model = build_and_compile(
     config.model.name,
     schema,
@@ -380,21 +349,15 @@ def train(
   start = RecordStartStep()
   callbacks = [
     tf.keras.callbacks.BackupAndRestore(
-      os.path.join(model_dir, "backup"),
-      save_freq=run.checkpoint_every_steps or "epoch",
+      os.path.join(model_dir, "backup"), save_freq=run.checkpoint_every_steps or "epoch"
     ),
     start,
     tf.keras.callbacks.ModelCheckpoint(
-      os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"),
-      save_weights_only=True,
+      os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"), save_weights_only=True
     ),
     best,
-    tf.keras.callbacks.CSVLogger(
-      os.path.join(out_dir, HISTORY_FILENAME), append=True
-    ),
-    tf.keras.callbacks.TensorBoard(
-      os.path.join(out_dir, "logs"), update_freq="epoch"
-    ),
+    tf.keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILENAME), append=True),
+    tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch"),
   ]
   try:
     history = model.fit(
@@ -438,9 +401,7 @@ def train(
     "jit_compile": dist.jit_compile,
   }
   if role.is_chief:
-    files.write_json_atomic(
-      os.path.join(model_dir, TRAIN_REPORT_FILENAME), report
-    )
+    files.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
   return TrainResult(
     model=model,
     schema=schema,
@@ -478,14 +439,11 @@ def load_trained_model(
   schema = model_dir_schema(model_dir)
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    model = models_lib.build_model(
-      run.model.name, schema, **run.model_hparams().to_json()
-    )
+    model = models_lib.build_model(run.model.name, schema, **run.model_hparams().to_json())
   weights = os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS)
   if not tf.io.gfile.exists(weights + ".index"):
     raise FileNotFoundError(
-      f"{model_dir} holds no trained weights ({weights} "
-      "is missing): train first"
+      f"{model_dir} holds no trained weights ({weights} is missing): train first"
     )
   # Build the variables with one dummy batch so that restore is immediate.
   model(features_lib.dummy_batch(schema), training=False)
@@ -507,9 +465,7 @@ def read_run_config(model_dir: str) -> config_lib.RunConfig:
   """
   path = os.path.join(model_dir, RUN_FILENAME)
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(
-      f"{model_dir} is not a model directory: no {RUN_FILENAME}"
-    )
+    raise FileNotFoundError(f"{model_dir} is not a model directory: no {RUN_FILENAME}")
   try:
     return config_lib.RunConfig.from_json(files.read_json(path))
   except ValueError as e:  # also bad JSON (JSONDecodeError)
@@ -529,9 +485,7 @@ def run_state(model_dir: str, config: config_lib.RunConfig) -> str:
   try:
     previous = read_run_config(model_dir)
   except ValueError as e:
-    raise ValueError(
-      f"{e}; use a new --model_dir, or --overwrite to replace that run"
-    ) from None
+    raise ValueError(f"{e}; use a new --model_dir, or --overwrite to replace that run") from None
   differing = config.differences(previous)
   if differing:
     raise ValueError(

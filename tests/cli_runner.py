@@ -20,10 +20,7 @@ def module_command(module: str, *args: str) -> list:
 
 
 def run_module(
-  module: str,
-  *args: str,
-  timeout: float = 300,
-  env: Optional[Dict[str, str]] = None,
+  module: str, *args: str, timeout: float = 300, env: Optional[Dict[str, str]] = None
 ) -> subprocess.CompletedProcess:
   """Runs ``python -m module args...`` from the repository root."""
   return subprocess.run(

@@ -40,19 +40,13 @@ def tiny_schema(directory: str, num_steps: int = 2) -> features_lib.Schema:
   fields = [
     features_lib.FieldSpec("user", "id", "identity", num_ids=50),
     features_lib.FieldSpec(
-      "item",
-      "id",
-      "vocabulary",
-      num_ids=len(VOCABULARY),
-      vocabulary_file="vocab/item.txt",
+      "item", "id", "vocabulary", num_ids=len(VOCABULARY), vocabulary_file="vocab/item.txt"
     ),
     features_lib.FieldSpec("shop", "id", "hash", num_ids=20),
     features_lib.FieldSpec("hist", "weighted_ids", "identity", num_ids=40),
     features_lib.FieldSpec("price", "dense", dim=2),
   ]
-  schema = features_lib.Schema(
-    "tiny", fields, STEP_NAMES[:num_steps], user_field="user"
-  )
+  schema = features_lib.Schema("tiny", fields, STEP_NAMES[:num_steps], user_field="user")
   schema.save(directory)
   return features_lib.Schema.load(directory)
 
@@ -75,9 +69,7 @@ def random_rows(
   for _ in range(n):
     user = int(rng.integers(0, 55))  # a few out-of-range ids -> OOV row
     item_pos = int(rng.integers(0, len(VOCABULARY) + 1))
-    item = (
-      VOCABULARY[item_pos] if item_pos < len(VOCABULARY) else 999_999
-    )  # unseen id
+    item = VOCABULARY[item_pos] if item_pos < len(VOCABULARY) else 999_999  # unseen id
     length = int(rng.integers(0, 4))
     hist_ids = [int(i) for i in rng.integers(0, 40, size=length)]
     hist_w = [float(w) for w in rng.uniform(0.5, 2.0, size=length)]
@@ -114,9 +106,7 @@ def write_split(
   """Writes rows as a split of ``data_dir`` through the package's writer."""
   with writer.ShardedWriter(data_dir, split, num_shards) as w:
     for feats, labels, _ in rows:
-      w.write(
-        example_codec.make_example(schema, feats, labels).SerializeToString()
-      )
+      w.write(example_codec.make_example(schema, feats, labels).SerializeToString())
   # The completion marker readers require, listing every split written so far.
   report = writer.read_report(data_dir) or {}
   rows_per_split = {**report.get("rows_per_split", {}), split: len(rows)}
@@ -124,32 +114,16 @@ def write_split(
 
 
 def make_dataset_dir(
-  data_dir: str,
-  num_steps: int = 2,
-  num_train: int = 256,
-  num_test: int = 128,
-  signal: float = 3.0,
+  data_dir: str, num_steps: int = 2, num_train: int = 256, num_test: int = 128, signal: float = 3.0
 ) -> features_lib.Schema:
   """A complete tiny dataset directory (train and test splits)."""
   schema = tiny_schema(data_dir, num_steps)
-  write_split(
-    data_dir,
-    schema,
-    "train",
-    random_rows(schema, num_train, seed=1, signal=signal),
-  )
-  write_split(
-    data_dir,
-    schema,
-    "test",
-    random_rows(schema, num_test, seed=2, signal=signal),
-  )
+  write_split(data_dir, schema, "train", random_rows(schema, num_train, seed=1, signal=signal))
+  write_split(data_dir, schema, "test", random_rows(schema, num_test, seed=2, signal=signal))
   return schema
 
 
-def assert_config_round_trip(
-  layer: tf.keras.layers.Layer, inputs, **call_kwargs
-) -> None:
+def assert_config_round_trip(layer: tf.keras.layers.Layer, inputs, **call_kwargs) -> None:
   """``from_config(get_config())`` rebuilds a layer that, given the original's
   weights, computes the same outputs; the config survives JSON."""
   expected = layer(inputs, **call_kwargs)
@@ -192,9 +166,7 @@ LEARNING_CONFIG = dict(
   signal=1.5,
   seed=0,
 )
-LEARNING_HPARAMS = dict(
-  seed=0, embedding_dim=8, expert_units=(32, 16), tower_units=(16,)
-)
+LEARNING_HPARAMS = dict(seed=0, embedding_dim=8, expert_units=(32, 16), tower_units=(16,))
 
 
 def learning_dataset(
@@ -205,45 +177,27 @@ def learning_dataset(
 
   config = synthetic.SyntheticConfig(num_steps=2, **LEARNING_CONFIG)
   report = synthetic.write_dataset(
-    data_dir,
-    config,
-    num_train=num_train,
-    num_validation=0,
-    num_test=num_test,
-    num_shards=1,
+    data_dir, config, num_train=num_train, num_validation=0, num_test=num_test, num_shards=1
   )
   return data_dir, report
 
 
 def fit(
-  model: tf.keras.Model,
-  data_dir: str,
-  epochs: int,
-  batch_size: int,
-  learning_rate: float = 0.01,
+  model: tf.keras.Model, data_dir: str, epochs: int, batch_size: int, learning_rate: float = 0.01
 ) -> Dict[str, List[float]]:
   """Compiles and fits ``model`` on the train split; returns the history."""
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-  ds = input_pipeline.make_dataset(
-    data_dir, "train", batch_size, shuffle=True, seed=0
-  )
+  ds = input_pipeline.make_dataset(data_dir, "train", batch_size, shuffle=True, seed=0)
   return model.fit(ds, epochs=epochs, verbose=0).history
 
 
 def predict_split(
-  model: tf.keras.Model,
-  data_dir: str,
-  split: str = "test",
-  dense_padded: bool = False,
+  model: tf.keras.Model, data_dir: str, split: str = "test", dense_padded: bool = False
 ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
   """(labels [N, T], outputs name -> [N]) of ``model.predict`` on a split."""
-  ds = input_pipeline.make_dataset(
-    data_dir, split, 512, dense_padded=dense_padded
-  )
+  ds = input_pipeline.make_dataset(data_dir, split, 512, dense_padded=dense_padded)
   outputs = model.predict(ds, verbose=0)
-  labels = np.concatenate(
-    [np.stack([l[s].numpy() for s in model.steps], axis=1) for _, l in ds]
-  )
+  labels = np.concatenate([np.stack([l[s].numpy() for s in model.steps], axis=1) for _, l in ds])
   return labels, outputs
 
 
@@ -277,17 +231,13 @@ def check_save_and_restore(model, data_dir: str, directory: str) -> None:
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   checkpoint_path = checkpoint.save(os.path.join(directory, "ckpt", "step"))
   config = json.loads(json.dumps(model.get_config()))
-  schema = features_lib.Schema.from_json(
-    config["schema"], config["schema_directory"]
-  )
+  schema = features_lib.Schema.from_json(config["schema"], config["schema_directory"])
   sample, _ = first_batch(data_dir, batch_size=4)
   for restore in ("weights", "checkpoint"):
     clone = models.build_model(config["model"], schema, **config["hparams"])
     clone(sample)
     before = predict_split(clone, data_dir)[1]
-    assert not np.allclose(
-      before[f"p_{model.steps[-1]}"], expected[f"p_{model.steps[-1]}"]
-    )
+    assert not np.allclose(before[f"p_{model.steps[-1]}"], expected[f"p_{model.steps[-1]}"])
     if restore == "weights":
       # The clone has no optimizer: its saved slots stay unused.
       clone.load_weights(os.path.join(directory, "weights")).expect_partial()
@@ -298,16 +248,11 @@ def check_save_and_restore(model, data_dir: str, directory: str) -> None:
       np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
-def aucs(
-  labels: np.ndarray, outputs: Dict[str, np.ndarray], steps: Sequence[str]
-) -> List[float]:
+def aucs(labels: np.ndarray, outputs: Dict[str, np.ndarray], steps: Sequence[str]) -> List[float]:
   """Exact AUC of p_t against y_t per step."""
   from tafe_tf import metrics  # pylint: disable=g-import-not-at-top
 
-  return [
-    metrics.roc_auc(labels[:, t], outputs[f"p_{s}"])
-    for t, s in enumerate(steps)
-  ]
+  return [metrics.roc_auc(labels[:, t], outputs[f"p_{s}"]) for t, s in enumerate(steps)]
 
 
 def hparams_for(name: str, **hparams) -> Dict[str, object]:
@@ -365,9 +310,7 @@ def three_step_fit(
   model = models.build_model(
     name,
     schema,
-    **hparams_for(
-      name, seed=0, embedding_dim=4, expert_units=(16,), tower_units=(8,)
-    ),
+    **hparams_for(name, seed=0, embedding_dim=4, expert_units=(16,), tower_units=(8,)),
     **hparams,
   )
   history = fit(model, data_dir, epochs=4, batch_size=64, learning_rate=0.02)
@@ -375,9 +318,7 @@ def three_step_fit(
 
 
 def assert_gradients_reach_only_rows_used(
-  layer: tf.keras.layers.Layer,
-  features: Dict[str, tf.Tensor],
-  table: tf.Variable,
+  layer: tf.keras.layers.Layer, features: Dict[str, tf.Tensor], table: tf.Variable
 ) -> None:
   """The gradient of ``sum(layer(features))`` w.r.t. the tiny schema's id
   ``table`` touches every used ``user`` row (id + 1, OOV row 0) and fewer

@@ -17,10 +17,7 @@ def _through_json(obj):
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_round_trip_through_json_for_every_model(name):
   defaults = config_lib.RunConfig(model=config_lib.ModelConfig(name))
-  assert (
-    config_lib.RunConfig.from_json(_through_json(defaults.to_json()))
-    == defaults
-  )
+  assert config_lib.RunConfig.from_json(_through_json(defaults.to_json())) == defaults
   changed = td.non_default_hparams(name)
   run = config_lib.RunConfig.create(
     name,
@@ -63,18 +60,13 @@ def test_unknown_keys_name_the_section_and_the_valid_keys():
   ):
     config_lib.RunConfig.from_json({"trainig": {}})
   with pytest.raises(ValueError) as info:
-    config_lib.RunConfig.from_json(
-      {"model": {"name": "mmoe", "hparams": {"num_levels": 3}}}
-    )
+    config_lib.RunConfig.from_json({"model": {"name": "mmoe", "hparams": {"num_levels": 3}}})
   message = str(info.value)
   assert message.startswith(
-    "model.hparams: mmoe takes no hyperparameter "
-    "'num_levels'; its hyperparameters: "
+    "model.hparams: mmoe takes no hyperparameter 'num_levels'; its hyperparameters: "
   )
   assert message.endswith(
-    ", ".join(
-      sorted(f.name for f in dataclasses.fields(models.hparams_class("mmoe")))
-    )
+    ", ".join(sorted(f.name for f in dataclasses.fields(models.hparams_class("mmoe"))))
   )
   assert "\n" not in message
   with pytest.raises(ValueError, match="^model.name must be one of tafe, "):
@@ -84,18 +76,9 @@ def test_unknown_keys_name_the_section_and_the_valid_keys():
 @pytest.mark.parametrize(
   "obj,message",
   [
-    (
-      {"training": {"epochs": "2"}},
-      "training.epochs: expected an integer, got '2'",
-    ),
-    (
-      {"training": {"epochs": 2.5}},
-      "training.epochs: expected an integer, got 2.5",
-    ),
-    (
-      {"training": {"shuffle": 1}},
-      "training.shuffle: expected a boolean, got 1",
-    ),
+    ({"training": {"epochs": "2"}}, "training.epochs: expected an integer, got '2'"),
+    ({"training": {"epochs": 2.5}}, "training.epochs: expected an integer, got 2.5"),
+    ({"training": {"shuffle": 1}}, "training.shuffle: expected a boolean, got 1"),
     (
       {"training": {"steps_per_epoch": "x"}},
       "training.steps_per_epoch: expected null or an integer, got 'x'",
@@ -116,13 +99,9 @@ def test_unknown_keys_name_the_section_and_the_valid_keys():
     ),
     (
       {"model": {"name": "tafe", "hparams": {"transfer": "concat"}}},
-      "model.hparams: transfer must be one of ('gated', 'attention', 'none'), "
-      "got 'concat'",
+      "model.hparams: transfer must be one of ('gated', 'attention', 'none'), got 'concat'",
     ),
-    (
-      {"model": {"name": "tafe", "hparams": []}},
-      "model.hparams: expected a JSON object, got []",
-    ),
+    ({"model": {"name": "tafe", "hparams": []}}, "model.hparams: expected a JSON object, got []"),
     ([], "run config: expected a JSON object, got []"),
   ],
 )
@@ -146,8 +125,7 @@ def test_numbers_and_lists_convert_to_the_declared_types():
 
 def test_provenance_is_accepted_and_ignored():
   obj = dict(
-    config_lib.RunConfig().to_json(),
-    provenance={"tafe_tf_version": "0.1.0", "anything": [1]},
+    config_lib.RunConfig().to_json(), provenance={"tafe_tf_version": "0.1.0", "anything": [1]}
   )
   assert config_lib.RunConfig.from_json(obj) == config_lib.RunConfig()
 
@@ -166,13 +144,9 @@ def test_create_and_replace_route_settings_to_their_sections():
   assert run.model.hparams.num_experts == 2  # PLE's own default
   assert run.training.epochs == 4 and run.distribution.jit_compile
   assert not run.export.evaluate and run.data.data_dir == "/d"
-  with pytest.raises(
-    ValueError, match="^unknown run setting epoch; valid settings: batch_size, "
-  ):
+  with pytest.raises(ValueError, match="^unknown run setting epoch; valid settings: batch_size, "):
     run.replace(epoch=3)
-  with pytest.raises(
-    ValueError, match="^training.batch_size: expected an integer"
-  ):
+  with pytest.raises(ValueError, match="^training.batch_size: expected an integer"):
     run.replace(batch_size="big")
 
 
@@ -187,29 +161,18 @@ def test_the_run_seed_seeds_the_model_unless_its_hparams_set_one():
 def test_differences_name_what_changes_the_run_and_only_that():
   run = config_lib.RunConfig.create("tafe", epochs=2)
   assert (
-    run.differences(
-      run.replace(
-        verbose=0, checkpoint_every_steps=5, export=False, export_dir="/e"
-      )
-    )
+    run.differences(run.replace(verbose=0, checkpoint_every_steps=5, export=False, export_dir="/e"))
     == []
   )
   other = dataclasses.replace(
-    run.replace(epochs=3, data_dir="/elsewhere"),
-    model=run.model.with_hparams({"transfer": "none"}),
+    run.replace(epochs=3, data_dir="/elsewhere"), model=run.model.with_hparams({"transfer": "none"})
   )
-  assert run.differences(other) == [
-    "data.data_dir",
-    "model.hparams.transfer",
-    "training.epochs",
-  ]
+  assert run.differences(other) == ["data.data_dir", "model.hparams.transfer", "training.epochs"]
   assert run.differences(config_lib.RunConfig.create("esmm", epochs=2))[0] == (
     "model.hparams.chained"
   )
 
 
 def test_model_config_checks_its_hparams_class():
-  with pytest.raises(
-    ValueError, match="model 'esmm' takes ESMMHParams, got TAFEHParams"
-  ):
+  with pytest.raises(ValueError, match="model 'esmm' takes ESMMHParams, got TAFEHParams"):
     config_lib.ModelConfig("esmm", models.hparams_class("tafe")())

@@ -47,15 +47,12 @@ def test_unknown_strategy_names_the_valid_ones():
 
 
 @pytest.mark.parametrize(
-  "name,needed",
-  [("multi_worker", "worker"), ("parameter_server", "chief, worker, ps")],
+  "name,needed", [("multi_worker", "worker"), ("parameter_server", "chief, worker, ps")]
 )
 def test_cluster_strategies_need_tf_config(monkeypatch, name, needed):
   monkeypatch.delenv("TF_CONFIG", raising=False)
   with pytest.raises(
-    ValueError,
-    match=f"--strategy={name} needs TF_CONFIG "
-    f"with a cluster holding {needed} tasks",
+    ValueError, match=f"--strategy={name} needs TF_CONFIG with a cluster holding {needed} tasks"
   ):
     distribution.get_strategy(name)
 
@@ -71,18 +68,12 @@ def test_parameter_server_strategy_refuses_a_worker_task(monkeypatch):
     "TF_CONFIG",
     json.dumps(
       {
-        "cluster": {
-          "chief": ["127.0.0.1:1"],
-          "worker": ["127.0.0.1:2"],
-          "ps": ["127.0.0.1:3"],
-        },
+        "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
         "task": {"type": "worker", "index": 0},
       }
     ),
   )
-  with pytest.raises(
-    ValueError, match="trains in the chief task only; this process is worker:0"
-  ):
+  with pytest.raises(ValueError, match="trains in the chief task only; this process is worker:0"):
     distribution.get_strategy("parameter_server")
 
 
@@ -92,9 +83,7 @@ def test_tf_config_json_names_this_task_in_the_cluster(monkeypatch):
   assert all(a.startswith("127.0.0.1:") for a in addresses)
   monkeypatch.setenv(
     "TF_CONFIG",
-    local_cluster.tf_config_json(
-      {"worker": addresses[:2], "ps": addresses[2:]}, "ps", 0
-    ),
+    local_cluster.tf_config_json({"worker": addresses[:2], "ps": addresses[2:]}, "ps", 0),
   )
   assert distribution.tf_config() == {
     "cluster": {"worker": addresses[:2], "ps": addresses[2:]},
@@ -118,10 +107,7 @@ time.sleep(float(sys.argv[2]) if index == 0 else 0)
 
 def test_local_workers_each_get_their_task_and_a_log(tmp_path):
   logs = local_cluster.run_local_workers(
-    [sys.executable, "-c", _WORKER, "ok", "0"],
-    2,
-    timeout_s=60,
-    log_dir=str(tmp_path),
+    [sys.executable, "-c", _WORKER, "ok", "0"], 2, timeout_s=60, log_dir=str(tmp_path)
   )
   lines = [log.split() for log in logs]
   assert [line[:2] for line in lines] == [["0", "2"], ["1", "2"]]
@@ -138,10 +124,7 @@ def test_a_failed_local_worker_stops_the_others(tmp_path):
   ):
     # Worker 0 would sleep 60 s: it is killed as soon as worker 1 fails.
     local_cluster.run_local_workers(
-      [sys.executable, "-c", _WORKER, "fail", "60"],
-      2,
-      timeout_s=120,
-      log_dir=str(tmp_path),
+      [sys.executable, "-c", _WORKER, "fail", "60"], 2, timeout_s=120, log_dir=str(tmp_path)
     )
   assert time.monotonic() - start < 30
 
@@ -154,25 +137,18 @@ def test_local_workers_past_the_timeout_are_killed(tmp_path):
     r"after 2 s \(killed\); .*worker-0\.log ends with:\n0 2 ",
   ):
     local_cluster.run_local_workers(
-      [sys.executable, "-c", _WORKER, "ok", "60"],
-      2,
-      timeout_s=2,
-      log_dir=str(tmp_path),
+      [sys.executable, "-c", _WORKER, "ok", "60"], 2, timeout_s=2, log_dir=str(tmp_path)
     )
   assert time.monotonic() - start < 30
 
 
-def test_auto_and_one_device_without_accelerators_is_the_default_strategy(
-  monkeypatch,
-):
+def test_auto_and_one_device_without_accelerators_is_the_default_strategy(monkeypatch):
   monkeypatch.delenv("TPU_NAME", raising=False)
   assert not distribution.tpu_resolvable()
   for name in ("auto", "one_device"):
     strategy = distribution.get_strategy(name)
     assert strategy is tf.distribute.get_strategy()
-    assert distribution.worker_role(strategy) == distribution.WorkerRole(
-      "chief", 0, True
-    )
+    assert distribution.worker_role(strategy) == distribution.WorkerRole("chief", 0, True)
 
 
 def test_precision_policy_is_scoped_and_checked():
@@ -204,11 +180,7 @@ def test_compiled_step_inputs_give_the_outputs_of_raw_ids(data_dir):
   schema = features_lib.Schema.load(data_dir)
   model = _model(schema, "tafe", num_experts=2, expert_units=(8,))
   raw = next(
-    iter(
-      input_pipeline.make_dataset(
-        data_dir, "train", 50, schema=schema, dense_padded=True
-      )
-    )
+    iter(input_pipeline.make_dataset(data_dir, "train", 50, schema=schema, dense_padded=True))
   )
   prepared, _ = distribution.compiled_step_inputs(model, schema)(*raw)
   for f in schema.fields:
@@ -220,34 +192,24 @@ def test_compiled_step_inputs_give_the_outputs_of_raw_ids(data_dir):
     assert length & (length - 1) == 0  # a power of two
   expected, got = model(raw[0]), model(prepared)
   for key in expected:
-    np.testing.assert_allclose(
-      got[key].numpy(), expected[key].numpy(), rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_lookup_rows_of_ragged_input_gives_identical_embeddings(data_dir):
   schema = features_lib.Schema.load(data_dir)
   layer = embedding_lib.FeatureEmbedding(schema, 8, seed=1)
-  raw, _ = next(
-    iter(input_pipeline.make_dataset(data_dir, "train", 40, schema=schema))
-  )
+  raw, _ = next(iter(input_pipeline.make_dataset(data_dir, "train", 40, schema=schema)))
   rows = layer.lookup_rows(raw)
-  assert isinstance(
-    rows[embedding_lib.ROWS_PREFIX + "hist_shop"], tf.RaggedTensor
-  )
+  assert isinstance(rows[embedding_lib.ROWS_PREFIX + "hist_shop"], tf.RaggedTensor)
   np.testing.assert_array_equal(layer(rows).numpy(), layer(raw).numpy())
 
 
 def test_compiled_step_inputs_reject_ragged_lists(data_dir):
   schema = features_lib.Schema.load(data_dir)
   model = _model(schema)
-  raw = next(
-    iter(input_pipeline.make_dataset(data_dir, "train", 8, schema=schema))
-  )
+  raw = next(iter(input_pipeline.make_dataset(data_dir, "train", 8, schema=schema)))
   with pytest.raises(
-    ValueError,
-    match="field 'hist_category' is ragged; an "
-    "XLA-compiled step needs padded lists",
+    ValueError, match="field 'hist_category' is ragged; an XLA-compiled step needs padded lists"
   ):
     distribution.compiled_step_inputs(model, schema)(*raw)
 
@@ -262,9 +224,7 @@ def _train(data_dir, model_dir, **overrides):
     verbose=0,
     strategy="one_device",
   )
-  config = config_lib.RunConfig.create(
-    "esmm", TINY, **dict(settings, **overrides)
-  )
+  config = config_lib.RunConfig.create("esmm", TINY, **dict(settings, **overrides))
   return training.train(data_dir, model_dir, config)
 
 
@@ -279,9 +239,7 @@ def float32_run(data_dir, tmp_path_factory):
 
 def test_jit_compiled_training_matches_float32(data_dir, float32_run, tmp_path):
   jit = _train(data_dir, str(tmp_path / "jit"), jit_compile=True)
-  report = json.load(
-    open(os.path.join(str(tmp_path / "jit"), training.TRAIN_REPORT_FILENAME))
-  )
+  report = json.load(open(os.path.join(str(tmp_path / "jit"), training.TRAIN_REPORT_FILENAME)))
   assert report["jit_compile"] is True and report["optimizer_steps"] == 12
   # Same batches, same math; only the order of float additions differs.
   for a, b in zip(_weights(float32_run), _weights(jit)):
@@ -289,9 +247,7 @@ def test_jit_compiled_training_matches_float32(data_dir, float32_run, tmp_path):
   assert not jit.model.jit_compile  # raw-id use after training stays eager
 
 
-def test_mixed_bfloat16_training_matches_float32(
-  data_dir, float32_run, tmp_path
-):
+def test_mixed_bfloat16_training_matches_float32(data_dir, float32_run, tmp_path):
   bf16 = _train(data_dir, str(tmp_path / "bf16"), precision="mixed_bfloat16")
   assert bf16.model.embedding.compute_dtype == "bfloat16"
   outputs = bf16.model(features_lib.dummy_batch(bf16.schema))
@@ -301,28 +257,18 @@ def test_mixed_bfloat16_training_matches_float32(
   # embedding rows into full-size steps whose sign rounding can flip: compare
   # what the model predicts, not every weight.
   batch, _ = next(
-    iter(
-      input_pipeline.make_dataset(
-        data_dir, "validation", 300, schema=bf16.schema
-      )
-    )
+    iter(input_pipeline.make_dataset(data_dir, "validation", 300, schema=bf16.schema))
   )
   expected, got = float32_run.model(batch), bf16.model(batch)
   for key in ("p_click", "p_purchase", "q_purchase"):
-    np.testing.assert_allclose(
-      got[key].numpy(), expected[key].numpy(), rtol=0.05, atol=0.01
-    )
+    np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), rtol=0.05, atol=0.01)
   assert abs(bf16.best_value - float32_run.best_value) < 0.02
 
 
-def test_mixed_float16_training_on_cpu_matches_float32(
-  data_dir, float32_run, tmp_path
-):
+def test_mixed_float16_training_on_cpu_matches_float32(data_dir, float32_run, tmp_path):
   f16 = _train(data_dir, str(tmp_path / "f16"), precision="mixed_float16")
   model = f16.model
-  assert isinstance(
-    model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer
-  )
+  assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
   assert model.embedding.compute_dtype == "float16"  # really float16 layers
   assert all(w.dtype == tf.float32 for w in model.weights)
   # Dynamic loss scaling halves its scale (from 2^15) after every step with
@@ -333,11 +279,7 @@ def test_mixed_float16_training_on_cpu_matches_float32(
     if "loss" in name:
       assert np.all(np.isfinite(values)), name
   batch, labels = next(
-    iter(
-      input_pipeline.make_dataset(
-        data_dir, "validation", 300, schema=f16.schema
-      )
-    )
+    iter(input_pipeline.make_dataset(data_dir, "validation", 300, schema=f16.schema))
   )
   outputs = model(batch)
   assert {v.dtype for v in outputs.values()} == {tf.float32}
@@ -348,7 +290,5 @@ def test_mixed_float16_training_on_cpu_matches_float32(
   # apart); the bounds leave ~5x room.
   expected = float32_run.model(batch)
   for key in ("p_click", "p_purchase", "q_purchase"):
-    np.testing.assert_allclose(
-      outputs[key].numpy(), expected[key].numpy(), rtol=0.01, atol=1e-3
-    )
+    np.testing.assert_allclose(outputs[key].numpy(), expected[key].numpy(), rtol=0.01, atol=1e-3)
   assert abs(f16.best_value - float32_run.best_value) < 1e-3

@@ -80,9 +80,7 @@ def _result(proc):
   return json.loads(line[-1][len("RESULT ") :])
 
 
-def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(
-  data_dir, tmp_path
-):
+def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir, tmp_path):
   proc = subprocess.run(
     [sys.executable, "-c", _MIRRORED, data_dir, str(tmp_path)],
     cwd=ROOT,
@@ -100,9 +98,7 @@ def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(
   one, mirrored = result["history"]["one"], result["history"]["mirrored"]
   assert set(one) == set(mirrored)
   for key in one:  # metrics aggregate over both replicas
-    np.testing.assert_allclose(
-      mirrored[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key
-    )
+    np.testing.assert_allclose(mirrored[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def _validation_loss(model_dir, data_dir):
@@ -112,9 +108,7 @@ def _validation_loss(model_dir, data_dir):
 
   model = training.load_trained_model(model_dir)
   total, count = 0.0, 0
-  for features, labels in input_pipeline.make_dataset(
-    data_dir, "validation", 100
-  ):
+  for features, labels in input_pipeline.make_dataset(data_dir, "validation", 100):
     y = losses.stack_labels(labels, model.steps)
     per_example = model.dtl_loss.per_example(y, model.step_logits(features))
     total += float(np.sum(per_example.numpy()))
@@ -135,12 +129,7 @@ def _launch(flags, tf_config=None, log=None):
 
 def _run_two_workers(command, log_dir):
   return local_cluster.run_local_workers(
-    command,
-    2,
-    timeout_s=300,
-    log_dir=str(log_dir),
-    env=subprocess_env(),
-    cwd=ROOT,
+    command, 2, timeout_s=300, log_dir=str(log_dir), env=subprocess_env(), cwd=ROOT
   )
 
 
@@ -210,8 +199,7 @@ def _one_device_evaluation(data_dir, weights_path):
 
 def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
   _run_two_workers(
-    [sys.executable, "-c", _LOGGED_METRICS, data_dir, str(tmp_path)],
-    tmp_path / "logs",
+    [sys.executable, "-c", _LOGGED_METRICS, data_dir, str(tmp_path)], tmp_path / "logs"
   )
   workers = [json.load(open(tmp_path / f"worker-{i}.json")) for i in range(2)]
   for worker in workers:
@@ -270,12 +258,7 @@ def test_two_workers_train_to_the_loss_of_one(data_dir, tmp_path):
     tmp_path / "logs",
   )
   single = _launch(
-    [
-      *common,
-      "--strategy=one_device",
-      "--batch_size=64",
-      f"--model_dir={tmp_path}/one",
-    ]
+    [*common, "--strategy=one_device", "--batch_size=64", f"--model_dir={tmp_path}/one"]
   )
   assert single.wait(timeout=300) == 0
   report = json.load(open(f"{tmp_path}/two/train_report.json"))
@@ -303,16 +286,12 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
   ]
   logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
   workers = [
-    _launch(flags, local_cluster.tf_config_json(cluster, "worker", i), logs[i])
-    for i in range(2)
+    _launch(flags, local_cluster.tf_config_json(cluster, "worker", i), logs[i]) for i in range(2)
   ]
   try:
     deadline = time.time() + 240
     # Kill worker 1 once both are training (the progress log shows steps).
-    while (
-      time.time() < deadline
-      and "loss:" not in open(tmp_path / "worker0.log").read()
-    ):
+    while time.time() < deadline and "loss:" not in open(tmp_path / "worker0.log").read():
       assert workers[0].poll() is None, open(tmp_path / "worker0.log").read()
       time.sleep(0.5)
     os.kill(workers[1].pid, signal.SIGKILL)
@@ -326,8 +305,7 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(data_dir, tmp_path):
   assert code != 0
   log = open(tmp_path / "worker0.log").read()
   assert any(
-    m in log
-    for m in ("UnavailableError", "DeadlineExceeded", "CancelledError", "peer")
+    m in log for m in ("UnavailableError", "DeadlineExceeded", "CancelledError", "peer")
   ), log[-2000:]
   assert waited < 200
 
@@ -369,9 +347,7 @@ def test_parameter_server_shards_the_embedding_over_both_ps(data_dir, tmp_path):
     proc = subprocess.run(
       [sys.executable, "-c", _PS_CHIEF, data_dir, str(tmp_path / "run")],
       cwd=ROOT,
-      env=subprocess_env(
-        TF_CONFIG=local_cluster.tf_config_json(cluster, "chief", 0)
-      ),
+      env=subprocess_env(TF_CONFIG=local_cluster.tf_config_json(cluster, "chief", 0)),
       capture_output=True,
       text=True,
       timeout=400,

@@ -25,9 +25,7 @@ def make_schema():
   return features_lib.Schema(
     name="tiny",
     fields=(
-      features_lib.FieldSpec(
-        "user", "id", lookup="identity", num_ids=20, group="user"
-      ),
+      features_lib.FieldSpec("user", "id", lookup="identity", num_ids=20, group="user"),
       features_lib.FieldSpec("hist", "weighted_ids", lookup="hash", num_ids=50),
       features_lib.FieldSpec("price", "dense", dim=2),
     ),
@@ -49,22 +47,13 @@ class TinyModel(tf.keras.Model):
     self.logits = tf.keras.layers.Dense(len(steps))
 
   def call(self, features, training=False):
-    leaked = [
-      k
-      for k in features
-      if k.startswith("oracle/") or k == features_lib.SAMPLE_ID_KEY
-    ]
+    leaked = [k for k in features if k.startswith("oracle/") or k == features_lib.SAMPLE_ID_KEY]
     if leaked:
       raise ValueError(f"the model must not see {leaked}")
     user = tf.clip_by_value(features["user"], 0, 20)
     history = tf.reduce_sum(features["hist_weight"], axis=1)
     x = tf.concat(
-      [
-        self.user_embedding(user),
-        features["price"],
-        tf.reshape(history, [-1, 1]),
-      ],
-      axis=1,
+      [self.user_embedding(user), features["price"], tf.reshape(history, [-1, 1])], axis=1
     )
     q = tf.math.sigmoid(self.logits(x))
     p = tf.math.cumprod(q, axis=1)
@@ -91,8 +80,7 @@ def fixture_tiny_data(tmp_path):
     "sample_id": np.array([f's{i},"é"' for i in range(n)]),
   }
   written["hist_weight"] = [
-    rng.uniform(0.5, 2.0, size=len(h)).astype(np.float32)
-    for h in written["hist"]
+    rng.uniform(0.5, 2.0, size=len(h)).astype(np.float32) for h in written["hist"]
   ]
   click = rng.uniform(size=n) < 0.5
   buy = click & (rng.uniform(size=n) < 0.5)
@@ -109,10 +97,7 @@ def fixture_tiny_data(tmp_path):
         },
         {"click": int(click[i]), "buy": int(buy[i])},
         sample_id=written["sample_id"][i],
-        oracle={
-          "click": written["oracle"][i, 0],
-          "buy": written["oracle"][i, 1],
-        },
+        oracle={"click": written["oracle"][i, 0], "buy": written["oracle"][i, 1]},
       )
       w.write(example.SerializeToString())
   writer_lib.write_report(str(tmp_path), {"rows_per_split": {"test": n}})
@@ -142,9 +127,7 @@ def test_predict_dataset_collects_everything_in_order(tiny_data):
   tf.keras.utils.set_random_seed(0)
   model = TinyModel(STEPS)
   # Batch 16 over 50 rows: the last batch is partial.
-  ds = input_pipeline.make_dataset(
-    data_dir, "test", batch_size=16, with_metadata=True
-  )
+  ds = input_pipeline.make_dataset(data_dir, "test", batch_size=16, with_metadata=True)
   predictions = evaluation.predict_dataset(model, ds, schema)
   assert predictions.num_examples == 50
   np.testing.assert_array_equal(predictions.labels, written["labels"])
@@ -158,17 +141,13 @@ def test_predict_dataset_collects_everything_in_order(tiny_data):
     predictions.p[:, 1], predictions.q[:, 0] * predictions.q[:, 1], rtol=1e-6
   )
   np.testing.assert_allclose(
-    predictions.oracle_p[:, 1],
-    written["oracle"][:, 0] * written["oracle"][:, 1],
-    rtol=1e-6,
+    predictions.oracle_p[:, 1], written["oracle"][:, 0] * written["oracle"][:, 1], rtol=1e-6
   )
 
 
 def test_predict_dataset_needs_metadata_the_schema_promises(tiny_data):
   data_dir, schema, _ = tiny_data
-  ds = input_pipeline.make_dataset(
-    data_dir, "test", batch_size=16, with_metadata=False
-  )
+  ds = input_pipeline.make_dataset(data_dir, "test", batch_size=16, with_metadata=False)
   with pytest.raises(
     ValueError,
     match=re.escape(
@@ -181,27 +160,18 @@ def test_predict_dataset_needs_metadata_the_schema_promises(tiny_data):
 
 def test_predict_dataset_names_missing_model_outputs(tiny_data):
   data_dir, schema, _ = tiny_data
-  ds = input_pipeline.make_dataset(
-    data_dir, "test", batch_size=16, with_metadata=True
-  )
+  ds = input_pipeline.make_dataset(data_dir, "test", batch_size=16, with_metadata=True)
   with pytest.raises(
     ValueError,
-    match=re.escape(
-      "model outputs miss ['q_click', 'q_buy']; it returned "
-      "['p_buy', 'p_click']"
-    ),
+    match=re.escape("model outputs miss ['q_click', 'q_buy']; it returned ['p_buy', 'p_click']"),
   ):
     evaluation.predict_dataset(TinyModel(STEPS, outputs=("p",)), ds, schema)
 
 
 def test_predict_dataset_rejects_an_empty_dataset(tiny_data):
   data_dir, schema, _ = tiny_data
-  ds = input_pipeline.make_dataset(
-    data_dir, "test", batch_size=16, with_metadata=True
-  ).take(0)
-  with pytest.raises(
-    ValueError, match=re.escape("the dataset is empty: nothing to evaluate")
-  ):
+  ds = input_pipeline.make_dataset(data_dir, "test", batch_size=16, with_metadata=True).take(0)
+  with pytest.raises(ValueError, match=re.escape("the dataset is empty: nothing to evaluate")):
     evaluation.predict_dataset(TinyModel(STEPS), ds, schema)
 
 
@@ -214,9 +184,7 @@ def hand_predictions():
     p=np.array([[0.9, 0.3], [0.4, 0.2], [0.5, 0.05], [0.1, 0.01]], np.float32),
     q=np.array([[0.9, 0.33], [0.4, 0.5], [0.5, 0.1], [0.1, 0.1]], np.float32),
     user_ids=np.array([1, 2, 1, 2]),
-    oracle_q=np.array(
-      [[0.8, 0.5], [0.6, 0.1], [0.2, 0.5], [0.3, 0.5]], np.float32
-    ),
+    oracle_q=np.array([[0.8, 0.5], [0.6, 0.1], [0.2, 0.5], [0.3, 0.5]], np.float32),
   )
 
 
@@ -227,10 +195,7 @@ def test_compute_report_hand_example():
     # Clicks 0.9, 0.4 vs non-clicks 0.5, 0.1: 3 of 4 pairs.
     "auc/click": 0.75,
     "logloss/click": -(
-      math.log(f32(0.9))
-      + math.log(f32(0.4))
-      + math.log(1 - f32(0.5))
-      + math.log(1 - f32(0.1))
+      math.log(f32(0.9)) + math.log(f32(0.4)) + math.log(1 - f32(0.5)) + math.log(1 - f32(0.1))
     )
     / 4,
     "pcoc/click": (f32(0.9) + f32(0.4) + f32(0.5) + f32(0.1)) / 2,
@@ -274,33 +239,21 @@ def test_compute_report_on_synthetic_data_with_known_oracle():
   q = noisy_q.astype(np.float32)
   p = np.cumprod(q, axis=1).astype(np.float32)
   users = rng.integers(0, 500, size=n)
-  predictions = evaluation.Predictions(
-    labels, p, q, user_ids=users, oracle_q=oracle_q
-  )
+  predictions = evaluation.Predictions(labels, p, q, user_ids=users, oracle_q=oracle_q)
   report = evaluation.compute_report(predictions, STEPS)
   oracle_p = np.cumprod(oracle_q.astype(np.float64), axis=1)
   clicked = labels[:, 0] == 1
   assert report["num_examples"] == n
-  assert report["auc_conditional/buy"] == metrics.roc_auc(
-    labels[clicked, 1], q[clicked, 1]
-  )
+  assert report["auc_conditional/buy"] == metrics.roc_auc(labels[clicked, 1], q[clicked, 1])
   for t, step in enumerate(STEPS):
     assert report[f"auc/{step}"] == metrics.roc_auc(labels[:, t], p[:, t])
-    assert report[f"gauc/{step}"] == metrics.group_auc(
-      labels[:, t], p[:, t], users
-    )
-    assert report[f"oracle_auc/{step}"] == metrics.roc_auc(
-      labels[:, t], oracle_p[:, t]
-    )
-    assert report[f"oracle_gap/{step}"] == (
-      report[f"oracle_auc/{step}"] - report[f"auc/{step}"]
-    )
+    assert report[f"gauc/{step}"] == metrics.group_auc(labels[:, t], p[:, t], users)
+    assert report[f"oracle_auc/{step}"] == metrics.roc_auc(labels[:, t], oracle_p[:, t])
+    assert report[f"oracle_gap/{step}"] == (report[f"oracle_auc/{step}"] - report[f"auc/{step}"])
     # Noise of scale 1 on logits of scale 1-1.5 costs several AUC points.
     assert 0.02 < report[f"oracle_gap/{step}"] < 0.2
     # Labels drawn from the oracle: the oracle is calibrated.
-    assert metrics.pcoc(labels[:, t], oracle_p[:, t]) == pytest.approx(
-      1.0, abs=0.05
-    )
+    assert metrics.pcoc(labels[:, t], oracle_p[:, t]) == pytest.approx(1.0, abs=0.05)
 
 
 def test_compute_report_keys_without_users_or_oracle():
@@ -323,18 +276,13 @@ def test_compute_report_keys_without_users_or_oracle():
 
 def test_compute_report_rejects_step_count_mismatch():
   with pytest.raises(
-    ValueError,
-    match=re.escape(
-      "3 steps ['click', 'cart', 'buy'] but predictions have 2 columns"
-    ),
+    ValueError, match=re.escape("3 steps ['click', 'cart', 'buy'] but predictions have 2 columns")
   ):
     evaluation.compute_report(hand_predictions(), ["click", "cart", "buy"])
 
 
 def test_predictions_reject_misshaped_arrays():
-  with pytest.raises(
-    ValueError, match=re.escape("q has shape (4, 1), labels (4, 2)")
-  ):
+  with pytest.raises(ValueError, match=re.escape("q has shape (4, 1), labels (4, 2)")):
     evaluation.Predictions(np.zeros((4, 2)), np.zeros((4, 2)), np.zeros((4, 1)))
 
 
@@ -354,9 +302,7 @@ def test_predictions_csv_round_trip(tmp_path):
   q[0] = [1e-9, 1.0]  # tiny and extreme values survive too
   p = np.cumprod(q, axis=1)
   ids = np.array([f'id,{i}"q"é' for i in range(n)])
-  predictions = evaluation.Predictions(
-    np.zeros((n, 2), np.float32), p, q, sample_ids=ids
-  )
+  predictions = evaluation.Predictions(np.zeros((n, 2), np.float32), p, q, sample_ids=ids)
   path = str(tmp_path / "out" / "predictions.csv")
   assert evaluation.write_predictions_csv(predictions, STEPS, path) == path
   header, rows = read_csv(path)
@@ -397,19 +343,12 @@ def test_report_json_is_strict_json(tmp_path):
     "gauc/buy": np.float64(0.5),
     "num_examples": np.int64(4),
   }
-  path = evaluation.write_report_json(
-    report, str(tmp_path / "r" / "report.json")
-  )
+  path = evaluation.write_report_json(report, str(tmp_path / "r" / "report.json"))
 
   def reject(constant):
     raise ValueError(f"non-standard JSON constant {constant}")
 
   with open(path, encoding="utf-8") as f:
     loaded = json.load(f, parse_constant=reject)
-  assert loaded == {
-    "auc/click": 0.75,
-    "pcoc/buy": None,
-    "gauc/buy": 0.5,
-    "num_examples": 4,
-  }
+  assert loaded == {"auc/click": 0.75, "pcoc/buy": None, "gauc/buy": 0.5, "num_examples": 4}
   assert os.listdir(tmp_path / "r") == ["report.json"]

@@ -20,11 +20,7 @@ SCHEMA = features_lib.Schema(
   name="t",
   fields=(
     features_lib.FieldSpec(
-      "user",
-      K.ID,
-      lookup="vocabulary",
-      num_ids=3,
-      vocabulary_file="vocab/user.txt",
+      "user", K.ID, lookup="vocabulary", num_ids=3, vocabulary_file="vocab/user.txt"
     ),
     features_lib.FieldSpec("hist", K.WEIGHTED_IDS, lookup="hash", num_ids=10),
     features_lib.FieldSpec("price", K.DENSE, dim=3),
@@ -52,23 +48,13 @@ ROWS = [
     oracle=(0.25, 0.5, 0.75),
   ),
   dict(
-    values={
-      "user": -1,
-      "hist": ([], []),
-      "price": [0.0, 0.0, -0.0],
-      "shop": -(2**63),
-    },
+    values={"user": -1, "hist": ([], []), "price": [0.0, 0.0, -0.0], "shop": -(2**63)},
     labels=(0, 0, 0),
     sample_id="",
     oracle=(0.0, 1.0, 0.5),
   ),
   dict(
-    values={
-      "user": 2**63 - 1,
-      "hist": ([-5], [1.0]),
-      "price": [1e9, -1e-9, 3.0],
-      "shop": 127,
-    },
+    values={"user": 2**63 - 1, "hist": ([-5], [1.0]), "price": [1e9, -1e-9, 3.0], "shop": 127},
     labels=(1, 0, 0),
     sample_id="é-2",
     oracle=(1e-8, 0.125, 0.999),
@@ -92,9 +78,7 @@ def _f32(values):
 
 
 def _encode_row(encoder, row):
-  return encoder.encode_row(
-    row["values"], row["labels"], row["sample_id"].encode(), row["oracle"]
-  )
+  return encoder.encode_row(row["values"], row["labels"], row["sample_id"].encode(), row["oracle"])
 
 
 def _batch(rows):
@@ -104,28 +88,17 @@ def _batch(rows):
     if f.kind == K.WEIGHTED_IDS:
       lengths = [len(r["values"][f.name][0]) for r in rows]
       splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-      for key, dtype, part in (
-        (f.name, np.int64, 0),
-        (f.weight_key, np.float32, 1),
-      ):
+      for key, dtype, part in ((f.name, np.int64, 0), (f.weight_key, np.float32, 1)):
         batch[key] = example_codec.RaggedColumn(
-          np.asarray(
-            [v for r in rows for v in r["values"][f.name][part]], dtype
-          ),
-          splits,
+          np.asarray([v for r in rows for v in r["values"][f.name][part]], dtype), splits
         )
     else:
       batch[f.name] = np.asarray(
-        [r["values"][f.name] for r in rows],
-        np.int64 if f.kind == K.ID else np.float32,
+        [r["values"][f.name] for r in rows], np.int64 if f.kind == K.ID else np.float32
       )
   for t, step in enumerate(SCHEMA.steps):
-    batch[features_lib.label_key(step)] = np.asarray(
-      [r["labels"][t] for r in rows], np.int64
-    )
-    batch[features_lib.oracle_key(step)] = np.asarray(
-      [r["oracle"][t] for r in rows], np.float64
-    )
+    batch[features_lib.label_key(step)] = np.asarray([r["labels"][t] for r in rows], np.int64)
+    batch[features_lib.oracle_key(step)] = np.asarray([r["oracle"][t] for r in rows], np.float64)
   batch[features_lib.SAMPLE_ID_KEY] = np.asarray([r["sample_id"] for r in rows])
   return batch
 
@@ -146,9 +119,7 @@ def _reference(row):
     "hist": ints(values["hist"][0]),
     "hist_weight": floats(values["hist"][1]),
     "price": floats(values["price"]),
-    "sample_id": tf.train.Feature(
-      bytes_list=tf.train.BytesList(value=[row["sample_id"].encode()])
-    ),
+    "sample_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row["sample_id"].encode()])),
   }
   for t, step in enumerate(SCHEMA.steps):
     feats[features_lib.label_key(step)] = ints([row["labels"][t]])
@@ -157,28 +128,18 @@ def _reference(row):
 
 
 def _check_parsed(records, rows):
-  parsed = tf.io.parse_example(
-    tf.constant(records), features_lib.tf_example_spec(SCHEMA)
-  )
+  parsed = tf.io.parse_example(tf.constant(records), features_lib.tf_example_spec(SCHEMA))
   assert parsed["user"].numpy().tolist() == [r["values"]["user"] for r in rows]
   assert parsed["shop"].numpy().tolist() == [r["values"]["shop"] for r in rows]
   assert parsed["hist"].to_list() == [r["values"]["hist"][0] for r in rows]
-  assert parsed["hist_weight"].to_list() == [
-    _f32(r["values"]["hist"][1]) for r in rows
-  ]
-  assert parsed["price"].numpy().tolist() == [
-    _f32(r["values"]["price"]) for r in rows
-  ]
+  assert parsed["hist_weight"].to_list() == [_f32(r["values"]["hist"][1]) for r in rows]
+  assert parsed["price"].numpy().tolist() == [_f32(r["values"]["price"]) for r in rows]
   for t, step in enumerate(SCHEMA.steps):
-    assert parsed[features_lib.label_key(step)].numpy().tolist() == [
-      r["labels"][t] for r in rows
-    ]
+    assert parsed[features_lib.label_key(step)].numpy().tolist() == [r["labels"][t] for r in rows]
     assert parsed[features_lib.oracle_key(step)].numpy().tolist() == _f32(
       [r["oracle"][t] for r in rows]
     )
-  assert parsed["sample_id"].numpy().tolist() == [
-    r["sample_id"].encode() for r in rows
-  ]
+  assert parsed["sample_id"].numpy().tolist() == [r["sample_id"].encode() for r in rows]
 
 
 def test_row_encoder_parses_to_the_input_values():
@@ -196,19 +157,13 @@ def test_row_and_batch_encoders_write_the_same_bytes():
     _encode_row(encoder, r) for r in ROWS
   ]
   # One row alone: a batch of one is no special case.
-  assert example_codec.serialize_batch(SCHEMA, _batch(ROWS[1:2])) == [
-    _encode_row(encoder, ROWS[1])
-  ]
+  assert example_codec.serialize_batch(SCHEMA, _batch(ROWS[1:2])) == [_encode_row(encoder, ROWS[1])]
 
 
 @pytest.mark.parametrize("num_steps", [2, 4])
 def test_row_and_batch_encoders_agree_on_generated_rows(num_steps):
   config = synthetic.SyntheticConfig(
-    num_steps=num_steps,
-    num_users=300,
-    num_items=200,
-    num_categories=20,
-    empty_history_rate=0.3,
+    num_steps=num_steps, num_users=300, num_items=200, num_categories=20, empty_history_rate=0.3
   )
   schema = synthetic.synthetic_schema(config)
   batch = next(synthetic.generate_batches(config, "train", 300))
@@ -220,9 +175,7 @@ def test_row_and_batch_encoders_agree_on_generated_rows(num_steps):
     for f in schema.fields:
       column = batch[f.name]
       values[f.name] = (
-        (column.row(i), batch[f.weight_key].row(i))
-        if f.kind == K.WEIGHTED_IDS
-        else column[i]
+        (column.row(i), batch[f.weight_key].row(i)) if f.kind == K.WEIGHTED_IDS else column[i]
       )
     expected.append(
       encoder.encode_row(
@@ -278,9 +231,7 @@ def test_encoder_errors_name_the_field():
   encoder = example_codec.ExampleEncoder(SCHEMA)
   with pytest.raises(ValueError, match="field 'hist': 2 ids but 1 weights"):
     encoder.encode_fields({"hist": ([1, 2], [1.0])})
-  with pytest.raises(
-    ValueError, match="field 'price': expected 3 floats, got 2"
-  ):
+  with pytest.raises(ValueError, match="field 'price': expected 3 floats, got 2"):
     encoder.encode_fields({"price": [1.0, 2.0]})
 
 
@@ -288,28 +239,15 @@ def test_make_example_rejects_inconsistent_rows():
   good = ROWS[0]["values"]
   labels = {"click": 0, "cart": 0, "purchase": 0}
   oracle = {"click": 0.5, "cart": 0.5, "purchase": 0.5}
-  with pytest.raises(
-    ValueError, match="label 'purchase' is 1 but an earlier step is 0"
-  ):
-    example_codec.make_example(
-      SCHEMA, good, dict(labels, click=1, purchase=1), oracle=oracle
-    )
+  with pytest.raises(ValueError, match="label 'purchase' is 1 but an earlier step is 0"):
+    example_codec.make_example(SCHEMA, good, dict(labels, click=1, purchase=1), oracle=oracle)
   with pytest.raises(ValueError, match="label 'click' must be 0 or 1, got 2"):
-    example_codec.make_example(
-      SCHEMA, good, dict(labels, click=2), oracle=oracle
-    )
+    example_codec.make_example(SCHEMA, good, dict(labels, click=2), oracle=oracle)
   with pytest.raises(ValueError, match="example misses field 'price'"):
     example_codec.make_example(
-      SCHEMA,
-      {k: v for k, v in good.items() if k != "price"},
-      labels,
-      oracle=oracle,
+      SCHEMA, {k: v for k, v in good.items() if k != "price"}, labels, oracle=oracle
     )
   with pytest.raises(ValueError, match="field 'hist': 2 ids but 1 weights"):
-    example_codec.make_example(
-      SCHEMA, dict(good, hist=([1, 2], [1.0])), labels, oracle=oracle
-    )
-  with pytest.raises(
-    ValueError, match="schema has oracle probabilities but none were given"
-  ):
+    example_codec.make_example(SCHEMA, dict(good, hist=([1, 2], [1.0])), labels, oracle=oracle)
+  with pytest.raises(ValueError, match="schema has oracle probabilities but none were given"):
     example_codec.make_example(SCHEMA, good, labels)

@@ -22,26 +22,9 @@ import tafe_tf  # noqa: F401
 from tafe_tf import example_codec, export, models
 from tafe_tf import features as features_lib
 
-TINY_HPARAMS = dict(
-  embedding_dim=4, num_experts=2, expert_units=(8,), tower_units=(4,), seed=1
-)
-TWO_STEP_OUTPUTS = {
-  "p_click",
-  "q_click",
-  "p_cart",
-  "q_cart",
-  "ctr",
-  "cvr",
-  "ctcvr",
-}
-THREE_STEP_OUTPUTS = {
-  "p_click",
-  "q_click",
-  "p_cart",
-  "q_cart",
-  "p_purchase",
-  "q_purchase",
-}
+TINY_HPARAMS = dict(embedding_dim=4, num_experts=2, expert_units=(8,), tower_units=(4,), seed=1)
+TWO_STEP_OUTPUTS = {"p_click", "q_click", "p_cart", "q_cart", "ctr", "cvr", "ctcvr"}
+THREE_STEP_OUTPUTS = {"p_click", "q_click", "p_cart", "q_cart", "p_purchase", "q_purchase"}
 # (model, steps) of every export the tests use; built on first use.
 CASES = {"tafe": ("tafe", 2), "mmoe": ("mmoe", 2), "tafe_3_steps": ("tafe", 3)}
 OTHER_MODELS = ("esmm", "ple", "aitm", "shared_bottom")
@@ -52,12 +35,10 @@ class Batch:
 
   def __init__(self, schema: features_lib.Schema, rows):
     self.serialized = [
-      example_codec.make_example(schema, f, l).SerializeToString()
-      for f, l, _ in rows
+      example_codec.make_example(schema, f, l).SerializeToString() for f, l, _ in rows
     ]
     parsed = tf.io.parse_example(
-      tf.constant(self.serialized),
-      features_lib.tf_example_spec(schema, with_metadata=False),
+      tf.constant(self.serialized), features_lib.tf_example_spec(schema, with_metadata=False)
     )
     self.ragged, self.labels = features_lib.split_labels(parsed, schema)
     self.padded = features_lib.to_dense_padded(self.ragged, schema)
@@ -69,26 +50,13 @@ class Exported:
   def __init__(self, root: str, name: str, num_steps: int):
     self.schema = testdata.tiny_schema(os.path.join(root, "schema"), num_steps)
     train = Batch(self.schema, testdata.random_rows(self.schema, 64, seed=1))
-    self.batch = Batch(
-      self.schema, testdata.random_rows(self.schema, 32, seed=2)
-    )
-    self.model = models.build_model(
-      name, self.schema, **testdata.hparams_for(name, **TINY_HPARAMS)
-    )
+    self.batch = Batch(self.schema, testdata.random_rows(self.schema, 32, seed=2))
+    self.model = models.build_model(name, self.schema, **testdata.hparams_for(name, **TINY_HPARAMS))
     # Eager: three steps cost less than tracing a train step.
-    self.model.compile(
-      optimizer=tf.keras.optimizers.Adam(0.05), run_eagerly=True
-    )
-    self.model.fit(
-      tf.data.Dataset.from_tensors((train.padded, train.labels)).repeat(3),
-      verbose=0,
-    )
+    self.model.compile(optimizer=tf.keras.optimizers.Adam(0.05), run_eagerly=True)
+    self.model.fit(tf.data.Dataset.from_tensors((train.padded, train.labels)).repeat(3), verbose=0)
     self.path = export.export_saved_model(
-      self.model,
-      self.schema,
-      os.path.join(root, "export"),
-      version=1,
-      model_name=f"tiny_{name}",
+      self.model, self.schema, os.path.join(root, "export"), version=1, model_name=f"tiny_{name}"
     )
 
   def keras(self, features) -> Dict[str, np.ndarray]:
@@ -220,11 +188,7 @@ def cli_runs(exports, tmp_path_factory):
 
 def test_saved_model_cli_shows_both_signatures_with_dtypes_and_shapes(cli_runs):
   shown = _parse_show_all(cli_runs[0])
-  assert set(shown) == {
-    "__saved_model_init_op",
-    export.SERVING_DEFAULT,
-    export.SERVING_EXAMPLES,
-  }
+  assert set(shown) == {"__saved_model_init_op", export.SERVING_DEFAULT, export.SERVING_EXAMPLES}
   outputs = {key: ("DT_FLOAT", "(-1)") for key in TWO_STEP_OUTPUTS}
   assert shown["serving_default"] == {
     "inputs": {
@@ -245,9 +209,7 @@ def test_saved_model_cli_shows_both_signatures_with_dtypes_and_shapes(cli_runs):
   }
 
 
-def test_saved_model_cli_run_gives_the_keras_numbers_without_the_vocabulary(
-  exports, cli_runs
-):
+def test_saved_model_cli_run_gives_the_keras_numbers_without_the_vocabulary(exports, cli_runs):
   exported = exports.get("tafe")
   _, inputs, outdir = cli_runs
   expected = exported.keras(inputs)
@@ -268,31 +230,21 @@ def test_loaded_signatures_give_the_keras_numbers(exports, case):
   loaded = tf.saved_model.load(exported.path)
   expected = exported.keras(exported.batch.padded)
   _assert_outputs_equal(exported.keras(exported.batch.ragged), expected)
-  from_features = _numpy(
-    loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)
-  )
+  from_features = _numpy(loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded))
   from_examples = _numpy(
-    loaded.signatures[export.SERVING_EXAMPLES](
-      examples=tf.constant(exported.batch.serialized)
-    )
+    loaded.signatures[export.SERVING_EXAMPLES](examples=tf.constant(exported.batch.serialized))
   )
   _assert_outputs_equal(from_features, expected)
   _assert_outputs_equal(from_examples, expected)
   steps = exported.schema.steps
-  assert set(expected) == (
-    TWO_STEP_OUTPUTS if len(steps) == 2 else THREE_STEP_OUTPUTS
-  )
+  assert set(expected) == (TWO_STEP_OUTPUTS if len(steps) == 2 else THREE_STEP_OUTPUTS)
   for key, value in from_features.items():
     assert value.dtype == np.float32 and value.shape == (32,), key
     assert np.all((value >= 0) & (value <= 1)), key
   if len(steps) == 2:
-    np.testing.assert_array_equal(
-      from_features["ctr"], from_features["p_click"]
-    )
+    np.testing.assert_array_equal(from_features["ctr"], from_features["p_click"])
     np.testing.assert_array_equal(from_features["cvr"], from_features["q_cart"])
-    np.testing.assert_array_equal(
-      from_features["ctcvr"], from_features["p_cart"]
-    )
+    np.testing.assert_array_equal(from_features["ctcvr"], from_features["p_cart"])
   if exported.model.chained:
     for prev, step in zip(steps, steps[1:]):
       assert np.all(from_features[f"p_{step}"] <= from_features[f"p_{prev}"])
@@ -309,14 +261,11 @@ def test_every_other_model_exports_with_the_keras_numbers(exports, name):
   loaded = tf.saved_model.load(exported.path)
   expected = exported.keras(exported.batch.padded)
   _assert_outputs_equal(
-    _numpy(loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)),
-    expected,
+    _numpy(loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)), expected
   )
   _assert_outputs_equal(
     _numpy(
-      loaded.signatures[export.SERVING_EXAMPLES](
-        examples=tf.constant(exported.batch.serialized)
-      )
+      loaded.signatures[export.SERVING_EXAMPLES](examples=tf.constant(exported.batch.serialized))
     ),
     expected,
   )
@@ -329,9 +278,7 @@ def test_vocabulary_travels_as_an_asset(exports):
   expected = exported.keras(exported.batch.padded)
   with _vocabulary_moved_away(exported.schema):
     loaded = tf.saved_model.load(exported.path)
-    served = _numpy(
-      loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded)
-    )
+    served = _numpy(loaded.signatures[export.SERVING_DEFAULT](**exported.batch.padded))
   _assert_outputs_equal(served, expected)
 
 
@@ -355,9 +302,7 @@ def test_unseen_ids_and_empty_multi_valued_fields_are_served(exports):
   _assert_outputs_equal(served, exported.keras(features))
   for key, value in served.items():
     assert np.all(np.isfinite(value)) and np.all((value > 0) & (value < 1)), key
-    np.testing.assert_allclose(
-      value[0], value[1], rtol=0, atol=1e-7, err_msg=key
-    )
+    np.testing.assert_allclose(value[0], value[1], rtol=0, atol=1e-7, err_msg=key)
   assert abs(served["ctr"][2] - served["ctr"][0]) > 1e-5
 
   # An empty history as a zero-width tensor (gRPC can carry [batch, 0]).
@@ -370,20 +315,12 @@ def test_unseen_ids_and_empty_multi_valued_fields_are_served(exports):
     hist=tf.zeros([2, 0], tf.int64),
     hist_weight=tf.zeros([2, 0], tf.float32),
   )
-  _assert_outputs_equal(
-    _numpy(serve(**empty)), {k: v[:2] for k, v in served.items()}, atol=1e-7
-  )
+  _assert_outputs_equal(_numpy(serve(**empty)), {k: v[:2] for k, v in served.items()}, atol=1e-7)
 
   # The same row as a serialized example with no history at all.
   example = example_codec.make_example(
     exported.schema,
-    {
-      "user": 10**12,
-      "item": 999_999,
-      "shop": 77,
-      "hist": ([], []),
-      "price": price[0],
-    },
+    {"user": 10**12, "item": 999_999, "shop": 77, "hist": ([], []), "price": price[0]},
     {"click": 0, "cart": 0},
   ).SerializeToString()
   from_example = _numpy(
@@ -391,9 +328,7 @@ def test_unseen_ids_and_empty_multi_valued_fields_are_served(exports):
       examples=tf.constant([example])
     )
   )
-  _assert_outputs_equal(
-    from_example, {k: v[:1] for k, v in served.items()}, atol=1e-7
-  )
+  _assert_outputs_equal(from_example, {k: v[:1] for k, v in served.items()}, atol=1e-7)
 
 
 def test_inconsistent_request_is_rejected_naming_the_inputs(exports):
@@ -418,13 +353,9 @@ def test_inconsistent_request_is_rejected_naming_the_inputs(exports):
   ), e.value.message
 
 
-@pytest.mark.parametrize(
-  "bad", [float("nan"), float("inf"), -float("inf"), 1e30]
-)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1e30])
 @pytest.mark.parametrize("key", ["price", "hist_weight"])
-def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
-  exports, key, bad
-):
+def test_non_finite_or_huge_values_are_rejected_in_both_signatures(exports, key, bad):
   # Without the check these answered a plausible constant (p_click 0.49).
   exported = exports.get("tafe")
   loaded = tf.saved_model.load(exported.path)
@@ -437,9 +368,7 @@ def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
     r"inf or a huge value in one of: hist_weight, price\)"
   )
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-    loaded.signatures[export.SERVING_DEFAULT](
-      **{k: tf.constant(v) for k, v in poisoned.items()}
-    )
+    loaded.signatures[export.SERVING_DEFAULT](**{k: tf.constant(v) for k, v in poisoned.items()})
   # The same value inside a serialized example.
   values = {
     "user": 1,
@@ -452,13 +381,9 @@ def test_non_finite_or_huge_values_are_rejected_in_both_signatures(
     values["price"] = [bad] + values["price"][1:]
   else:
     values["hist"] = ([4], [bad])
-  example = example_codec.make_example(
-    exported.schema, values, {"click": 0, "cart": 0}
-  )
+  example = example_codec.make_example(exported.schema, values, {"click": 0, "cart": 0})
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-    loaded.signatures[export.SERVING_EXAMPLES](
-      examples=tf.constant([example.SerializeToString()])
-    )
+    loaded.signatures[export.SERVING_EXAMPLES](examples=tf.constant([example.SerializeToString()]))
   # Finite values at the bound are served.
   poisoned[key][1, 0] = 1e9
   out = loaded.signatures[export.SERVING_DEFAULT](
@@ -515,9 +440,7 @@ def test_warmup_batch_is_cast_to_the_signature_dtypes(exports, tmp_path):
   assert request.inputs["price"].dtype == tf.float32.as_datatype_enum
   assert request.inputs["hist_weight"].dtype == tf.float32.as_datatype_enum
   assert request.inputs["user"].dtype == tf.int64.as_datatype_enum
-  np.testing.assert_array_equal(
-    tf.make_ndarray(request.inputs["hist"]), [[2, -1], [-1, -1]]
-  )
+  np.testing.assert_array_equal(tf.make_ndarray(request.inputs["hist"]), [[2, -1], [-1, -1]])
 
 
 @pytest.mark.parametrize(
@@ -525,32 +448,26 @@ def test_warmup_batch_is_cast_to_the_signature_dtypes(exports, tmp_path):
   [
     (
       dict(price=None),
-      "warm-up batch does not match serving_default: missing "
-      "inputs ['price'], unknown inputs []",
+      "warm-up batch does not match serving_default: missing inputs ['price'], unknown inputs []",
     ),
     (
       dict(extra=[1, 2]),
-      "warm-up batch does not match serving_default: "
-      "missing inputs [], unknown inputs ['extra']",
+      "warm-up batch does not match serving_default: missing inputs [], unknown inputs ['extra']",
     ),
     (
       dict(hist=[1, 2]),
-      "warm-up input 'hist': shape [2] does not fit "
-      "(None, None) of serving_default",
+      "warm-up input 'hist': shape [2] does not fit (None, None) of serving_default",
     ),
     (
       dict(price=[[1.0], [2.0]]),
-      "warm-up input 'price': shape [2, 1] does "
-      "not fit (None, 2) of serving_default",
+      "warm-up input 'price': shape [2, 1] does not fit (None, 2) of serving_default",
     ),
     (dict(hist=[[1, 2], [3]]), "warm-up input 'hist': not an array of int64"),
   ],
 )
 def test_bad_warmup_batch_is_refused(exports, change, message):
   exported = exports.get("tafe")
-  batch = {
-    k: v.numpy() for k, v in features_lib.dummy_batch(exported.schema).items()
-  }
+  batch = {k: v.numpy() for k, v in features_lib.dummy_batch(exported.schema).items()}
   for key, value in change.items():
     if value is None:
       del batch[key]
@@ -589,9 +506,7 @@ class _FailsAfterSaving(tf.keras.Model):
     raise OSError("disk full on purpose")
 
 
-def test_failed_export_leaves_no_version_nor_temporary_directory(
-  exports, tmp_path
-):
+def test_failed_export_leaves_no_version_nor_temporary_directory(exports, tmp_path):
   schema = exports.get("tafe").schema
   export_dir = str(tmp_path / "export")
   with pytest.raises(RuntimeError, match="model call failed on purpose"):
@@ -603,16 +518,10 @@ def test_failed_export_leaves_no_version_nor_temporary_directory(
   assert "saved_model.pb" in model.written and "variables" in model.written
   assert os.listdir(export_dir) == []
   # A bad warm-up batch is refused before anything is written.
-  batch = {
-    k: v for k, v in features_lib.dummy_batch(schema).items() if k != "price"
-  }
+  batch = {k: v for k, v in features_lib.dummy_batch(schema).items() if k != "price"}
   with pytest.raises(ValueError, match=r"missing inputs \['price'\]"):
     export.export_saved_model(
-      exports.get("tafe").model,
-      schema,
-      str(tmp_path / "other"),
-      version=5,
-      warmup_batch=batch,
+      exports.get("tafe").model, schema, str(tmp_path / "other"), version=5, warmup_batch=batch
     )
   assert not os.path.exists(tmp_path / "other")
 
@@ -622,12 +531,9 @@ def test_existing_version_is_refused_and_left_alone(exports):
   export_dir = os.path.dirname(exported.path)
   before = sorted(os.listdir(exported.path))
   with pytest.raises(
-    FileExistsError,
-    match=f"export version {re.escape(exported.path)} already exists",
+    FileExistsError, match=f"export version {re.escape(exported.path)} already exists"
   ):
-    export.export_saved_model(
-      exported.model, exported.schema, export_dir, version=1
-    )
+    export.export_saved_model(exported.model, exported.schema, export_dir, version=1)
   assert sorted(os.listdir(exported.path)) == before
   assert os.listdir(export_dir) == ["1"]
 
@@ -636,9 +542,7 @@ def test_export_dir_that_is_a_file_is_refused(exports, tmp_path):
   exported = exports.get("tafe")
   path = tmp_path / "export"
   path.write_text("not a directory")
-  with pytest.raises(
-    FileExistsError, match=f"export directory {re.escape(str(path))} is a file"
-  ):
+  with pytest.raises(FileExistsError, match=f"export directory {re.escape(str(path))} is a file"):
     export.export_saved_model(exported.model, exported.schema, str(path))
 
 
@@ -660,21 +564,15 @@ def test_default_versions_increase_and_latest_is_the_highest(exports, tmp_path):
   assert export.latest_version(export_dir) == path
   assert export.next_version(export_dir) == 100000000001
   with pytest.raises(ValueError, match="export version must be >= 1, got 0"):
-    export.export_saved_model(
-      exported.model, exported.schema, export_dir, version=0
-    )
+    export.export_saved_model(exported.model, exported.schema, export_dir, version=0)
 
 
 def test_export_holds_no_optimizer_state(exports):
   exported = exports.get("tafe")
-  reader = tf.train.load_checkpoint(
-    os.path.join(exported.path, "variables", "variables")
-  )
+  reader = tf.train.load_checkpoint(os.path.join(exported.path, "variables", "variables"))
   names = list(reader.get_variable_to_shape_map())
   assert not [n for n in names if "optimizer" in n]
   sizes = export.directory_size(exported.path)
   assert sizes["total"] == sum(v for k, v in sizes.items() if k != "total")
   assert sizes["variables"] > 0 and sizes["saved_model.pb"] > 0
-  assert sizes["assets"] == os.path.getsize(
-    os.path.join(exported.path, "assets", "item.txt")
-  )
+  assert sizes["assets"] == os.path.getsize(os.path.join(exported.path, "assets", "item.txt"))

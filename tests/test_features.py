@@ -15,13 +15,7 @@ from tafe_tf import features as F
 def _schema(**kwargs):
   fields = [
     F.FieldSpec("user_id", "id", "identity", num_ids=10),
-    F.FieldSpec(
-      "hist",
-      "weighted_ids",
-      "vocabulary",
-      num_ids=3,
-      vocabulary_file="vocab/hist.txt",
-    ),
+    F.FieldSpec("hist", "weighted_ids", "vocabulary", num_ids=3, vocabulary_file="vocab/hist.txt"),
     F.FieldSpec("price", "dense", dim=2),
   ]
   defaults = dict(
@@ -72,20 +66,12 @@ def test_field_rejects_bad_declarations():
   with pytest.raises(ValueError, match="num_ids must be >= 0, got -1"):
     F.FieldSpec("x", "id", "vocabulary", num_ids=-1, vocabulary_file="v.txt")
   # An empty vocabulary (every training id rare) is legal: all ids are OOV.
-  assert (
-    F.FieldSpec(
-      "x", "id", "vocabulary", num_ids=0, vocabulary_file="v.txt"
-    ).num_rows
-    == 1
-  )
+  assert F.FieldSpec("x", "id", "vocabulary", num_ids=0, vocabulary_file="v.txt").num_rows == 1
   with pytest.raises(ValueError, match="use letters"):
     F.FieldSpec("1x", "dense")
   with pytest.raises(ValueError, match="is used twice"):
     _schema(
-      fields=[
-        F.FieldSpec("a", "weighted_ids", "hash", num_ids=4),
-        F.FieldSpec("a_weight", "dense"),
-      ]
+      fields=[F.FieldSpec("a", "weighted_ids", "hash", num_ids=4), F.FieldSpec("a_weight", "dense")]
     )
 
 
@@ -102,11 +88,7 @@ def test_example_round_trip_through_parse_example():
   schema = _schema()
   rows = [
     dict(
-      features={
-        "user_id": 3,
-        "hist": ([7, 8], [0.5, 2.0]),
-        "price": [1.5, -2.0],
-      },
+      features={"user_id": 3, "hist": ([7, 8], [0.5, 2.0]), "price": [1.5, -2.0]},
       labels={"click": 1, "purchase": 1},
       sample_id="s1",
       oracle={"click": 0.25, "purchase": 0.5},
@@ -118,9 +100,7 @@ def test_example_round_trip_through_parse_example():
       oracle={"click": 0.125, "purchase": 0.75},
     ),
   ]
-  serialized = [
-    example_codec.make_example(schema, **r).SerializeToString() for r in rows
-  ]
+  serialized = [example_codec.make_example(schema, **r).SerializeToString() for r in rows]
   parsed = tf.io.parse_example(serialized, F.tf_example_spec(schema))
   features, labels = F.split_labels(parsed, schema)
   np.testing.assert_array_equal(features["user_id"], [3, 9])
@@ -150,29 +130,16 @@ def test_serving_signature_and_dummy_batch_agree():
 
 
 @pytest.mark.parametrize(
-  "path",
-  [
-    "../../../x.txt",
-    "vocab/../../x.txt",
-    "/etc/passwd",
-    "\\\\share\\x.txt",
-    ".",
-    "",
-  ],
+  "path", ["../../../x.txt", "vocab/../../x.txt", "/etc/passwd", "\\\\share\\x.txt", ".", ""]
 )
 def test_vocabulary_files_must_stay_inside_the_dataset_dir(tmp_path, path):
   # A schema.json with such a path made training copy a file outside the model
   # dir, and export pack any readable file into its assets.
   message = (
-    f"field 'hist': vocabulary_file {path!r} must be a relative path "
-    "inside the dataset directory"
+    f"field 'hist': vocabulary_file {path!r} must be a relative path inside the dataset directory"
   )
   hist = F.FieldSpec(
-    "hist",
-    "weighted_ids",
-    "vocabulary",
-    num_ids=3,
-    vocabulary_file=path or "v.txt",
+    "hist", "weighted_ids", "vocabulary", num_ids=3, vocabulary_file=path or "v.txt"
   )
   if not path:
     hist = {**hist.to_json(), "vocabulary_file": ""}

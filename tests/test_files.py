@@ -99,9 +99,6 @@ def test_atomic_directory_gets_the_usual_mode_not_mkdtemps_0700(tmp_path):
       with open(os.path.join(staging, "saved_model.pb"), "w") as f:
         f.write("x")
     assert stat.S_IMODE(os.stat(final).st_mode) == 0o755
-    assert (
-      stat.S_IMODE(os.stat(os.path.join(final, "saved_model.pb")).st_mode)
-      == 0o644
-    )
+    assert stat.S_IMODE(os.stat(os.path.join(final, "saved_model.pb")).st_mode) == 0o644
   finally:
     os.umask(umask)

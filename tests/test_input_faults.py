@@ -39,9 +39,7 @@ def _copy(dataset, tmp_path):
 def _count(data_dir, split):
   return sum(
     int(labels["click"].shape[0])
-    for _, labels in input_pipeline.make_dataset(
-      data_dir, split, batch_size=128
-    )
+    for _, labels in input_pipeline.make_dataset(data_dir, split, batch_size=128)
   )
 
 
@@ -55,8 +53,7 @@ def test_no_report_means_unfinished(dataset, tmp_path):
   os.remove(os.path.join(out, "report.json"))
   with pytest.raises(
     FileNotFoundError,
-    match=re.escape(f"{out} has no report.json")
-    + ".*still running, was interrupted or failed",
+    match=re.escape(f"{out} has no report.json") + ".*still running, was interrupted or failed",
   ):
     input_pipeline.make_dataset(out, "train", batch_size=8)
 
@@ -80,8 +77,7 @@ def test_truncated_shard_is_refused_by_name(dataset, tmp_path):
   with pytest.raises(
     ValueError,
     match=re.escape(
-      f"{shard}: {len(data) // 2} bytes, report.json says {len(data)} "
-      "(truncated or replaced)"
+      f"{shard}: {len(data) // 2} bytes, report.json says {len(data)} (truncated or replaced)"
     ),
   ):
     input_pipeline.make_dataset(out, "train", batch_size=8)
@@ -93,16 +89,13 @@ def test_stale_and_missing_shards_are_refused(dataset, tmp_path):
   with gzip.open(stale, "wb"):
     pass
   with pytest.raises(
-    ValueError,
-    match=re.escape(stale) + ": a shard that report.json does not list",
+    ValueError, match=re.escape(stale) + ": a shard that report.json does not list"
   ):
     input_pipeline.list_split_files(out, "test")
   os.remove(stale)
   gone = input_pipeline.list_split_files(out, "test")[1]
   os.remove(gone)
-  with pytest.raises(
-    FileNotFoundError, match=re.escape(gone) + ": listed in report.json"
-  ):
+  with pytest.raises(FileNotFoundError, match=re.escape(gone) + ": listed in report.json"):
     input_pipeline.count_examples(out, "test")
 
 
@@ -113,9 +106,7 @@ def _write_raw_ali_ccp(directory, split, rows):
     f.write(f"{'a' * 16},2,{common}\n")
   with open(os.path.join(directory, f"sample_skeleton_{split}.csv"), "w") as f:
     for i in range(rows):
-      entries = "\x01".join(
-        [f"205\x02{3000 + i % 7}\x031.0", f"301\x02{4000 + i % 3}\x031.0"]
-      )
+      entries = "\x01".join([f"205\x02{3000 + i % 7}\x031.0", f"301\x02{4000 + i % 3}\x031.0"])
       f.write(f"{i + 1},{i % 2},0,{'a' * 16},2,{entries}\n")
 
 

@@ -28,11 +28,7 @@ def _write_toy_dataset(directory, num_rows=10, num_shards=3):
       clicked = i % 2
       ex = example_codec.make_example(
         schema,
-        {
-          "user_id": i,
-          "hist": (list(range(i % 4)), [1.0] * (i % 4)),
-          "price": [float(i)],
-        },
+        {"user_id": i, "hist": (list(range(i % 4)), [1.0] * (i % 4)), "price": [float(i)]},
         {
           "click": clicked,
           "cart": clicked * (i % 3 == 1),
@@ -55,9 +51,7 @@ def _collect(ds):
       if isinstance(feats["hist"], tf.RaggedTensor)
       else feats["hist"].numpy().tolist()
     )
-    labels.extend(
-      zip(*(labs[s].numpy().tolist() for s in ("click", "cart", "purchase")))
-    )
+    labels.extend(zip(*(labs[s].numpy().tolist() for s in ("click", "cart", "purchase"))))
   return users, hists, labels
 
 
@@ -75,18 +69,12 @@ def test_reads_every_row_once_with_cumulative_labels(tmp_path):
 
 def test_metadata_only_on_request_and_dense_padding(tmp_path):
   _write_toy_dataset(str(tmp_path))
-  feats, _ = next(
-    iter(input_pipeline.make_dataset(str(tmp_path), "train", batch_size=10))
-  )
+  feats, _ = next(iter(input_pipeline.make_dataset(str(tmp_path), "train", batch_size=10)))
   assert "sample_id" not in feats and "oracle/click" not in feats
   feats, _ = next(
     iter(
       input_pipeline.make_dataset(
-        str(tmp_path),
-        "train",
-        batch_size=10,
-        with_metadata=True,
-        dense_padded=True,
+        str(tmp_path), "train", batch_size=10, with_metadata=True, dense_padded=True
       )
     )
   )
@@ -103,12 +91,7 @@ def test_seeded_shuffle_is_reproducible_and_complete(tmp_path):
 
   def order(seed):
     ds = input_pipeline.make_dataset(
-      str(tmp_path),
-      "train",
-      batch_size=8,
-      shuffle=True,
-      seed=seed,
-      shuffle_buffer=40,
+      str(tmp_path), "train", batch_size=8, shuffle=True, seed=seed, shuffle_buffer=40
     )
     return _collect(ds)[0]
 
@@ -122,14 +105,10 @@ def test_input_context_shards_files(tmp_path):
   _write_toy_dataset(str(tmp_path), num_rows=12, num_shards=2)
   seen = []
   for pipeline_id in range(2):
-    ctx = tf.distribute.InputContext(
-      num_input_pipelines=2, input_pipeline_id=pipeline_id
-    )
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id)
     seen.append(
       _collect(
-        input_pipeline.make_dataset(
-          str(tmp_path), "train", batch_size=5, input_context=ctx
-        )
+        input_pipeline.make_dataset(str(tmp_path), "train", batch_size=5, input_context=ctx)
       )[0]
     )
   assert sorted(seen[0] + seen[1]) == list(range(12))

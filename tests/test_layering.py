@@ -40,17 +40,12 @@ def _imports(path):
 
   def visit(node, in_function):
     for child in ast.iter_child_nodes(node):
-      nested = in_function or isinstance(
-        child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-      )
+      nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
       if isinstance(child, ast.Import):
         out.extend((child.lineno, a.name, in_function) for a in child.names)
       elif isinstance(child, ast.ImportFrom) and child.level == 0:
         out.append((child.lineno, child.module, in_function))
-        out.extend(
-          (child.lineno, f"{child.module}.{a.name}", in_function)
-          for a in child.names
-        )
+        out.extend((child.lineno, f"{child.module}.{a.name}", in_function) for a in child.names)
       visit(child, nested)
 
   visit(tree, False)
@@ -100,12 +95,7 @@ def test_importing_the_library_loads_no_data_launch_or_benchmarks():
   )
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(
-    [sys.executable, "-c", code],
-    cwd="/",
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
+    [sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=300
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == "[]"
@@ -129,11 +119,7 @@ print([n for n in ("data", "launch", "benchmarks") if importlib.util.find_spec(n
 def test_one_installed_top_level_name():
   # From "/", so that neither the repository nor its egg-info is on the path.
   proc = subprocess.run(
-    [sys.executable, "-c", _TOP_LEVEL],
-    cwd="/",
-    capture_output=True,
-    text=True,
-    timeout=60,
+    [sys.executable, "-c", _TOP_LEVEL], cwd="/", capture_output=True, text=True, timeout=60
   )
   assert proc.returncode == 0, proc.stderr
   top, bare = proc.stdout.strip().splitlines()

@@ -7,9 +7,7 @@ import tensorflow as tf
 import tafe_tf  # noqa: F401
 from tafe_tf import losses
 
-LOGITS = np.array(
-  [[0.5, -1.0, 2.0], [-2.0, 0.3, -0.7], [1.5, 1.0, 0.0]], np.float32
-)
+LOGITS = np.array([[0.5, -1.0, 2.0], [-2.0, 0.3, -0.7], [1.5, 1.0, 0.0]], np.float32)
 LABELS = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 1]], np.float32)
 
 
@@ -25,29 +23,20 @@ def test_chained_loss_by_hand():
   loss = losses.DTLLoss(num_steps=3, chained=True)
   p = np.cumprod(_sigmoid(LOGITS), axis=1)
   expected = _bce(LABELS, p).sum(1)
-  np.testing.assert_allclose(
-    loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5
-  )
-  np.testing.assert_allclose(
-    float(loss(LABELS, LOGITS)), expected.mean(), rtol=1e-5
-  )
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(loss(LABELS, LOGITS)), expected.mean(), rtol=1e-5)
 
 
 def test_independent_loss_with_step_weights_and_calibrator_by_hand():
   loss = losses.DTLLoss(
-    num_steps=3,
-    chained=False,
-    step_weights=(1.0, 2.0, 0.5),
-    calibration_weight=0.6,
+    num_steps=3, chained=False, step_weights=(1.0, 2.0, 0.5), calibration_weight=0.6
   )
   p = _sigmoid(LOGITS)
   expected = (_bce(LABELS, p) * [1.0, 2.0, 0.5]).sum(1) + 0.6 * np.maximum(
     p[:, 1:] - p[:, :-1], 0
   ).sum(1)
   assert (np.maximum(p[:, 1:] - p[:, :-1], 0).sum(1) > 0).any()
-  np.testing.assert_allclose(
-    loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5
-  )
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
 
 
 def test_conditional_term_by_hand():
@@ -56,18 +45,14 @@ def test_conditional_term_by_hand():
   p = np.cumprod(q, axis=1)
   conditional = (LABELS[:, :-1] * _bce(LABELS[:, 1:], q[:, 1:])).sum(1)
   expected = _bce(LABELS, p).sum(1) + 0.3 * conditional
-  np.testing.assert_allclose(
-    loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5
-  )
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
 
 
 def test_calibrator_is_zero_for_chained_heads():
   logits = tf.random.stateless_normal([100, 3], seed=[0, 0]) * 5
   labels = tf.zeros([100, 3])
   plain = losses.DTLLoss(3, chained=True).per_example(labels, logits)
-  calibrated = losses.DTLLoss(
-    3, chained=True, calibration_weight=5.0
-  ).per_example(labels, logits)
+  calibrated = losses.DTLLoss(3, chained=True, calibration_weight=5.0).per_example(labels, logits)
   np.testing.assert_array_equal(plain.numpy(), calibrated.numpy())
 
 
@@ -80,10 +65,7 @@ def test_extreme_logits_give_finite_loss_and_gradients(chained, num_steps):
   labels = np.cumprod(rng.integers(0, 2, size=grid.shape), axis=1)
   for y in (labels, np.zeros_like(labels), np.ones_like(labels)):
     loss_fn = losses.DTLLoss(
-      num_steps,
-      chained=chained,
-      calibration_weight=0.6,
-      conditional_weight=0.5 if chained else 0.0,
+      num_steps, chained=chained, calibration_weight=0.6, conditional_weight=0.5 if chained else 0.0
     )
     logits = tf.Variable(grid)
     with tf.GradientTape() as tape:
@@ -96,13 +78,10 @@ def test_extreme_logits_give_finite_loss_and_gradients(chained, num_steps):
 def test_confident_right_answers_cost_about_nothing():
   loss = losses.DTLLoss(2, chained=True)
   per_example = loss.per_example(
-    tf.constant([[1.0, 1.0], [0.0, 0.0]]),
-    tf.constant([[50.0, 50.0], [-50.0, -50.0]]),
+    tf.constant([[1.0, 1.0], [0.0, 0.0]]), tf.constant([[50.0, 50.0], [-50.0, -50.0]])
   ).numpy()
   np.testing.assert_allclose(per_example, [0.0, 0.0], atol=1e-12)
-  wrong = loss.per_example(
-    tf.constant([[0.0, 0.0]]), tf.constant([[50.0, 50.0]])
-  ).numpy()
+  wrong = loss.per_example(tf.constant([[0.0, 0.0]]), tf.constant([[50.0, 50.0]])).numpy()
   np.testing.assert_allclose(wrong, [50.0 + (50.0 - np.log(2.0))], rtol=1e-5)
 
 

@@ -59,9 +59,7 @@ def test_roc_auc_sample_weights_equal_repeated_rows():
   scores = [0.2, 0.6, 0.5, 0.6, 0.9]
   weights = [3, 1, 2, 0, 1]
   repeated = np.repeat(np.arange(5), weights)
-  expected = metrics.roc_auc(
-    np.asarray(labels)[repeated], np.asarray(scores)[repeated]
-  )
+  expected = metrics.roc_auc(np.asarray(labels)[repeated], np.asarray(scores)[repeated])
   # Hand count: positive 0.5 (x2) beats 3 of 4 negative weight, 0.9 beats all 4.
   assert expected == pytest.approx((2 * 3 + 1 * 4) / (3 * 4))
   assert metrics.roc_auc(labels, scores, sample_weight=weights) == (
@@ -103,23 +101,14 @@ def test_roc_auc_is_nan_without_both_classes():
 
 
 def test_roc_auc_rejects_bad_input_with_clear_messages():
-  with pytest.raises(
-    ValueError, match=re.escape("labels must be 0 or 1; index 2 holds 2")
-  ):
+  with pytest.raises(ValueError, match=re.escape("labels must be 0 or 1; index 2 holds 2")):
     metrics.roc_auc([0, 1, 2], [0.1, 0.2, 0.3])
-  with pytest.raises(
-    ValueError, match=re.escape("scores must be finite; index 1 holds nan")
-  ):
+  with pytest.raises(ValueError, match=re.escape("scores must be finite; index 1 holds nan")):
     metrics.roc_auc([0, 1], [0.1, float("nan")])
-  with pytest.raises(
-    ValueError, match=re.escape("labels and scores differ in length: 3 vs 2")
-  ):
+  with pytest.raises(ValueError, match=re.escape("labels and scores differ in length: 3 vs 2")):
     metrics.roc_auc([0, 1, 1], [0.1, 0.2])
   with pytest.raises(
-    ValueError,
-    match=re.escape(
-      "sample_weight must be finite and >= 0; index 0 holds -1.0"
-    ),
+    ValueError, match=re.escape("sample_weight must be finite and >= 0; index 0 holds -1.0")
   ):
     metrics.roc_auc([0, 1], [0.1, 0.2], sample_weight=[-1, 1])
   with pytest.raises(ValueError, match="must be 1-D"):
@@ -150,13 +139,9 @@ def test_group_auc_hand_example():
   scores = [0.9, 0.5, 0.95, 0.3, 0.1, 0.4, 0.7]
   users = [5, 5, 5, 9, 9, 2, 2]
   expected = (3 * 0.5 + 2 * 1.0) / 5
-  assert metrics.group_auc(labels, scores, users) == pytest.approx(
-    expected, abs=1e-15
-  )
+  assert metrics.group_auc(labels, scores, users) == pytest.approx(expected, abs=1e-15)
   names = np.array(["a", "a", "a", "b", "b", "c", "c"])
-  assert metrics.group_auc(labels, scores, names) == pytest.approx(
-    expected, abs=1e-15
-  )
+  assert metrics.group_auc(labels, scores, names) == pytest.approx(expected, abs=1e-15)
 
 
 def test_group_auc_matches_per_group_loop_on_random_data():
@@ -171,9 +156,7 @@ def test_group_auc_matches_per_group_loop_on_random_data():
     if labels[rows].any() and not labels[rows].all():
       total += rows.sum() * brute_force_auc(labels[rows], scores[rows])
       weight += rows.sum()
-  assert metrics.group_auc(labels, scores, users) == pytest.approx(
-    total / weight, abs=1e-12
-  )
+  assert metrics.group_auc(labels, scores, users) == pytest.approx(total / weight, abs=1e-12)
   # Shuffling rows changes nothing.
   perm = rng.permutation(n)
   assert metrics.group_auc(labels[perm], scores[perm], users[perm]) == (
@@ -186,9 +169,7 @@ def test_group_auc_is_nan_when_no_group_has_both_classes():
 
 
 def test_group_auc_rejects_misshaped_groups():
-  with pytest.raises(
-    ValueError, match=re.escape("groups must have shape (2,), got (3,)")
-  ):
+  with pytest.raises(ValueError, match=re.escape("groups must have shape (2,), got (3,)")):
     metrics.group_auc([0, 1], [0.1, 0.2], [1, 1, 1])
 
 
@@ -226,8 +207,7 @@ def test_logloss_hand_computation_and_clipping():
     -math.log(metrics.LOGLOSS_EPS), rel=1e-6
   )
   with pytest.raises(
-    ValueError,
-    match=re.escape("probabilities must lie in [0, 1]; index 1 holds 1.5"),
+    ValueError, match=re.escape("probabilities must lie in [0, 1]; index 1 holds 1.5")
   ):
     metrics.logloss([1, 0], [0.5, 1.5])
 
@@ -241,16 +221,12 @@ def test_pcoc_hand_example_and_no_positives():
 def test_reliability_curve_uniform_bins_hand_example():
   labels = [0, 0, 1, 1, 1, 0]
   probs = [0.05, 0.15, 0.2, 0.7, 0.9, 0.95]
-  curve = metrics.reliability_curve(
-    labels, probs, num_bins=2, strategy="uniform"
-  )
+  curve = metrics.reliability_curve(labels, probs, num_bins=2, strategy="uniform")
   np.testing.assert_allclose(curve.mean_predicted, [0.4 / 3, 2.55 / 3])
   np.testing.assert_allclose(curve.observed_rate, [1 / 3, 2 / 3])
   np.testing.assert_array_equal(curve.count, [3, 3])
   # 4 uniform bins: [0.5, 0.75) holds 0.7 alone; [0.25, 0.5) is empty: dropped.
-  curve = metrics.reliability_curve(
-    labels, probs, num_bins=4, strategy="uniform"
-  )
+  curve = metrics.reliability_curve(labels, probs, num_bins=4, strategy="uniform")
   np.testing.assert_array_equal(curve.count, [3, 1, 2])
 
 
@@ -262,16 +238,11 @@ def test_reliability_curve_quantile_bins_have_equal_counts():
   np.testing.assert_array_equal(curve.count, np.full(10, 1000))
   assert np.all(np.diff(curve.mean_predicted) > 0)
   # Labels drawn from probs: every bin is calibrated within sampling noise.
-  np.testing.assert_allclose(
-    curve.observed_rate, curve.mean_predicted, atol=0.02
-  )
+  np.testing.assert_allclose(curve.observed_rate, curve.mean_predicted, atol=0.02)
   constant = metrics.reliability_curve([0, 1, 1], [0.3, 0.3, 0.3])
   np.testing.assert_array_equal(constant.count, [3])
   with pytest.raises(
-    ValueError,
-    match=re.escape(
-      "strategy must be one of ('quantile', 'uniform'), got 'log'"
-    ),
+    ValueError, match=re.escape("strategy must be one of ('quantile', 'uniform'), got 'log'")
   ):
     metrics.reliability_curve([0, 1], [0.1, 0.2], strategy="log")
 
@@ -287,9 +258,7 @@ def exact_step_metrics(y, p, q, steps):
     out[f"pcoc/{step}"] = metrics.pcoc(y[:, t], p[:, t])
     if t > 0:
       reached = y[:, t - 1] == 1
-      out[f"auc_conditional/{step}"] = metrics.roc_auc(
-        y[reached, t], q[reached, t]
-      )
+      out[f"auc_conditional/{step}"] = metrics.roc_auc(y[reached, t], q[reached, t])
   return out
 
 
@@ -298,9 +267,7 @@ def assert_close_to_exact(streamed, exact):
   for name, value in exact.items():
     # AUC: threshold buckets 0.016 wide in logit; the rest is float32 rounding.
     tolerance = 1e-3 if name.startswith("auc") else 1e-5
-    assert streamed[name] == pytest.approx(
-      value, rel=tolerance, abs=tolerance
-    ), name
+    assert streamed[name] == pytest.approx(value, rel=tolerance, abs=tolerance), name
 
 
 def test_step_metrics_names_in_order():
@@ -333,9 +300,7 @@ def test_step_metrics_match_numpy_over_batches_then_reset():
   sm.reset_state()
   rows = slice(0, 1000)
   update({s: y[rows, t] for t, s in enumerate(steps)}, p[rows], q[rows])
-  assert_close_to_exact(
-    sm.results(), exact_step_metrics(y[rows], p[rows], q[rows], steps)
-  )
+  assert_close_to_exact(sm.results(), exact_step_metrics(y[rows], p[rows], q[rows], steps))
 
 
 def test_logit_auc_resolves_rare_event_probabilities():
@@ -370,15 +335,9 @@ def test_step_metrics_config_round_trip_and_missing_labels():
   assert [m.name for m in clone.metrics] == [m.name for m in sm.metrics]
   assert clone.metrics[0].num_thresholds == 500
   auc = metrics.LogitAUC(300, logit_range=8.0, name="auc/x")
-  assert metrics.LogitAUC.from_config(auc.get_config()).get_config() == (
-    auc.get_config()
-  )
-  with pytest.raises(
-    KeyError, match=re.escape("labels miss steps ['buy']; have ['click']")
-  ):
-    sm.update_state(
-      {"click": tf.zeros([2])}, tf.zeros([2, 2]), tf.zeros([2, 2])
-    )
+  assert metrics.LogitAUC.from_config(auc.get_config()).get_config() == (auc.get_config())
+  with pytest.raises(KeyError, match=re.escape("labels miss steps ['buy']; have ['click']")):
+    sm.update_state({"click": tf.zeros([2])}, tf.zeros([2, 2]), tf.zeros([2, 2]))
 
 
 class _ChainedLogistic(tfrs.Model):
@@ -425,9 +384,7 @@ def test_step_metrics_are_logged_by_fit_and_evaluate(seed):
   assert_close_to_exact({n: logged[n] for n in names}, exact)
   # Metric state is not part of the model's weights (checkpoints, optimizer).
   weights = {w.ref() for w in model.weights}
-  assert not any(
-    v.ref() in weights for m in model.step_metrics.metrics for v in m.variables
-  )
+  assert not any(v.ref() in weights for m in model.step_metrics.metrics for v in m.variables)
 
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
@@ -476,9 +433,7 @@ def test_step_metrics_aggregate_across_replicas_under_mirrored_strategy():
   out = json.loads(done.stdout)
   assert out["replicas"] == 2
   y, p, q = (np.asarray(out[k], np.float32) for k in ("y", "p", "q"))
-  assert_close_to_exact(
-    out["results"], exact_step_metrics(y, p, q, ["click", "buy"])
-  )
+  assert_close_to_exact(out["results"], exact_step_metrics(y, p, q, ["click", "buy"]))
 
 
 def test_running_means_weigh_by_examples_and_stay_out_of_weights():
@@ -494,12 +449,8 @@ def test_running_means_weigh_by_examples_and_stay_out_of_weights():
 
   holder = Holder()
   holder(tf.zeros([1, 2]))
-  holder.means.update_state(
-    [tf.constant(1.0), tf.constant(5.0)], sample_weight=tf.constant(3.0)
-  )
-  holder.means.update_state(
-    [tf.constant(3.0), tf.constant(5.0)], sample_weight=tf.constant(1.0)
-  )
+  holder.means.update_state([tf.constant(1.0), tf.constant(5.0)], sample_weight=tf.constant(3.0))
+  holder.means.update_state([tf.constant(3.0), tf.constant(5.0)], sample_weight=tf.constant(1.0))
   results = {m.name: float(m.result()) for m in holder.metrics}
   assert results == {"loss": 1.5, "other": 5.0}
   assert len(holder.weights) == 2  # the Dense kernel and bias only

@@ -19,19 +19,12 @@ def _run(code):
   env.pop("TF_USE_LEGACY_KERAS", None)
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
   return subprocess.run(
-    [sys.executable, "-c", code],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
+    [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
   )
 
 
 def test_import_sets_legacy_keras_in_a_fresh_process():
-  proc = _run(
-    "import tafe_tf, tensorflow as tf; print(tf.keras.layers.Layer.__module__)"
-  )
+  proc = _run("import tafe_tf, tensorflow as tf; print(tf.keras.layers.Layer.__module__)")
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.strip().startswith("tf_keras")
 

@@ -30,9 +30,7 @@ def sample(n=4000, seed=0):
   q = rng.uniform(0.01, 0.6, size=(n, 2))
   y = np.cumprod(rng.uniform(size=(n, 2)) < q, axis=1).astype(np.float32)
   oracle_p = np.cumprod(q, axis=1)
-  model_p = np.cumprod(
-    np.clip(q + rng.normal(scale=0.1, size=q.shape), 0.001, 0.999), axis=1
-  )
+  model_p = np.cumprod(np.clip(q + rng.normal(scale=0.1, size=q.shape), 0.001, 0.999), axis=1)
   return y, model_p, oracle_p
 
 
@@ -45,32 +43,21 @@ def test_reliability_plot(tmp_path):
 
 def test_roc_plot_with_oracle_and_with_a_single_class_step(tmp_path):
   y, p, oracle = sample()
-  path = plots.plot_roc(
-    y, p, STEPS, str(tmp_path / "roc.png"), oracle_probs=oracle
-  )
+  path = plots.plot_roc(y, p, STEPS, str(tmp_path / "roc.png"), oracle_probs=oracle)
   assert_png_with_content(path)
   y_no_buy = y.copy()
   y_no_buy[:, 1] = 0
-  assert_png_with_content(
-    plots.plot_roc(y_no_buy, p, STEPS, str(tmp_path / "roc_one_class.png"))
-  )
+  assert_png_with_content(plots.plot_roc(y_no_buy, p, STEPS, str(tmp_path / "roc_one_class.png")))
 
 
 def test_plots_reject_misshaped_inputs(tmp_path):
   y, p, _ = sample(100)
   with pytest.raises(
     ValueError,
-    match=re.escape(
-      "probs must be [N, 3] for steps ['click', 'cart', 'buy'], got shape "
-      "(100, 2)"
-    ),
+    match=re.escape("probs must be [N, 3] for steps ['click', 'cart', 'buy'], got shape (100, 2)"),
   ):
-    plots.plot_roc(
-      np.zeros((100, 3)), p, ["click", "cart", "buy"], str(tmp_path / "x.png")
-    )
-  with pytest.raises(
-    ValueError, match=re.escape("probs has shape (50, 2), expected (100, 2)")
-  ):
+    plots.plot_roc(np.zeros((100, 3)), p, ["click", "cart", "buy"], str(tmp_path / "x.png"))
+  with pytest.raises(ValueError, match=re.escape("probs has shape (50, 2), expected (100, 2)")):
     plots.plot_reliability(y, p[:50], STEPS, str(tmp_path / "x.png"))
 
 
@@ -85,13 +72,9 @@ def test_training_curves_from_history_dict(tmp_path):
   assert_png_with_content(path)
   with pytest.raises(
     ValueError,
-    match=re.escape(
-      "metrics ['auc/buy'] not in the history; it has ['loss', 'auc/click']"
-    ),
+    match=re.escape("metrics ['auc/buy'] not in the history; it has ['loss', 'auc/click']"),
   ):
-    plots.plot_training_curves(
-      history, str(tmp_path / "x.png"), metrics=["auc/buy"]
-    )
+    plots.plot_training_curves(history, str(tmp_path / "x.png"), metrics=["auc/buy"])
 
 
 def test_training_curves_from_a_real_csv_logger_file(tmp_path):
@@ -100,9 +83,7 @@ def test_training_curves_from_a_real_csv_logger_file(tmp_path):
   y = (x[:, 0] > 0).astype(np.float32)
   model = tf.keras.Sequential([tf.keras.layers.Dense(1, activation="sigmoid")])
   model.compile(
-    optimizer="adam",
-    loss="binary_crossentropy",
-    metrics=[tf.keras.metrics.AUC(name="auc/click")],
+    optimizer="adam", loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc/click")]
   )
   log_path = str(tmp_path / "history.csv")
   history = model.fit(
@@ -115,9 +96,7 @@ def test_training_curves_from_a_real_csv_logger_file(tmp_path):
   )
   log = plots.read_training_log(log_path)
   np.testing.assert_array_equal(log["epoch"], [0, 1, 2])
-  np.testing.assert_allclose(
-    log["val_auc/click"], history.history["val_auc/click"], rtol=1e-6
-  )
+  np.testing.assert_allclose(log["val_auc/click"], history.history["val_auc/click"], rtol=1e-6)
   path = plots.plot_training_curves(
     log_path, str(tmp_path / "curves.png"), metrics=["loss", "auc/click"]
   )
@@ -127,9 +106,7 @@ def test_training_curves_from_a_real_csv_logger_file(tmp_path):
 def test_read_training_log_resumed_epochs_and_missing_values(tmp_path):
   path = tmp_path / "history.csv"
   # A run resumed at epoch 1 appends it again; CSVLogger writes NA for gaps.
-  path.write_text(
-    "epoch,loss,val_loss\n0,0.5,0.6\n1,0.9,NA\n1,0.4,0.55\n2,0.3,\n"
-  )
+  path.write_text("epoch,loss,val_loss\n0,0.5,0.6\n1,0.9,NA\n1,0.4,0.55\n2,0.3,\n")
   log = plots.read_training_log(str(path))
   np.testing.assert_array_equal(log["epoch"], [0, 1, 2])
   np.testing.assert_array_equal(log["loss"], [0.5, 0.4, 0.3])
@@ -141,19 +118,15 @@ def test_read_training_log_names_file_line_and_column(tmp_path):
   path = tmp_path / "history.csv"
   path.write_text("epoch,loss\n0,0.5\n1,oops\n")
   with pytest.raises(
-    ValueError,
-    match=re.escape(f"{path}:3: column 'loss': 'oops' is not a number"),
+    ValueError, match=re.escape(f"{path}:3: column 'loss': 'oops' is not a number")
   ):
     plots.read_training_log(str(path))
   path.write_text("epoch,loss\n0,0.5,7\n")
-  with pytest.raises(
-    ValueError, match=re.escape(f"{path}:2: 3 cells, header has 2")
-  ):
+  with pytest.raises(ValueError, match=re.escape(f"{path}:2: 3 cells, header has 2")):
     plots.read_training_log(str(path))
   path.write_text("loss\n0.5\n")
   with pytest.raises(
-    ValueError,
-    match=re.escape(f"{path}:1: no 'epoch' column in header ['loss']"),
+    ValueError, match=re.escape(f"{path}:1: no 'epoch' column in header ['loss']")
   ):
     plots.read_training_log(str(path))
 
@@ -172,9 +145,7 @@ def test_mean_gate_weights_groups_levels_and_averages():
   np.testing.assert_allclose(means["level1"]["click"], [0.1, 0.2, 0.7])
   with pytest.raises(
     ValueError,
-    match=re.escape(
-      "gate 'level0/click' must be [N, num_experts] with N > 0, got shape (3,)"
-    ),
+    match=re.escape("gate 'level0/click' must be [N, num_experts] with N > 0, got shape (3,)"),
   ):
     plots.mean_gate_weights({"level0/click": np.ones(3)})
 

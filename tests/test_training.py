@@ -15,13 +15,9 @@ from tafe_tf import training
     ("val_auc/purchase", [0.7, float("nan"), 0.65], 1),
   ],
 )
-def test_kept_epoch_follows_the_monitor_direction(
-  monitor, values, best, tmp_path
-):
+def test_kept_epoch_follows_the_monitor_direction(monitor, values, best, tmp_path):
   keeper = training.KeepBestEpoch(str(tmp_path / "best"), monitor)
-  keeper.set_model(
-    tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
-  )
+  keeper.set_model(tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))]))
   for epoch, value in enumerate(values):
     keeper.on_epoch_end(epoch, {monitor: value})
   assert keeper.best_epoch == best

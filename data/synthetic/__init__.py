@@ -48,11 +48,7 @@ from tafe_tf.data.synthetic.config import (
   step_names,
   synthetic_schema,
 )
-from tafe_tf.data.synthetic.dataset import (
-  GENERATOR_VERSION,
-  ensure_dataset,
-  write_dataset,
-)
+from tafe_tf.data.synthetic.dataset import GENERATOR_VERSION, ensure_dataset, write_dataset
 from tafe_tf.data.synthetic.oracle import oracle_auc, oracle_conditional_auc
 from tafe_tf.data.synthetic.sampling import generate_batches
 from tafe_tf.data.synthetic.truth import Draws, GroundTruth, ground_truth

@@ -28,11 +28,7 @@ _STEP_NAMES = {
   4: ("click", "cart", "checkout", "purchase"),
 }
 # Mean q_1 (CTR), then the mean q_t among rows that reached step t-1.
-_DEFAULT_STEP_RATES = {
-  2: (0.10, 0.20),
-  3: (0.10, 0.30, 0.50),
-  4: (0.10, 0.30, 0.50, 0.60),
-}
+_DEFAULT_STEP_RATES = {2: (0.10, 0.20), 3: (0.10, 0.30, 0.50), 4: (0.10, 0.30, 0.50, 0.60)}
 
 # Field names (the schema's, in model order).
 USER_ID = "user_id"
@@ -69,9 +65,7 @@ def step_names(num_steps: int) -> Tuple[str, ...]:
   purchase.
   """
   if num_steps not in _STEP_NAMES:
-    raise ValueError(
-      f"num_steps must be one of {sorted(_STEP_NAMES)}, got {num_steps!r}"
-    )
+    raise ValueError(f"num_steps must be one of {sorted(_STEP_NAMES)}, got {num_steps!r}")
   return _STEP_NAMES[num_steps]
 
 
@@ -129,8 +123,7 @@ class SyntheticConfig:
     if self.step_rates is not None and not isinstance(self.step_rates, tuple):
       if isinstance(self.step_rates, (str, bytes)):
         raise ValueError(
-          "SyntheticConfig.step_rates must be a sequence of "
-          f"floats, got {self.step_rates!r}"
+          f"SyntheticConfig.step_rates must be a sequence of floats, got {self.step_rates!r}"
         )
       object.__setattr__(self, "step_rates", tuple(self.step_rates))
     for field in dataclasses.fields(self):
@@ -138,20 +131,15 @@ class SyntheticConfig:
       if field.type == "int" and (
         not isinstance(value, (int, np.integer)) or isinstance(value, bool)
       ):
-        raise ValueError(
-          f"SyntheticConfig.{field.name} must be an int, got {value!r}"
-        )
+        raise ValueError(f"SyntheticConfig.{field.name} must be an int, got {value!r}")
       if field.type == "float" and not _is_real(value):
-        raise ValueError(
-          f"SyntheticConfig.{field.name} must be a finite number, got {value!r}"
-        )
+        raise ValueError(f"SyntheticConfig.{field.name} must be a finite number, got {value!r}")
       # Plain Python numbers, so that to_json is JSON and equal configs match.
       if field.type in _NUMBER_TYPES:
         object.__setattr__(self, field.name, _NUMBER_TYPES[field.type](value))
     if self.num_steps not in _STEP_NAMES:
       raise ValueError(
-        f"SyntheticConfig.num_steps must be one of "
-        f"{sorted(_STEP_NAMES)}, got {self.num_steps!r}"
+        f"SyntheticConfig.num_steps must be one of {sorted(_STEP_NAMES)}, got {self.num_steps!r}"
       )
     for name in (
       "num_users",
@@ -184,8 +172,7 @@ class SyntheticConfig:
       for rate in self.step_rates:
         if not _is_real(rate) or not 0 < rate < 1:
           raise ValueError(
-            "SyntheticConfig.step_rates must lie in (0, 1), "
-            f"got {list(self.step_rates)}"
+            f"SyntheticConfig.step_rates must lie in (0, 1), got {list(self.step_rates)}"
           )
 
   @property
@@ -233,9 +220,7 @@ def _is_real(value: Any) -> bool:
 
 def _check(config: SyntheticConfig, name: str, ok: bool, what: str) -> None:
   if not ok:
-    raise ValueError(
-      f"SyntheticConfig.{name} must be {what}, got {getattr(config, name)!r}"
-    )
+    raise ValueError(f"SyntheticConfig.{name} must be {what}, got {getattr(config, name)!r}")
 
 
 # --- schema -------------------------------------------------------------------
@@ -245,17 +230,10 @@ def synthetic_schema(config: SyntheticConfig) -> features_lib.Schema:
   """The schema of ``config``'s data: identity lookups over each id range."""
 
   def ids(
-    name: str,
-    num_ids: int,
-    group: str,
-    kind: features_lib.FieldKind = features_lib.FieldKind.ID,
+    name: str, num_ids: int, group: str, kind: features_lib.FieldKind = features_lib.FieldKind.ID
   ) -> features_lib.FieldSpec:
     return features_lib.FieldSpec(
-      name=name,
-      kind=kind,
-      lookup=features_lib.LookupKind.IDENTITY,
-      num_ids=num_ids,
-      group=group,
+      name=name, kind=kind, lookup=features_lib.LookupKind.IDENTITY, num_ids=num_ids, group=group
     )
 
   weighted = features_lib.FieldKind.WEIGHTED_IDS
@@ -275,9 +253,7 @@ def synthetic_schema(config: SyntheticConfig) -> features_lib.Schema:
     ids(ITEM_BRAND, config.num_brands, "item"),
     ids(POSITION, config.num_positions, "context"),
     ids(USER_CATEGORY_MATCH, NUM_MATCH_BUCKETS, "cross"),
-    features_lib.FieldSpec(
-      name=PRICE, kind=features_lib.FieldKind.DENSE, dim=1, group="item"
-    ),
+    features_lib.FieldSpec(name=PRICE, kind=features_lib.FieldKind.DENSE, dim=1, group="item"),
   )
   return features_lib.Schema(
     name=DATASET_NAME,

@@ -109,16 +109,12 @@ def _check_not_another_dataset(out_dir: str) -> None:
   name = features_lib.Schema.load(path).name
   if name != DATASET_NAME:
     raise ValueError(
-      f"{out_dir} holds dataset {name!r}, not synthetic data; "
-      "refusing to overwrite it"
+      f"{out_dir} holds dataset {name!r}, not synthetic data; refusing to overwrite it"
     )
 
 
 def _is_complete(
-  data_dir: str,
-  config: SyntheticConfig,
-  sizes: Mapping[str, int],
-  num_shards: int,
+  data_dir: str, config: SyntheticConfig, sizes: Mapping[str, int], num_shards: int
 ) -> bool:
   """Whether ``data_dir`` holds exactly this config's dataset, complete."""
   try:
@@ -134,15 +130,10 @@ def _is_complete(
   splits = report.get("splits", {})
   if any(splits.get(s, {}).get("rows") != n for s, n in sizes.items()):
     return False
-  if not tf.io.gfile.exists(
-    os.path.join(data_dir, features_lib.SCHEMA_FILENAME)
-  ):
+  if not tf.io.gfile.exists(os.path.join(data_dir, features_lib.SCHEMA_FILENAME)):
     return False
   return all(
-    len(
-      tf.io.gfile.glob(os.path.join(data_dir, input_pipeline.shard_pattern(s)))
-    )
-    == num_shards
+    len(tf.io.gfile.glob(os.path.join(data_dir, input_pipeline.shard_pattern(s)))) == num_shards
     for s in sizes
   )
 
@@ -165,7 +156,5 @@ def ensure_dataset(
   if _is_complete(out_dir, config, sizes, num_shards):
     logging.info("reusing synthetic dataset at %s", out_dir)
     return out_dir
-  write_dataset(
-    out_dir, config, num_train, num_validation, num_test, num_shards=num_shards
-  )
+  write_dataset(out_dir, config, num_train, num_validation, num_test, num_shards=num_shards)
   return out_dir

@@ -25,9 +25,7 @@ def _auc_or_none(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
 
 
 def oracle_auc(
-  labels: Mapping[str, np.ndarray],
-  oracle: Mapping[str, np.ndarray],
-  steps: Sequence[str],
+  labels: Mapping[str, np.ndarray], oracle: Mapping[str, np.ndarray], steps: Sequence[str]
 ) -> Dict[str, Optional[float]]:
   """Entire-space oracle AUC per step: AUC of the true ``p_t = prod q`` vs y_t.
 
@@ -48,18 +46,14 @@ def oracle_auc(
 
 
 def oracle_conditional_auc(
-  labels: Mapping[str, np.ndarray],
-  oracle: Mapping[str, np.ndarray],
-  steps: Sequence[str],
+  labels: Mapping[str, np.ndarray], oracle: Mapping[str, np.ndarray], steps: Sequence[str]
 ) -> Dict[str, Optional[float]]:
   """Oracle AUC of q_t against y_t on the rows that reached step t-1 (t >= 2;
   for the purchase step of a 2-step funnel: the CVR AUC on clicked rows)."""
   out = {}
   for previous, step in zip(steps[:-1], steps[1:]):
     reached = np.asarray(labels[previous]) == 1
-    out[step] = _auc_or_none(
-      np.asarray(labels[step])[reached], np.asarray(oracle[step])[reached]
-    )
+    out[step] = _auc_or_none(np.asarray(labels[step])[reached], np.asarray(oracle[step])[reached])
   return out
 
 

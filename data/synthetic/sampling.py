@@ -43,11 +43,7 @@ def _check_split(split: str) -> None:
 
 def check_count(name: str, value: Any, minimum: int) -> None:
   """Raises ValueError unless ``value`` is an int (not a bool) >= ``minimum``."""
-  if (
-    not isinstance(value, (int, np.integer))
-    or isinstance(value, bool)
-    or value < minimum
-  ):
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 

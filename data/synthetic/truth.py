@@ -80,9 +80,7 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
   return np.random.default_rng([seed, *stream])
 
 
-def _zipf_weights(
-  n: int, exponent: float, rng: np.random.Generator
-) -> np.ndarray:
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
   """Unnormalized Zipf weights 1/(rank+1)^s over ids in a random rank order."""
   ranks = rng.permutation(n)
   return 1.0 / np.power(ranks + 1.0, exponent)
@@ -97,9 +95,7 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
 
 def _draw(cdf: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
   """Inverse-CDF draws of ids from uniforms in [0, 1)."""
-  return np.minimum(
-    np.searchsorted(cdf, uniforms, side="right"), cdf.shape[0] - 1
-  ).astype(np.int64)
+  return np.minimum(np.searchsorted(cdf, uniforms, side="right"), cdf.shape[0] - 1).astype(np.int64)
 
 
 def _draw_in_segments(
@@ -125,9 +121,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
   return np.exp(-np.logaddexp(0.0, -x))
 
 
-def _solve_intercept(
-  logits: np.ndarray, weights: np.ndarray, rate: float
-) -> float:
+def _solve_intercept(logits: np.ndarray, weights: np.ndarray, rate: float) -> float:
   """The b with ``sum(w * sigmoid(logits + b)) = rate * sum(w)``.
 
   Newton steps, kept inside a bisection bracket (the weighted mean rate is
@@ -156,24 +150,15 @@ class _History:
   """Per-user multi-valued history: distinct ids with counts, sorted by id."""
 
   def __init__(
-    self,
-    event_users: np.ndarray,
-    event_ids: np.ndarray,
-    num_users: int,
-    num_ids: int,
-    max_len: int,
+    self, event_users: np.ndarray, event_ids: np.ndarray, num_users: int, num_ids: int, max_len: int
   ):
     self.num_ids = num_ids
-    keys, counts = np.unique(
-      event_users * num_ids + event_ids, return_counts=True
-    )
+    keys, counts = np.unique(event_users * num_ids + event_ids, return_counts=True)
     users, ids = keys // num_ids, keys % num_ids
     # Keep each user's max_len most frequent ids (ties: smaller id first).
     order = np.lexsort((ids, -counts, users))
     sorted_users = users[order]
-    rank = np.arange(order.shape[0]) - np.searchsorted(
-      sorted_users, sorted_users
-    )
+    rank = np.arange(order.shape[0]) - np.searchsorted(sorted_users, sorted_users)
     keep = np.empty(order.shape[0], dtype=bool)
     keep[order] = rank < max_len
     self.keys = keys[keep]
@@ -183,9 +168,7 @@ class _History:
     self.row_splits = np.concatenate(
       [[0], np.cumsum(np.bincount(users[keep], minlength=num_users))]
     ).astype(np.int64)
-    self.count_cum0 = np.concatenate(
-      [[0.0], np.cumsum(self.counts, dtype=np.float64)]
-    )
+    self.count_cum0 = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
 
   def lengths(self, users: np.ndarray) -> np.ndarray:
     return self.row_splits[users + 1] - self.row_splits[users]
@@ -256,51 +239,35 @@ class GroundTruth:
     category_weights = _zipf_weights(c.num_categories, 0.8, rng)
     # num_categories items (chosen at random) cover every category once.
     item_category = _draw(_cdf(category_weights), rng.random(c.num_items))
-    item_category[rng.permutation(c.num_items)[: c.num_categories]] = np.arange(
-      c.num_categories
-    )
+    item_category[rng.permutation(c.num_items)[: c.num_categories]] = np.arange(c.num_categories)
     self.item_category = item_category
-    self.item_latent = self.category_center[item_category] + 0.6 * rng.normal(
-      size=(c.num_items, d)
-    )
+    self.item_latent = self.category_center[item_category] + 0.6 * rng.normal(size=(c.num_items, d))
     self.item_popularity = _zipf_weights(c.num_items, c.item_zipf, rng)
-    self.item_brand = _draw(
-      _cdf(_zipf_weights(c.num_brands, 1.0, rng)), rng.random(c.num_items)
-    )
-    self.item_shop = _draw(
-      _cdf(_zipf_weights(c.num_shops, 1.0, rng)), rng.random(c.num_items)
-    )
+    self.item_brand = _draw(_cdf(_zipf_weights(c.num_brands, 1.0, rng)), rng.random(c.num_items))
+    self.item_shop = _draw(_cdf(_zipf_weights(c.num_shops, 1.0, rng)), rng.random(c.num_items))
     # Clickbait shops: shops in random order, as many as bring their share of
     # item popularity closest to clickbait_rate (a flag per shop would let one
     # popular shop swing the share of clickbait impressions).
     shop_share = (
-      np.bincount(
-        self.item_shop, weights=self.item_popularity, minlength=c.num_shops
-      )
+      np.bincount(self.item_shop, weights=self.item_popularity, minlength=c.num_shops)
       / self.item_popularity.sum()
     )
     shop_order = rng.permutation(c.num_shops)
     share = np.concatenate([[0.0], np.cumsum(shop_share[shop_order])])
     self.shop_clickbait = np.zeros(c.num_shops, dtype=bool)
-    self.shop_clickbait[
-      shop_order[: np.argmin(np.abs(share - c.clickbait_rate))]
-    ] = True
+    self.shop_clickbait[shop_order[: np.argmin(np.abs(share - c.clickbait_rate))]] = True
     self.item_clickbait = self.shop_clickbait[self.item_shop]
     shop_trust = rng.normal(size=c.num_shops)
     self.item_shop_trust = shop_trust[self.item_shop]
     brand_quality = rng.normal(size=c.num_brands)
-    self.item_quality = brand_quality[self.item_brand] + 0.5 * rng.normal(
-      size=c.num_items
-    )
+    self.item_quality = brand_quality[self.item_brand] + 0.5 * rng.normal(size=c.num_items)
     self.item_appeal = rng.normal(size=c.num_items)
-    log_price = category_price[item_category] + 0.5 * rng.normal(
-      size=c.num_items
-    )
+    log_price = category_price[item_category] + 0.5 * rng.normal(size=c.num_items)
     # Standardized over the catalogue: the dense feature and the price the user
     # preference is measured in.
-    self.item_price = (
-      (log_price - log_price.mean()) / max(log_price.std(), 1e-6)
-    ).astype(np.float32)
+    self.item_price = ((log_price - log_price.mean()) / max(log_price.std(), 1e-6)).astype(
+      np.float32
+    )
     self.item_cdf = _cdf(self.item_popularity)
     # Items grouped by category, for draws within a category.
     self.items_by_category = np.argsort(item_category, kind="stable")
@@ -323,34 +290,22 @@ class GroundTruth:
       0.7 * power + 0.7 * rng.normal(size=u), [-0.8, 0.0, 0.8]
     ).astype(np.int64)
     segment_centers = rng.normal(size=(config_lib.NUM_SEGMENTS, c.latent_dim))
-    self.user_segment = np.argmax(
-      self.user_latent @ segment_centers.T, axis=1
-    ).astype(np.int64)
+    self.user_segment = np.argmax(self.user_latent @ segment_centers.T, axis=1).astype(np.int64)
     age = self.user_age - 3.0
     self.user_click_propensity = -0.25 * age + 0.8 * rng.normal(size=u)
-    self.user_buy_propensity = (
-      0.25 * age + 0.5 * power + 0.7 * rng.normal(size=u)
-    )
+    self.user_buy_propensity = 0.25 * age + 0.5 * power + 0.7 * rng.normal(size=u)
     self.user_price_preference = 0.8 * power + 0.6 * rng.normal(size=u)
     self.user_cdf = _cdf(_zipf_weights(u, c.user_zipf, rng))
-    self.position_cdf = _cdf(
-      np.power(_POSITION_DECAY, np.arange(c.num_positions))
-    )
+    self.position_cdf = _cdf(np.power(_POSITION_DECAY, np.arange(c.num_positions)))
 
   def _build_histories(self, rng: np.random.Generator) -> None:
     """Behaviour histories: events drawn from each user's category taste."""
     c = self.config
     has_history = rng.random(c.num_users) >= c.empty_history_rate
-    num_events = np.where(
-      has_history, 1 + rng.poisson(c.mean_history_events - 1, c.num_users), 0
-    )
+    num_events = np.where(has_history, 1 + rng.poisson(c.mean_history_events - 1, c.num_users), 0)
     event_users = np.repeat(np.arange(c.num_users), num_events)
     log_popularity = np.log(
-      np.bincount(
-        self.item_category,
-        weights=self.item_popularity,
-        minlength=c.num_categories,
-      )
+      np.bincount(self.item_category, weights=self.item_popularity, minlength=c.num_categories)
     )
     gender_sign = 2.0 * self.user_gender - 1.0
     event_splits = np.concatenate([[0], np.cumsum(num_events)])
@@ -360,46 +315,27 @@ class GroundTruth:
     for first in range(0, c.num_users, CHUNK_ROWS):
       users = np.arange(first, min(first + CHUNK_ROWS, c.num_users))
       taste = (
-        self.user_latent[users]
-        @ self.category_center.T
-        * (1.5 / math.sqrt(c.latent_dim))
+        self.user_latent[users] @ self.category_center.T * (1.5 / math.sqrt(c.latent_dim))
         + log_popularity
         + 0.5 * gender_sign[users, None] * self.category_gender_appeal
       )
       taste = np.exp(taste - taste.max(axis=1, keepdims=True))
       # Each user's events draw from softmax(taste), a segment per user.
-      cum0 = np.concatenate(
-        [[0.0], np.cumsum(taste / taste.sum(axis=1, keepdims=True))]
-      )
+      cum0 = np.concatenate([[0.0], np.cumsum(taste / taste.sum(axis=1, keepdims=True))])
       lo, hi = event_splits[users[0]], event_splits[users[-1] + 1]
       rows = event_users[lo:hi] - first
       event_categories[lo:hi] = (
-        _draw_in_segments(cum0, rows * k, (rows + 1) * k, event_uniforms[lo:hi])
-        - rows * k
+        _draw_in_segments(cum0, rows * k, (rows + 1) * k, event_uniforms[lo:hi]) - rows * k
       )
-    event_items = self._items_in_categories(
-      event_categories, rng.random(event_users.shape[0])
-    )
+    event_items = self._items_in_categories(event_categories, rng.random(event_users.shape[0]))
     self.hist_category = _History(
-      event_users,
-      event_categories,
-      c.num_users,
-      c.num_categories,
-      c.max_history,
+      event_users, event_categories, c.num_users, c.num_categories, c.max_history
     )
     self.hist_brand = _History(
-      event_users,
-      self.item_brand[event_items],
-      c.num_users,
-      c.num_brands,
-      c.max_history,
+      event_users, self.item_brand[event_items], c.num_users, c.num_brands, c.max_history
     )
     self.hist_shop = _History(
-      event_users,
-      self.item_shop[event_items],
-      c.num_users,
-      c.num_shops,
-      c.max_history,
+      event_users, self.item_shop[event_items], c.num_users, c.num_shops, c.max_history
     )
 
   def _build_steps(self, rng: np.random.Generator) -> None:
@@ -407,16 +343,10 @@ class GroundTruth:
     c = self.config
     later = c.num_steps - 1
     self.later_weights = rng.uniform(0.4, 1.0, size=(later, 5))
-    self.user_step_latent = rng.normal(
-      size=(c.num_users, later, _STEP_LATENT_DIM)
-    )
-    self.item_step_latent = rng.normal(
-      size=(c.num_items, later, _STEP_LATENT_DIM)
-    )
+    self.user_step_latent = rng.normal(size=(c.num_users, later, _STEP_LATENT_DIM))
+    self.item_step_latent = rng.normal(size=(c.num_items, later, _STEP_LATENT_DIM))
 
-  def _items_in_categories(
-    self, categories: np.ndarray, uniforms: np.ndarray
-  ) -> np.ndarray:
+  def _items_in_categories(self, categories: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     """Items drawn by popularity within each of ``categories``."""
     at = _draw_in_segments(
       self.category_item_cum0,
@@ -428,16 +358,12 @@ class GroundTruth:
 
   def _calibrate(self) -> np.ndarray:
     """Intercepts that give ``config.conditional_rates()`` on a fixed sample."""
-    draws = self.draw(
-      _rng(self.config.seed, _CALIBRATION_STREAM), _CALIBRATION_ROWS
-    )
+    draws = self.draw(_rng(self.config.seed, _CALIBRATION_STREAM), _CALIBRATION_ROWS)
     logits = self.logits(draws.users, draws.items, draws.positions)
     reached = np.ones(logits.shape[0])
     intercepts = []
     for t, rate in enumerate(self.config.conditional_rates()):
-      intercept = _solve_intercept(
-        np.ascontiguousarray(logits[:, t]), reached, rate
-      )
+      intercept = _solve_intercept(np.ascontiguousarray(logits[:, t]), reached, rate)
       intercepts.append(intercept)
       reached = reached * _sigmoid(logits[:, t] + intercept)
     return np.asarray(intercepts)
@@ -452,31 +378,20 @@ class GroundTruth:
     positions = _draw(self.position_cdf, r[:, 1])
     items = _draw(self.item_cdf, r[:, 2])
     history = self.hist_category
-    targeted = (r[:, 3] < self.config.targeted_rate) & (
-      history.lengths(users) > 0
-    )
+    targeted = (r[:, 3] < self.config.targeted_rate) & (history.lengths(users) > 0)
     tu = users[targeted]
     # A category of the user's history, weighted by its count, then an item.
     entry = _draw_in_segments(
-      history.count_cum0,
-      history.row_splits[tu],
-      history.row_splits[tu + 1],
-      r[targeted, 4],
+      history.count_cum0, history.row_splits[tu], history.row_splits[tu + 1], r[targeted, 4]
     )
-    items[targeted] = self._items_in_categories(
-      history.ids[entry], r[targeted, 5]
-    )
+    items[targeted] = self._items_in_categories(history.ids[entry], r[targeted, 5])
     return Draws(users, items, positions, uniforms)
 
   def draw_chunk(self, split: str, chunk: int) -> Draws:
     """The :data:`CHUNK_ROWS` rows of chunk ``chunk`` of ``split``."""
-    return self.draw(
-      _rng(self.config.seed, _SPLIT_STREAMS[split], chunk), CHUNK_ROWS
-    )
+    return self.draw(_rng(self.config.seed, _SPLIT_STREAMS[split], chunk), CHUNK_ROWS)
 
-  def features(
-    self, users: np.ndarray, items: np.ndarray, positions: np.ndarray
-  ) -> Dict[str, Any]:
+  def features(self, users: np.ndarray, items: np.ndarray, positions: np.ndarray) -> Dict[str, Any]:
     """The visible feature columns of impressions ``(user, item, position)``."""
     out: Dict[str, Any] = {
       USER_ID: users,
@@ -504,8 +419,7 @@ class GroundTruth:
         USER_CATEGORY_MATCH: np.where(
           matches > 0,
           np.minimum(
-            np.floor(np.log2(np.maximum(matches, 1))) + 1,
-            config_lib.NUM_MATCH_BUCKETS - 1,
+            np.floor(np.log2(np.maximum(matches, 1))) + 1, config_lib.NUM_MATCH_BUCKETS - 1
           ),
           0,
         ).astype(np.int64),
@@ -514,31 +428,25 @@ class GroundTruth:
     )
     return out
 
-  def conflict_component(
-    self, items: np.ndarray, positions: np.ndarray
-  ) -> np.ndarray:
+  def conflict_component(self, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Clickbait shop plus top-position bonus; ``config.conflict`` scales it."""
     top = np.clip(1.0 - positions / 3.0, 0.0, 1.0)
     return self.item_clickbait[items] + 0.5 * top
 
-  def logits(
-    self, users: np.ndarray, items: np.ndarray, positions: np.ndarray
-  ) -> np.ndarray:
+  def logits(self, users: np.ndarray, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """True step logits ``l_t`` (intercepts included), float64 ``[n, T]``."""
     c = self.config
     category = self.item_category[items]
-    affinity = np.einsum(
-      "nd,nd->n", self.user_latent[users], self.item_latent[items]
-    ) / math.sqrt(c.latent_dim)
+    affinity = np.einsum("nd,nd->n", self.user_latent[users], self.item_latent[items]) / math.sqrt(
+      c.latent_dim
+    )
     history_match = (
       0.6 * np.log1p(self.hist_category.count(users, category))
       + 0.3 * np.log1p(self.hist_brand.count(users, self.item_brand[items]))
       + 0.3 * np.log1p(self.hist_shop.count(users, self.item_shop[items]))
     )
     gender_match = (
-      0.5
-      * (2.0 * self.user_gender[users] - 1.0)
-      * self.category_gender_appeal[category]
+      0.5 * (2.0 * self.user_gender[users] - 1.0) * self.category_gender_appeal[category]
     )
     shared = 0.7 * affinity + history_match + gender_match
     conflict = c.conflict * self.conflict_component(items, positions)
@@ -554,9 +462,7 @@ class GroundTruth:
     for t in range(1, c.num_steps):
       w = self.later_weights[t - 1]
       step_match = np.einsum(
-        "nd,nd->n",
-        self.user_step_latent[users, t - 1],
-        self.item_step_latent[items, t - 1],
+        "nd,nd->n", self.user_step_latent[users, t - 1], self.item_step_latent[items, t - 1]
       )
       own = (
         w[0] * self.user_buy_propensity[users]
@@ -579,18 +485,13 @@ class GroundTruth:
     :mod:`~tafe_tf.data.synthetic.sampling`), rows numbered from ``first_row``.
     """
     out = self.features(draws.users, draws.items, draws.positions)
-    q = self.conditional_probabilities(
-      draws.users, draws.items, draws.positions
-    )
+    q = self.conditional_probabilities(draws.users, draws.items, draws.positions)
     labels = np.cumprod(draws.uniforms < q, axis=1).astype(np.int64)
     for t, step in enumerate(self.steps):
       out[features_lib.label_key(step)] = labels[:, t]
       out[features_lib.oracle_key(step)] = q[:, t]
     out[features_lib.SAMPLE_ID_KEY] = np.asarray(
-      [
-        f"{split}-{i:08d}"
-        for i in range(first_row, first_row + draws.users.shape[0])
-      ]
+      [f"{split}-{i:08d}" for i in range(first_row, first_row + draws.users.shape[0])]
     )
     return out
 

@@ -29,9 +29,7 @@ class AliCcp(line_builder.LineFormatBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   BUILDER_CONFIGS = [
     line_builder.LineFormatConfig(
-      name="raw",
-      format_name="ali_ccp",
-      description="Raw Tianchi files; common rows joined in.",
+      name="raw", format_name="ali_ccp", description="Raw Tianchi files; common rows joined in."
     ),
     line_builder.LineFormatConfig(
       name="processed",

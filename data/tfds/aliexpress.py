@@ -25,7 +25,6 @@ class Aliexpress(line_builder.LineFormatBuilder):
     line_builder.LineFormatConfig(
       name="processed",
       format_name="aliexpress",
-      description="FuxiCTR's processed CSV; validation = hashed search_id "
-      "hold-out of train.",
-    ),
+      description="FuxiCTR's processed CSV; validation = hashed search_id hold-out of train.",
+    )
   ]

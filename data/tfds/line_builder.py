@@ -39,9 +39,7 @@ class LineFormatConfig(tfds.core.BuilderConfig):
   validation_fraction: float = 0.1
 
 
-def field_features(
-  fields: Iterable[Any], steps: Sequence[str]
-) -> Dict[str, Any]:
+def field_features(fields: Iterable[Any], steps: Sequence[str]) -> Dict[str, Any]:
   """TFDS feature specs of fields (anything with name, kind, dim) and labels."""
   features: Dict[str, Any] = {}
   for field in fields:
@@ -49,18 +47,11 @@ def field_features(
       features[field.name] = np.int64
     elif field.kind == FieldKind.WEIGHTED_IDS:
       features[field.name] = tfds.features.FeaturesDict(
-        {
-          "ids": tfds.features.Sequence(np.int64),
-          "weights": tfds.features.Sequence(np.float32),
-        }
+        {"ids": tfds.features.Sequence(np.int64), "weights": tfds.features.Sequence(np.float32)}
       )
     else:
-      features[field.name] = tfds.features.Tensor(
-        shape=(field.dim,), dtype=np.float32
-      )
-  features["label"] = tfds.features.FeaturesDict(
-    {step: np.int64 for step in steps}
-  )
+      features[field.name] = tfds.features.Tensor(shape=(field.dim,), dtype=np.float32)
+  features["label"] = tfds.features.FeaturesDict({step: np.int64 for step in steps})
   return features
 
 
@@ -72,40 +63,25 @@ def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(features)
 
 
-def split_generators(
-  fmt: LineFormat, manual_dir: str, fraction: float, generate
-) -> Dict[str, Any]:
+def split_generators(fmt: LineFormat, manual_dir: str, fraction: float, generate) -> Dict[str, Any]:
   """``split name -> generator`` for the files of ``fmt`` in ``manual_dir``."""
   inputs = fmt.inputs(os.fspath(manual_dir))
   skips = writer_lib.SkipCounter()
   context = fmt.prepare(inputs, skips)
   if skips.total:
-    logging.warning(
-      "%s: skipped %d side-file lines: %s",
-      manual_dir,
-      skips.total,
-      skips.to_json(),
-    )
+    logging.warning("%s: skipped %d side-file lines: %s", manual_dir, skips.total, skips.to_json())
   out = {}
   for split_input in inputs:
     if split_input.holdout:
-      out[split_input.split] = generate(
-        fmt, split_input, context, fraction, False
-      )
-      out[line_format.VALIDATION] = generate(
-        fmt, split_input, context, fraction, True
-      )
+      out[split_input.split] = generate(fmt, split_input, context, fraction, False)
+      out[line_format.VALIDATION] = generate(fmt, split_input, context, fraction, True)
     else:
       out[split_input.split] = generate(fmt, split_input, context, 0.0, False)
   return out
 
 
 def generate_examples(
-  fmt: LineFormat,
-  split_input: SplitInput,
-  context: Any,
-  fraction: float,
-  held_out: bool,
+  fmt: LineFormat, split_input: SplitInput, context: Any, fraction: float, held_out: bool
 ) -> Iterator[Tuple[str, Dict[str, Any]]]:
   """``(key, example)`` of one file's rows (the held-out part or the rest).
 
@@ -115,29 +91,20 @@ def generate_examples(
   skips = writer_lib.SkipCounter()
   name = os.path.basename(split_input.path)
   for number, row in line_format.iter_rows(fmt, split_input, context, skips):
-    if (
-      fraction
-      and line_format.is_held_out(row.holdout_key, fraction) != held_out
-    ):
+    if fraction and line_format.is_held_out(row.holdout_key, fraction) != held_out:
       continue
     yield f"{name}:{number}", line_format.tfds_example(fmt, row)
   if skips.total:
-    logging.warning(
-      "%s: skipped %d lines: %s", split_input.path, skips.total, skips.to_json()
-    )
+    logging.warning("%s: skipped %d lines: %s", split_input.path, skips.total, skips.to_json())
 
 
 def manual_dir_or_raise(manual_dir: Optional[str], instructions: str) -> str:
   if not manual_dir or not os.path.isdir(os.fspath(manual_dir)):
-    raise AssertionError(
-      f"manual_dir {manual_dir!r} is not a folder. {instructions}"
-    )
+    raise AssertionError(f"manual_dir {manual_dir!r} is not a folder. {instructions}")
   return os.fspath(manual_dir)
 
 
-class SourceFileBuilder(
-  tfds.core.GeneratorBasedBuilder, skip_registration=True
-):
+class SourceFileBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder whose ``code_path`` is its class's source file.
 
   TFDS derives ``code_path`` and ``pkg_dir_path`` from the module name under
@@ -170,25 +137,13 @@ class LineFormatBuilder(SourceFileBuilder, skip_registration=True):
       features=format_features(self._format()), homepage=self.HOMEPAGE
     )
 
-  def _split_generators(
-    self, dl_manager: tfds.download.DownloadManager
-  ) -> Dict[str, Any]:
-    manual_dir = manual_dir_or_raise(
-      dl_manager.manual_dir, self.MANUAL_DOWNLOAD_INSTRUCTIONS
-    )
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> Dict[str, Any]:
+    manual_dir = manual_dir_or_raise(dl_manager.manual_dir, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     return split_generators(
-      self._format(),
-      manual_dir,
-      self.builder_config.validation_fraction,
-      self._generate_examples,
+      self._format(), manual_dir, self.builder_config.validation_fraction, self._generate_examples
     )
 
   def _generate_examples(
-    self,
-    fmt: LineFormat,
-    split_input: SplitInput,
-    context: Any,
-    fraction: float,
-    held_out: bool,
+    self, fmt: LineFormat, split_input: SplitInput, context: Any, fraction: float, held_out: bool
   ) -> Iterator[Tuple[str, Dict[str, Any]]]:
     return generate_examples(fmt, split_input, context, fraction, held_out)

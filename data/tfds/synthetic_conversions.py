@@ -63,19 +63,14 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
     config = self.builder_config.synthetic
     schema = synthetic.synthetic_schema(config)
     features = line_builder.field_features(schema.fields, schema.steps)
-    features["oracle"] = tfds.features.FeaturesDict(
-      {step: np.float32 for step in schema.steps}
-    )
+    features["oracle"] = tfds.features.FeaturesDict({step: np.float32 for step in schema.steps})
     features["sample_id"] = tfds.features.Text()
     return self.dataset_info_from_configs(
       features=tfds.features.FeaturesDict(features),
-      description="Synthetic multi-step conversions; generator config: "
-      f"{config.to_json()}",
+      description=f"Synthetic multi-step conversions; generator config: {config.to_json()}",
     )
 
-  def _split_generators(
-    self, dl_manager: tfds.download.DownloadManager
-  ) -> Dict[str, Any]:
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> Dict[str, Any]:
     del dl_manager  # generated, nothing to download
     c = self.builder_config
     return {
@@ -84,9 +79,7 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
       "test": self._generate_examples("test", c.num_test),
     }
 
-  def _generate_examples(
-    self, split: str, num_rows: int
-  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  def _generate_examples(self, split: str, num_rows: int) -> Iterator[Tuple[str, Dict[str, Any]]]:
     config = self.builder_config.synthetic
     schema = synthetic.synthetic_schema(config)
     for batch in synthetic.generate_batches(config, split, num_rows):
@@ -95,18 +88,11 @@ class SyntheticConversions(line_builder.SourceFileBuilder):
         for field in schema.fields:
           column = batch[field.name]
           if field.kind == FieldKind.WEIGHTED_IDS:
-            example[field.name] = {
-              "ids": column.row(i),
-              "weights": batch[field.weight_key].row(i),
-            }
+            example[field.name] = {"ids": column.row(i), "weights": batch[field.weight_key].row(i)}
           else:
             example[field.name] = column[i]
-        example["label"] = {
-          step: batch[features_lib.label_key(step)][i] for step in schema.steps
-        }
-        example["oracle"] = {
-          step: batch[features_lib.oracle_key(step)][i] for step in schema.steps
-        }
+        example["label"] = {step: batch[features_lib.label_key(step)][i] for step in schema.steps}
+        example["oracle"] = {step: batch[features_lib.oracle_key(step)][i] for step in schema.steps}
         sample_id = str(batch[features_lib.SAMPLE_ID_KEY][i])
         example["sample_id"] = sample_id
         yield sample_id, example

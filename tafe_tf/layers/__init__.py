@@ -15,19 +15,10 @@ from tafe_tf.layers.extraction import (
   CustomizedGateControl,
   TaskSpecificExtraction,
 )
-from tafe_tf.layers.gates import (
-  GroupedGate,
-  TaskIndicatorGate,
-  gate_softmax,
-  mix_experts,
-)
+from tafe_tf.layers.gates import GroupedGate, TaskIndicatorGate, gate_softmax, mix_experts
 from tafe_tf.layers.id_lookup import IdLookup
 from tafe_tf.layers.interaction import FieldInteraction
-from tafe_tf.layers.probabilities import (
-  ChainedProbabilities,
-  log1mexp,
-  step_log_probabilities,
-)
+from tafe_tf.layers.probabilities import ChainedProbabilities, log1mexp, step_log_probabilities
 from tafe_tf.layers.towers import TaskTower
 from tafe_tf.layers.transfer import TRANSFER_MODES, DependenceTransfer
 

@@ -117,9 +117,7 @@ def field_widths(
     width = overrides.get(f.name, embedding_dim)
     least = 1 if f.is_id else 0
     if width < least:
-      raise ValueError(
-        f"field {f.name!r}: embedding width must be >= {least}, got {width}"
-      )
+      raise ValueError(f"field {f.name!r}: embedding width must be >= {least}, got {width}")
     widths[f.name] = width
   return widths
 
@@ -147,9 +145,7 @@ def _group_id_fields(
         name=name,
         dim=widths[fs[0].name],
         single=tuple(f for f in fs if f.kind == features_lib.FieldKind.ID),
-        multi=tuple(
-          f for f in fs if f.kind == features_lib.FieldKind.WEIGHTED_IDS
-        ),
+        multi=tuple(f for f in fs if f.kind == features_lib.FieldKind.WEIGHTED_IDS),
       )
     )
   return groups
@@ -163,9 +159,7 @@ def table_groups(
 ) -> List[_TableGroup]:
   """The embedding tables of :class:`FeatureEmbedding` (name, width, fields
   and each field's row offset), e.g. to lay out TPU embedding tables alike."""
-  return _group_id_fields(
-    schema, field_widths(schema, embedding_dim, field_embedding_dims), fused
-  )
+  return _group_id_fields(schema, field_widths(schema, embedding_dim, field_embedding_dims), fused)
 
 
 def _group_dense_fields(
@@ -185,9 +179,7 @@ def _group_dense_fields(
       members[key] = []
     members[key].append(f)
   groups = [
-    _DenseGroup(
-      name=f"dense_{d}x{w}", dim=d, width=w, fields=tuple(members[(d, w)])
-    )
+    _DenseGroup(name=f"dense_{d}x{w}", dim=d, width=w, fields=tuple(members[(d, w)]))
     for d, w in order
   ]
   return groups, tuple(raw)
@@ -206,8 +198,7 @@ def flat_weighted_ids(
   """
   if isinstance(ids, tf.RaggedTensor) != isinstance(weights, tf.RaggedTensor):
     raise ValueError(
-      f"field {field_name!r}: ids and weights must both be "
-      "ragged or both be padded dense tensors"
+      f"field {field_name!r}: ids and weights must both be ragged or both be padded dense tensors"
     )
   if isinstance(ids, tf.RaggedTensor):
     if ids.ragged_rank != 1:
@@ -222,8 +213,7 @@ def flat_weighted_ids(
   else:
     if ids.shape.rank != 2:
       raise ValueError(
-        f"field {field_name!r}: expected [batch, max_len] "
-        f"padded ids, got shape {ids.shape}"
+        f"field {field_name!r}: expected [batch, max_len] padded ids, got shape {ids.shape}"
       )
     shape = tf.shape(ids, out_type=tf.int64)
     batch_size = shape[0]
@@ -231,9 +221,7 @@ def flat_weighted_ids(
     weight_values = tf.reshape(tf.cast(weights, tf.float32), [-1])
     row_ids = tf.repeat(tf.range(batch_size), shape[1])
   weight_values = tf.where(
-    tf.equal(values, features_lib.PAD_ID),
-    tf.zeros_like(weight_values),
-    weight_values,
+    tf.equal(values, features_lib.PAD_ID), tf.zeros_like(weight_values), weight_values
   )
   return values, weight_values, row_ids, batch_size
 
@@ -247,9 +235,7 @@ def _lookup(table: Any, rows: tf.Tensor) -> tf.Tensor:
   return tf.nn.embedding_lookup(table, rows)
 
 
-def _is_padded_rows(
-  features: Mapping[str, Any], field: features_lib.FieldSpec
-) -> bool:
+def _is_padded_rows(features: Mapping[str, Any], field: features_lib.FieldSpec) -> bool:
   """Whether ``field`` comes as precomputed rows in padded ``[B, L]`` form."""
   rows = features.get(ROWS_PREFIX + field.name)
   return rows is not None and not isinstance(rows, tf.RaggedTensor)
@@ -288,14 +274,10 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   ):
     super().__init__(**kwargs)
     if output_mode not in _OUTPUT_MODES:
-      raise ValueError(
-        f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}"
-      )
+      raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
     self.schema = schema
     self.embedding_dim = embedding_dim
-    self.field_embedding_dims = (
-      dict(field_embedding_dims) if field_embedding_dims else None
-    )
+    self.field_embedding_dims = dict(field_embedding_dims) if field_embedding_dims else None
     self.fused = fused
     self.output_mode = output_mode
     self.seed = seed
@@ -304,10 +286,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     self._dense_groups, self._raw_dense = _group_dense_fields(schema, widths)
     self._lookups = {
       f.name: id_lookup.IdLookup(
-        f,
-        schema.vocabulary_path(f)
-        if f.lookup == features_lib.LookupKind.VOCABULARY
-        else None,
+        f, schema.vocabulary_path(f) if f.lookup == features_lib.LookupKind.VOCABULARY else None
       )
       for f in schema.fields
       if f.is_id
@@ -354,9 +333,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   def tables(self) -> Dict[str, tf.Variable]:
     """The embedding table variables by name (the layer must be built)."""
     if not self.built:
-      raise ValueError(
-        f"{self.name}: call the layer (or build it) before reading its tables"
-      )
+      raise ValueError(f"{self.name}: call the layer (or build it) before reading its tables")
     return dict(self._tables)
 
   def build(self, input_shape: Any = None) -> None:
@@ -373,9 +350,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         ),
       )
       bias = self.add_weight(
-        name=g.name + "_bias",
-        shape=(len(g.fields), g.width),
-        initializer="zeros",
+        name=g.name + "_bias", shape=(len(g.fields), g.width), initializer="zeros"
       )
       self._projections[g.name] = (kernel, bias)
     super().build(None)
@@ -386,33 +361,25 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       g.name: self.add_weight(
         name=g.name,
         shape=(g.num_rows, g.dim),
-        initializer=initializers.embedding_uniform(
-          initializers.derive_seed(self.seed, i)
-        ),
+        initializer=initializers.embedding_uniform(initializers.derive_seed(self.seed, i)),
       )
       for i, g in enumerate(self._table_groups)
     }
 
   # --- forward ----------------------------------------------------------------
 
-  def _single_tokens(
-    self, g: _TableGroup, features: Mapping[str, Any]
-  ) -> tf.Tensor:
+  def _single_tokens(self, g: _TableGroup, features: Mapping[str, Any]) -> tf.Tensor:
     """[B, len(g.single), dim]: one gather for every single-valued field."""
     offsets = g.offsets
     rows = []
     for f in g.single:
       ids = self._ids(features, f)
       if ids.shape.rank != 1:
-        raise ValueError(
-          f"field {f.name!r}: expected ids of shape [batch], got {ids.shape}"
-        )
+        raise ValueError(f"field {f.name!r}: expected ids of shape [batch], got {ids.shape}")
       rows.append(self._rows(features, f, ids) + offsets[f.name])
     return _lookup(self._tables[g.name], tf.stack(rows, axis=1))
 
-  def _multi_tokens(
-    self, g: _TableGroup, features: Mapping[str, Any]
-  ) -> tf.Tensor:
+  def _multi_tokens(self, g: _TableGroup, features: Mapping[str, Any]) -> tf.Tensor:
     """[B, len(g.multi), dim]: weighted means, one gather + one segment sum."""
     offsets = g.offsets
     if all(_is_padded_rows(features, f) for f in g.multi):
@@ -435,8 +402,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     # than the unsorted one. It stops at the largest id present; the padding
     # restores empty rows at the end.
     sums = tf.math.segment_sum(
-      tf.concat([vectors * weights[:, None], weights[:, None]], axis=1),
-      tf.concat(segments, 0),
+      tf.concat([vectors * weights[:, None], weights[:, None]], axis=1), tf.concat(segments, 0)
     )
     missing = n * batch_size - tf.shape(sums, out_type=tf.int64)[0]
     sums = tf.pad(sums, [[0, missing], [0, 0]])
@@ -445,9 +411,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     means = tf.math.divide_no_nan(weighted, total)
     return tf.transpose(tf.reshape(means, [n, -1, g.dim]), [1, 0, 2])
 
-  def _padded_multi_tokens(
-    self, g: _TableGroup, features: Mapping[str, Any]
-  ) -> tf.Tensor:
+  def _padded_multi_tokens(self, g: _TableGroup, features: Mapping[str, Any]) -> tf.Tensor:
     """[B, len(g.multi), dim] from padded precomputed rows, segment-free.
 
     The XLA path (:meth:`lookup_rows` output, padded): a segment sum needs a
@@ -469,22 +433,17 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       )
     return tf.stack(means, axis=1)
 
-  def _dense_tokens(
-    self, g: _DenseGroup, features: Mapping[str, Any]
-  ) -> tf.Tensor:
+  def _dense_tokens(self, g: _DenseGroup, features: Mapping[str, Any]) -> tf.Tensor:
     """[B, len(g.fields), width]: every field's projection in one matmul."""
     kernel, bias = self._projections[g.name]
     x = tf.stack(
-      [tf.cast(self._dense(features, f), kernel.dtype) for f in g.fields],
-      axis=0,
+      [tf.cast(self._dense(features, f), kernel.dtype) for f in g.fields], axis=0
     )  # [n, B, dim]
     # A batched matmul over the fields, not an einsum (slower on CPU).
     projected = tf.transpose(tf.matmul(x, kernel), [1, 0, 2])
     return projected + bias
 
-  def _dense(
-    self, features: Mapping[str, Any], field: features_lib.FieldSpec
-  ) -> tf.Tensor:
+  def _dense(self, features: Mapping[str, Any], field: features_lib.FieldSpec) -> tf.Tensor:
     values = self._get(features, field.name)
     if values.shape.rank != 2 or values.shape[-1] not in (None, field.dim):
       raise ValueError(
@@ -493,18 +452,13 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       )
     return values
 
-  def _ids(
-    self, features: Mapping[str, Any], field: features_lib.FieldSpec
-  ) -> Any:
+  def _ids(self, features: Mapping[str, Any], field: features_lib.FieldSpec) -> Any:
     """The field's precomputed rows when given, else its raw ids."""
     key = ROWS_PREFIX + field.name
     return features[key] if key in features else self._get(features, field.name)
 
   def _rows(
-    self,
-    features: Mapping[str, Any],
-    field: features_lib.FieldSpec,
-    ids: tf.Tensor,
+    self, features: Mapping[str, Any], field: features_lib.FieldSpec, ids: tf.Tensor
   ) -> tf.Tensor:
     """Table rows of ``ids`` (already rows when precomputed)."""
     if ROWS_PREFIX + field.name in features:
@@ -530,9 +484,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         continue
       ids = out.pop(f.name) if f.name in out else self._get(features, f.name)
       if isinstance(ids, tf.RaggedTensor):
-        out[ROWS_PREFIX + f.name] = tf.ragged.map_flat_values(
-          self._lookups[f.name], ids
-        )
+        out[ROWS_PREFIX + f.name] = tf.ragged.map_flat_values(self._lookups[f.name], ids)
       else:
         out[ROWS_PREFIX + f.name] = self._lookups[f.name](ids)
       if f.kind == features_lib.FieldKind.WEIGHTED_IDS:
@@ -542,11 +494,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         is_pad = tf.equal(tf.cast(ids, tf.int64), features_lib.PAD_ID)
         if isinstance(weights, tf.RaggedTensor):
           out[f.weight_key] = weights.with_flat_values(
-            tf.where(
-              is_pad.flat_values,
-              tf.zeros_like(weights.flat_values),
-              weights.flat_values,
-            )
+            tf.where(is_pad.flat_values, tf.zeros_like(weights.flat_values), weights.flat_values)
           )
         else:
           out[f.weight_key] = tf.where(is_pad, tf.zeros_like(weights), weights)
@@ -570,18 +518,13 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         blocks.append(self._multi_tokens(g, features))
     return self._assemble(blocks, features)
 
-  def _assemble(
-    self, blocks: List[tf.Tensor], features: Mapping[str, Any]
-  ) -> tf.Tensor:
+  def _assemble(self, blocks: List[tf.Tensor], features: Mapping[str, Any]) -> tf.Tensor:
     """The output from the id fields' ``[B, n, width]`` blocks (in output
     order) plus the dense fields."""
     blocks = list(blocks)
     for g in self._dense_groups:
       blocks.append(self._dense_tokens(g, features))
-    raw = [
-      tf.cast(self._dense(features, f), self.compute_dtype)
-      for f in self._raw_dense
-    ]
+    raw = [tf.cast(self._dense(features, f), self.compute_dtype) for f in self._raw_dense]
     if self.output_mode == FIELDS:
       blocks += [x[:, None, :] for x in raw]
       return tf.concat(blocks, axis=1)

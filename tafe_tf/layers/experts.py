@@ -52,8 +52,7 @@ class ExpertBank(tf.keras.layers.Layer):
     units = tuple(int(u) for u in units)
     if not units or min(units) < 1:
       raise ValueError(
-        f"{self.name}: units must be a non-empty tuple of "
-        f"positive widths, got {units}"
+        f"{self.name}: units must be a non-empty tuple of positive widths, got {units}"
       )
     if not 0.0 <= dropout < 1.0:
       raise ValueError(f"{self.name}: dropout must be in [0, 1), got {dropout}")
@@ -66,9 +65,7 @@ class ExpertBank(tf.keras.layers.Layer):
     self.seed = seed
     self._dropouts = (
       [
-        tf.keras.layers.Dropout(
-          dropout, seed=initializers.derive_seed(seed, 100 + i)
-        )
+        tf.keras.layers.Dropout(dropout, seed=initializers.derive_seed(seed, 100 + i))
         for i in range(len(units))
       ]
       if dropout > 0
@@ -79,13 +76,11 @@ class ExpertBank(tf.keras.layers.Layer):
     input_shape = tf.TensorShape(input_shape)
     if input_shape.rank == 3 and input_shape[1] != self.num_groups:
       raise ValueError(
-        f"{self.name}: input has {input_shape[1]} groups, the "
-        f"bank {self.num_groups}"
+        f"{self.name}: input has {input_shape[1]} groups, the bank {self.num_groups}"
       )
     if input_shape.rank not in (2, 3):
       raise ValueError(
-        f"{self.name}: expected [B, in] or [B, G, in] input, "
-        f"got shape {input_shape}"
+        f"{self.name}: expected [B, in] or [B, G, in] input, got shape {input_shape}"
       )
     fan_in = int(input_shape[-1])
     g, j = self.num_groups, self.experts_per_group
@@ -101,16 +96,12 @@ class ExpertBank(tf.keras.layers.Layer):
         )
       )
       self.biases.append(
-        self.add_weight(
-          name=f"bias_{i}", shape=(g, j, fan_out), initializer="zeros"
-        )
+        self.add_weight(name=f"bias_{i}", shape=(g, j, fan_out), initializer="zeros")
       )
       fan_in = fan_out
     super().build(input_shape)
 
-  def call(
-    self, inputs: tf.Tensor, training: Optional[bool] = None
-  ) -> tf.Tensor:
+  def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     # Plain (batched) matmuls with the expert axis leading, not einsums: on
     # CPU, TF's einsum transposes its operands around every call, which made
     # the expert layers about a third slower than these matmuls (PLE's train

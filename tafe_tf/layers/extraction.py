@@ -36,9 +36,7 @@ def _check_inputs(name: str, inputs: LevelInputs, num_tasks: int) -> None:
       f"{x_tasks.shape}"
     )
   if x_tasks.shape.rank == 3 and x_tasks.shape[1] != num_tasks:
-    raise ValueError(
-      f"{name}: x_tasks has {x_tasks.shape[1]} tasks, the level {num_tasks}"
-    )
+    raise ValueError(f"{name}: x_tasks has {x_tasks.shape[1]} tasks, the level {num_tasks}")
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -115,16 +113,10 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
       )
     else:
       self.gate = gates_lib.GroupedGate(
-        num_gates,
-        num_experts,
-        top_k,
-        seed=initializers.derive_seed(seed, 1),
-        name="task_gates",
+        num_gates, num_experts, top_k, seed=initializers.derive_seed(seed, 1), name="task_gates"
       )
 
-  def call(
-    self, inputs: LevelInputs, training: Optional[bool] = None
-  ) -> Dict[str, tf.Tensor]:
+  def call(self, inputs: LevelInputs, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     _check_inputs(self.name, inputs, self.num_tasks)
     x_shared, x_tasks = inputs
     experts = self.experts(x_shared, training=training)  # [B, 1, K, D]
@@ -139,9 +131,7 @@ class AdaptivePatternExtraction(tf.keras.layers.Layer):
       return {"tasks": mixed, "gates": weights}
     # Splits, not slices: their gradients are concats, not scatters.
     tasks, shared = tf.split(mixed, [self.num_tasks, 1], axis=1)
-    task_weights, shared_weights = tf.split(
-      weights, [self.num_tasks, 1], axis=1
-    )
+    task_weights, shared_weights = tf.split(weights, [self.num_tasks, 1], axis=1)
     return {
       "tasks": tasks,
       "gates": task_weights,
@@ -210,10 +200,7 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
       name="task_experts",
     )
     self.gate = gates_lib.GroupedGate(
-      num_tasks,
-      experts_per_task + 1,
-      seed=initializers.derive_seed(seed, 1),
-      name="task_gate",
+      num_tasks, experts_per_task + 1, seed=initializers.derive_seed(seed, 1), name="task_gate"
     )
 
   def call(
@@ -228,9 +215,7 @@ class TaskSpecificExtraction(tf.keras.layers.Layer):
       )
     own = self.experts(x_tasks, training=training)  # [B, T, J, D]
     weights = self.gate(x_tasks)
-    own_weights, shared_weight = tf.split(
-      weights, [self.experts_per_task, 1], axis=2
-    )
+    own_weights, shared_weight = tf.split(weights, [self.experts_per_task, 1], axis=2)
     return {
       "tasks": gates_lib.mix_experts(own_weights, own) + shared_weight * shared,
       "gates": weights,
@@ -285,9 +270,7 @@ class CustomizedGateControl(tf.keras.layers.Layer):
   ):
     super().__init__(**kwargs)
     if experts_per_task < 0:
-      raise ValueError(
-        f"{self.name}: experts_per_task must be >= 0, got {experts_per_task}"
-      )
+      raise ValueError(f"{self.name}: experts_per_task must be >= 0, got {experts_per_task}")
     if shared_output and experts_per_task == 0:
       raise ValueError(
         f"{self.name}: a shared output needs task experts "
@@ -335,9 +318,7 @@ class CustomizedGateControl(tf.keras.layers.Layer):
         name="shared_gate",
       )
 
-  def call(
-    self, inputs: LevelInputs, training: Optional[bool] = None
-  ) -> Dict[str, tf.Tensor]:
+  def call(self, inputs: LevelInputs, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     _check_inputs(self.name, inputs, self.num_tasks)
     x_shared, x_tasks = inputs
     shared = self.shared_experts(x_shared, training=training)  # [B,1,K,D]
@@ -357,13 +338,9 @@ class CustomizedGateControl(tf.keras.layers.Layer):
     }
     if self.shared_output:
       batch = tf.shape(own)[0]
-      all_experts = tf.concat(
-        [tf.reshape(own, [batch, 1, -1, own.shape[-1]]), shared], axis=2
-      )
+      all_experts = tf.concat([tf.reshape(own, [batch, 1, -1, own.shape[-1]]), shared], axis=2)
       shared_weights = self.shared_gate(x_shared)  # [B, 1, T*J + K]
-      out["shared"] = tf.squeeze(
-        gates_lib.mix_experts(shared_weights, all_experts), axis=1
-      )
+      out["shared"] = tf.squeeze(gates_lib.mix_experts(shared_weights, all_experts), axis=1)
       out["shared_gates"] = tf.squeeze(shared_weights, axis=1)
     return out
 

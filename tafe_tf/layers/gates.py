@@ -43,10 +43,7 @@ def gate_softmax(logits: tf.Tensor, top_k: Optional[int] = None) -> tf.Tensor:
   if top_k is None or top_k >= num_experts:
     return tf.nn.softmax(logits, axis=-1)
   _, indices = tf.math.top_k(logits, k=top_k)
-  keep = (
-    tf.reduce_sum(tf.one_hot(indices, num_experts, dtype=logits.dtype), axis=-2)
-    > 0
-  )
+  keep = tf.reduce_sum(tf.one_hot(indices, num_experts, dtype=logits.dtype), axis=-2) > 0
   # The dropped logits get the dtype's lowest value: exp() of it underflows to
   # exactly 0; the outer where makes that explicit for the gradient too.
   masked = tf.where(keep, logits, tf.constant(logits.dtype.min, logits.dtype))
@@ -68,9 +65,7 @@ def mix_experts(weights: tf.Tensor, experts: tf.Tensor) -> tf.Tensor:
 
 def _check_top_k(top_k: Optional[int], num_experts: int, name: str) -> None:
   if top_k is not None and not 1 <= top_k <= num_experts:
-    raise ValueError(
-      f"{name}: top_k must be in [1, {num_experts}], got {top_k}"
-    )
+    raise ValueError(f"{name}: top_k must be in [1, {num_experts}], got {top_k}")
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
@@ -113,9 +108,7 @@ class GroupedGate(tf.keras.layers.Layer):
       ),
     )
     self.bias = self.add_weight(
-      name="bias",
-      shape=(self.num_groups, self.num_experts),
-      initializer="zeros",
+      name="bias", shape=(self.num_groups, self.num_experts), initializer="zeros"
     )
     super().build(input_shape)
 
@@ -128,19 +121,14 @@ class GroupedGate(tf.keras.layers.Layer):
     elif g == 1:
       logits = tf.matmul(tf.squeeze(inputs, axis=1), self.kernel[0])[:, None, :]
     else:
-      logits = tf.transpose(
-        tf.matmul(tf.transpose(inputs, [1, 0, 2]), self.kernel), [1, 0, 2]
-      )
+      logits = tf.transpose(tf.matmul(tf.transpose(inputs, [1, 0, 2]), self.kernel), [1, 0, 2])
     logits = logits + self.bias
     return gate_softmax(logits, self.top_k)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update(
-      num_groups=self.num_groups,
-      num_experts=self.num_experts,
-      top_k=self.top_k,
-      seed=self.seed,
+      num_groups=self.num_groups, num_experts=self.num_experts, top_k=self.top_k, seed=self.seed
     )
     return config
 
@@ -178,9 +166,7 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
     super().__init__(**kwargs)
     _check_top_k(top_k, num_experts, self.name)
     if indicator_dim < 1:
-      raise ValueError(
-        f"{self.name}: indicator_dim must be >= 1, got {indicator_dim}"
-      )
+      raise ValueError(f"{self.name}: indicator_dim must be >= 1, got {indicator_dim}")
     self.num_tasks = num_tasks
     self.num_experts = num_experts
     self.indicator_dim = indicator_dim
@@ -202,16 +188,12 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
     self.input_kernel = self.add_weight(
       name="input_kernel",
       shape=(fan_in, widths[0]),
-      initializer=initializers.glorot_uniform(
-        fan_in + self.indicator_dim, widths[0], seed(1)
-      ),
+      initializer=initializers.glorot_uniform(fan_in + self.indicator_dim, widths[0], seed(1)),
     )
     self.indicator_kernel = self.add_weight(
       name="indicator_kernel",
       shape=(self.indicator_dim, widths[0]),
-      initializer=initializers.glorot_uniform(
-        fan_in + self.indicator_dim, widths[0], seed(2)
-      ),
+      initializer=initializers.glorot_uniform(fan_in + self.indicator_dim, widths[0], seed(2)),
     )
     self.kernels, self.biases = [], []
     for i, width in enumerate(widths):
@@ -220,14 +202,10 @@ class TaskIndicatorGate(tf.keras.layers.Layer):
           self.add_weight(
             name=f"kernel_{i}",
             shape=(widths[i - 1], width),
-            initializer=initializers.glorot_uniform(
-              widths[i - 1], width, seed(2 + i)
-            ),
+            initializer=initializers.glorot_uniform(widths[i - 1], width, seed(2 + i)),
           )
         )
-      self.biases.append(
-        self.add_weight(name=f"bias_{i}", shape=(width,), initializer="zeros")
-      )
+      self.biases.append(self.add_weight(name=f"bias_{i}", shape=(width,), initializer="zeros"))
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:

@@ -42,30 +42,22 @@ class IdLookup(tf.keras.layers.Layer):
   """
 
   def __init__(
-    self,
-    field: features_lib.FieldSpec,
-    vocabulary_path: Optional[str] = None,
-    **kwargs,
+    self, field: features_lib.FieldSpec, vocabulary_path: Optional[str] = None, **kwargs
   ):
     kwargs.setdefault("name", f"lookup_{field.name}")
     kwargs.setdefault("trainable", False)
     super().__init__(**kwargs)
     if not field.is_id:
-      raise ValueError(
-        f"field {field.name!r} is {field.kind.value!r}, not an id field"
-      )
+      raise ValueError(f"field {field.name!r} is {field.kind.value!r}, not an id field")
     self.field = field
     self.vocabulary_path = vocabulary_path
     self._table = None
     if field.lookup == features_lib.LookupKind.VOCABULARY and field.num_ids:
       if not vocabulary_path:
-        raise ValueError(
-          f"field {field.name!r}: vocabulary lookup needs vocabulary_path"
-        )
+        raise ValueError(f"field {field.name!r}: vocabulary lookup needs vocabulary_path")
       if not tf.io.gfile.exists(vocabulary_path):
         raise FileNotFoundError(
-          f"field {field.name!r}: vocabulary file "
-          f"{vocabulary_path} does not exist"
+          f"field {field.name!r}: vocabulary file {vocabulary_path} does not exist"
         )
       initializer = tf.lookup.TextFileInitializer(
         vocabulary_path,
@@ -89,16 +81,12 @@ class IdLookup(tf.keras.layers.Layer):
       if self._table is None:  # an empty vocabulary: everything is OOV
         return tf.zeros_like(ids)
       return self._table.lookup(ids) + 1
-    buckets = tf.strings.to_hash_bucket_fast(
-      tf.strings.as_string(ids), self.field.num_ids
-    )
+    buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(ids), self.field.num_ids)
     return tf.where(ids == features_lib.PAD_ID, tf.zeros_like(ids), buckets + 1)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update(
-      field=self.field.to_json(), vocabulary_path=self.vocabulary_path
-    )
+    config.update(field=self.field.to_json(), vocabulary_path=self.vocabulary_path)
     return config
 
   @classmethod

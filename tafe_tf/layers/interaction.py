@@ -51,8 +51,7 @@ class FieldInteraction(tf.keras.layers.Layer):
     super().__init__(**kwargs)
     if num_heads < 1 or se_reduction < 1:
       raise ValueError(
-        f"{self.name}: num_heads and se_reduction must be >= 1,"
-        f" got {num_heads} and {se_reduction}"
+        f"{self.name}: num_heads and se_reduction must be >= 1, got {num_heads} and {se_reduction}"
       )
     if not (attention or excitation):
       raise ValueError(f"{self.name}: enable attention, excitation or both")
@@ -66,10 +65,7 @@ class FieldInteraction(tf.keras.layers.Layer):
   def build(self, input_shape: tf.TensorShape) -> None:
     input_shape = tf.TensorShape(input_shape)
     if input_shape.rank != 3:
-      raise ValueError(
-        f"{self.name}: expected [B, F, D] field embeddings, got "
-        f"shape {input_shape}"
-      )
+      raise ValueError(f"{self.name}: expected [B, F, D] field embeddings, got shape {input_shape}")
     num_fields, dim = int(input_shape[1]), int(input_shape[2])
     seed = lambda salt: initializers.derive_seed(self.seed, salt)  # noqa: E731
     glorot = initializers.glorot_uniform
@@ -109,8 +105,7 @@ class FieldInteraction(tf.keras.layers.Layer):
       _, num_fields, dim = x.shape
       heads, key_dim = self.num_heads, self._head_dim
       qkv = tf.matmul(
-        tf.reshape(x, [-1, dim]),
-        tf.reshape(tf.transpose(self.qkv_kernel, [1, 0, 2, 3]), [dim, -1]),
+        tf.reshape(x, [-1, dim]), tf.reshape(tf.transpose(self.qkv_kernel, [1, 0, 2, 3]), [dim, -1])
       )
       qkv = tf.transpose(
         tf.reshape(qkv, [-1, num_fields, 3, heads, key_dim]), [2, 0, 3, 1, 4]
@@ -118,20 +113,13 @@ class FieldInteraction(tf.keras.layers.Layer):
       q, k, v = tf.unstack(qkv)
       scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(key_dim)
       attended = tf.matmul(tf.nn.softmax(scores, -1), v)  # [B, H, F, K]
-      attended = tf.reshape(
-        tf.transpose(attended, [0, 2, 1, 3]), [-1, heads * key_dim]
-      )
-      projected = tf.matmul(
-        attended, tf.reshape(self.output_kernel, [heads * key_dim, dim])
-      )
+      attended = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [-1, heads * key_dim])
+      projected = tf.matmul(attended, tf.reshape(self.output_kernel, [heads * key_dim, dim]))
       x = self.norm(x + tf.reshape(projected, [-1, num_fields, dim]))
     if self.excitation:
       squeezed = tf.reduce_mean(x, axis=-1)  # [B, F]
       scale = tf.sigmoid(
-        tf.matmul(
-          tf.nn.relu(tf.matmul(squeezed, self.squeeze_kernel)),
-          self.excite_kernel,
-        )
+        tf.matmul(tf.nn.relu(tf.matmul(squeezed, self.squeeze_kernel)), self.excite_kernel)
       )
       x = x * scale[:, :, None]
     return x

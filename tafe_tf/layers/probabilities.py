@@ -37,15 +37,11 @@ def log1mexp(x: tf.Tensor) -> tf.Tensor:
   safe_near = tf.where(near_zero, x, -1.0)
   safe_far = tf.where(near_zero, -1.0, x)
   return tf.where(
-    near_zero,
-    tf.math.log(-tf.math.expm1(safe_near)),
-    tf.math.log1p(-tf.exp(safe_far)),
+    near_zero, tf.math.log(-tf.math.expm1(safe_near)), tf.math.log1p(-tf.exp(safe_far))
   )
 
 
-def step_log_probabilities(
-  logits: tf.Tensor, chained: bool
-) -> Tuple[tf.Tensor, tf.Tensor]:
+def step_log_probabilities(logits: tf.Tensor, chained: bool) -> Tuple[tf.Tensor, tf.Tensor]:
   """``(log p, log(1 - p))``, each ``[B, T]`` float32, of the entire-space p_t.
 
   Args:
@@ -59,15 +55,11 @@ def step_log_probabilities(
   return tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
 
 
-def conditional_probabilities(
-  logits: tf.Tensor, log_p: tf.Tensor, chained: bool
-) -> tf.Tensor:
+def conditional_probabilities(logits: tf.Tensor, log_p: tf.Tensor, chained: bool) -> tf.Tensor:
   """Float32 ``[B, T]`` q_t: ``sigmoid(l_t)`` or (independent) p_t/p_{t-1}."""
   if chained:
     return tf.sigmoid(tf.cast(logits, tf.float32))
-  log_q = tf.concat(
-    [log_p[:, :1], tf.minimum(log_p[:, 1:] - log_p[:, :-1], 0.0)], axis=1
-  )
+  log_q = tf.concat([log_p[:, :1], tf.minimum(log_p[:, 1:] - log_p[:, :-1], 0.0)], axis=1)
   return tf.exp(log_q)
 
 

@@ -61,12 +61,7 @@ class TaskTower(tf.keras.layers.Layer):
       else None
     )
     self.head = experts_lib.ExpertBank(
-      num_towers,
-      1,
-      (1,),
-      activation=None,
-      seed=initializers.derive_seed(seed, 1),
-      name="logit",
+      num_towers, 1, (1,), activation=None, seed=initializers.derive_seed(seed, 1), name="logit"
     )
     self._gate_bank = None
 
@@ -83,9 +78,7 @@ class TaskTower(tf.keras.layers.Layer):
       )
     super().build(input_shape)
 
-  def call(
-    self, inputs: tf.Tensor, training: Optional[bool] = None
-  ) -> Tuple[tf.Tensor, tf.Tensor]:
+  def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> Tuple[tf.Tensor, tf.Tensor]:
     # A [B, in] input stays one tensor (the banks take it as every tower's
     # input, one GEMM for all towers) instead of being copied per tower;
     # reshapes, not slices, drop the banks' unit axes (a slice's gradient is

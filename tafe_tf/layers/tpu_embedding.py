@@ -65,25 +65,19 @@ def tpu_embedding_feature_config(
     seed: Seed of the table initialisers, derived per table as
       ``FeatureEmbedding`` derives its own (same seed, same initial tables).
   """
-  groups = embedding_lib.table_groups(
-    schema, embedding_dim, field_embedding_dims
-  )
+  groups = embedding_lib.table_groups(schema, embedding_dim, field_embedding_dims)
   config = {}
   for i, g in enumerate(groups):
     table = tf.tpu.experimental.embedding.TableConfig(
       vocabulary_size=g.num_rows,
       dim=g.dim,
-      initializer=initializers.embedding_uniform(
-        initializers.derive_seed(seed, i)
-      ),
+      initializer=initializers.embedding_uniform(initializers.derive_seed(seed, i)),
       optimizer=optimizer,
       combiner="mean",
       name=g.name,
     )
     for f in g.fields:
-      config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(
-        table=table, name=f.name
-      )
+      config[f.name] = tf.tpu.experimental.embedding.FeatureConfig(table=table, name=f.name)
   return config
 
 
@@ -94,9 +88,7 @@ def tpu_row_offsets(
 ) -> Dict[str, int]:
   """First row of each id field's block in its TPU table (fused layout)."""
   out = {}
-  for g in embedding_lib.table_groups(
-    schema, embedding_dim, field_embedding_dims
-  ):
+  for g in embedding_lib.table_groups(schema, embedding_dim, field_embedding_dims):
     out.update(g.offsets)
   return out
 
@@ -135,15 +127,11 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
       seed=seed,
       **kwargs,
     )
-    self._row_offsets = tpu_row_offsets(
-      schema, embedding_dim, field_embedding_dims
-    )
+    self._row_offsets = tpu_row_offsets(schema, embedding_dim, field_embedding_dims)
     # Created now, in the caller's strategy scope: TFRS picks the TPU or the
     # CPU implementation from the strategy current at construction.
     self.tpu_embedding = tfrs.layers.embedding.TPUEmbedding(
-      tpu_embedding_feature_config(
-        schema, embedding_dim, field_embedding_dims, seed=seed
-      ),
+      tpu_embedding_feature_config(schema, embedding_dim, field_embedding_dims, seed=seed),
       optimizer=optimizer,
     )
 
@@ -154,13 +142,8 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
   def tables(self) -> Dict[str, tf.Variable]:
     """The TPUEmbedding's table variables by table name (built layer)."""
     if not self.built:
-      raise ValueError(
-        f"{self.name}: call the layer (or build it) before reading its tables"
-      )
-    return {
-      table.name: variable
-      for table, variable in self.tpu_embedding.embedding_tables.items()
-    }
+      raise ValueError(f"{self.name}: call the layer (or build it) before reading its tables")
+    return {table.name: variable for table, variable in self.tpu_embedding.embedding_tables.items()}
 
   def _id_vectors(self, features: Mapping[str, Any]) -> Dict[str, tf.Tensor]:
     """``[B, dim]`` per id field, from one TPUEmbedding call."""
@@ -171,12 +154,9 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
         field_ids = self._ids(features, f)
         if field_ids.shape.rank != 1:
           raise ValueError(
-            f"field {f.name!r}: expected ids of shape "
-            f"[batch], got {field_ids.shape}"
+            f"field {f.name!r}: expected ids of shape [batch], got {field_ids.shape}"
           )
-        ids[f.name] = (
-          self._rows(features, f, field_ids) + self._row_offsets[f.name]
-        )
+        ids[f.name] = self._rows(features, f, field_ids) + self._row_offsets[f.name]
         weights[f.name] = None
       for f in g.multi:
         # Ragged or padded, raw ids or rows; padding entries get weight 0.
@@ -184,12 +164,8 @@ class TPUFeatureEmbedding(embedding_lib.FeatureEmbedding):
           self._ids(features, f), self._get(features, f.weight_key), f.name
         )
         rows = self._rows(features, f, values) + self._row_offsets[f.name]
-        ids[f.name] = tf.RaggedTensor.from_value_rowids(
-          rows, row_ids, nrows=batch
-        ).to_sparse()
-        weights[f.name] = tf.RaggedTensor.from_value_rowids(
-          w, row_ids, nrows=batch
-        ).to_sparse()
+        ids[f.name] = tf.RaggedTensor.from_value_rowids(rows, row_ids, nrows=batch).to_sparse()
+        weights[f.name] = tf.RaggedTensor.from_value_rowids(w, row_ids, nrows=batch).to_sparse()
     return self.tpu_embedding(ids, weights)
 
   def call(self, features: Mapping[str, Any]) -> tf.Tensor:

@@ -56,17 +56,13 @@ class DependenceTransfer(tf.keras.layers.Layer):
   ):
     super().__init__(**kwargs)
     if mode not in TRANSFER_MODES:
-      raise ValueError(
-        f"transfer mode must be one of {TRANSFER_MODES}, got {mode!r}"
-      )
+      raise ValueError(f"transfer mode must be one of {TRANSFER_MODES}, got {mode!r}")
     self.mode = mode
     self.stop_gradient = stop_gradient
     self.dropout = dropout
     self.seed = seed
     self._dropout = (
-      tf.keras.layers.Dropout(dropout, seed=initializers.derive_seed(seed, 99))
-      if dropout
-      else None
+      tf.keras.layers.Dropout(dropout, seed=initializers.derive_seed(seed, 99)) if dropout else None
     )
 
   def build(self, input_shape: Tuple[tf.TensorShape, tf.TensorShape]) -> None:
@@ -76,13 +72,9 @@ class DependenceTransfer(tf.keras.layers.Layer):
     glorot = initializers.glorot_uniform
     if self.mode == GATED:
       self.gate_kernel = self.add_weight(
-        name="gate_kernel",
-        shape=(d + d_u, d),
-        initializer=glorot(d + d_u, d, seed(0)),
+        name="gate_kernel", shape=(d + d_u, d), initializer=glorot(d + d_u, d, seed(0))
       )
-      self.gate_bias = self.add_weight(
-        name="gate_bias", shape=(d,), initializer="zeros"
-      )
+      self.gate_bias = self.add_weight(name="gate_bias", shape=(d,), initializer="zeros")
       self.value_kernel = self.add_weight(
         name="value_kernel", shape=(d_u, d), initializer=glorot(d_u, d, seed(1))
       )
@@ -90,9 +82,7 @@ class DependenceTransfer(tf.keras.layers.Layer):
       self.info_kernel = self.add_weight(
         name="info_kernel", shape=(d_u, d), initializer=glorot(d_u, d, seed(0))
       )
-      self.info_bias = self.add_weight(
-        name="info_bias", shape=(d,), initializer="zeros"
-      )
+      self.info_bias = self.add_weight(name="info_bias", shape=(d,), initializer="zeros")
       self.qkv_kernel = self.add_weight(
         name="qkv_kernel", shape=(3, d, d), initializer=glorot(d, d, seed(1))
       )
@@ -101,18 +91,14 @@ class DependenceTransfer(tf.keras.layers.Layer):
   def _maybe_dropout(self, x: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
     return self._dropout(x, training=training) if self._dropout else x
 
-  def call(
-    self, inputs: Tuple[tf.Tensor, tf.Tensor], training: Optional[bool] = None
-  ) -> tf.Tensor:
+  def call(self, inputs: Tuple[tf.Tensor, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
     h, u = inputs
     if self.mode == NONE:
       return h
     if self.stop_gradient:
       u = tf.stop_gradient(u)
     if self.mode == GATED:
-      gate = tf.sigmoid(
-        tf.matmul(tf.concat([h, u], axis=-1), self.gate_kernel) + self.gate_bias
-      )
+      gate = tf.sigmoid(tf.matmul(tf.concat([h, u], axis=-1), self.gate_kernel) + self.gate_bias)
       value = self._maybe_dropout(tf.matmul(u, self.value_kernel), training)
       return h + gate * value
     info = self._maybe_dropout(
@@ -127,9 +113,6 @@ class DependenceTransfer(tf.keras.layers.Layer):
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update(
-      mode=self.mode,
-      stop_gradient=self.stop_gradient,
-      dropout=self.dropout,
-      seed=self.seed,
+      mode=self.mode, stop_gradient=self.stop_gradient, dropout=self.dropout, seed=self.seed
     )
     return config

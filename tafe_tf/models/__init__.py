@@ -36,14 +36,7 @@ __all__ = [
   "model_class",
 ]
 
-MODEL_NAMES: Tuple[str, ...] = (
-  "tafe",
-  "esmm",
-  "mmoe",
-  "ple",
-  "aitm",
-  "shared_bottom",
-)
+MODEL_NAMES: Tuple[str, ...] = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
 
 _MODELS: Dict[str, Type[MultiStepModel]] = {
   cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom)
@@ -53,9 +46,7 @@ _MODELS: Dict[str, Type[MultiStepModel]] = {
 def model_class(name: str) -> Type[MultiStepModel]:
   """The class of model ``name``; ValueError naming the valid names."""
   if name not in _MODELS:
-    raise ValueError(
-      f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}"
-    )
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
   return _MODELS[name]
 
 
@@ -64,9 +55,7 @@ def hparams_class(name: str) -> Type[BaseHParams]:
   return model_class(name).HParams
 
 
-def build_model(
-  name: str, schema: features_lib.Schema, **hparams: Any
-) -> MultiStepModel:
+def build_model(name: str, schema: features_lib.Schema, **hparams: Any) -> MultiStepModel:
   """Builds model ``name`` for ``schema``.
 
   Args:

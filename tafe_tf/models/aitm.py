@@ -46,19 +46,11 @@ class AITM(base.MultiStepModel):
     super().__init__(schema, hp, chained=False)
     num_steps = len(self.steps)
     self.towers = experts.ExpertBank(
-      num_steps,
-      1,
-      hp.tower_units,
-      dropout=hp.dropout,
-      seed=self._seed(1),
-      name="towers",
+      num_steps, 1, hp.tower_units, dropout=hp.dropout, seed=self._seed(1), name="towers"
     )
     self.transfers = [
       transfer_lib.DependenceTransfer(
-        transfer_lib.ATTENTION,
-        dropout=hp.dropout,
-        seed=self._seed(100 + t),
-        name=f"ait_{step}",
+        transfer_lib.ATTENTION, dropout=hp.dropout, seed=self._seed(100 + t), name=f"ait_{step}"
       )
       for t, step in enumerate(self.steps)
       if t > 0
@@ -71,17 +63,10 @@ class AITM(base.MultiStepModel):
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     towers = tf.unstack(
-      tf.squeeze(
-        self.towers(self.embedding(features), training=training), axis=2
-      ),
-      axis=1,
+      tf.squeeze(self.towers(self.embedding(features), training=training), axis=2), axis=1
     )
     transferred = [towers[0]]
     for t in range(1, len(self.steps)):
-      transferred.append(
-        self.transfers[t - 1]((towers[t], transferred[-1]), training=training)
-      )
-    logits = tf.reshape(
-      self.heads(tf.stack(transferred, axis=1)), [-1, len(self.steps)]
-    )
+      transferred.append(self.transfers[t - 1]((towers[t], transferred[-1]), training=training))
+    logits = tf.reshape(self.heads(tf.stack(transferred, axis=1)), [-1, len(self.steps)])
     return logits, {}

@@ -94,10 +94,7 @@ class BaseHParams:
 
   def to_json(self) -> Dict[str, Any]:
     """Every hyperparameter, defaults included, as JSON values."""
-    return {
-      k: list(v) if isinstance(v, tuple) else v
-      for k, v in dataclasses.asdict(self).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def check_hparam_names(
@@ -120,13 +117,8 @@ def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:
   """The TPU embedding engine's optimizer under a TPUStrategy, else None (the
   tables are then ordinary variables trained by the model's optimizer)."""
   strategy = tf.distribute.get_strategy()
-  if isinstance(
-    strategy,
-    (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy),
-  ):
-    return tf.tpu.experimental.embedding.Adam(
-      learning_rate=hparams.tpu_embedding_learning_rate
-    )
+  if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+    return tf.tpu.experimental.embedding.Adam(learning_rate=hparams.tpu_embedding_learning_rate)
   return None
 
 
@@ -189,16 +181,12 @@ class MultiStepModel(tfrs.Model):
         seed=self._seed(0),
         name="feature_embedding",
       )
-    self.probabilities = probabilities.ChainedProbabilities(
-      chained, name="probabilities"
-    )
+    self.probabilities = probabilities.ChainedProbabilities(chained, name="probabilities")
     self.step_metrics = metrics_lib.StepMetrics(self.steps, name="step_metrics")
     # Running means of the losses over an epoch (and over a whole evaluate):
     # tfrs itself logs the last batch's loss, which made val_loss (and with it
     # the kept epoch) depend on the last validation batch alone.
-    self.loss_means = metrics_lib.RunningMeans(
-      LOSS_LOG_NAMES, name="loss_means"
-    )
+    self.loss_means = metrics_lib.RunningMeans(LOSS_LOG_NAMES, name="loss_means")
     # Every value train_step/test_step return is a metric's result, which
     # Keras computes from the metric state summed over all replicas and
     # workers: each replica already holds the global value. Keras' default
@@ -242,9 +230,7 @@ class MultiStepModel(tfrs.Model):
     raise NotImplementedError(f"{type(self).__name__} must implement _forward")
 
   @tf.autograph.experimental.do_not_convert
-  def step_logits(
-    self, features: Mapping[str, Any], training: bool = False
-  ) -> tf.Tensor:
+  def step_logits(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
     """Float32 ``[B, T]`` step logits (conditional when ``chained``)."""
     logits, _ = self._forward(features, training)
     return tf.cast(logits, tf.float32)
@@ -273,16 +259,12 @@ class MultiStepModel(tfrs.Model):
       out["ctr"], out["cvr"], out["ctcvr"] = p[:, 0], q[:, 1], p[:, 1]
     return out
 
-  def call(
-    self, features: Mapping[str, Any], training: bool = False
-  ) -> Dict[str, tf.Tensor]:
+  def call(self, features: Mapping[str, Any], training: bool = False) -> Dict[str, tf.Tensor]:
     return self.outputs_from_logits(self.step_logits(features, training))
 
   @tf.autograph.experimental.do_not_convert
   def compute_loss(
-    self,
-    inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]],
-    training: bool = False,
+    self, inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]], training: bool = False
   ) -> tf.Tensor:
     """The DTL loss of a ``(features, labels)`` batch; updates step metrics."""
     features, labels = inputs
@@ -313,9 +295,7 @@ class MultiStepModel(tfrs.Model):
     if scaling:
       gradients = optimizer.get_unscaled_gradients(gradients)
     optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    return self._logs(
-      loss, regularization, batch, with_step_metrics=self.hparams.train_metrics
-    )
+    return self._logs(loss, regularization, batch, with_step_metrics=self.hparams.train_metrics)
 
   def test_step(self, inputs: Any) -> Dict[str, tf.Tensor]:
     """One evaluation batch; logs running mean losses over the whole run."""
@@ -327,9 +307,7 @@ class MultiStepModel(tfrs.Model):
   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(objective to differentiate, DTL loss, regularisation, batch size)."""
     loss = self.compute_loss(inputs, training=training)
-    regularization = tf.reduce_sum(
-      [tf.reduce_sum(extra) for extra in self.losses]
-    )
+    regularization = tf.reduce_sum([tf.reduce_sum(extra) for extra in self.losses])
     objective = loss + tf.nn.scale_regularization_loss(regularization)
     labels = inputs[1]
     batch = tf.shape(labels[self.steps[0]])[0]

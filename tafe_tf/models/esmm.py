@@ -37,11 +37,7 @@ class ESMM(base.MultiStepModel):
     hp = self.make_hparams(**hparams)
     super().__init__(schema, hp, chained=True)
     self.towers = towers.TaskTower(
-      len(self.steps),
-      hp.tower_units,
-      dropout=hp.dropout,
-      seed=self._seed(1),
-      name="towers",
+      len(self.steps), hp.tower_units, dropout=hp.dropout, seed=self._seed(1), name="towers"
     )
 
   def _forward(

@@ -56,11 +56,7 @@ class MMoE(base.MultiStepModel):
       name="mixture_of_experts",
     )
     self.towers = towers.TaskTower(
-      num_steps,
-      hp.tower_units,
-      dropout=hp.dropout,
-      seed=self._seed(2),
-      name="towers",
+      num_steps, hp.tower_units, dropout=hp.dropout, seed=self._seed(2), name="towers"
     )
 
   def _forward(

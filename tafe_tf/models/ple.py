@@ -71,11 +71,7 @@ class PLE(base.MultiStepModel):
       for level in range(hp.num_levels)
     ]
     self.towers = towers.TaskTower(
-      num_steps,
-      hp.tower_units,
-      dropout=hp.dropout,
-      seed=self._seed(2),
-      name="towers",
+      num_steps, hp.tower_units, dropout=hp.dropout, seed=self._seed(2), name="towers"
     )
 
   def _forward(

@@ -40,26 +40,15 @@ class SharedBottom(base.MultiStepModel):
     hp = self.make_hparams(**hparams)
     super().__init__(schema, hp, chained=False)
     self.bottom = experts.ExpertBank(
-      1,
-      1,
-      hp.expert_units,
-      dropout=hp.dropout,
-      seed=self._seed(1),
-      name="bottom",
+      1, 1, hp.expert_units, dropout=hp.dropout, seed=self._seed(1), name="bottom"
     )
     self.towers = towers.TaskTower(
-      len(self.steps),
-      hp.tower_units,
-      dropout=hp.dropout,
-      seed=self._seed(2),
-      name="towers",
+      len(self.steps), hp.tower_units, dropout=hp.dropout, seed=self._seed(2), name="towers"
     )
 
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     shared = self.bottom(self.embedding(features), training=training)
-    _, logits = self.towers(
-      tf.reshape(shared, [-1, shared.shape[-1]]), training=training
-    )
+    _, logits = self.towers(tf.reshape(shared, [-1, shared.shape[-1]]), training=training)
     return logits, {}

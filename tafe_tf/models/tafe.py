@@ -81,8 +81,7 @@ class TAFEHParams(base.BaseHParams):
       )
     if self.transfer not in transfer_lib.TRANSFER_MODES:
       raise ValueError(
-        f"transfer must be one of {transfer_lib.TRANSFER_MODES},"
-        f" got {self.transfer!r}"
+        f"transfer must be one of {transfer_lib.TRANSFER_MODES}, got {self.transfer!r}"
       )
 
 
@@ -99,16 +98,12 @@ class TAFE(base.MultiStepModel):
       schema,
       hp,
       chained=hp.chained,
-      embedding_output_mode=(
-        embedding_lib.FIELDS if hp.field_interaction else embedding_lib.FLAT
-      ),
+      embedding_output_mode=(embedding_lib.FIELDS if hp.field_interaction else embedding_lib.FLAT),
     )
     num_steps = len(self.steps)
     self.field_interaction = (
       interaction.FieldInteraction(
-        num_heads=hp.interaction_heads,
-        seed=self._seed(1),
-        name="field_interaction",
+        num_heads=hp.interaction_heads, seed=self._seed(1), name="field_interaction"
       )
       if hp.field_interaction
       else None
@@ -184,13 +179,9 @@ class TAFE(base.MultiStepModel):
         gates[f"level{level}/shared"] = out["shared_gates"]
         x_shared = out["shared"]
       if self.task_extraction:
-        mixed = self.task_extraction[level](
-          (x_tasks, h_tasks), training=training
-        )
+        mixed = self.task_extraction[level]((x_tasks, h_tasks), training=training)
         h_tasks = mixed["tasks"]
-        gates.update(
-          _per_step(f"level{level}", self.steps, mixed["gates"], suffix="/mix")
-        )
+        gates.update(_per_step(f"level{level}", self.steps, mixed["gates"], suffix="/mix"))
       x_tasks = h_tasks
     logits = []
     previous = None
@@ -208,7 +199,4 @@ def _per_step(
   prefix: str, steps: Tuple[str, ...], weights: tf.Tensor, suffix: str = ""
 ) -> Dict[str, tf.Tensor]:
   """``{"<prefix>/<step><suffix>": weights[:, t]}`` from ``[B, T, E]``."""
-  return {
-    f"{prefix}/{step}{suffix}": w
-    for step, w in zip(steps, tf.unstack(weights, axis=1))
-  }
+  return {f"{prefix}/{step}{suffix}": w for step, w in zip(steps, tf.unstack(weights, axis=1))}

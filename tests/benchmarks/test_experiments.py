@@ -65,9 +65,7 @@ def test_check_targets_needs_two_standard_errors_in_conflict():
     + [_run("esmm", s, 0.70, 0.10) for s in range(3)]
     + [_run("tafe-no_transfer", s, 0.99, 0.0) for s in range(3)]
   )
-  checks = experiments.check_targets(
-    experiments.summarize(runs), {"conflict": "purchase"}
-  )
+  checks = experiments.check_targets(experiments.summarize(runs), {"conflict": "purchase"})
   assert [(c.target, c.met) for c in checks] == [
     ("purchase AUC > best baseline + 2 SE", True),
     ("purchase oracle gap smallest", True),
@@ -76,31 +74,22 @@ def test_check_targets_needs_two_standard_errors_in_conflict():
   close = [_run("tafe", s, 0.80 + 0.01 * s, 0.02) for s in range(3)] + [
     _run("mmoe", s, 0.80, 0.01) for s in range(3)
   ]
-  checks = experiments.check_targets(
-    experiments.summarize(close), {"conflict": "purchase"}
-  )
+  checks = experiments.check_targets(experiments.summarize(close), {"conflict": "purchase"})
   assert [c.met for c in checks] == [False, False]
 
 
 def test_variant_hparams_and_grid_validation():
-  assert experiments.variant_hparams("tafe-no_transfer") == (
-    "tafe",
-    {"transfer": "none"},
-  )
+  assert experiments.variant_hparams("tafe-no_transfer") == ("tafe", {"transfer": "none"})
   assert experiments.variant_hparams("shared_bottom") == ("shared_bottom", {})
   with pytest.raises(ValueError, match="unknown ablation 'nope'"):
     experiments.variant_hparams("tafe-nope")
-  scenario = experiments.Scenario(
-    "conflict", experiments.SYNTHETIC_SCENARIOS["conflict"]
-  )
+  scenario = experiments.Scenario("conflict", experiments.SYNTHETIC_SCENARIOS["conflict"])
   with pytest.raises(ValueError, match="unknown model 'gbdt'"):
     experiments.GridConfig(scenarios=[scenario], models=["gbdt"])
   with pytest.raises(ValueError, match=r"unknown ablations \['x'\]"):
     experiments.GridConfig(scenarios=[scenario], ablations=["x"])
   with pytest.raises(ValueError, match="not in the grid's scenarios"):
-    experiments.GridConfig(
-      scenarios=[scenario], ablation_scenarios=["two_step"]
-    )
+    experiments.GridConfig(scenarios=[scenario], ablation_scenarios=["two_step"])
   with pytest.raises(ValueError, match="exactly one"):
     experiments.Scenario("x")
   config = experiments.GridConfig(
@@ -118,9 +107,7 @@ def test_every_ablation_changes_the_built_tafe():
   default = models.build_model("tafe", schema).get_config()["hparams"]
   for name in experiments.ABLATIONS:
     _, extra = experiments.variant_hparams(f"tafe-{name}", num_steps=2)
-    hparams = models.build_model("tafe", schema, **extra).get_config()[
-      "hparams"
-    ]
+    hparams = models.build_model("tafe", schema, **extra).get_config()["hparams"]
     changed = {k for k in hparams if hparams[k] != default[k]}
     assert changed == set(extra), name
   # Step-count dependent ablations resolve per scenario.
@@ -131,13 +118,8 @@ def test_every_ablation_changes_the_built_tafe():
 
 
 def test_replace_sections_keeps_other_sections_byte_for_byte():
-  text = (
-    "# Benchmarks\n\n## Serving\n\nkeep  me\n\n## Comparison\n\nold\n\n"
-    "## Data\n\nalso kept\n"
-  )
-  out = experiments.replace_sections(
-    text, {"Comparison": "new\n", "Speed": "fast\n"}
-  )
+  text = "# Benchmarks\n\n## Serving\n\nkeep  me\n\n## Comparison\n\nold\n\n## Data\n\nalso kept\n"
+  out = experiments.replace_sections(text, {"Comparison": "new\n", "Speed": "fast\n"})
   assert out == (
     "# Benchmarks\n\n## Serving\n\nkeep  me\n\n## Comparison\n\n"
     "new\n\n## Data\n\nalso kept\n\n## Speed\n\nfast\n"
@@ -152,12 +134,8 @@ def test_json_safe_turns_non_finite_into_none():
 
 
 def test_tables_render_means_stds_and_missing_peer():
-  summary = experiments.summarize(
-    [_run("tafe", 0, 0.8, 0.02), _run("tafe", 1, 0.9, 0.01)]
-  )
-  table = experiments.comparison_table(
-    summary["conflict"], ["click", "purchase"]
-  )
+  summary = experiments.summarize([_run("tafe", 0, 0.8, 0.02), _run("tafe", 1, 0.9, 0.01)])
+  table = experiments.comparison_table(summary["conflict"], ["click", "purchase"])
   lines = table.splitlines()
   assert lines[0].startswith("| variant | n | auc click | auc purchase |")
   assert "| tafe | 2 | 0.7000 ± 0.0000 | 0.8500 ± 0.0707 |" in lines[2]
@@ -184,9 +162,7 @@ def test_tables_render_means_stds_and_missing_peer():
     ]
   }
   rows = experiments.speed_table(speed).splitlines()
-  assert rows[2] == (
-    "| ple | tafe_tf | 3,000 | 3.00 | 3.00 | 0.200 | 5.00% | 10 | 1.25 |"
-  )
+  assert rows[2] == ("| ple | tafe_tf | 3,000 | 3.00 | 3.00 | 0.200 | 5.00% | 10 | 1.25 |")
   assert rows[4] == "| mmoe | deepctr | not installed | - | - | - | - | - | - |"
   checks = experiments.speed_checks(dict(speed, rows=speed["rows"][:2]))
   assert [(c.target, c.met) for c in checks] == [
@@ -198,8 +174,7 @@ def test_tables_render_means_stds_and_missing_peer():
 def test_peer_batch_conversion_matches_our_id_lookup():
   pytest.importorskip(
     "deepctr",
-    reason="the optional DeepCTR peer "
-    "(pip install '.[benchmark]' --no-deps) is not installed",
+    reason="the optional DeepCTR peer (pip install '.[benchmark]' --no-deps) is not installed",
   )
   schema = features_lib.Schema(
     name="t",
@@ -217,9 +192,7 @@ def test_peer_batch_conversion_matches_our_id_lookup():
         lookup=features_lib.LookupKind.IDENTITY,
         num_ids=5,
       ),
-      features_lib.FieldSpec(
-        name="price", kind=features_lib.FieldKind.DENSE, dim=1
-      ),
+      features_lib.FieldSpec(name="price", kind=features_lib.FieldKind.DENSE, dim=1),
     ),
   )
   feats = {
@@ -234,13 +207,9 @@ def test_peer_batch_conversion_matches_our_id_lookup():
   inputs, y = deepctr_peer.convert_batch(feats, labels, schema, maxlen)
   np.testing.assert_array_equal(inputs["item"], [[1], [5], [0]])
   np.testing.assert_array_equal(inputs["hist"], [[2, 3], [0, 0], [0, 0]])
-  np.testing.assert_allclose(
-    inputs["hist_weight"][..., 0], [[0.5, 1.0], [0, 0], [2.0, 0]]
-  )
+  np.testing.assert_allclose(inputs["hist_weight"][..., 0], [[0.5, 1.0], [0, 0], [2.0, 0]])
   np.testing.assert_array_equal(y[1], [[1], [0], [0]])
-  three = features_lib.Schema(
-    name="t", steps=("a", "b", "c"), fields=schema.fields
-  )
+  three = features_lib.Schema(name="t", steps=("a", "b", "c"), fields=schema.fields)
   with pytest.raises(ValueError, match="two tasks; the schema has 3 steps"):
     deepctr_peer.feature_columns(three, maxlen)
 
@@ -253,32 +222,25 @@ def test_peer_is_optional(tmp_path):
     [
       sys.executable,
       "-c",
-      "import tafe_tf\nfrom tafe_tf.benchmarks import deepctr_peer"
-      "\nprint(deepctr_peer.version())",
+      "import tafe_tf\nfrom tafe_tf.benchmarks import deepctr_peer\nprint(deepctr_peer.version())",
     ],
     cwd=ROOT,
     capture_output=True,
     text=True,
     timeout=120,
     check=False,
-    env=dict(
-      os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", TF_CPP_MIN_LOG_LEVEL="2"
-    ),
+    env=dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", TF_CPP_MIN_LOG_LEVEL="2"),
   )
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().splitlines()[-1] == "None"
 
 
 def test_default_epoch_monitor_is_the_last_steps_validation_auc():
-  assert experiments.GridConfig(scenarios=(), ablations=()).monitor == (
-    experiments.LAST_STEP_AUC
+  assert experiments.GridConfig(scenarios=(), ablations=()).monitor == (experiments.LAST_STEP_AUC)
+  assert experiments.resolve_monitor(experiments.LAST_STEP_AUC, ("click", "cart", "purchase")) == (
+    "val_auc/purchase"
   )
-  assert experiments.resolve_monitor(
-    experiments.LAST_STEP_AUC, ("click", "cart", "purchase")
-  ) == ("val_auc/purchase")
-  assert experiments.resolve_monitor("val_loss", ("click", "purchase")) == (
-    "val_loss"
-  )
+  assert experiments.resolve_monitor("val_loss", ("click", "purchase")) == ("val_loss")
 
 
 def test_names_without_tensorflow_are_the_experiments():

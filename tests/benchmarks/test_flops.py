@@ -13,20 +13,15 @@ def test_matmul_batch_matmul_and_einsum_by_hand():
   a, b = tf.ones([4, 3]), tf.ones([3, 5])
   assert flops.function_flops(tf.matmul, a, b) == 2 * 4 * 3 * 5
   assert (
-    flops.function_flops(
-      lambda x, y: tf.matmul(x, y, transpose_b=True), a, tf.ones([5, 3])
-    )
+    flops.function_flops(lambda x, y: tf.matmul(x, y, transpose_b=True), a, tf.ones([5, 3]))
     == 2 * 4 * 3 * 5
   )
   assert (
-    flops.function_flops(tf.matmul, tf.ones([2, 4, 3]), tf.ones([2, 3, 5]))
-    == 2 * 2 * 4 * 3 * 5
+    flops.function_flops(tf.matmul, tf.ones([2, 4, 3]), tf.ones([2, 3, 5])) == 2 * 2 * 4 * 3 * 5
   )
   assert (
     flops.function_flops(
-      lambda x, k: tf.einsum("bi,gjio->bgjo", x, k),
-      tf.ones([2, 3]),
-      tf.ones([2, 4, 3, 5]),
+      lambda x, k: tf.einsum("bi,gjio->bgjo", x, k), tf.ones([2, 3]), tf.ones([2, 4, 3, 5])
     )
     == 2 * 2 * 3 * 2 * 4 * 5
   )
@@ -38,11 +33,7 @@ def test_model_forward_flops_by_hand(tmp_path):
   schema = td.make_dataset_dir(str(tmp_path), num_train=16, num_test=4)
   feats, _ = td.first_batch(str(tmp_path), batch_size=8, dense_padded=True)
   model = models.build_model(
-    "shared_bottom",
-    schema,
-    embedding_dim=8,
-    expert_units=(8,),
-    tower_units=(4,),
+    "shared_bottom", schema, embedding_dim=8, expert_units=(8,), tower_units=(4,)
   )
   # price projection 2 -> 8; bottom 5 fields * 8 -> 8; two towers 8 -> 4 -> 1.
   expected = 2 * 2 * 8 + 2 * 40 * 8 + 2 * 2 * 8 * 4 + 2 * 2 * 4

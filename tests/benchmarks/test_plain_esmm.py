@@ -11,17 +11,13 @@ def dataset(tmp_path_factory):
   raw = str(tmp_path_factory.mktemp("raw"))
   realistic.write_member("base", raw, 20_000, 6_000)
   out = str(tmp_path_factory.mktemp("converted"))
-  report = convert.convert_ali_ccp(
-    raw, out, min_count=0, workers=1, num_shards=2
-  )
+  report = convert.convert_ali_ccp(raw, out, min_count=0, workers=1, num_shards=2)
   return raw, out, report
 
 
 def test_one_epoch_beats_chance_and_keeps_every_train_id(dataset):
   raw, out, report = dataset
-  result = plain_esmm.train_and_evaluate(
-    out, epochs=1, seed=0, batch_size=256, truth_dir=raw
-  )
+  result = plain_esmm.train_and_evaluate(out, epochs=1, seed=0, batch_size=256, truth_dir=raw)
   test = result["test"]
   assert test["rows"] == report["rows_per_split"]["test"]
   assert test["auc/click"] > 0.6
@@ -34,6 +30,7 @@ def test_one_epoch_beats_chance_and_keeps_every_train_id(dataset):
     assert result["table_rows"][field] == sizes[field] + 1
 
 
+@pytest.mark.slow  # 13 s; the test above trains it too
 def test_kept_epoch_is_the_lowest_validation_loss(dataset):
   _, out, _ = dataset
   result = plain_esmm.train_and_evaluate(out, epochs=2, seed=1)

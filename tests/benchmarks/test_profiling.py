@@ -14,9 +14,7 @@ from tafe_tf.benchmarks import profiling
 def dataset(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("data"))
   schema = multistep_testdata.make_dataset_dir(data_dir, num_train=128)
-  ds = input_pipeline.make_dataset(
-    data_dir, "train", 32, drop_remainder=True, repeat=True
-  )
+  ds = input_pipeline.make_dataset(data_dir, "train", 32, drop_remainder=True, repeat=True)
   return schema, ds.take(2).cache().repeat()
 
 
@@ -43,9 +41,7 @@ def test_profile_of_a_training_step_names_its_matmuls_and_gathers(dataset):
   assert any(name.startswith("towers/") for name, _, _ in profile.by_op)
   top = profile.top_types(2)
   assert [r["type"] for r in top] == [t for t, _ in profile.by_type[:2]]
-  assert sum(r["fraction"] for r in profile.top_types(len(types))) == (
-    pytest.approx(1.0)
-  )
+  assert sum(r["fraction"] for r in profile.top_types(len(types))) == (pytest.approx(1.0))
   text = profile.format(3)
   assert "kernel time" in text and profile.by_type[0][0] in text
 

@@ -11,9 +11,7 @@ from tafe_tf.benchmarks import timing
 
 
 def _model_and_data(width):
-  model = tf.keras.Sequential(
-    [tf.keras.layers.Dense(width, "relu"), tf.keras.layers.Dense(1)]
-  )
+  model = tf.keras.Sequential([tf.keras.layers.Dense(width, "relu"), tf.keras.layers.Dense(1)])
   model.compile(optimizer="sgd", loss="mse")
   rng = np.random.default_rng(width)
   x = rng.normal(size=(64, 4)).astype("float32")
@@ -31,9 +29,7 @@ def test_interleaved_timing_runs_each_model_the_documented_steps():
     assert int(model.optimizer.iterations) == 2 + 2 * (1 + 3)
 
 
-@pytest.mark.parametrize(
-  "steps,warmup,repeats", [(0, 1, 1), (1, 0, 1), (1, 1, 0)]
-)
+@pytest.mark.parametrize("steps,warmup,repeats", [(0, 1, 1), (1, 0, 1), (1, 1, 0)])
 def test_timers_reject_empty_runs(steps, warmup, repeats):
   model, data = _model_and_data(2)
   with pytest.raises(ValueError, match="must be >= 1"):

@@ -119,12 +119,7 @@ IMPRESSIONS = [
 
 
 def _write(
-  directory,
-  impressions=IMPRESSIONS,
-  users=USERS,
-  extra_common=(),
-  extra_skeleton=(),
-  split="train",
+  directory, impressions=IMPRESSIONS, users=USERS, extra_common=(), extra_skeleton=(), split="train"
 ):
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, ali_ccp.COMMON_FILES[split]), "w") as f:
@@ -154,13 +149,7 @@ def _expected_row(sample_id, click, buy, key, entries):
   for name, value in row.items():
     if isinstance(value, tuple):
       row[name] = (value[0], readback.f32(value[1]))
-  row.update(
-    {
-      "label/click": click,
-      "label/purchase": click * buy,
-      "sample_id": sample_id,
-    }
-  )
+  row.update({"label/click": click, "label/purchase": click * buy, "sample_id": sample_id})
   return row
 
 
@@ -168,22 +157,12 @@ def test_round_trip_raw_to_tfrecords_and_back(tmp_path):
   raw = _write(os.path.join(tmp_path, "raw"))
   _write(
     raw,
-    impressions=[
-      (
-        "t1",
-        0,
-        0,
-        "cccccccccccccccc",
-        [("205", 5003, 1.0), ("301", 12001, 1.0)],
-      )
-    ],
+    impressions=[("t1", 0, 0, "cccccccccccccccc", [("205", 5003, 1.0), ("301", 12001, 1.0)])],
     users={"cccccccccccccccc": [("101", 1003, 1.0)]},
     split="test",
   )
   out = os.path.join(tmp_path, "out")
-  report = convert.convert_ali_ccp(
-    raw, out, min_count=0, validation_fraction=0.0, num_shards=3
-  )
+  report = convert.convert_ali_ccp(raw, out, min_count=0, validation_fraction=0.0, num_shards=3)
   got = sorted(readback.read_split(out, "train"), key=lambda r: r["sample_id"])
   assert got == [_expected_row(*imp) for imp in IMPRESSIONS]
   test_rows = readback.read_split(out, "test")
@@ -198,9 +177,7 @@ def test_round_trip_raw_to_tfrecords_and_back(tmp_path):
   with open(os.path.join(out, writer_lib.REPORT_FILENAME)) as f:
     assert json.load(f) == report
   assert sorted(n for n in os.listdir(out) if n.endswith(".gz")) == [
-    f"{s}-0000{i}-of-00003.tfrecord.gz"
-    for s in ("test", "train", "validation")
-    for i in range(3)
+    f"{s}-0000{i}-of-00003.tfrecord.gz" for s in ("test", "train", "validation") for i in range(3)
   ]
 
 
@@ -232,23 +209,17 @@ def test_vocabularies_count_train_impressions_and_drop_rare(tmp_path):
 
 def test_validation_is_the_hashed_hold_out_and_not_counted(tmp_path):
   impressions = [
-    (f"id{i}", 0, 0, "aaaaaaaaaaaaaaaa", [("205", 5000 + i % 3, 1.0)])
-    for i in range(200)
+    (f"id{i}", 0, 0, "aaaaaaaaaaaaaaaa", [("205", 5000 + i % 3, 1.0)]) for i in range(200)
   ]
   raw = _write(os.path.join(tmp_path, "raw"), impressions=impressions)
   out = os.path.join(tmp_path, "out")
-  report = convert.convert_ali_ccp(
-    raw, out, min_count=0, validation_fraction=0.25, num_shards=2
-  )
+  report = convert.convert_ali_ccp(raw, out, min_count=0, validation_fraction=0.25, num_shards=2)
   held = {s for s, *_ in impressions if zlib.crc32(s.encode()) < 0.25 * 2**32}
   validation = {r["sample_id"] for r in readback.read_split(out, "validation")}
   train = {r["sample_id"] for r in readback.read_split(out, "train")}
   assert validation == held and 20 < len(held) < 80
   assert train == {s for s, *_ in impressions} - held
-  assert report["rows_per_split"] == {
-    "train": len(train),
-    "validation": len(validation),
-  }
+  assert report["rows_per_split"] == {"train": len(train), "validation": len(validation)}
 
 
 BAD_SKELETON = [
@@ -260,10 +231,7 @@ BAD_SKELETON = [
   ("s10,0,0,aaaaaaaaaaaaaaaa,1,205\x02abc\x031\n", "bad_entry"),
   ("s11,0,0,aaaaaaaaaaaaaaaa,1,205\x025001\x03nan\n", "bad_entry"),
   ("s12,0,0,aaaaaaaaaaaaaaaa,1,999\x025001\x031\n", "unknown_field"),
-  (
-    "s13,0,0,aaaaaaaaaaaaaaaa,2,205\x025001\x031\x01205\x025002\x031\n",
-    "repeated_single_field",
-  ),
+  ("s13,0,0,aaaaaaaaaaaaaaaa,2,205\x025001\x031\x01205\x025002\x031\n", "repeated_single_field"),
   ("s14,0,0,aaaaaaaaaaaaaaaa,1,101\x021001\x031\n", "field_in_both_files"),
   ("s15,0,0,ffffffffffffffff,1,205\x025001\x031\n", "unknown_common_key"),
   ("s16,0,0,dddddddddddddddd,1,205\x025001\x031\n", "bad_common_row"),
@@ -287,23 +255,15 @@ def test_every_malformed_kind_is_skipped_and_counted(tmp_path):
     extra_skeleton=[line for line, _ in BAD_SKELETON],
   )
   out = os.path.join(tmp_path, "out")
-  report = convert.convert_ali_ccp(
-    raw, out, min_count=0, validation_fraction=0.0, num_shards=2
-  )
+  report = convert.convert_ali_ccp(raw, out, min_count=0, validation_fraction=0.0, num_shards=2)
   expected = {}
   for _, reason in BAD_SKELETON + BAD_COMMON:
     expected[reason] = expected.get(reason, 0) + 1
   assert report["skipped"] == expected
   first = report["skipped_first_lines"]
   base = len(IMPRESSIONS)
-  assert first["bad_feature_num"] == [
-    f"{SKELETON}:{base + 3}",
-    f"{SKELETON}:{base + 4}",
-  ]
-  assert first["wrong_field_count"] == [
-    f"{SKELETON}:{base + 1}",
-    f"{SKELETON}:{base + 16}",
-  ]
+  assert first["bad_feature_num"] == [f"{SKELETON}:{base + 3}", f"{SKELETON}:{base + 4}"]
+  assert first["wrong_field_count"] == [f"{SKELETON}:{base + 1}", f"{SKELETON}:{base + 16}"]
   assert first["bad_common_row"] == [
     f"{SKELETON}:{base + 12}",
     f"{SKELETON}:{base + 13}",
@@ -323,8 +283,7 @@ def test_every_malformed_kind_is_skipped_and_counted(tmp_path):
   [
     (
       "s9,0,0,aaaaaaaaaaaaaaaa,1,205\x025001\n",
-      "sample_skeleton_train.csv:5: entry '205\\x025001' is not "
-      "field\\x02id\\x03value (bad_entry)",
+      "sample_skeleton_train.csv:5: entry '205\\x025001' is not field\\x02id\\x03value (bad_entry)",
     ),
     (
       "s19,0,1,aaaaaaaaaaaaaaaa,1,205\x025001\x031\n",
@@ -339,18 +298,14 @@ def test_every_malformed_kind_is_skipped_and_counted(tmp_path):
 )
 def test_strict_raises_naming_file_line_and_field(tmp_path, bad_line, message):
   raw = _write(
-    os.path.join(tmp_path, "raw"),
-    extra_skeleton=[bad_line],
-    extra_common=[BAD_COMMON[0][0]],
+    os.path.join(tmp_path, "raw"), extra_skeleton=[bad_line], extra_common=[BAD_COMMON[0][0]]
   )
   out = os.path.join(tmp_path, "out")
   with pytest.raises(ValueError) as error:
     convert.convert_ali_ccp(raw, out, min_count=0, num_shards=2, strict=True)
   assert str(error.value) == os.path.join(raw, "") + message
   # Nothing half-written is left: no shards, no report.
-  assert not [
-    n for n in os.listdir(out) if "tfrecord" in n or n.startswith("report")
-  ]
+  assert not [n for n in os.listdir(out) if "tfrecord" in n or n.startswith("report")]
 
 
 def test_strict_stops_at_index_time_problems(tmp_path):
@@ -368,8 +323,7 @@ def test_missing_files_are_named(tmp_path):
   os.makedirs(tmp_path / "raw")
   with pytest.raises(
     FileNotFoundError,
-    match="missing input file.*"
-    "sample_skeleton_train.csv, common_features_train.csv",
+    match="missing input file.*sample_skeleton_train.csv, common_features_train.csv",
   ):
     convert.convert_ali_ccp(str(tmp_path / "raw"), str(tmp_path / "out"))
   _write(str(tmp_path / "raw"))
@@ -382,14 +336,10 @@ def test_a_new_run_replaces_the_previous_dataset(tmp_path):
   raw = _write(os.path.join(tmp_path, "raw"))
   out = os.path.join(tmp_path, "out")
   convert.convert_ali_ccp(raw, out, min_count=0, num_shards=4)
-  convert.convert_ali_ccp(
-    raw, out, min_count=0, num_shards=2, validation_fraction=0.0
-  )
+  convert.convert_ali_ccp(raw, out, min_count=0, num_shards=2, validation_fraction=0.0)
   shards = sorted(n for n in os.listdir(out) if n.endswith(".gz"))
   assert shards == [
-    f"{s}-0000{i}-of-00002.tfrecord.gz"
-    for s in ("train", "validation")
-    for i in range(2)
+    f"{s}-0000{i}-of-00002.tfrecord.gz" for s in ("train", "validation") for i in range(2)
   ]
   assert len(readback.read_split(out, "train")) == len(IMPRESSIONS)
 
@@ -398,9 +348,7 @@ def test_parallel_workers_write_the_same_dataset(tmp_path):
   from tafe_tf.benchmarks import data_throughput  # the realistic generator
 
   raw = os.path.join(tmp_path, "raw")
-  data_throughput.write_raw_ali_ccp(
-    raw, 3000, impressions_per_user=30, history_entries=40, seed=3
-  )
+  data_throughput.write_raw_ali_ccp(raw, 3000, impressions_per_user=30, history_entries=40, seed=3)
   # Bad lines in both halves: skips must merge in line order.
   path = os.path.join(raw, SKELETON)
   lines = open(path).readlines()

@@ -29,20 +29,10 @@ def _csv_rows(path):
 def test_processed_ali_ccp_fixture(tmp_path):
   source = os.path.join(FIXTURES, "ali_ccp_processed")
   out = str(tmp_path / "out")
-  report = convert.convert_ali_ccp_processed(
-    source, out, min_count=0, num_shards=2
-  )
-  assert report["rows_per_split"] == {
-    "train": 100,
-    "validation": 50,
-    "test": 50,
-  }
+  report = convert.convert_ali_ccp_processed(source, out, min_count=0, num_shards=2)
+  assert report["rows_per_split"] == {"train": 100, "validation": 50, "test": 50}
   assert report["skipped"] == {}
-  for split, name in (
-    ("train", "train"),
-    ("validation", "val"),
-    ("test", "test"),
-  ):
+  for split, name in (("train", "train"), ("validation", "val"), ("test", "test")):
     expected = _csv_rows(os.path.join(source, f"{name}.csv"))
     got = readback.read_split(out, split)
     # One writer round-robins rows over the shards: restore file order.
@@ -53,13 +43,9 @@ def test_processed_ali_ccp_fixture(tmp_path):
       for raw, name in NAME.items():
         assert row[name] == int(csv_row[raw]), name
         if "D" + raw in csv_row:
-          assert row[name + "_value"] == readback.f32(
-            [float(csv_row["D" + raw])]
-          )
+          assert row[name + "_value"] == readback.f32([float(csv_row["D" + raw])])
   # Id 0 means "rare or missing" in this form: never in a vocabulary.
-  item_ids = [
-    int(r["205"]) for r in _csv_rows(os.path.join(source, "train.csv"))
-  ]
+  item_ids = [int(r["205"]) for r in _csv_rows(os.path.join(source, "train.csv"))]
   assert 0 in item_ids
   assert sorted(readback.vocab(out, "item_id")) == sorted(set(item_ids) - {0})
 
@@ -78,15 +64,9 @@ def test_aliexpress_fixture_and_search_id_hold_out(tmp_path):
     source, out, min_count=0, num_shards=1, validation_fraction=0.3
   )
   train_rows = _csv_rows(os.path.join(source, "train.csv"))
-  held = [
-    r for r in train_rows if zlib.crc32(r["search_id"].encode()) < 0.3 * 2**32
-  ]
+  held = [r for r in train_rows if zlib.crc32(r["search_id"].encode()) < 0.3 * 2**32]
   kept = [r for r in train_rows if r not in held]
-  assert report["rows_per_split"] == {
-    "train": len(kept),
-    "validation": len(held),
-    "test": 100,
-  }
+  assert report["rows_per_split"] == {"train": len(kept), "validation": len(held), "test": 100}
   for split, expected in (("train", kept), ("validation", held)):
     got = readback.read_split(out, split)  # one shard: file order
     assert len(got) == len(expected)
@@ -138,12 +118,7 @@ def test_paddle_esmm_fixture(tmp_path):
         "2,0" + ",1" * 23 + ",0.5" * 8 + "\n",  # bad label
         "0,0,1\n",
       ],
-      {
-        "buy_without_click": 1,
-        "bad_value": 2,
-        "bad_label": 1,
-        "wrong_field_count": 1,
-      },
+      {"buy_without_click": 1, "bad_value": 2, "bad_label": 1, "wrong_field_count": 1},
     ),
     (
       "aliexpress",
@@ -177,18 +152,14 @@ def test_paddle_esmm_fixture(tmp_path):
     ),
   ],
 )
-def test_bad_lines_are_skipped_and_counted(
-  tmp_path, fixture, header_lines, bad_lines, expected
-):
+def test_bad_lines_are_skipped_and_counted(tmp_path, fixture, header_lines, bad_lines, expected):
   source = str(tmp_path / "in")
   shutil.copytree(os.path.join(FIXTURES, fixture), source)
   train = [n for n in os.listdir(source) if n.startswith("train")][0]
   with open(os.path.join(source, train)) as f:
     good = f.readlines()
   with open(os.path.join(source, train), "w") as f:
-    f.writelines(
-      good[: header_lines + 2] + bad_lines + good[header_lines + 2 :]
-    )
+    f.writelines(good[: header_lines + 2] + bad_lines + good[header_lines + 2 :])
   converter = {
     "ali_ccp_processed": convert.convert_ali_ccp_processed,
     "aliexpress": convert.convert_aliexpress,
@@ -197,9 +168,7 @@ def test_bad_lines_are_skipped_and_counted(
   report = converter(source, str(tmp_path / "out"), min_count=0, num_shards=1)
   assert report["skipped"] == expected
   first_bad = header_lines + 3
-  assert report["skipped_first_lines"][list(expected)[0]] == [
-    f"{train}:{first_bad}"
-  ]
+  assert report["skipped_first_lines"][list(expected)[0]] == [f"{train}:{first_bad}"]
   with pytest.raises(
     ValueError,
     match=rf"{train}:{first_bad}: .*"

@@ -27,9 +27,7 @@ def member(tmp_path_factory):
   raw = str(tmp_path_factory.mktemp("raw"))
   report = realistic.write_member("base", raw, NUM_TRAIN, NUM_TEST)
   out = str(tmp_path_factory.mktemp("converted"))
-  converted = convert.convert_ali_ccp(
-    raw, out, min_count=0, workers=1, num_shards=2
-  )
+  converted = convert.convert_ali_ccp(raw, out, min_count=0, workers=1, num_shards=2)
   return raw, out, report, converted
 
 
@@ -54,14 +52,10 @@ def test_label_rates_near_the_targets(member):
   train = report["splits"]["train"]
   # The intercepts are solved on the train rows: the truth hits the targets.
   assert train["mean_q_click"] == pytest.approx(BASE.target_ctr, rel=1e-6)
-  assert train["mean_q_purchase_given_click"] == pytest.approx(
-    BASE.target_cvr, rel=1e-6
-  )
+  assert train["mean_q_purchase_given_click"] == pytest.approx(BASE.target_cvr, rel=1e-6)
   clicks = sum(s["clicks"] for s in report["splits"].values())
   buys = sum(s["buys"] for s in report["splits"].values())
-  assert clicks / (NUM_TRAIN + NUM_TEST) == pytest.approx(
-    BASE.target_ctr, abs=0.005
-  )
+  assert clicks / (NUM_TRAIN + NUM_TEST) == pytest.approx(BASE.target_ctr, abs=0.005)
   assert buys / clicks == pytest.approx(BASE.target_cvr, abs=0.03)
 
 
@@ -71,9 +65,7 @@ def test_truth_matches_converted_test_rows_and_oracle_beats_chance(member):
   rows = readback.read_split(out, "test")
   ids = [int(r["sample_id"]) for r in rows]
   aligned = realistic.align_truth(truth, ids)
-  np.testing.assert_array_equal(
-    aligned["click"], [r["label/click"] for r in rows]
-  )
+  np.testing.assert_array_equal(aligned["click"], [r["label/click"] for r in rows])
   np.testing.assert_array_equal(
     aligned["buy"] & aligned["click"], [r["label/purchase"] for r in rows]
   )
@@ -82,9 +74,7 @@ def test_truth_matches_converted_test_rows_and_oracle_beats_chance(member):
   assert oracle["auc/click"] > 0.65
   assert oracle["auc/purchase"] > 0.7
   assert oracle["auc/cvr_entire_space"] > 0.6
-  with pytest.raises(
-    ValueError, match="0 unknown, 0 repeated, 1 kept rows missing"
-  ):
+  with pytest.raises(ValueError, match="0 unknown, 0 repeated, 1 kept rows missing"):
     realistic.align_truth(truth, ids[1:])
   with pytest.raises(ValueError, match="1 unknown, 0 repeated, 0 kept rows"):
     realistic.align_truth(truth, ids + [10**12])
@@ -124,9 +114,7 @@ def test_same_seed_same_bytes(tmp_path):
     "truth_test.npz",
     "truth_train.npz",
   ]
-  _, mismatch, errors = filecmp.cmpfiles(
-    paths[0], paths[1], names, shallow=False
-  )
+  _, mismatch, errors = filecmp.cmpfiles(paths[0], paths[1], names, shallow=False)
   assert not mismatch and not errors
   assert not filecmp.cmp(
     os.path.join(paths[0], "sample_skeleton_train.csv"),
@@ -144,19 +132,14 @@ def _item_correlation(truth):
   n = np.bincount(truth["item"])
   keep = n >= 5
   means = [
-    np.bincount(truth["item"], _logit(truth[k]))[keep] / n[keep]
-    for k in ("q_click", "q_purchase")
+    np.bincount(truth["item"], _logit(truth[k]))[keep] / n[keep] for k in ("q_click", "q_purchase")
   ]
   return np.corrcoef(*means)[0, 1]
 
 
 def test_conflict_makes_click_and_buy_disagree_over_items(tmp_path):
-  without = _truth(
-    dataclasses.replace(BASE, conflict=0.0), 60_000, tmp_path, "none"
-  )
-  strong = _truth(
-    dataclasses.replace(BASE, conflict=0.8), 60_000, tmp_path, "strong"
-  )
+  without = _truth(dataclasses.replace(BASE, conflict=0.0), 60_000, tmp_path, "none")
+  strong = _truth(dataclasses.replace(BASE, conflict=0.8), 60_000, tmp_path, "strong")
   assert _item_correlation(without) > 0.1
   assert _item_correlation(strong) < -0.3
 
@@ -170,12 +153,8 @@ def _pair_lift(truth):
 
 
 def test_visit_intent_correlates_labels_within_a_visit(tmp_path):
-  without = _truth(
-    dataclasses.replace(BASE, visit_intent=0.0), 100_000, tmp_path, "none"
-  )
-  strong = _truth(
-    dataclasses.replace(BASE, visit_intent=1.0), 100_000, tmp_path, "strong"
-  )
+  without = _truth(dataclasses.replace(BASE, visit_intent=0.0), 100_000, tmp_path, "none")
+  strong = _truth(dataclasses.replace(BASE, visit_intent=1.0), 100_000, tmp_path, "strong")
   assert _pair_lift(strong) > _pair_lift(without) + 0.5
 
 
@@ -186,12 +165,8 @@ def _click_space_lift(truth):
 
 
 def test_selection_makes_click_space_cvr_overstate_the_entire_space(tmp_path):
-  without = _truth(
-    dataclasses.replace(BASE, selection=0.0), 30_000, tmp_path, "none"
-  )
-  strong = _truth(
-    dataclasses.replace(BASE, selection=1.0), 30_000, tmp_path, "strong"
-  )
+  without = _truth(dataclasses.replace(BASE, selection=0.0), 30_000, tmp_path, "none")
+  strong = _truth(dataclasses.replace(BASE, selection=1.0), 30_000, tmp_path, "strong")
   # Shared tastes already make clickers likelier buyers (~1.7x); the hidden
   # need doubles that (~3.5x).
   assert _click_space_lift(strong) > 1.5 * _click_space_lift(without)
@@ -214,18 +189,14 @@ def test_aliexpress_shaped_member_converts_with_its_truth(tmp_path):
   with open(os.path.join(raw, "test.csv")) as f:
     lines = f.read().splitlines()[1:]
   labels = np.array([line.rsplit(",", 2)[1:] for line in lines], int)
-  np.testing.assert_array_equal(
-    labels, np.stack([truth["click"], truth["buy"]], axis=1)
-  )
+  np.testing.assert_array_equal(labels, np.stack([truth["click"], truth["buy"]], axis=1))
   assert report["splits"]["test"]["clicks"] == int(truth["click"].sum())
   assert realistic.oracle_metrics(truth)["auc/click"] > 0.6
 
 
 def test_bad_arguments(tmp_path):
   with pytest.raises(
-    ValueError,
-    match="unknown realistic member 'nope'; "
-    "known: aliexpress_shaped, base, conflict",
+    ValueError, match="unknown realistic member 'nope'; known: aliexpress_shaped, base, conflict"
   ):
     realistic.write_member("nope", str(tmp_path), 10, 10)
   with pytest.raises(ValueError, match="num_train and num_test must be >= 1"):

@@ -18,12 +18,7 @@ from tafe_tf.data import synthetic, writer
 # Small id ranges keep the ground truth cheap to build; the defaults are tested
 # where their values matter (rates, skew).
 SMALL = synthetic.SyntheticConfig(
-  num_users=2_000,
-  num_items=1_000,
-  num_categories=40,
-  num_shops=100,
-  num_brands=80,
-  seed=3,
+  num_users=2_000, num_items=1_000, num_categories=40, num_shops=100, num_brands=80, seed=3
 )
 
 
@@ -41,10 +36,7 @@ def _columns_equal(a, b):
   for key in a:
     x, y = a[key], b[key]
     if isinstance(x, synthetic.RaggedColumn):
-      if not (
-        np.array_equal(x.values, y.values)
-        and np.array_equal(x.row_splits, y.row_splits)
-      ):
+      if not (np.array_equal(x.values, y.values) and np.array_equal(x.row_splits, y.row_splits)):
         return False
     elif not np.array_equal(x, y):
       return False
@@ -57,9 +49,7 @@ def _concat_batches(batches):
     if isinstance(first, synthetic.RaggedColumn):
       values = np.concatenate([b[key].values for b in batches])
       lengths = np.concatenate([b[key].row_lengths for b in batches])
-      out[key] = synthetic.RaggedColumn(
-        values, np.concatenate([[0], np.cumsum(lengths)])
-      )
+      out[key] = synthetic.RaggedColumn(values, np.concatenate([[0], np.cumsum(lengths)]))
     else:
       out[key] = np.concatenate([b[key] for b in batches])
   return out
@@ -91,9 +81,7 @@ def test_step_names_rejects_other_lengths():
 
 
 def test_config_json_round_trip():
-  config = synthetic.SyntheticConfig(
-    num_steps=3, seed=7, conflict=2.5, step_rates=[0.05, 0.4, 0.3]
-  )
+  config = synthetic.SyntheticConfig(num_steps=3, seed=7, conflict=2.5, step_rates=[0.05, 0.4, 0.3])
   assert config.step_rates == (0.05, 0.4, 0.3)  # a list is stored as a tuple
   text = json.dumps(config.to_json())
   assert synthetic.SyntheticConfig.from_json(json.loads(text)) == config
@@ -119,43 +107,21 @@ def test_config_from_json_rejects_unknown_keys():
 @pytest.mark.parametrize(
   "kwargs, message",
   [
-    (
-      dict(num_steps=5),
-      "SyntheticConfig.num_steps must be one of [2, 3, 4], got 5",
-    ),
+    (dict(num_steps=5), "SyntheticConfig.num_steps must be one of [2, 3, 4], got 5"),
     (dict(conflict=-1.0), "SyntheticConfig.conflict must be >= 0, got -1.0"),
     (dict(seed=-2), "SyntheticConfig.seed must be >= 0, got -2"),
     (dict(seed=1.5), "SyntheticConfig.seed must be an int, got 1.5"),
-    (
-      dict(num_users=True),
-      "SyntheticConfig.num_users must be an int, got True",
-    ),
+    (dict(num_users=True), "SyntheticConfig.num_users must be an int, got True"),
     (dict(num_users=0), "SyntheticConfig.num_users must be >= 1, got 0"),
-    (
-      dict(signal=float("nan")),
-      "SyntheticConfig.signal must be a finite number, got nan",
-    ),
-    (
-      dict(clickbait_rate=1.5),
-      "SyntheticConfig.clickbait_rate must be in [0, 1], got 1.5",
-    ),
-    (
-      dict(mean_history_events=0.5),
-      "SyntheticConfig.mean_history_events must be >= 1, got 0.5",
-    ),
+    (dict(signal=float("nan")), "SyntheticConfig.signal must be a finite number, got nan"),
+    (dict(clickbait_rate=1.5), "SyntheticConfig.clickbait_rate must be in [0, 1], got 1.5"),
+    (dict(mean_history_events=0.5), "SyntheticConfig.mean_history_events must be >= 1, got 0.5"),
     (
       dict(num_items=10, num_categories=20),
-      "SyntheticConfig.num_items (10) must be >= num_categories (20): every "
-      "category needs an item",
+      "SyntheticConfig.num_items (10) must be >= num_categories (20): every category needs an item",
     ),
-    (
-      dict(step_rates=(0.1,)),
-      "SyntheticConfig.step_rates needs one rate per step (2), got [0.1]",
-    ),
-    (
-      dict(step_rates=(0.1, 1.0)),
-      "SyntheticConfig.step_rates must lie in (0, 1), got [0.1, 1.0]",
-    ),
+    (dict(step_rates=(0.1,)), "SyntheticConfig.step_rates needs one rate per step (2), got [0.1]"),
+    (dict(step_rates=(0.1, 1.0)), "SyntheticConfig.step_rates must lie in (0, 1), got [0.1, 1.0]"),
     (
       dict(step_rates="0.1,0.2"),
       "SyntheticConfig.step_rates must be a sequence of floats, got '0.1,0.2'",
@@ -192,12 +158,12 @@ def test_schema_matches_config():
     spec = schema.field(name)
     assert spec.lookup == features_lib.LookupKind.IDENTITY
     assert spec.num_ids == num_ids, name
-  assert [
-    f.name for f in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)
-  ] == ["hist_category", "hist_brand", "hist_shop"]
-  assert [f.name for f in schema.fields_of(features_lib.FieldKind.DENSE)] == [
-    "price"
+  assert [f.name for f in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS)] == [
+    "hist_category",
+    "hist_brand",
+    "hist_shop",
   ]
+  assert [f.name for f in schema.fields_of(features_lib.FieldKind.DENSE)] == ["price"]
   assert all("embedding_dim" not in f for f in schema.to_json()["fields"])
   assert features_lib.Schema.from_json(schema.to_json()) == schema
 
@@ -207,9 +173,7 @@ def test_schema_matches_config():
 
 def test_rows_are_deterministic_and_batch_size_free():
   a = _one_batch(SMALL, "train", 5_000)
-  b = _concat_batches(
-    list(synthetic.generate_batches(SMALL, "train", 5_000, batch_size=777))
-  )
+  b = _concat_batches(list(synthetic.generate_batches(SMALL, "train", 5_000, batch_size=777)))
   assert _columns_equal(a, b)
   assert a["sample_id"][0] == "train-00000000"
   assert a["sample_id"][-1] == "train-00004999"
@@ -229,9 +193,7 @@ def test_shorter_run_is_a_prefix_of_a_longer_one():
 def test_streams_without_materializing_the_whole_split():
   # A billion-row split: only the batches taken are ever generated.
   head = list(
-    itertools.islice(
-      synthetic.generate_batches(SMALL, "test", 10**9, batch_size=1_000), 3
-    )
+    itertools.islice(synthetic.generate_batches(SMALL, "test", 10**9, batch_size=1_000), 3)
   )
   assert _columns_equal(_concat_batches(head), _one_batch(SMALL, "test", 3_000))
 
@@ -248,13 +210,7 @@ def test_seed_and_split_change_rows_but_not_the_world():
   for user in shared[:50]:
     i = np.flatnonzero(train["user_id"] == user)[0]
     j = np.flatnonzero(test["user_id"] == user)[0]
-    for key in (
-      "user_gender",
-      "user_age",
-      "user_consumption",
-      "user_city_tier",
-      "user_segment",
-    ):
+    for key in ("user_gender", "user_age", "user_consumption", "user_city_tier", "user_segment"):
       assert train[key][i] == test[key][j]
     assert np.array_equal(train["hist_shop"].row(i), test["hist_shop"].row(j))
 
@@ -262,16 +218,7 @@ def test_seed_and_split_change_rows_but_not_the_world():
 def test_attributes_are_functions_of_their_ids():
   batch = _one_batch(SMALL, "train", 6_000)
   for id_key, keys in (
-    (
-      "user_id",
-      [
-        "user_gender",
-        "user_age",
-        "user_consumption",
-        "user_city_tier",
-        "user_segment",
-      ],
-    ),
+    ("user_id", ["user_gender", "user_age", "user_consumption", "user_city_tier", "user_segment"]),
     ("item_id", ["item_category", "item_shop", "item_brand", "price"]),
   ):
     ids = batch[id_key]
@@ -291,9 +238,7 @@ def test_ids_lie_in_their_schema_ranges():
     if not spec.is_id:
       continue
     column = batch[spec.name]
-    values = (
-      column.values if isinstance(column, synthetic.RaggedColumn) else column
-    )
+    values = column.values if isinstance(column, synthetic.RaggedColumn) else column
     assert values.dtype == np.int64
     assert values.min() >= 0 and values.max() < spec.num_ids, spec.name
 
@@ -327,12 +272,8 @@ def test_histories_are_weighted_sets_and_sometimes_empty():
     if hit.size == 0:
       assert batch["user_category_match"][i] == 0
     else:
-      count = round(
-        math.expm1(float(batch["hist_category_weight"].row(i)[hit[0]]))
-      )
-      assert batch["user_category_match"][i] == min(
-        int(math.log2(count)) + 1, 4
-      )
+      count = round(math.expm1(float(batch["hist_category_weight"].row(i)[hit[0]])))
+      assert batch["user_category_match"][i] == min(int(math.log2(count)) + 1, 4)
 
 
 def test_zipf_skew():
@@ -401,25 +342,14 @@ def test_conflict_enters_click_and_later_logits_with_opposite_signs(num_steps):
   strong = dataclasses.replace(base, conflict=3.0)
   draws = synthetic.ground_truth(base).draw_chunk("train", 0)
   args = (draws.users, draws.items, draws.positions)
-  shift = synthetic.ground_truth(strong).logits(*args) - synthetic.ground_truth(
-    base
-  ).logits(*args)
+  shift = synthetic.ground_truth(strong).logits(*args) - synthetic.ground_truth(base).logits(*args)
   # Everything but the conflict (and the re-solved intercepts) is unchanged.
-  intercepts = (
-    synthetic.ground_truth(strong).intercepts
-    - synthetic.ground_truth(base).intercepts
-  )
-  component = synthetic.ground_truth(base).conflict_component(
-    draws.items, draws.positions
-  )
+  intercepts = synthetic.ground_truth(strong).intercepts - synthetic.ground_truth(base).intercepts
+  component = synthetic.ground_truth(base).conflict_component(draws.items, draws.positions)
   assert component.max() > 1.0 and component.min() == 0.0
-  np.testing.assert_allclose(
-    shift[:, 0] - intercepts[0], 3.0 * component, atol=1e-9
-  )
+  np.testing.assert_allclose(shift[:, 0] - intercepts[0], 3.0 * component, atol=1e-9)
   for t in range(1, num_steps):
-    np.testing.assert_allclose(
-      shift[:, t] - intercepts[t], -3.0 * component, atol=1e-9
-    )
+    np.testing.assert_allclose(shift[:, t] - intercepts[t], -3.0 * component, atol=1e-9)
 
 
 def test_oracle_auc_is_the_rank_auc_of_the_chained_truth():
@@ -434,9 +364,7 @@ def test_oracle_auc_is_the_rank_auc_of_the_chained_truth():
 
   def brute_force(y, s):
     pos, neg = s[y == 1], s[y == 0]
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (
-      pos[:, None] == neg[None, :]
-    ).sum()
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return wins / (pos.size * neg.size)
 
   auc = synthetic.oracle_auc(labels, oracle, steps)
@@ -462,13 +390,9 @@ def test_generate_batches_rejects_bad_arguments():
     r"'validation', 'test'\], got 'dev'$",
   ):
     next(synthetic.generate_batches(SMALL, "dev", 10))
-  with pytest.raises(
-    ValueError, match=r"^num_rows must be an int >= 0, got -1$"
-  ):
+  with pytest.raises(ValueError, match=r"^num_rows must be an int >= 0, got -1$"):
     next(synthetic.generate_batches(SMALL, "train", -1))
-  with pytest.raises(
-    ValueError, match=r"^batch_size must be an int >= 1, got 0$"
-  ):
+  with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
     next(synthetic.generate_batches(SMALL, "train", 10, batch_size=0))
   assert list(synthetic.generate_batches(SMALL, "train", 0)) == []
 
@@ -486,9 +410,7 @@ def test_write_then_read_back_equals_generated_rows(tmp_path):
   assert schema == synthetic.synthetic_schema(config)
   for split, n in (("train", 700), ("validation", 300)):
     generated = _one_batch(config, split, n)
-    ds = input_pipeline.make_dataset(
-      out, split, batch_size=128, with_metadata=True
-    )
+    ds = input_pipeline.make_dataset(out, split, batch_size=128, with_metadata=True)
     seen = 0
     for batch_feats, batch_labels in ds:
       # Ragged tensors to RaggedColumns, once per batch.
@@ -504,30 +426,20 @@ def test_write_then_read_back_equals_generated_rows(tmp_path):
         assert generated["sample_id"][j] == sample_id.decode()
         for spec in schema.fields:
           if spec.kind == features_lib.FieldKind.WEIGHTED_IDS:
-            assert np.array_equal(
-              feats[spec.name].row(i), generated[spec.name].row(j)
-            )
-            assert np.array_equal(
-              feats[spec.weight_key].row(i), generated[spec.weight_key].row(j)
-            )
+            assert np.array_equal(feats[spec.name].row(i), generated[spec.name].row(j))
+            assert np.array_equal(feats[spec.weight_key].row(i), generated[spec.weight_key].row(j))
           else:
-            assert np.array_equal(
-              feats[spec.name][i], generated[spec.name][j]
-            ), spec.name
+            assert np.array_equal(feats[spec.name][i], generated[spec.name][j]), spec.name
         for step in schema.steps:
           assert labels[step][i] == generated[f"label/{step}"][j]
-          assert feats[f"oracle/{step}"][i] == np.float32(
-            generated[f"oracle/{step}"][j]
-          )
+          assert feats[f"oracle/{step}"][i] == np.float32(generated[f"oracle/{step}"][j])
         seen += 1
     assert seen == n
     stats = report["splits"][split]
     assert stats["rows"] == n
     y = {s: generated[f"label/{s}"] for s in schema.steps}
     q = {s: generated[f"oracle/{s}"] for s in schema.steps}
-    assert stats["oracle_auc"] == pytest.approx(
-      synthetic.oracle_auc(y, q, schema.steps)
-    )
+    assert stats["oracle_auc"] == pytest.approx(synthetic.oracle_auc(y, q, schema.steps))
     assert stats["oracle_conditional_auc"].keys() == {"cart", "purchase"}
     p = np.ones(n)
     for step in schema.steps:
@@ -535,18 +447,13 @@ def test_write_then_read_back_equals_generated_rows(tmp_path):
       assert stats["label_rate"][step] == pytest.approx(y[step].mean())
       assert stats["mean_true_p"][step] == pytest.approx(p.mean())
   assert report["splits"]["test"]["rows"] == 0
-  assert report["splits"]["test"]["oracle_auc"] == {
-    "click": None,
-    "cart": None,
-    "purchase": None,
-  }
+  assert report["splits"]["test"]["oracle_auc"] == {"click": None, "cart": None, "purchase": None}
   assert input_pipeline.count_examples(out, "test") == 0
   # report.json is the completion marker: written last, equal to the return.
   assert writer.read_report(out) == json.loads(json.dumps(report))
   report_time = os.stat(os.path.join(out, "report.json")).st_mtime_ns
   assert all(
-    os.stat(f).st_mtime_ns <= report_time
-    for f in glob.glob(os.path.join(out, "*.tfrecord.gz"))
+    os.stat(f).st_mtime_ns <= report_time for f in glob.glob(os.path.join(out, "*.tfrecord.gz"))
   )
   assert not glob.glob(os.path.join(out, "*.incomplete"))
 
@@ -562,9 +469,7 @@ def test_written_bytes_are_deterministic(tmp_path):
   sizes = dict(num_train=500, num_validation=100, num_test=100, num_shards=2)
   synthetic.write_dataset(str(tmp_path / "a"), SMALL, **sizes)
   synthetic.write_dataset(str(tmp_path / "b"), SMALL, **sizes)
-  synthetic.write_dataset(
-    str(tmp_path / "c"), dataclasses.replace(SMALL, seed=11), **sizes
-  )
+  synthetic.write_dataset(str(tmp_path / "c"), dataclasses.replace(SMALL, seed=11), **sizes)
   a, b, c = (_shard_bytes(str(tmp_path / d)) for d in "abc")
   assert len(a) == 6
   assert a == b
@@ -611,17 +516,12 @@ def test_refuses_to_overwrite_another_dataset(tmp_path):
   other = features_lib.Schema(
     name="ali_ccp",
     steps=("click", "purchase"),
-    fields=(
-      features_lib.FieldSpec(
-        name="item", kind="id", lookup="identity", num_ids=5
-      ),
-    ),
+    fields=(features_lib.FieldSpec(name="item", kind="id", lookup="identity", num_ids=5),),
   )
   other.save(str(tmp_path))
   with pytest.raises(ValueError) as info:
     synthetic.ensure_dataset(str(tmp_path), SMALL, 10, 10, 10)
   assert str(info.value) == (
-    f"{tmp_path} holds dataset 'ali_ccp', not "
-    "synthetic data; refusing to overwrite it"
+    f"{tmp_path} holds dataset 'ali_ccp', not synthetic data; refusing to overwrite it"
   )
   assert os.listdir(tmp_path) == ["schema.json"]

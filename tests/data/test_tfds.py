@@ -21,12 +21,8 @@ FIXTURES = readback.FIXTURES
 
 
 def _load(name, data_dir, manual_dir=None, config=None, split=None):
-  builder = tfds.builder(
-    name, data_dir=data_dir, **({"config": config} if config else {})
-  )
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-  )
+  builder = tfds.builder(name, data_dir=data_dir, **({"config": config} if config else {}))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder, builder.as_dataset(split=split, shuffle_files=False)
 
 
@@ -41,14 +37,9 @@ def test_ali_ccp_paddle_matches_converter(tmp_path):
   )
   builder, splits = _load("ali_ccp", str(tmp_path / "tfds"), source, config)
   out = str(tmp_path / "out")
-  report = convert.convert_paddle_esmm(
-    source, out, min_count=0, validation_fraction=0.5
-  )
+  report = convert.convert_paddle_esmm(source, out, min_count=0, validation_fraction=0.5)
   for split in ("train", "validation", "test"):
-    assert (
-      builder.info.splits[split].num_examples
-      == (report["rows_per_split"][split])
-    )
+    assert builder.info.splits[split].num_examples == (report["rows_per_split"][split])
     want = _by_key(readback.read_split(out, split), "sample_id")
     for example in tfds.as_numpy(splits[split]):
       sample_id = example["sample_id"].decode()
@@ -77,9 +68,7 @@ def test_aliexpress_and_processed_ali_ccp_load(tmp_path):
   assert rows[0]["numerical"].shape == (63,)
   assert sum(int(r["label"]["click"]) for r in rows) == 6
   builder, splits = _load(
-    "ali_ccp/processed",
-    str(tmp_path / "tfds"),
-    os.path.join(FIXTURES, "ali_ccp_processed"),
+    "ali_ccp/processed", str(tmp_path / "tfds"), os.path.join(FIXTURES, "ali_ccp_processed")
   )
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
     "train": 100,
@@ -94,9 +83,7 @@ def test_manual_dir_is_required(tmp_path):
   builder = tfds.builder("ali_ccp/raw", data_dir=str(tmp_path / "tfds"))
   with pytest.raises(AssertionError, match="needs a Tianchi login"):
     builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / "nowhere")
-      )
+      download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "nowhere"))
     )
 
 
@@ -104,19 +91,11 @@ def test_synthetic_matches_generator(tmp_path):
   builder, splits = _load("synthetic_conversions/tiny", str(tmp_path / "tfds"))
   assert builder.info.splits["train"].num_examples == 2000
   config = builder.builder_config
-  batch = next(
-    synthetic.generate_batches(
-      config.synthetic, "validation", 500, batch_size=500
-    )
-  )
+  batch = next(synthetic.generate_batches(config.synthetic, "validation", 500, batch_size=500))
   want = {sid: i for i, sid in enumerate(batch["sample_id"])}
   for example in tfds.as_numpy(splits["validation"]):
     i = want[example["sample_id"].decode()]
     assert example["user_id"] == batch["user_id"][i]
     assert example["label"]["purchase"] == batch["label/purchase"][i]
-    np.testing.assert_allclose(
-      example["oracle"]["click"], batch["oracle/click"][i], rtol=1e-6
-    )
-    assert example["hist_brand"]["ids"].tolist() == (
-      batch["hist_brand"].row(i).tolist()
-    )
+    np.testing.assert_allclose(example["oracle"]["click"], batch["oracle/click"][i], rtol=1e-6)
+    assert example["hist_brand"]["ids"].tolist() == (batch["hist_brand"].row(i).tolist())

@@ -40,21 +40,10 @@ def test_merge_and_pickle_keep_counts():
 def test_select_vocabulary_min_count_exclude_and_order():
   counter = vocabulary.IdCounter()
   counter.add([5] * 3 + [7] * 3 + [9] * 4 + [0] * 9 + [-1] * 20 + [11])
-  assert vocabulary.select_vocabulary(counter, 0, (-1,)).tolist() == [
-    0,
-    9,
-    5,
-    7,
-    11,
-  ]
+  assert vocabulary.select_vocabulary(counter, 0, (-1,)).tolist() == [0, 9, 5, 7, 11]
   # Ids seen <= 3 times drop out; ties by id ascending.
   assert vocabulary.select_vocabulary(counter, 3, (-1, 0)).tolist() == [9]
-  assert vocabulary.select_vocabulary(counter, 2, (-1,)).tolist() == [
-    0,
-    9,
-    5,
-    7,
-  ]
+  assert vocabulary.select_vocabulary(counter, 2, (-1,)).tolist() == [0, 9, 5, 7]
   with pytest.raises(ValueError, match="min_count must be >= 0, got -1"):
     vocabulary.select_vocabulary(counter, -1)
 

@@ -10,9 +10,7 @@ from tafe_tf.data import writer
 
 
 def _records(path):
-  return [
-    r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")
-  ]
+  return [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
 
 
 def test_close_publishes_all_records_round_robin(tmp_path):
@@ -26,9 +24,7 @@ def test_close_publishes_all_records_round_robin(tmp_path):
     "train-00002-of-00003.tfrecord.gz",
   ]
   assert _records(files[0]) == [b"r0", b"r3", b"r6", b"r9"]
-  assert sorted(sum((_records(f) for f in files), [])) == sorted(
-    b"r%d" % i for i in range(10)
-  )
+  assert sorted(sum((_records(f) for f in files), [])) == sorted(b"r%d" % i for i in range(10))
   assert not glob.glob(str(tmp_path / "*.incomplete"))
 
 
@@ -46,10 +42,7 @@ def test_rewrite_with_fewer_shards_drops_stale_ones(tmp_path):
   with writer.ShardedWriter(str(tmp_path), "test", num_shards=2) as w:
     w.write(b"b")
   names = sorted(os.listdir(tmp_path))
-  assert names == [
-    "test-00000-of-00002.tfrecord.gz",
-    "test-00001-of-00002.tfrecord.gz",
-  ]
+  assert names == ["test-00000-of-00002.tfrecord.gz", "test-00001-of-00002.tfrecord.gz"]
 
 
 def test_skip_counter_counts_and_keeps_first_lines():
@@ -60,10 +53,7 @@ def test_skip_counter_counts_and_keeps_first_lines():
   assert counter.total == 4
   assert counter.to_json() == {
     "skipped": {"bad_label": 3, "wrong_field_count": 1},
-    "skipped_first_lines": {
-      "bad_label": ["a.csv:3", "a.csv:5"],
-      "wrong_field_count": ["a.csv:4"],
-    },
+    "skipped_first_lines": {"bad_label": ["a.csv:3", "a.csv:5"], "wrong_field_count": ["a.csv:4"]},
   }
 
 

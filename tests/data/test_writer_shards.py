@@ -10,9 +10,7 @@ from tafe_tf.data import writer as writer_lib
 
 
 def _read(path):
-  return [
-    r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")
-  ]
+  return [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
 
 
 def test_two_writers_fill_one_split(tmp_path):
@@ -21,9 +19,7 @@ def test_two_writers_fill_one_split(tmp_path):
   with writer_lib.ShardedWriter(out, "train", 3) as old:
     old.write(b"stale")
   a = writer_lib.ShardedWriter(out, "train", 4, shard_indices=[0, 2])
-  b = writer_lib.ShardedWriter(
-    out, "train", 4, shard_indices=[1, 3], compression_level=1
-  )
+  b = writer_lib.ShardedWriter(out, "train", 4, shard_indices=[1, 3], compression_level=1)
   for i in range(6):
     a.write(f"a{i}".encode())
     b.write(f"b{i}".encode())
@@ -31,9 +27,7 @@ def test_two_writers_fill_one_split(tmp_path):
   b.close()
   names = sorted(n for n in os.listdir(out) if n.endswith(".gz"))
   assert names == [writer_lib.shard_name("train", i, 4) for i in range(4)]
-  shard = lambda i: _read(
-    os.path.join(out, writer_lib.shard_name("train", i, 4))
-  )
+  shard = lambda i: _read(os.path.join(out, writer_lib.shard_name("train", i, 4)))
   assert shard(0) == [b"a0", b"a2", b"a4"]
   assert shard(2) == [b"a1", b"a3", b"a5"]
   assert shard(1) == [b"b0", b"b2", b"b4"]

@@ -6,6 +6,7 @@ import math
 import os
 
 import cli_runner
+import pytest
 
 import tafe_tf  # noqa: F401
 
@@ -22,13 +23,12 @@ def _finite(value):
 
 def _tree_digest(folder):
   return {
-    name: hashlib.sha256(
-      open(os.path.join(folder, name), "rb").read()
-    ).hexdigest()
+    name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
     for name in sorted(os.listdir(folder))
   }
 
 
+@pytest.mark.slow  # 46 s; the small run below checks docs/ stays as it is
 def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
   docs_before = _tree_digest(DOCS)
   doc = tmp_path / "extra.md"
@@ -78,20 +78,10 @@ def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
       abs_tol=1e-9,
     )
   tafe = report["summary"]["conflict"]["tafe"]["auc/purchase"]
-  values = [
-    r["metrics"]["auc/purchase"]
-    for r in report["runs"]
-    if r["variant"] == "tafe"
-  ]
+  values = [r["metrics"]["auc/purchase"] for r in report["runs"] if r["variant"] == "tafe"]
   assert tafe["n"] == 2 and math.isclose(tafe["mean"], sum(values) / 2)
-  speed = {
-    (r["model"], r["implementation"]): r for r in report["speed"]["rows"]
-  }
-  assert set(speed) == {
-    ("tafe", "tafe_tf"),
-    ("ple", "tafe_tf"),
-    ("ple", "deepctr"),
-  }
+  speed = {(r["model"], r["implementation"]): r for r in report["speed"]["rows"]}
+  assert set(speed) == {("tafe", "tafe_tf"), ("ple", "tafe_tf"), ("ple", "deepctr")}
   for (_, impl), row in speed.items():
     if impl == "tafe_tf":
       assert row["examples_per_second"] > 0 and 0 < row["mfu"] < 1
@@ -99,11 +89,7 @@ def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
     else:
       assert row["status"] in ("ok", "not installed")
   assert report["speed"]["input_examples_per_second"] > 0
-  for png in (
-    "benchmark_auc.png",
-    "benchmark_throughput.png",
-    "benchmark_gates_conflict.png",
-  ):
+  for png in ("benchmark_auc.png", "benchmark_throughput.png", "benchmark_gates_conflict.png"):
     assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
   text = doc.read_text()
   assert text.startswith("# Benchmarks\n\n## Serving\n\nnot ours\n\n")
@@ -117,14 +103,17 @@ def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
   assert "| tafe-no_transfer | 2 |" in text
 
 
-def test_update_docs_refreshes_the_docs_dir(tmp_path):
+@pytest.mark.parametrize("update", [True, False])
+def test_update_docs_refreshes_the_docs_dir_and_only_then(tmp_path, update):
+  repository_docs = _tree_digest(DOCS)
   docs = tmp_path / "docs"
   docs.mkdir()
   (docs / "benchmarks.md").write_text("# Benchmarks\n\n## Serving\n\nkept\n")
   (docs / "benchmark.json").write_text("{}")
+  before = _tree_digest(str(docs))
   out = tmp_path / "out"
   result = _benchmark(
-    "--update_docs",
+    "--update_docs" if update else "--noupdate_docs",
     f"--docs_dir={docs}",
     f"--run_dir={out}",
     "--scenarios=two_step",
@@ -140,11 +129,14 @@ def test_update_docs_refreshes_the_docs_dir(tmp_path):
     timeout=400,
   )
   assert result.returncode == 0, result.stderr[-4000:]
+  assert _tree_digest(DOCS) == repository_docs
+  if not update:
+    assert _tree_digest(str(docs)) == before
+    assert (out / "benchmarks.md").is_file() and (out / "benchmark.json").is_file()
+    return
   for name in ("benchmark.json", "benchmark_auc.png"):
     assert (docs / name).read_bytes() == (out / name).read_bytes(), name
-  assert json.loads((docs / "benchmark.json").read_text())["config"][
-    "models"
-  ] == ["esmm"]
+  assert json.loads((docs / "benchmark.json").read_text())["config"]["models"] == ["esmm"]
   text = (docs / "benchmarks.md").read_text()
   assert text.startswith("# Benchmarks\n\n## Serving\n\nkept\n\n## Comparison")
   assert text == (out / "benchmarks.md").read_text()

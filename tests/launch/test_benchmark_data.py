@@ -7,9 +7,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from tafe_tf.benchmarks import data_throughput  # noqa: E402
@@ -67,16 +65,12 @@ def test_tiny_benchmark_run_writes_consistent_json(tmp_path):
   assert (tmp_path / "run" / "table.txt").read_text() in result.stdout
   conversion = results["conversion"]
   assert conversion["rows_read"] == results["generated"]["impressions"] == 2000
-  assert (
-    conversion["rows_written"] + sum(conversion["skipped"].values()) == 2000
-  )
+  assert conversion["rows_written"] + sum(conversion["skipped"].values()) == 2000
   assert (
     results["read"]["examples"]
-    == json.loads((tmp_path / "work" / "dataset" / "report.json").read_text())[
-      "rows_per_split"
-    ]["train"]
+    == json.loads((tmp_path / "work" / "dataset" / "report.json").read_text())["rows_per_split"][
+      "train"
+    ]
   )
   assert conversion["peak_rss_mb"] > 50  # a TensorFlow process was sampled
-  assert conversion["impressions_per_s"] == (
-    conversion["rows_read"] / conversion["seconds"]
-  )
+  assert conversion["impressions_per_s"] == (conversion["rows_read"] / conversion["seconds"])

@@ -30,12 +30,8 @@ def test_devices_pair_reports_steady_state_rates_at_one_global_batch(tmp_path):
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert (tmp_path / "run" / "distribution.json").read_text() == (
-    output.read_text()
-  )
-  rows = {
-    r["configuration"]: r for r in json.loads(output.read_text())["results"]
-  }
+  assert (tmp_path / "run" / "distribution.json").read_text() == (output.read_text())
+  rows = {r["configuration"]: r for r in json.loads(output.read_text())["results"]}
   assert list(rows) == ["one_device", "mirrored_2_devices"]
   assert [r["replicas"] for r in rows.values()] == [1, 2]
   for r in rows.values():
@@ -44,8 +40,7 @@ def test_devices_pair_reports_steady_state_rates_at_one_global_batch(tmp_path):
     assert r["examples_per_second"] > 0
   assert math.isclose(
     rows["mirrored_2_devices"]["relative_to_one"],
-    rows["mirrored_2_devices"]["examples_per_second"]
-    / rows["one_device"]["examples_per_second"],
+    rows["mirrored_2_devices"]["examples_per_second"] / rows["one_device"]["examples_per_second"],
   )
 
 
@@ -64,12 +59,7 @@ def test_both_pairs_report_steady_state_rates_at_one_global_batch(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(output.read_text())
   rows = {r["configuration"]: r for r in result["results"]}
-  assert list(rows) == [
-    "one_device",
-    "mirrored_2_devices",
-    "multi_worker_1",
-    "multi_worker_2",
-  ]
+  assert list(rows) == ["one_device", "mirrored_2_devices", "multi_worker_1", "multi_worker_2"]
   assert [(r["pair"], r["replicas"], r["workers"]) for r in rows.values()] == [
     ("devices", 1, 1),
     ("devices", 2, 1),
@@ -84,13 +74,8 @@ def test_both_pairs_report_steady_state_rates_at_one_global_batch(tmp_path):
     # Measured, not configured: the examples the loss mean counted over all
     # replicas and workers per step.
     assert r["global_batch"] == 64 and r["examples_per_step"] == 64
-    assert math.isclose(
-      r["examples_per_second"], 64 * 1000 / r["step_ms"], rel_tol=1e-9
-    )
-  for first, second in (
-    ("one_device", "mirrored_2_devices"),
-    ("multi_worker_1", "multi_worker_2"),
-  ):
+    assert math.isclose(r["examples_per_second"], 64 * 1000 / r["step_ms"], rel_tol=1e-9)
+  for first, second in (("one_device", "mirrored_2_devices"), ("multi_worker_1", "multi_worker_2")):
     assert rows[first]["global_batch"] == rows[second]["global_batch"]
     assert rows[first]["relative_to_one"] == 1.0
     assert math.isclose(
@@ -99,9 +84,7 @@ def test_both_pairs_report_steady_state_rates_at_one_global_batch(tmp_path):
     )
   two = rows["multi_worker_2"]
   assert len(two["per_worker_examples_per_second"]) == 2
-  assert two["examples_per_second"] == min(
-    two["per_worker_examples_per_second"]
-  )
+  assert two["examples_per_second"] == min(two["per_worker_examples_per_second"])
   assert len(result["load_average"]["before"]) == 3
   assert len(result["load_average"]["after"]) == 3
   assert "overhead of each strategy, not a speed-up" in result["caption"]

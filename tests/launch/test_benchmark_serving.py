@@ -21,8 +21,7 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
   proc = _run(
     f"--data_dir={tmp_path / 'data'}",
     "--model=mmoe",
-    '--hparams={"embedding_dim": 4, "expert_units": [8], '
-    '"tower_units": [4], "num_experts": 2}',
+    '--hparams={"embedding_dim": 4, "expert_units": [8], "tower_units": [4], "num_experts": 2}',
     "--train_steps=2",
     "--train_batch_size=32",
     "--batch_sizes=1,7",
@@ -46,9 +45,7 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
   for r in result["results"]:
     ms = r["latency_ms"]
     assert 0 < ms["min"] <= ms["p50"] <= ms["p99"]
-    np.testing.assert_allclose(
-      r["rows_per_second"], r["batch_size"] * 1000 / ms["mean"]
-    )
+    np.testing.assert_allclose(r["rows_per_second"], r["batch_size"] * 1000 / ms["mean"])
   # The export it timed is kept where asked, and its size adds up.
   version = result["export_path"]
   assert os.path.dirname(version) == str(export_dir)
@@ -62,9 +59,7 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
   assert result["command"].startswith("python -m launch.benchmark_serving ")
   # The printed table has a row per signature and batch size.
   table = [line.split() for line in proc.stdout.splitlines()]
-  assert [
-    row[:2] for row in table if row and row[0].startswith("serving_")
-  ] == [
+  assert [row[:2] for row in table if row and row[0].startswith("serving_")] == [
     ["serving_default", "1"],
     ["serving_examples", "1"],
     ["serving_default", "7"],
@@ -77,8 +72,7 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path):
     (["--batch_sizes=1,x"], "--batch_sizes: expected integers, got ['1', 'x']"),
     (
       ["--model=nope"],
-      "flag --model=nope: value should be one of <tafe|"
-      "esmm|mmoe|ple|aitm|shared_bottom>",
+      "flag --model=nope: value should be one of <tafe|esmm|mmoe|ple|aitm|shared_bottom>",
     ),
     (
       ["--hparams={"],
@@ -94,6 +88,4 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path):
   ]:
     proc = _run(*flags)
     assert proc.returncode == 2, flags
-    assert proc.stderr.splitlines() == [
-      f"benchmark_serving.py: error: {message}"
-    ], flags
+    assert proc.stderr.splitlines() == [f"benchmark_serving.py: error: {message}"], flags

@@ -7,9 +7,7 @@ import sys
 
 import tafe_tf  # noqa: F401
 
-ROOT = os.path.dirname(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_tiny_run_prints_a_table_and_writes_json(tmp_path):

@@ -48,9 +48,7 @@ os.write(2, b"after\n")
 
 
 def test_the_banner_is_filtered_and_everything_else_kept():
-  proc = subprocess.run(
-    [sys.executable, "-c", _FILTER], capture_output=True, text=True, timeout=60
-  )
+  proc = subprocess.run([sys.executable, "-c", _FILTER], capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0
   assert proc.stderr == "a real error\nafter\n"
 
@@ -62,11 +60,7 @@ def test_importing_the_package_and_common_loads_no_tensorflow():
     "print('tensorflow' in sys.modules)\n"
   )
   proc = subprocess.run(
-    [sys.executable, "-c", code],
-    cwd="/",
-    capture_output=True,
-    text=True,
-    timeout=60,
+    [sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=60
   )
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.strip() == "False"

@@ -6,9 +6,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
@@ -51,35 +49,19 @@ def test_bad_flags_fail_with_one_line(tmp_path):
       "<ali_ccp|ali_ccp_processed|aliexpress|paddle_esmm>",
     ),
     (
-      [
-        "--format=aliexpress",
-        "--raw_dir=/no/such/dir",
-        f"--out_dir={tmp_path}",
-      ],
-      "convert.py: error: flag --raw_dir=/no/such/dir: --raw_dir must be an "
-      "existing folder",
+      ["--format=aliexpress", "--raw_dir=/no/such/dir", f"--out_dir={tmp_path}"],
+      "convert.py: error: flag --raw_dir=/no/such/dir: --raw_dir must be an existing folder",
     ),
     (
-      [
-        "--format=aliexpress",
-        f"--raw_dir={tmp_path}",
-        f"--out_dir={tmp_path}",
-        "--min_count=-2",
-      ],
-      "convert.py: error: flag --min_count=-2: -2 is not a non-negative "
-      "integer",
+      ["--format=aliexpress", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path}", "--min_count=-2"],
+      "convert.py: error: flag --min_count=-2: -2 is not a non-negative integer",
     ),
     (
       ["--format=aliexpress", "--no_such_flag"],
       "convert.py: error: Unknown command line flag 'no_such_flag'",
     ),
     (
-      [
-        "--format=aliexpress",
-        f"--raw_dir={tmp_path}",
-        f"--out_dir={tmp_path}",
-        "stray",
-      ],
+      ["--format=aliexpress", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path}", "stray"],
       "convert.py: error: unexpected arguments: stray",
     ),
   ]:
@@ -91,9 +73,7 @@ def test_bad_flags_fail_with_one_line(tmp_path):
 def test_bad_input_fails_with_one_line_and_no_tensorflow_banner(tmp_path):
   # TensorFlow is loaded before the input is read: its start-up banner (and
   # C++ logs) would come first on stderr unless filtered.
-  result = _run(
-    "--format=ali_ccp", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"
-  )
+  result = _run("--format=ali_ccp", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}")
   assert result.returncode == 2
   assert result.stderr.splitlines() == [
     f"convert.py: error: {tmp_path}: missing input file(s) "
@@ -123,11 +103,7 @@ def test_help_path_does_not_import_tensorflow():
     "  print(e.code, 'tensorflow' in sys.modules)\n"
   )
   proc = subprocess.run(
-    [sys.executable, "-c", code],
-    cwd="/",
-    capture_output=True,
-    text=True,
-    timeout=60,
+    [sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=60
   )
   assert proc.returncode == 0, proc.stderr
   assert "--raw_dir" in proc.stdout and "--verbosity" in proc.stdout

@@ -22,9 +22,7 @@ def _export_cmd(*flags):
 def data_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("data"))
   schema = testdata.make_dataset_dir(out, num_train=128, num_test=32)
-  testdata.write_split(
-    out, schema, "validation", testdata.random_rows(schema, 32, seed=3)
-  )
+  testdata.write_split(out, schema, "validation", testdata.random_rows(schema, 32, seed=3))
   return out
 
 
@@ -36,13 +34,7 @@ def model_dir(tmp_path_factory, data_dir):
     out,
     config_lib.RunConfig.create(
       "tafe",
-      hparams=dict(
-        embedding_dim=4,
-        num_experts=2,
-        expert_units=[8],
-        tower_units=[4],
-        seed=0,
-      ),
+      hparams=dict(embedding_dim=4, num_experts=2, expert_units=[8], tower_units=[4], seed=0),
       epochs=1,
       steps_per_epoch=2,
       batch_size=32,
@@ -56,10 +48,7 @@ def test_export_writes_one_servable_version(data_dir, model_dir, tmp_path):
   export_dir = str(tmp_path / "models" / "tafe")
   proc = subprocess.run(
     _export_cmd(
-      f"--model_dir={model_dir}",
-      f"--export_dir={export_dir}",
-      "--version=7",
-      "--model_name=ranker",
+      f"--model_dir={model_dir}", f"--export_dir={export_dir}", "--version=7", "--model_name=ranker"
     ),
     cwd=ROOT,
     env=subprocess_env(),
@@ -72,9 +61,7 @@ def test_export_writes_one_servable_version(data_dir, model_dir, tmp_path):
   assert proc.stdout.strip().splitlines()[-1] == version_dir
   # Only the version: the staging directory was renamed, not copied.
   assert os.listdir(export_dir) == ["7"]
-  assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= set(
-    os.listdir(version_dir)
-  )
+  assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= set(os.listdir(version_dir))
   logs = export.read_warmup_requests(
     os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
   )
@@ -85,14 +72,10 @@ def test_export_writes_one_servable_version(data_dir, model_dir, tmp_path):
   model = training.load_trained_model(model_dir)
   features, _ = testdata.first_batch(data_dir, "test", 32, dense_padded=True)
   expected = {k: v.numpy() for k, v in model(features).items()}
-  served = tf.saved_model.load(version_dir).signatures["serving_default"](
-    **features
-  )
+  served = tf.saved_model.load(version_dir).signatures["serving_default"](**features)
   assert set(served) == set(expected)
   for key in expected:
-    np.testing.assert_allclose(
-      served[key].numpy(), expected[key], rtol=0, atol=1e-6, err_msg=key
-    )
+    np.testing.assert_allclose(served[key].numpy(), expected[key], rtol=0, atol=1e-6, err_msg=key)
 
 
 def test_bad_flags_fail_with_one_clear_line(model_dir, tmp_path):
@@ -106,20 +89,13 @@ def test_bad_flags_fail_with_one_clear_line(model_dir, tmp_path):
       "export.py: error: --model_dir=/no/such/run: not a trained model "
       "directory (no run.json); train with python -m launch.train first",
     ),
-    (
-      [f"--model_dir={model_dir}"],
-      "export.py: error: --export_dir is required",
-    ),
+    ([f"--model_dir={model_dir}"], "export.py: error: --export_dir is required"),
     (
       [f"--model_dir={model_dir}", f"--export_dir={fresh}", "--version=0"],
       "flag --version=0: 0 is not a positive integer",
     ),
     (
-      [
-        f"--model_dir={model_dir}",
-        f"--export_dir={existing.parent}",
-        "--version=3",
-      ],
+      [f"--model_dir={model_dir}", f"--export_dir={existing.parent}", "--version=3"],
       f"export.py: error: export version {existing} already exists",
     ),
   ]

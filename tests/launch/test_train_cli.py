@@ -44,9 +44,7 @@ def data_dir(tmp_path_factory):
   return out
 
 
-def test_killed_run_resumes_and_ends_with_the_same_step_count(
-  data_dir, tmp_path
-):
+def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path):
   model_dir = str(tmp_path / "run")
   cmd = _train_cmd(
     f"--data_dir={data_dir}",
@@ -60,11 +58,7 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(
     *TINY_MODEL,
   )
   proc = subprocess.Popen(
-    cmd,
-    cwd=ROOT,
-    env=subprocess_env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
+    cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
   backup = os.path.join(model_dir, "backup")
   deadline = time.time() + 240
@@ -72,9 +66,7 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(
     # Kill as soon as the first mid-epoch backup is complete: the checkpoint
     # state file ("checkpoint") is written after the data and index files.
     while time.time() < deadline and proc.poll() is None:
-      if os.path.isdir(backup) and any(
-        "checkpoint" in files for _, _, files in os.walk(backup)
-      ):
+      if os.path.isdir(backup) and any("checkpoint" in files for _, _, files in os.walk(backup)):
         break
       time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed"
@@ -93,9 +85,7 @@ def test_killed_run_resumes_and_ends_with_the_same_step_count(
   assert not [f for _, _, files in os.walk(backup) for f in files]
   epochs = [
     line.split(",")[0]
-    for line in open(os.path.join(model_dir, "history.csv"))
-    .read()
-    .splitlines()[1:]
+    for line in open(os.path.join(model_dir, "history.csv")).read().splitlines()[1:]
   ]
   assert epochs[-1] == "1"  # epochs are 0-based in Keras' CSV log
 
@@ -122,12 +112,7 @@ def test_bad_flags_fail_before_work_with_one_clear_line(flags, message):
 
 
 def test_dataset_flag_must_match_the_converted_data(data_dir):
-  proc = run_module(
-    "launch.train",
-    "--dataset=aliexpress",
-    f"--data_dir={data_dir}",
-    timeout=120,
-  )
+  proc = run_module("launch.train", "--dataset=aliexpress", f"--data_dir={data_dir}", timeout=120)
   assert proc.returncode == 2
   assert (
     f"error: --data_dir={data_dir} holds dataset 'synthetic', not 'aliexpress'"
@@ -144,9 +129,7 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
     ("ali_ccp_processed", "ali_ccp", "ali_ccp_processed"),
   ],
 )
-def test_real_fixture_rows_convert_train_evaluate_and_export(
-  fmt, dataset, fixture, tmp_path
-):
+def test_real_fixture_rows_convert_train_evaluate_and_export(fmt, dataset, fixture, tmp_path):
   """The README's real-data path on real rows: convert, train, evaluate."""
   data_dir = str(tmp_path / "data")
   convert = run_module(
@@ -221,9 +204,7 @@ def tafe_run(tmp_path_factory):
     *TINY_RUN,
   ]
   model_dir = str(root / "run")
-  proc = run_module(
-    "launch.train", *flags, f"--model_dir={model_dir}", env=DETERMINISTIC
-  )
+  proc = run_module("launch.train", *flags, f"--model_dir={model_dir}", env=DETERMINISTIC)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return flags, model_dir
 
@@ -255,18 +236,12 @@ def test_config_repeats_a_run(tafe_run, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   runs = [json.load(open(os.path.join(d, "run.json"))) for d in (first, again)]
   assert _without_provenance(runs[0]) == _without_provenance(runs[1])
-  reports = [
-    json.load(open(os.path.join(d, "train_report.json")))
-    for d in (first, again)
-  ]
-  assert reports[0]["best_value"] == pytest.approx(
-    reports[1]["best_value"], abs=1e-6
-  )
+  reports = [json.load(open(os.path.join(d, "train_report.json"))) for d in (first, again)]
+  assert reports[0]["best_value"] == pytest.approx(reports[1]["best_value"], abs=1e-6)
   data_dir = runs[0]["data"]["data_dir"]
   feats, _ = next(iter(input_pipeline.make_dataset(data_dir, "test", 16)))
   predictions = [
-    training.load_trained_model(d)(feats)["p_purchase"].numpy()
-    for d in (first, again)
+    training.load_trained_model(d)(feats)["p_purchase"].numpy() for d in (first, again)
   ]
   np.testing.assert_allclose(predictions[0], predictions[1], atol=1e-6)
 
@@ -287,9 +262,7 @@ def test_identical_finished_rerun_exits_0_without_training(tafe_run):
 def test_another_run_in_the_same_dir_fails_naming_the_keys(tafe_run):
   flags, model_dir = tafe_run
   changed = [f for f in flags if not f.startswith("--hparams")]
-  proc = run_module(
-    "launch.train", *changed, "--epochs=2", f"--model_dir={model_dir}"
-  )
+  proc = run_module("launch.train", *changed, "--epochs=2", f"--model_dir={model_dir}")
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert lines[-1].endswith(
@@ -318,9 +291,7 @@ def test_overwrite_replaces_the_previous_run(tafe_run, tmp_path):
   run = json.load(open(os.path.join(target, "run.json")))
   assert run["model"] == {
     "name": "esmm",
-    "hparams": dict(
-      models.hparams_class("esmm")().to_json(), embedding_dim=4, tower_units=[4]
-    ),
+    "hparams": dict(models.hparams_class("esmm")().to_json(), embedding_dim=4, tower_units=[4]),
   }
   # One epoch of the new run only: the old history went with the old run.
   assert len(_read(os.path.join(target, "history.csv")).splitlines()) == 2
@@ -351,16 +322,11 @@ def test_overwrite_replaces_the_previous_run(tafe_run, tmp_path):
       ['--hparams={"dropout": 0.1}', "--dropout=0.2"],
       "error: --dropout and --hparams both set dropout; give it once",
     ),
-    (
-      ["--config=/no/such/run.json"],
-      "error: --config=/no/such/run.json: no such file",
-    ),
+    (["--config=/no/such/run.json"], "error: --config=/no/such/run.json: no such file"),
   ],
 )
 def test_config_errors_are_one_line_before_any_work(flags, message):
-  proc = run_module(
-    "launch.train", *flags, "--model_dir=/nonexistent/x", timeout=120
-  )
+  proc = run_module("launch.train", *flags, "--model_dir=/nonexistent/x", timeout=120)
   assert proc.returncode == 2
   assert message in proc.stderr.strip().splitlines()[-1]
   assert "Traceback" not in proc.stderr
@@ -399,6 +365,4 @@ def test_every_hparam_of_every_model_is_reachable_with_hparams():
   result = json.loads(proc.stdout.split("RESULT ", 1)[1])
   for name, hparams in cases.items():
     assert result[name] == {"name": name, "hparams": hparams}
-    assert all(
-      hparams[k] != v for k, v in models.hparams_class(name)().to_json().items()
-    )
+    assert all(hparams[k] != v for k, v in models.hparams_class(name)().to_json().items())

@@ -40,16 +40,10 @@ def test_single_valued_fields_are_their_table_rows(data):
   out = layer(feats).numpy().reshape(16, 5, 8)
   users = feats["user"].numpy()
   user_rows = np.where(users < 50, users + 1, 0)
-  np.testing.assert_array_equal(
-    out[:, 0], _table_rows(layer, "user")[user_rows]
-  )
+  np.testing.assert_array_equal(out[:, 0], _table_rows(layer, "user")[user_rows])
   items = feats["item"].numpy()
-  item_rows = [
-    td.VOCABULARY.index(i) + 1 if i in td.VOCABULARY else 0 for i in items
-  ]
-  np.testing.assert_array_equal(
-    out[:, 1], _table_rows(layer, "item")[item_rows]
-  )
+  item_rows = [td.VOCABULARY.index(i) + 1 if i in td.VOCABULARY else 0 for i in items]
+  np.testing.assert_array_equal(out[:, 1], _table_rows(layer, "item")[item_rows])
 
 
 def test_weighted_mean_of_history_by_hand(data):
@@ -96,9 +90,7 @@ def test_pad_ids_inside_ragged_input_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
   layer = embedding.FeatureEmbedding(schema, 8)
-  ids = tf.ragged.constant(
-    [[3, features_lib.PAD_ID], [], [5], [1, 2]], tf.int64
-  )
+  ids = tf.ragged.constant([[3, features_lib.PAD_ID], [], [5], [1, 2]], tf.int64)
   weights = tf.ragged.constant([[2.0, 9.0], [], [1.0], [1.0, 3.0]])
   clean_ids = tf.ragged.constant([[3], [], [5], [1, 2]], tf.int64)
   clean_weights = tf.ragged.constant([[2.0], [], [1.0], [1.0, 3.0]])
@@ -127,25 +119,14 @@ def test_fused_and_per_field_tables_compute_the_same(data):
   fused(feats)
   per_field(feats)
   assert len(fused.tables) == 1
-  assert sorted(per_field.tables) == [
-    "table_hist",
-    "table_item",
-    "table_shop",
-    "table_user",
-  ]
+  assert sorted(per_field.tables) == ["table_hist", "table_item", "table_shop", "table_user"]
   # pylint: disable=protected-access
   for group in per_field._table_groups:
-    per_field.tables[group.name].assign(
-      _table_rows(fused, group.fields[0].name)
-    )
-  for target, source in zip(
-    per_field._projections["dense_2x8"], fused._projections["dense_2x8"]
-  ):
+    per_field.tables[group.name].assign(_table_rows(fused, group.fields[0].name))
+  for target, source in zip(per_field._projections["dense_2x8"], fused._projections["dense_2x8"]):
     target.assign(source)
   # pylint: enable=protected-access
-  np.testing.assert_allclose(
-    fused(feats).numpy(), per_field(feats).numpy(), rtol=1e-6, atol=1e-7
-  )
+  np.testing.assert_allclose(fused(feats).numpy(), per_field(feats).numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_fields_mode_is_the_flat_output_as_tokens(data):
@@ -155,9 +136,7 @@ def test_fields_mode_is_the_flat_output_as_tokens(data):
   tokens = embedding.FeatureEmbedding(schema, 8, output_mode="fields", seed=3)
   out = tokens(feats)
   assert out.shape == (8, 5, 8)
-  np.testing.assert_array_equal(
-    tf.reshape(out, [8, 40]).numpy(), flat(feats).numpy()
-  )
+  np.testing.assert_array_equal(tf.reshape(out, [8, 40]).numpy(), flat(feats).numpy())
 
 
 def test_fields_mode_needs_one_width(tmp_path):
@@ -204,9 +183,7 @@ def test_field_widths_are_the_models_with_per_field_overrides(tmp_path):
   }
   with pytest.raises(ValueError, match="embedding_dim must be >= 1, got 0"):
     embedding.field_widths(schema, 0)
-  with pytest.raises(
-    ValueError, match="field 'shop': embedding width must be >= 1, got 0"
-  ):
+  with pytest.raises(ValueError, match="field 'shop': embedding width must be >= 1, got 0"):
     embedding.field_widths(schema, 5, {"shop": 0})
   with pytest.raises(
     ValueError,
@@ -229,11 +206,7 @@ def test_extra_keys_are_ignored(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
   layer = embedding.FeatureEmbedding(schema, 8)
-  extra = dict(
-    feats,
-    sample_id=tf.constant(["a", "b", "c", "d"]),
-    **{"oracle/click": tf.ones([4])},
-  )
+  extra = dict(feats, sample_id=tf.constant(["a", "b", "c", "d"]), **{"oracle/click": tf.ones([4])})
   np.testing.assert_array_equal(layer(feats).numpy(), layer(extra).numpy())
 
 
@@ -260,17 +233,13 @@ def test_gradients_reach_only_the_rows_used(data):
   feats, _ = td.first_batch(directory, batch_size=8)
   layer = embedding.FeatureEmbedding(schema, 8)
   layer(feats)
-  td.assert_gradients_reach_only_rows_used(
-    layer, feats, layer.tables["table_d8"]
-  )
+  td.assert_gradients_reach_only_rows_used(layer, feats, layer.tables["table_d8"])
 
 
 def test_config_round_trip(data):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=4)
-  td.assert_config_round_trip(
-    embedding.FeatureEmbedding(schema, 8, fused=False), feats
-  )
+  td.assert_config_round_trip(embedding.FeatureEmbedding(schema, 8, fused=False), feats)
 
 
 def test_wrong_shapes_name_the_field(data):

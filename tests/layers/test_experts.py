@@ -32,9 +32,7 @@ def test_bank_equals_independent_mlps(grouped_input):
   bank(x)
   for b in bank.biases:  # non-zero biases so they are checked too
     b.assign(rng.normal(size=b.shape))
-  np.testing.assert_allclose(
-    bank(x).numpy(), _reference(bank, x), rtol=1e-5, atol=1e-5
-  )
+  np.testing.assert_allclose(bank(x).numpy(), _reference(bank, x), rtol=1e-5, atol=1e-5)
 
 
 def test_experts_differ_and_seed_reproduces():

@@ -38,21 +38,15 @@ def test_vocabulary_line_i_is_row_i_plus_one(tmp_path):
 def test_vocabulary_reads_only_num_ids_lines(tmp_path):
   path = tmp_path / "v.txt"
   path.write_text("10\n20\n30\n")
-  layer = id_lookup.IdLookup(
-    _field("vocabulary", 2, vocabulary_file=str(path)), str(path)
-  )
-  np.testing.assert_array_equal(
-    layer(tf.constant([10, 20, 30], tf.int64)).numpy(), [1, 2, 0]
-  )
+  layer = id_lookup.IdLookup(_field("vocabulary", 2, vocabulary_file=str(path)), str(path))
+  np.testing.assert_array_equal(layer(tf.constant([10, 20, 30], tf.int64)).numpy(), [1, 2, 0])
 
 
 def test_vocabulary_shorter_than_num_ids_is_an_error_naming_the_file(tmp_path):
   path = tmp_path / "short.txt"
   path.write_text("10\n20\n")
   with pytest.raises(tf.errors.InvalidArgumentError, match="short.txt"):
-    id_lookup.IdLookup(
-      _field("vocabulary", 3, vocabulary_file=str(path)), str(path)
-    )
+    id_lookup.IdLookup(_field("vocabulary", 3, vocabulary_file=str(path)), str(path))
 
 
 def test_vocabulary_missing_file_is_an_error(tmp_path):
@@ -65,9 +59,7 @@ def test_hash_is_one_plus_fingerprint_bucket_and_pad_is_oov():
   layer = id_lookup.IdLookup(_field("hash", 7))
   ids = tf.constant([0, 1, 123456789, 2**40, -5, features_lib.PAD_ID], tf.int64)
   rows = layer(ids).numpy()
-  buckets = tf.strings.to_hash_bucket_fast(
-    tf.strings.as_string(ids[:5]), 7
-  ).numpy()
+  buckets = tf.strings.to_hash_bucket_fast(tf.strings.as_string(ids[:5]), 7).numpy()
   np.testing.assert_array_equal(rows[:5], buckets + 1)
   assert rows[5] == 0
   assert rows[:5].min() >= 1 and rows[:5].max() <= 7
@@ -97,9 +89,7 @@ def test_config_round_trip(tmp_path):
 def test_empty_vocabulary_sends_every_id_to_the_oov_row(tmp_path):
   path = tmp_path / "empty.txt"
   path.write_text("")
-  field = features_lib.FieldSpec(
-    "rare", "id", "vocabulary", num_ids=0, vocabulary_file=str(path)
-  )
+  field = features_lib.FieldSpec("rare", "id", "vocabulary", num_ids=0, vocabulary_file=str(path))
   lookup = id_lookup.IdLookup(field, vocabulary_path=str(path))
   rows = lookup(tf.constant([0, 7, -1, 123456789], tf.int64))
   np.testing.assert_array_equal(rows.numpy(), [0, 0, 0, 0])

@@ -41,13 +41,7 @@ def test_excitation_only_scales_each_field_by_its_gate():
   x = X.numpy()
   z = x.mean(-1)
   s = 1.0 / (
-    1.0
-    + np.exp(
-      -(
-        np.maximum(z @ layer.squeeze_kernel.numpy(), 0)
-        @ layer.excite_kernel.numpy()
-      )
-    )
+    1.0 + np.exp(-(np.maximum(z @ layer.squeeze_kernel.numpy(), 0) @ layer.excite_kernel.numpy()))
   )
   np.testing.assert_allclose(out, x * s[:, :, None], rtol=1e-5, atol=1e-6)
   assert layer.squeeze_kernel.shape == (6, 3)
@@ -63,8 +57,5 @@ def test_full_block_shape_and_arguments():
 
 def test_config_round_trip():
   td.assert_config_round_trip(
-    interaction.FieldInteraction(
-      num_heads=4, key_dim=3, se_reduction=2, seed=3
-    ),
-    X,
+    interaction.FieldInteraction(num_heads=4, key_dim=3, se_reduction=2, seed=3), X
   )

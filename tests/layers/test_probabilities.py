@@ -19,9 +19,7 @@ def test_log1mexp_matches_float64_across_the_range():
   x64 = x.astype(np.float32).astype(np.float64)
   # The float64 reference needs the same two branches to be exact itself.
   with np.errstate(divide="ignore"):  # np.where evaluates both branches
-    expected = np.where(
-      x64 > -np.log(2.0), np.log(-np.expm1(x64)), np.log1p(-np.exp(x64))
-    )
+    expected = np.where(x64 > -np.log(2.0), np.log(-np.expm1(x64)), np.log1p(-np.exp(x64)))
   # atol: values below float32's smallest subnormal round to 0.
   np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-44)
 
@@ -41,15 +39,11 @@ def test_chained_probabilities_are_products_of_conditionals():
   p, q = probabilities.ChainedProbabilities(chained=True)(logits)
   expected_q = _sigmoid(logits.numpy())
   np.testing.assert_allclose(q.numpy(), expected_q, rtol=1e-6)
-  np.testing.assert_allclose(
-    p.numpy(), np.cumprod(expected_q, axis=1), rtol=1e-5
-  )
+  np.testing.assert_allclose(p.numpy(), np.cumprod(expected_q, axis=1), rtol=1e-5)
 
 
 def test_chained_p_never_increases_along_steps():
-  logits = tf.random.stateless_uniform(
-    [2000, 3], seed=[1, 1], minval=-50, maxval=50
-  )
+  logits = tf.random.stateless_uniform([2000, 3], seed=[1, 1], minval=-50, maxval=50)
   p, _ = probabilities.ChainedProbabilities()(logits)
   p = p.numpy()
   assert (p[:, 1:] <= p[:, :-1]).all()
@@ -74,20 +68,14 @@ def test_extreme_logits_stay_finite(chained):
   assert np.isfinite(log_p.numpy()).all()
   assert np.isfinite(log_1mp.numpy()).all()
   np.testing.assert_allclose(
-    log_1mp.numpy()[0],
-    [-50.0, -50.0 + np.log(2)] if chained else [-50.0, -50.0],
-    rtol=1e-5,
+    log_1mp.numpy()[0], [-50.0, -50.0 + np.log(2)] if chained else [-50.0, -50.0], rtol=1e-5
   )
 
 
 def test_float16_logits_computed_in_float32():
-  p, q = probabilities.ChainedProbabilities()(
-    tf.constant([[1.0, 2.0]], tf.float16)
-  )
+  p, q = probabilities.ChainedProbabilities()(tf.constant([[1.0, 2.0]], tf.float16))
   assert p.dtype == tf.float32 and q.dtype == tf.float32
 
 
 def test_config_round_trip():
-  td.assert_config_round_trip(
-    probabilities.ChainedProbabilities(False), tf.constant([[0.5, -0.5]])
-  )
+  td.assert_config_round_trip(probabilities.ChainedProbabilities(False), tf.constant([[0.5, -0.5]]))

@@ -22,10 +22,7 @@ def test_tower_is_mlp_then_logit():
     hidden = np.maximum(x.numpy()[:, g] @ k[g, 0] + b[g, 0], 0)
     np.testing.assert_allclose(u.numpy()[:, g], hidden, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-      logits.numpy()[:, g],
-      (hidden @ hk[g, 0] + hb[g, 0])[:, 0],
-      rtol=1e-5,
-      atol=1e-6,
+      logits.numpy()[:, g], (hidden @ hk[g, 0] + hb[g, 0])[:, 0], rtol=1e-5, atol=1e-6
     )
 
 

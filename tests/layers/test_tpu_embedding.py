@@ -42,29 +42,19 @@ def test_feature_config_mirrors_the_fused_tables(data):
   assert sorted(offsets) == sorted(ids)
   for table in tables.values():
     fields = sorted(
-      (offsets[name], schema.field(name).num_rows)
-      for name, c in config.items()
-      if c.table is table
+      (offsets[name], schema.field(name).num_rows) for name, c in config.items() if c.table is table
     )
     assert fields[0][0] == 0
-    for (start, rows), (following, _) in zip(
-      fields, fields[1:] + [(table.vocabulary_size, 0)]
-    ):
+    for (start, rows), (following, _) in zip(fields, fields[1:] + [(table.vocabulary_size, 0)]):
       assert start + rows == following
 
 
 @pytest.mark.parametrize("output_mode", [embedding.FLAT, embedding.FIELDS])
-def test_same_seed_same_tables_and_outputs_as_feature_embedding(
-  data, output_mode
-):
+def test_same_seed_same_tables_and_outputs_as_feature_embedding(data, output_mode):
   schema, directory = data
   feats, _ = td.first_batch(directory, batch_size=40)
-  reference = embedding.FeatureEmbedding(
-    schema, 8, output_mode=output_mode, seed=5
-  )
-  layer = tpu_embedding.TPUFeatureEmbedding(
-    schema, 8, output_mode=output_mode, seed=5
-  )
+  reference = embedding.FeatureEmbedding(schema, 8, output_mode=output_mode, seed=5)
+  layer = tpu_embedding.TPUFeatureEmbedding(schema, 8, output_mode=output_mode, seed=5)
   expected = reference(feats).numpy()
   got = layer(feats).numpy()
   assert sorted(layer.tables) == sorted(reference.tables) == ["table_d8"]
@@ -84,15 +74,11 @@ def test_empty_lists_padding_and_precomputed_rows(data):
   # weights: zero vectors and means over the real entries only.
   edge = dict(
     feats,
-    hist=tf.ragged.constant(
-      [[3, features_lib.PAD_ID], [], [5], [1, 2]], tf.int64
-    ),
+    hist=tf.ragged.constant([[3, features_lib.PAD_ID], [], [5], [1, 2]], tf.int64),
     hist_weight=tf.ragged.constant([[2.0, 9.0], [], [0.0], [1.0, 3.0]]),
   )
   got = layer(edge).numpy().reshape(4, 5, 8)
-  np.testing.assert_allclose(
-    got, reference(edge).numpy().reshape(4, 5, 8), rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(got, reference(edge).numpy().reshape(4, 5, 8), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got[1:3, 3], np.zeros((2, 8)))
   # Padded lists (the serving input), and the compiled-step input: rows
   # looked up in tf.data, lists padded.
@@ -125,9 +111,7 @@ def test_config_round_trip(data):
 
 def test_model_with_tpu_embedding_trains_restores_and_exports(data, tmp_path):
   schema, directory = data
-  model = models.build_model(
-    "esmm", schema, seed=0, tower_units=[16], tpu_embedding=True
-  )
+  model = models.build_model("esmm", schema, seed=0, tower_units=[16], tpu_embedding=True)
   assert isinstance(model.embedding, tpu_embedding.TPUFeatureEmbedding)
   model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
   train = input_pipeline.make_dataset(directory, "train", 16)
@@ -137,22 +121,12 @@ def test_model_with_tpu_embedding_trains_restores_and_exports(data, tmp_path):
   expected = model(feats)["ctcvr"].numpy()
   path = str(tmp_path / "weights")
   model.save_weights(path)
-  restored = models.build_model(
-    "esmm", schema, seed=1, tower_units=[16], tpu_embedding=True
-  )
+  restored = models.build_model("esmm", schema, seed=1, tower_units=[16], tpu_embedding=True)
   restored(feats)
   restored.load_weights(path).expect_partial()  # no optimizer restored
-  np.testing.assert_allclose(
-    restored(feats)["ctcvr"].numpy(), expected, rtol=1e-6
-  )
-  export_path = export.export_saved_model(
-    model, schema, str(tmp_path / "export")
-  )
+  np.testing.assert_allclose(restored(feats)["ctcvr"].numpy(), expected, rtol=1e-6)
+  export_path = export.export_saved_model(model, schema, str(tmp_path / "export"))
   serve = tf.saved_model.load(export_path).signatures[export.SERVING_DEFAULT]
-  padded, _ = td.first_batch(
-    directory, "test", batch_size=32, dense_padded=True
-  )
+  padded, _ = td.first_batch(directory, "test", batch_size=32, dense_padded=True)
   inputs = {k: padded[k] for k in features_lib.serving_input_signature(schema)}
-  np.testing.assert_allclose(
-    serve(**inputs)["ctcvr"].numpy(), expected, rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(serve(**inputs)["ctcvr"].numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -21,14 +21,9 @@ def test_gated_transfer_formula():
   layer((H, U))
   layer.gate_bias.assign([0.1, -0.2, 0.3, 0.0])
   h, u = H.numpy(), U.numpy()
-  gate = _sigmoid(
-    np.concatenate([h, u], 1) @ layer.gate_kernel.numpy()
-    + layer.gate_bias.numpy()
-  )
+  gate = _sigmoid(np.concatenate([h, u], 1) @ layer.gate_kernel.numpy() + layer.gate_bias.numpy())
   expected = h + gate * (u @ layer.value_kernel.numpy())
-  np.testing.assert_allclose(
-    layer((H, U)).numpy(), expected, rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(layer((H, U)).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_attention_transfer_is_aitm_ait():
@@ -41,9 +36,7 @@ def test_attention_transfer_is_aitm_ait():
   q, k, v = tokens @ wq, tokens @ wk, tokens @ wv
   scores = (q * k).sum(-1) / np.sqrt(4.0)
   a = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
-  np.testing.assert_allclose(
-    out, (a[:, :, None] * v).sum(1), rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(out, (a[:, :, None] * v).sum(1), rtol=1e-5, atol=1e-6)
 
 
 def test_none_passes_h_through():
@@ -78,6 +71,5 @@ def test_unknown_mode():
 @pytest.mark.parametrize("mode", ["gated", "attention", "none"])
 def test_config_round_trip(mode):
   td.assert_config_round_trip(
-    transfer.DependenceTransfer(mode, stop_gradient=True, dropout=0.1, seed=2),
-    (H, U),
+    transfer.DependenceTransfer(mode, stop_gradient=True, dropout=0.1, seed=2), (H, U)
   )

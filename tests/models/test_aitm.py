@@ -9,9 +9,7 @@ MODEL = "aitm"
 
 
 def test_calibrator_weight_defaults_to_the_reference(tmp_path):
-  schema = td.make_dataset_dir(
-    str(tmp_path), num_steps=2, num_train=32, num_test=8
-  )
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=2, num_train=32, num_test=8)
   model = models.build_model(MODEL, schema)
   assert model.get_config()["hparams"]["calibration_weight"] == 0.6
   assert model.dtl_loss.calibration_weight == 0.6

@@ -15,25 +15,15 @@ from tafe_tf import input_pipeline, losses, models
 @pytest.fixture(name="data", scope="module")
 def _data(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("tiny"))
-  schema = td.make_dataset_dir(
-    directory, num_steps=2, num_train=96, num_test=32
-  )
+  schema = td.make_dataset_dir(directory, num_steps=2, num_train=96, num_test=32)
   return schema, directory
 
 
 def test_model_names_and_unknown_name():
-  assert models.MODEL_NAMES == (
-    "tafe",
-    "esmm",
-    "mmoe",
-    "ple",
-    "aitm",
-    "shared_bottom",
-  )
+  assert models.MODEL_NAMES == ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
   with pytest.raises(
     ValueError,
-    match="unknown model 'mmoee'; valid names: "
-    "tafe, esmm, mmoe, ple, aitm, shared_bottom",
+    match="unknown model 'mmoee'; valid names: tafe, esmm, mmoe, ple, aitm, shared_bottom",
   ):
     models.model_class("mmoee")
 
@@ -55,13 +45,11 @@ def test_unknown_hparam_is_one_line_naming_the_models_hparams(data):
   with pytest.raises(ValueError) as info:
     models.build_model("esmm", schema, num_levels=3, num_experts=9)
   assert str(info.value) == (
-    "esmm takes no hyperparameters 'num_experts', "
-    f"'num_levels'; its hyperparameters: {esmm}"
+    f"esmm takes no hyperparameters 'num_experts', 'num_levels'; its hyperparameters: {esmm}"
   )
   with pytest.raises(
     ValueError,
-    match="^mmoe takes no hyperparameter "
-    "'num_levels'; its hyperparameters: calibration_weight, ",
+    match="^mmoe takes no hyperparameter 'num_levels'; its hyperparameters: calibration_weight, ",
   ):
     models.build_model("mmoe", schema, num_levels=3)
 
@@ -69,9 +57,7 @@ def test_unknown_hparam_is_one_line_naming_the_models_hparams(data):
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_every_model_takes_every_field_of_its_hparams(data, name):
   schema, _ = data
-  hparams = dict(
-    models.hparams_class(name)().to_json(), embedding_dim=4, seed=3
-  )
+  hparams = dict(models.hparams_class(name)().to_json(), embedding_dim=4, seed=3)
   model = models.build_model(name, schema, **hparams)
   assert model.MODEL_NAME == name
   config = json.loads(json.dumps(model.get_config()))
@@ -100,15 +86,9 @@ def test_config_rebuilds_the_same_seeded_model(data):
   from_config = models.MultiStepModel.from_config(config)
   assert rebuilt.hparams == model.hparams == from_config.hparams
   for other in (rebuilt, from_config):
-    np.testing.assert_array_equal(
-      other(feats)["p_cart"].numpy(), model(feats)["p_cart"].numpy()
-    )
-  different = models.build_model(
-    "shared_bottom", schema, seed=6, expert_units=(8,)
-  )
-  assert not np.array_equal(
-    different(feats)["p_cart"].numpy(), model(feats)["p_cart"].numpy()
-  )
+    np.testing.assert_array_equal(other(feats)["p_cart"].numpy(), model(feats)["p_cart"].numpy())
+  different = models.build_model("shared_bottom", schema, seed=6, expert_units=(8,))
+  assert not np.array_equal(different(feats)["p_cart"].numpy(), model(feats)["p_cart"].numpy())
 
 
 def test_compute_loss_is_the_dtl_loss_and_updates_step_metrics(data):
@@ -136,19 +116,13 @@ def test_compute_loss_is_the_dtl_loss_and_updates_step_metrics(data):
     "total_loss",
   ]
   results = model.step_metrics.results()
-  np.testing.assert_allclose(
-    results["pcoc/click"], p[:, 0].sum() / y[:, 0].sum(), rtol=1e-4
-  )
+  np.testing.assert_allclose(results["pcoc/click"], p[:, 0].sum() / y[:, 0].sum(), rtol=1e-4)
 
 
 def test_losses_dtl_matches_model_configuration(data):
   schema, _ = data
-  model = models.build_model(
-    "tafe", schema, chained=False, calibration_weight=0.2
-  )
-  assert model.dtl_loss == losses.DTLLoss(
-    2, chained=False, calibration_weight=0.2
-  )
+  model = models.build_model("tafe", schema, chained=False, calibration_weight=0.2)
+  assert model.dtl_loss == losses.DTLLoss(2, chained=False, calibration_weight=0.2)
   with pytest.raises(ValueError, match="conditional_weight > 0 needs chained"):
     models.build_model("mmoe", schema, conditional_weight=0.5)
 
@@ -156,13 +130,9 @@ def test_losses_dtl_matches_model_configuration(data):
 def test_fit_logs_step_metrics_and_evaluate_returns_them(data):
   schema, directory = data
   tf.keras.utils.set_random_seed(0)
-  model = models.build_model(
-    "shared_bottom", schema, seed=0, expert_units=(8,), tower_units=(4,)
-  )
+  model = models.build_model("shared_bottom", schema, seed=0, expert_units=(8,), tower_units=(4,))
   history = td.fit(model, directory, epochs=2, batch_size=32)
-  assert {"loss", "auc/click", "auc_conditional/cart", "pcoc/cart"} <= set(
-    history
-  )
+  assert {"loss", "auc/click", "auc_conditional/cart", "pcoc/cart"} <= set(history)
   test = tafe_tf.input_pipeline.make_dataset(directory, "test", 16)
   result = model.evaluate(test, verbose=0, return_dict=True)
   assert np.isfinite(result["loss"]) and 0.0 <= result["auc/click"] <= 1.0
@@ -195,16 +165,12 @@ def test_mixed_float16_training_scales_the_loss(data, caplog):
   tf.keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     tf.keras.utils.set_random_seed(0)
-    model = models.build_model(
-      "mmoe", schema, seed=0, expert_units=(8,), tower_units=(4,)
-    )
+    model = models.build_model("mmoe", schema, seed=0, expert_units=(8,), tower_units=(4,))
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
       history = td.fit(model, directory, epochs=2, batch_size=32)
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")
-  assert isinstance(
-    model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer
-  )
+  assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
   # tfrs's own train_step would make the optimizer warn on every trace.
   assert "You forgot to call LossScaleOptimizer" not in caplog.text
   assert np.isfinite(history["loss"]).all()
@@ -215,9 +181,7 @@ def test_mixed_float16_training_scales_the_loss(data, caplog):
 def test_logged_losses_are_means_over_all_batches(tmp_path):
   """val_loss (which picks the kept epoch) averages every validation example,
   not just the last batch, as tfrs alone would report."""
-  schema = td.make_dataset_dir(
-    str(tmp_path), num_steps=2, num_train=40, num_test=40
-  )
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=2, num_train=40, num_test=40)
   model = models.build_model("esmm", schema, embedding_dim=4, seed=0)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
   dataset = input_pipeline.make_dataset(str(tmp_path), "test", batch_size=16)
@@ -235,12 +199,8 @@ def test_logged_losses_are_means_over_all_batches(tmp_path):
 
 
 def test_train_metrics_off_keeps_them_for_validation_only(tmp_path):
-  schema = td.make_dataset_dir(
-    str(tmp_path), num_steps=2, num_train=64, num_test=32
-  )
-  model = models.build_model(
-    "mmoe", schema, embedding_dim=4, seed=0, train_metrics=False
-  )
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=2, num_train=64, num_test=32)
+  model = models.build_model("mmoe", schema, embedding_dim=4, seed=0, train_metrics=False)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
   train = input_pipeline.make_dataset(str(tmp_path), "train", batch_size=32)
   test = input_pipeline.make_dataset(str(tmp_path), "test", batch_size=32)

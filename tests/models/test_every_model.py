@@ -101,9 +101,7 @@ def test_keras_native_save_and_load_round_trip(trained, tmp_path):
   assert type(loaded) is type(model)
   assert loaded.get_config() == model.get_config()
   for name, value in loaded(batch, training=False).items():
-    np.testing.assert_allclose(
-      value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name
-    )
+    np.testing.assert_allclose(value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
   history = td.fit(loaded, data_dir, epochs=1, batch_size=256)
   assert np.isfinite(history["loss"][-1])
 
@@ -111,6 +109,4 @@ def test_keras_native_save_and_load_round_trip(trained, tmp_path):
   model.save(export_dir, save_format="tf", include_optimizer=False)
   reloaded = tf.keras.models.load_model(export_dir)
   for name, value in reloaded(batch, training=False).items():
-    np.testing.assert_allclose(
-      value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name
-    )
+    np.testing.assert_allclose(value.numpy(), expected[name], rtol=1e-6, atol=1e-7, err_msg=name)

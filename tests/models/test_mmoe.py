@@ -10,9 +10,7 @@ MODEL = "mmoe"
 
 
 def test_one_gate_per_step_over_all_experts(tmp_path):
-  schema = td.make_dataset_dir(
-    str(tmp_path), num_steps=3, num_train=32, num_test=8
-  )
+  schema = td.make_dataset_dir(str(tmp_path), num_steps=3, num_train=32, num_test=8)
   feats, _ = td.first_batch(str(tmp_path), batch_size=16)
   model = models.build_model(MODEL, schema, num_experts=6, top_k=3, seed=0)
   gates = {k: v.numpy() for k, v in model.gate_weights(feats).items()}

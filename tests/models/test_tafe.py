@@ -22,13 +22,7 @@ def _tiny(tmp_path_factory):
 def test_gate_weights_per_level_and_step(tiny):
   schema, feats, _ = tiny
   model = models.build_model(
-    MODEL,
-    schema,
-    num_levels=2,
-    num_experts=5,
-    experts_per_task=2,
-    top_k=2,
-    seed=0,
+    MODEL, schema, num_levels=2, num_experts=5, experts_per_task=2, top_k=2, seed=0
   )
   gates = {k: v.numpy() for k, v in model.gate_weights(feats).items()}
   steps = schema.steps
@@ -69,13 +63,7 @@ SWITCHES = [
 def test_every_switch_trains(tiny, switches):
   schema, feats, labels = tiny
   model = models.build_model(
-    MODEL,
-    schema,
-    seed=1,
-    embedding_dim=4,
-    expert_units=(8,),
-    tower_units=(4,),
-    **switches,
+    MODEL, schema, seed=1, embedding_dim=4, expert_units=(8,), tower_units=(4,), **switches
   )
   with tf.GradientTape() as tape:
     loss = model.compute_loss((feats, labels), training=True)
@@ -83,9 +71,7 @@ def test_every_switch_trains(tiny, switches):
   assert np.isfinite(loss.numpy())
   assert all(g is not None for g in grads)
   assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
-  td.check_output_contract(
-    model, {k: v.numpy() for k, v in model(feats).items()}
-  )
+  td.check_output_contract(model, {k: v.numpy() for k, v in model(feats).items()})
   assert model.chained is switches.get("chained", True)
 
 
@@ -98,13 +84,9 @@ def test_every_switch_trains(tiny, switches):
     ("none", False, False),
   ],
 )
-def test_transfer_carries_gradient_from_step_two_to_tower_one(
-  tiny, transfer, stop, reaches
-):
+def test_transfer_carries_gradient_from_step_two_to_tower_one(tiny, transfer, stop, reaches):
   schema, feats, _ = tiny
-  model = models.build_model(
-    MODEL, schema, transfer=transfer, transfer_stop_gradient=stop, seed=0
-  )
+  model = models.build_model(MODEL, schema, transfer=transfer, transfer_stop_gradient=stop, seed=0)
   model(feats)
   tower_one = model.towers[0].hidden.trainable_variables
   with tf.GradientTape() as tape:
@@ -126,9 +108,5 @@ def test_invalid_switches(tiny):
 def test_field_interaction_needs_one_width(tmp_path):
   schema = td.tiny_schema(str(tmp_path))
   with pytest.raises(ValueError, match=r"\['user'\] are not"):
-    models.build_model(
-      MODEL, schema, field_interaction=True, field_embedding_dims={"user": 4}
-    )
-  models.build_model(
-    MODEL, schema, field_interaction=True, field_embedding_dims={"user": 16}
-  )
+    models.build_model(MODEL, schema, field_interaction=True, field_embedding_dims={"user": 4})
+  models.build_model(MODEL, schema, field_interaction=True, field_embedding_dims={"user": 16})
