@@ -16,13 +16,13 @@ _HERE = pathlib.Path(__file__).parent
 # Repository folder -> installed package.
 _MAPPED = {"data": "tafe_tf.data", "launch": "tafe_tf.launch", "benchmarks": "tafe_tf.benchmarks"}
 
-# Console scripts: the absl entry points under launch/.
+# Console scripts: the absl entry points under launch/ (tests/test_layering.py
+# checks that each names a module with a run()).
 _SCRIPTS = {
   "tafe-train": "train",
   "tafe-convert": "convert",
   "tafe-evaluate": "evaluate",
   "tafe-export": "export",
-  "tafe-predict": "predict",
   "tafe-benchmark": "benchmark",
 }
 

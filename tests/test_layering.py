@@ -11,6 +11,7 @@ import ast
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -125,3 +126,17 @@ def test_one_installed_top_level_name():
   top, bare = proc.stdout.strip().splitlines()
   assert top in ("[]", "['tafe_tf']"), top  # editable installs list no files
   assert bare == "[]", f"importable bare names: {bare}"
+
+
+def test_every_console_script_names_an_entry_point_with_run():
+  scripts = [
+    e for e in metadata.distribution("tafe-tf").entry_points if e.group == "console_scripts"
+  ]
+  assert {e.name for e in scripts} >= {"tafe-train", "tafe-convert", "tafe-evaluate"}
+  for e in scripts:
+    module, _, function = e.value.partition(":")
+    assert module.startswith("tafe_tf.launch."), e
+    path = os.path.join(ROOT, "launch", module.rsplit(".", 1)[1] + ".py")
+    assert os.path.isfile(path), f"{e.name}: no {path}"
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    assert function in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, e

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from cli_runner import run_module
 
 
@@ -67,6 +68,7 @@ def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
   ]
 
 
+@pytest.mark.slow  # 12 s of subprocesses; tests/launch/test_common.py covers the one-line form
 def test_bad_flags_fail_with_one_clear_line(tmp_path):
   for flags, message in [
     (["--batch_sizes=1,x"], "--batch_sizes: expected integers, got ['1', 'x']"),

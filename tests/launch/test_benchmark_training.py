@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import tafe_tf  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # 13 s; a speed benchmark, not a user path
 def test_tiny_run_prints_a_table_and_writes_json(tmp_path):
   output = tmp_path / "bench.json"
   result = subprocess.run(
