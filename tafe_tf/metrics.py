@@ -18,7 +18,7 @@ batch-major ``[N]`` (or ``[N, T]`` for all steps at once).
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -433,6 +433,18 @@ class RunningMeans(tf.keras.layers.Layer):
     return config
 
 
+def step_metric_names(steps: Sequence[str]) -> List[str]:
+  """The names :class:`StepMetrics` logs, in its order: ``auc/<step>``,
+  ``logloss/<step>``, ``pcoc/<step>`` per step and ``auc_conditional/<step>``
+  for every step after the first."""
+  names = []
+  for t, step in enumerate(steps):
+    names += [f"auc/{step}", f"logloss/{step}", f"pcoc/{step}"]
+    if t > 0:
+      names.append(f"auc_conditional/{step}")
+  return names
+
+
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
 class StepMetrics(tf.keras.layers.Layer):
   """Per-step streaming metrics, updated inside ``compute_loss`` each batch.
@@ -454,15 +466,13 @@ class StepMetrics(tf.keras.layers.Layer):
     if len(self.steps) < 1:
       raise ValueError("StepMetrics needs at least one step")
     self.auc_num_thresholds = auc_num_thresholds
-    ordered = []
-    for t, step in enumerate(self.steps):
-      ordered += [
-        LogitAUC(auc_num_thresholds, name=f"auc/{step}"),
-        LogLoss(name=f"logloss/{step}"),
-        Pcoc(name=f"pcoc/{step}"),
-      ]
-      if t > 0:
-        ordered.append(LogitAUC(auc_num_thresholds, name=f"auc_conditional/{step}"))
+    make = {
+      "auc": lambda name: LogitAUC(auc_num_thresholds, name=name),
+      "logloss": lambda name: LogLoss(name=name),
+      "pcoc": lambda name: Pcoc(name=name),
+      "auc_conditional": lambda name: LogitAUC(auc_num_thresholds, name=name),
+    }
+    ordered = [make[name.split("/")[0]](name) for name in step_metric_names(self.steps)]
     # One list attribute: Keras tracks each metric once, in this order.
     self._ordered_metrics = ordered
     self._position = {m.name: i for i, m in enumerate(ordered)}

@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 from importlib import metadata
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -39,7 +39,9 @@ from absl import logging
 from tafe_tf import config as config_lib
 from tafe_tf import distribution, files, input_pipeline
 from tafe_tf import features as features_lib
+from tafe_tf import metrics as metrics_lib
 from tafe_tf import models as models_lib
+from tafe_tf.models import base as models_base
 
 RUN_FILENAME = "run.json"
 TRAIN_REPORT_FILENAME = "train_report.json"
@@ -78,6 +80,42 @@ class TrainResult:
   # True when model_dir already held this run, finished: nothing was trained
   # (the model is the one it kept; history is empty).
   already_finished: bool = False
+
+
+def monitor_names(steps: Sequence[str]) -> List[str]:
+  """The validation quantities ``monitor`` may name for a schema's steps."""
+  names = list(models_base.LOSS_LOG_NAMES) + metrics_lib.step_metric_names(steps)
+  return [f"val_{name}" for name in names]
+
+
+def check_trainable(data_dir: str, schema: features_lib.Schema, monitor: str) -> None:
+  """Fails before any work (not after an epoch) when ``monitor`` names no
+  validation quantity, or the train or validation split is missing or empty.
+
+  Raises:
+    ValueError: one line saying which and what to do.
+  """
+  valid = monitor_names(schema.steps)
+  if monitor not in valid:
+    raise ValueError(f"--monitor={monitor}: not a validation quantity; one of {', '.join(valid)}")
+  for split in ("train", "validation"):
+    try:
+      rows = split_size(data_dir, split)
+    except FileNotFoundError as e:
+      raise ValueError(
+        f"{e}; convert with a validation hold-out (e.g. --validation_fraction=0.1)"
+        if split == "validation"
+        else str(e)
+      ) from None
+    if rows == 0:
+      raise ValueError(
+        f"{data_dir}: the {split} split is empty"
+        + (
+          "; convert with a larger --validation_fraction, or more data"
+          if split == "validation"
+          else ""
+        )
+      )
 
 
 def split_size(data_dir: str, split: str) -> int:
@@ -308,6 +346,7 @@ def train(
       "supported: its embedding lookups run on the ps tasks"
     )
   config = resolve_run_config(config, data_dir, strategy)
+  check_trainable(data_dir, features_lib.Schema.load(data_dir), run.monitor)
   role = distribution.worker_role(strategy)
   if overwrite and role.is_chief:
     remove_run(model_dir)

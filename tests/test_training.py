@@ -1,8 +1,12 @@
 """The trainer's pieces that need no subprocess (launch tests cover the rest)."""
 
+import os
+
+import multistep_testdata as td
 import pytest
 import tensorflow as tf
 
+from tafe_tf import config as config_lib
 from tafe_tf import training
 
 
@@ -23,3 +27,34 @@ def test_kept_epoch_follows_the_monitor_direction(monitor, values, best, tmp_pat
   assert keeper.best_epoch == best
   resumed = training.KeepBestEpoch(str(tmp_path / "best"), monitor)
   assert resumed.best_epoch == best  # read back from best.json
+
+
+@pytest.mark.parametrize(
+  "monitor,ok",
+  [("val_loss", True), ("val_auc_conditional/cart", True), ("val_auc", False), ("auc/click", False)],
+)
+def test_a_mistyped_monitor_fails_before_any_work(tmp_path, monitor, ok):
+  # Before: a KeyError traceback after a whole epoch.
+  data_dir = str(tmp_path / "data")
+  schema = td.make_dataset_dir(data_dir)
+  td.write_split(data_dir, schema, "validation", td.random_rows(schema, 16, seed=5))
+  if ok:
+    training.check_trainable(data_dir, schema, monitor)
+    return
+  with pytest.raises(
+    ValueError, match=f"--monitor={monitor}: not a validation quantity; one of val_loss"
+  ):
+    training.check_trainable(data_dir, schema, monitor)
+
+
+def test_an_empty_or_missing_validation_split_fails_before_any_work(tmp_path):
+  data_dir = str(tmp_path / "data")
+  schema = td.make_dataset_dir(data_dir)
+  with pytest.raises(ValueError, match="no 'validation' shards.*--validation_fraction"):
+    training.check_trainable(data_dir, schema, "val_loss")
+  td.write_split(data_dir, schema, "validation", [])
+  with pytest.raises(ValueError, match="the validation split is empty"):
+    training.check_trainable(data_dir, schema, "val_loss")
+  with pytest.raises(ValueError, match="no 'validation' shards|the validation split is empty"):
+    training.train(data_dir, str(tmp_path / "model"), config_lib.RunConfig.create("esmm", epochs=1))
+  assert not os.path.exists(str(tmp_path / "model" / "run.json"))
