@@ -31,7 +31,12 @@ def test_kept_epoch_follows_the_monitor_direction(monitor, values, best, tmp_pat
 
 @pytest.mark.parametrize(
   "monitor,ok",
-  [("val_loss", True), ("val_auc_conditional/cart", True), ("val_auc", False), ("auc/click", False)],
+  [
+    ("val_loss", True),
+    ("val_auc_conditional/cart", True),
+    ("val_auc", False),
+    ("auc/click", False),
+  ],
 )
 def test_a_mistyped_monitor_fails_before_any_work(tmp_path, monitor, ok):
   # Before: a KeyError traceback after a whole epoch.
