@@ -328,7 +328,15 @@ class RawReader(line_format.LineReader):
     features = dict(common.others)
     features.update(own)
     return Row(
-      labels=labels, features=features, holdout_key=sample_id, sample_id=sample_id, shared=shared
+      labels=labels,
+      features=features,
+      # Whole visits go to validation: impressions of one common row share
+      # what no feature carries (the user's intent that day), so a visit split
+      # across train and validation inflates validation AUC and keeps the
+      # wrong epoch (issue 10: 0.68 validation vs 0.61 test CTR AUC).
+      holdout_key=key,
+      sample_id=sample_id,
+      shared=shared,
     )
 
   def _common_row(self, key: bytes) -> _CommonRow:

@@ -59,7 +59,8 @@ class ConvertOptions:
     min_count: Train ids seen this many times or fewer stay out of the
       vocabulary (OOV). 0 keeps every id seen.
     validation_fraction: Share of the train file's rows held out as the
-      validation split (by a hash of the sample id), for formats without a
+      validation split (by a hash of the format's hold-out key: the visit for
+      raw Ali-CCP, the search for AliExpress), for formats without a
       validation file.
     num_shards: Shards per split.
     strict: Stop at the first bad line with a ValueError naming file, line and

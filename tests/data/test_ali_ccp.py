@@ -207,17 +207,19 @@ def test_vocabularies_count_train_impressions_and_drop_rare(tmp_path):
   assert report["common_row_parses"] == {COMMON: 3}  # A, B, A again
 
 
-def test_validation_is_the_hashed_hold_out_and_not_counted(tmp_path):
-  impressions = [
-    (f"id{i}", 0, 0, "aaaaaaaaaaaaaaaa", [("205", 5000 + i % 3, 1.0)]) for i in range(200)
-  ]
-  raw = _write(os.path.join(tmp_path, "raw"), impressions=impressions)
+def test_validation_holds_out_whole_visits_by_the_hashed_common_key(tmp_path):
+  keys = [f"visit{v:011d}" for v in range(40)]
+  users = {key: [("101", 1000 + v, 1.0)] for v, key in enumerate(keys)}
+  impressions = [(f"id{i}", 0, 0, keys[i % 40], [("205", 5000 + i % 3, 1.0)]) for i in range(400)]
+  raw = _write(os.path.join(tmp_path, "raw"), impressions=impressions, users=users)
   out = os.path.join(tmp_path, "out")
   report = convert.convert_ali_ccp(raw, out, min_count=0, validation_fraction=0.25, num_shards=2)
-  held = {s for s, *_ in impressions if zlib.crc32(s.encode()) < 0.25 * 2**32}
+  held_visits = {k for k in keys if zlib.crc32(k.encode()) < 0.25 * 2**32}
+  held = {s for s, _, _, key, _ in impressions if key in held_visits}
   validation = {r["sample_id"] for r in readback.read_split(out, "validation")}
   train = {r["sample_id"] for r in readback.read_split(out, "train")}
-  assert validation == held and 20 < len(held) < 80
+  # No visit straddles the splits (its rows share what no feature carries).
+  assert validation == held and 3 < len(held_visits) < 20
   assert train == {s for s, *_ in impressions} - held
   assert report["rows_per_split"] == {"train": len(train), "validation": len(validation)}
 
