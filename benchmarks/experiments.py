@@ -60,11 +60,6 @@ def resolve_monitor(monitor: str, steps: Sequence[str]) -> str:
   return f"val_auc/{steps[-1]}" if monitor == LAST_STEP_AUC else monitor
 
 
-def _first_step_only(num_steps: int) -> Tuple[float, ...]:
-  """Step weights with the entire-space loss on the first step only."""
-  return (1.0,) + (0.0,) * (num_steps - 1)
-
-
 # TAFE with one part changed: ablation name -> TAFE hyperparameters (a
 # callable value is called with the scenario's number of steps).
 ABLATIONS: Dict[str, Dict[str, Any]] = {
@@ -78,7 +73,7 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
   # The classic CVR training: step t > 1 learns q_t only on the rows where
   # step t-1 happened (clicks), not p_t over all impressions: the sample
   # selection bias the entire-space DTL loss avoids.
-  "click_space_cvr": {"step_weights": _first_step_only, "conditional_weight": 1.0},
+  "click_space_cvr": {"entire_space_weight": 0.0, "conditional_weight": 1.0},
 }
 
 ABLATION_WHAT = names.ABLATION_WHAT

@@ -173,6 +173,9 @@ class TrainingConfig:
       (``val_auc/<step>``).
     verbose: Keras progress output (0: none, 1: progress bar, 2: a line per
       epoch).
+    calibrate: After training, fit a per-step Platt calibration of the kept
+      model on the validation split (:mod:`tafe_tf.calibration`); it is part
+      of the model, so the export serves calibrated probabilities.
   """
 
   epochs: int = 2
@@ -184,6 +187,7 @@ class TrainingConfig:
   steps_per_epoch: Optional[int] = None
   monitor: str = "val_loss"
   verbose: int = dataclasses.field(default=1, metadata=_NOT_IDENTITY)
+  calibrate: bool = True
 
   def __post_init__(self):
     _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

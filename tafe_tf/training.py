@@ -10,6 +10,8 @@ evaluate and export a run lives in it::
                         Keras when training ends
     checkpoints/        weights after every epoch (epoch-001, ...)
     best/               weights of the epoch best on validation + best.json
+    calibration.json    the per-step calibration fitted on validation after
+                        training (tafe_tf.calibration), applied on load
     history.csv         per-epoch losses and metrics (appended across resumes)
     logs/               TensorBoard
     train_report.json   what happened: epochs, best epoch, its validation metrics
@@ -36,6 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 from absl import logging
 
+from tafe_tf import calibration as calibration_lib
 from tafe_tf import config as config_lib
 from tafe_tf import distribution, files, input_pipeline
 from tafe_tf import features as features_lib
@@ -59,6 +62,7 @@ RUN_FILES = (
   HISTORY_FILENAME,
   "logs",
   TRAIN_REPORT_FILENAME,
+  calibration_lib.CALIBRATION_FILENAME,
   "eval",
   "export",
 )
@@ -412,6 +416,7 @@ def train(
     if best.best_epoch == 0:
       raise RuntimeError(f"no epoch produced a finite {run.monitor}")
     model.load_weights(os.path.join(out_dir, BEST_DIRNAME, BEST_WEIGHTS))
+    calibration = _calibrate(model, data_dir, schema, run, model_dir, role.is_chief)
   finally:
     if not role.is_chief:
       shutil.rmtree(out_dir, ignore_errors=True)
@@ -438,6 +443,7 @@ def train(
     "strategy": type(strategy).__name__,
     "precision": dist.precision,
     "jit_compile": dist.jit_compile,
+    "calibration": calibration,
   }
   if role.is_chief:
     files.write_json_atomic(os.path.join(model_dir, TRAIN_REPORT_FILENAME), report)
@@ -450,6 +456,39 @@ def train(
     steps_per_epoch=steps_per_epoch,
     is_chief=role.is_chief,
   )
+
+
+def _calibrate(
+  model: models_lib.MultiStepModel,
+  data_dir: str,
+  schema: features_lib.Schema,
+  run: config_lib.TrainingConfig,
+  model_dir: str,
+  is_chief: bool,
+) -> Optional[List[Dict[str, Any]]]:
+  """Fits the kept model's per-step calibration on the validation split
+  (every worker alike, outside the strategy's collectives) and writes
+  ``calibration.json`` (chief); None when ``run.calibrate`` is off."""
+  path = os.path.join(model_dir, calibration_lib.CALIBRATION_FILENAME)
+  if not run.calibrate:
+    if is_chief and tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+    return None
+  validation = input_pipeline.make_dataset(data_dir, "validation", run.batch_size, schema)
+  fits = calibration_lib.fit_step_calibration(model, validation)
+  for fit in fits:
+    logging.info(
+      "calibration of %s: logit x %.4f %+.4f (fitted on %d rows, %d positive)",
+      fit.step,
+      fit.scale,
+      fit.shift,
+      fit.rows,
+      fit.positives,
+    )
+  out = [fit.to_json() for fit in fits]
+  if is_chief:
+    files.write_json_atomic(path, {"steps": out})
+  return out
 
 
 def _finished_result(
@@ -487,6 +526,11 @@ def load_trained_model(
   # Build the variables with one dummy batch so that restore is immediate.
   model(features_lib.dummy_batch(schema), training=False)
   model.load_weights(weights).expect_partial()
+  calibration = os.path.join(model_dir, calibration_lib.CALIBRATION_FILENAME)
+  if tf.io.gfile.exists(calibration):
+    calibration_lib.set_calibration(
+      model, calibration_lib.fits_from_json(files.read_json(calibration))
+    )
   return model
 
 

@@ -274,6 +274,7 @@ _OTHER_VALUES = {
   "experts_per_task": 2,
   "seed": 7,
   "calibration_weight": 0.3,
+  "conditional_normalization": "parents",
   "tpu_embedding_learning_rate": 0.01,
 }
 

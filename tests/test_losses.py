@@ -48,6 +48,60 @@ def test_conditional_term_by_hand():
   np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
 
 
+def test_likelihood_form_is_the_chain_negative_log_likelihood():
+  # -log P(y_1..y_T) = BCE(y_1, q_1) + sum_{t>1} y_{t-1} BCE(y_t, q_t), by hand.
+  loss = losses.DTLLoss(3, chained=True, entire_space_weight=0.0, conditional_weight=1.0)
+  q = _sigmoid(LOGITS)
+  nll = []
+  for y, qs in zip(LABELS, q):
+    log_prob, alive = 0.0, True
+    for t in range(3):
+      if not alive:
+        break
+      log_prob += np.log(qs[t]) if y[t] else np.log(1 - qs[t])
+      alive = bool(y[t])
+    nll.append(-log_prob)
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), nll, rtol=1e-5)
+
+
+def test_step_weights_weigh_every_term_of_their_step():
+  loss = losses.DTLLoss(
+    3, chained=True, step_weights=(1.0, 2.0, 0.5), entire_space_weight=0.7, conditional_weight=0.3
+  )
+  q = _sigmoid(LOGITS)
+  p = np.cumprod(q, axis=1)
+  es = _bce(LABELS, p)
+  cond = LABELS[:, :-1] * _bce(LABELS[:, 1:], q[:, 1:])
+  expected = (
+    es[:, 0] + 2.0 * (0.7 * es[:, 1] + 0.3 * cond[:, 0]) + 0.5 * (0.7 * es[:, 2] + 0.3 * cond[:, 1])
+  )
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
+
+
+def test_parent_normalization_averages_each_conditional_term_over_its_parents():
+  loss = losses.DTLLoss(
+    3,
+    chained=True,
+    entire_space_weight=0.0,
+    conditional_weight=1.0,
+    conditional_normalization="parents",
+  )
+  q = _sigmoid(LOGITS)
+  cond = LABELS[:, :-1] * _bce(LABELS[:, 1:], q[:, 1:])
+  parents = LABELS[:, :-1].sum(0)  # clicks 2, purchases 1 of 3 rows
+  expected = _bce(LABELS[:, 0], q[:, 0]) + (cond * (3 / parents)).sum(1)
+  np.testing.assert_allclose(loss.per_example(LABELS, LOGITS).numpy(), expected, rtol=1e-5)
+  # The batch mean of a conditional term is then the mean over its parent rows.
+  np.testing.assert_allclose(
+    float(tf.reduce_mean(loss.per_example(LABELS, LOGITS))),
+    _bce(LABELS[:, 0], q[:, 0]).mean() + (cond.sum(0) / parents).sum(),
+    rtol=1e-5,
+  )
+  # A batch without parents adds nothing (no division by zero).
+  none = np.zeros_like(LABELS)
+  np.testing.assert_allclose(loss.per_example(none, LOGITS).numpy(), _bce(0.0, q[:, 0]), rtol=1e-5)
+
+
 def test_calibrator_is_zero_for_chained_heads():
   logits = tf.random.stateless_normal([100, 3], seed=[0, 0]) * 5
   labels = tf.zeros([100, 3])
@@ -112,5 +166,13 @@ def test_invalid_configurations():
     losses.DTLLoss(2, chained=True, step_weights=(1.0, -1.0))
   with pytest.raises(ValueError, match="conditional_weight > 0 needs chained"):
     losses.DTLLoss(2, chained=False, conditional_weight=0.1)
+  with pytest.raises(ValueError, match="both 0: steps after the first would get no loss"):
+    losses.DTLLoss(2, chained=True, entire_space_weight=0.0)
+  with pytest.raises(
+    ValueError, match="conditional_normalization must be one of impressions, parents"
+  ):
+    losses.DTLLoss(2, chained=True, conditional_weight=1.0, conditional_normalization="clicks")
+  with pytest.raises(ValueError, match="entire_space_weight must be >= 0"):
+    losses.DTLLoss(2, chained=True, entire_space_weight=-1.0)
   with pytest.raises(ValueError, match="must be >= 0"):
     losses.DTLLoss(2, chained=False, calibration_weight=-0.1)

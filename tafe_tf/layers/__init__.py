@@ -5,7 +5,8 @@ Front end: :class:`FeatureEmbedding` (schema-driven, fused tables) with
 :class:`ExpertBank`, :class:`GroupedGate`, :class:`TaskIndicatorGate`.
 Extraction levels: :class:`AdaptivePatternExtraction`,
 :class:`TaskSpecificExtraction`, :class:`CustomizedGateControl`. Steps:
-:class:`DependenceTransfer`, :class:`TaskTower`, :class:`ChainedProbabilities`.
+:class:`DependenceTransfer`, :class:`TaskTower`, :class:`ChainedProbabilities`,
+:class:`StepCalibration`.
 """
 
 from tafe_tf.layers.embedding import FeatureEmbedding, field_widths
@@ -18,7 +19,12 @@ from tafe_tf.layers.extraction import (
 from tafe_tf.layers.gates import GroupedGate, TaskIndicatorGate, gate_softmax, mix_experts
 from tafe_tf.layers.id_lookup import IdLookup
 from tafe_tf.layers.interaction import FieldInteraction
-from tafe_tf.layers.probabilities import ChainedProbabilities, log1mexp, step_log_probabilities
+from tafe_tf.layers.probabilities import (
+  ChainedProbabilities,
+  StepCalibration,
+  log1mexp,
+  step_log_probabilities,
+)
 from tafe_tf.layers.towers import TaskTower
 from tafe_tf.layers.transfer import TRANSFER_MODES, DependenceTransfer
 
@@ -28,6 +34,7 @@ __all__ = [
   "CustomizedGateControl",
   "DependenceTransfer",
   "ExpertBank",
+  "StepCalibration",
   "FeatureEmbedding",
   "FieldInteraction",
   "field_widths",

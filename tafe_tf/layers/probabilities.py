@@ -85,3 +85,47 @@ class ChainedProbabilities(tf.keras.layers.Layer):
     config = super().get_config()
     config["chained"] = self.chained
     return config
+
+
+@tf.keras.utils.register_keras_serializable(package="tafe_tf")
+class StepCalibration(tf.keras.layers.Layer):
+  """Per-step affine map of the step logits: ``l_t -> a_t l_t + b_t``.
+
+  Platt scaling of each step's logit (conditional for chained heads), fitted
+  after training on held-out rows (:mod:`tafe_tf.calibration`) and kept in
+  the model's variables, so checkpoints, ``.keras`` files and the exported
+  SavedModel all serve calibrated probabilities. Not trainable: identity
+  (``a = 1, b = 0``) until fitted.
+
+  Args:
+    num_steps: T.
+
+  Call: ``[B, T]`` logits -> ``[B, T]`` float32 logits.
+  """
+
+  def __init__(self, num_steps: int, **kwargs):
+    kwargs.setdefault("dtype", "float32")
+    kwargs.setdefault("trainable", False)
+    super().__init__(**kwargs)
+    if num_steps < 1:
+      raise ValueError(f"{self.name}: num_steps must be >= 1, got {num_steps}")
+    self.num_steps = num_steps
+    # Built at once: the fit assigns before any call.
+    self.build(tf.TensorShape([None, num_steps]))
+
+  def build(self, input_shape: tf.TensorShape) -> None:
+    self.scale = self.add_weight(
+      name="scale", shape=(self.num_steps,), initializer="ones", trainable=False
+    )
+    self.shift = self.add_weight(
+      name="shift", shape=(self.num_steps,), initializer="zeros", trainable=False
+    )
+    super().build(input_shape)
+
+  def call(self, logits: tf.Tensor) -> tf.Tensor:
+    return tf.cast(logits, tf.float32) * self.scale + self.shift
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config["num_steps"] = self.num_steps
+    return config

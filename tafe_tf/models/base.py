@@ -52,9 +52,14 @@ class BaseHParams:
       built directly; ``tafe_tf.training.train`` then uses the run seed,
       ``TrainingConfig.seed``).
     fused_embedding: One table per embedding width (True) or per field.
-    step_weights: DTL weight w_t per step (None: all 1).
+    step_weights: DTL weight w_t per step, on all of its terms (None: all 1).
+    entire_space_weight: DTL weight of the entire-space BCE of steps t > 1.
+    conditional_weight: DTL weight of the conditional BCE of steps t > 1 on
+      the rows where step t-1 happened (chained models only).
+    conditional_normalization: ``"impressions"`` (the likelihood) or
+      ``"parents"`` (a conditional term averaged over its parent rows: a loss
+      scale for rare late steps). :mod:`tafe_tf.losses` has the formula.
     calibration_weight: Weight of the calibrator ``relu(p_t - p_{t-1})``.
-    conditional_weight: Weight of the conditional BCE (chained models only).
     train_metrics: Update the step metrics (thresholded AUCs, logloss, PCOC)
       in training steps too; False keeps them for evaluation and validation
       only, which makes a CPU training step up to ~2x faster (the losses are
@@ -75,8 +80,10 @@ class BaseHParams:
   seed: Optional[int] = None
   fused_embedding: bool = True
   step_weights: Optional[Tuple[float, ...]] = None
-  calibration_weight: float = 0.0
+  entire_space_weight: float = 1.0
   conditional_weight: float = 0.0
+  conditional_normalization: str = losses_lib.IMPRESSIONS
+  calibration_weight: float = 0.0
   train_metrics: bool = True
   tpu_embedding: bool = False
   tpu_embedding_learning_rate: float = 1e-3
@@ -158,8 +165,10 @@ class MultiStepModel(tfrs.Model):
       num_steps=len(self.steps),
       chained=chained,
       step_weights=hparams.step_weights,
-      calibration_weight=hparams.calibration_weight,
+      entire_space_weight=hparams.entire_space_weight,
       conditional_weight=hparams.conditional_weight,
+      conditional_normalization=hparams.conditional_normalization,
+      calibration_weight=hparams.calibration_weight,
     )
     if hparams.tpu_embedding:
       self.embedding = tpu_embedding.TPUFeatureEmbedding(
@@ -182,6 +191,8 @@ class MultiStepModel(tfrs.Model):
         name="feature_embedding",
       )
     self.probabilities = probabilities.ChainedProbabilities(chained, name="probabilities")
+    # Identity until tafe_tf.calibration fits it on held-out rows.
+    self.calibration = probabilities.StepCalibration(len(self.steps), name="calibration")
     self.step_metrics = metrics_lib.StepMetrics(self.steps, name="step_metrics")
     # Running means of the losses over an epoch (and over a whole evaluate):
     # tfrs itself logs the last batch's loss, which made val_loss (and with it
@@ -231,7 +242,15 @@ class MultiStepModel(tfrs.Model):
 
   @tf.autograph.experimental.do_not_convert
   def step_logits(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
-    """Float32 ``[B, T]`` step logits (conditional when ``chained``)."""
+    """Float32 ``[B, T]`` step logits (conditional when ``chained``), after
+    the per-step calibration (the identity until one is fitted)."""
+    return self.calibration(self.uncalibrated_step_logits(features, training))
+
+  @tf.autograph.experimental.do_not_convert
+  def uncalibrated_step_logits(
+    self, features: Mapping[str, Any], training: bool = False
+  ) -> tf.Tensor:
+    """Float32 ``[B, T]`` step logits before the calibration."""
     logits, _ = self._forward(features, training)
     return tf.cast(logits, tf.float32)
 
@@ -266,11 +285,17 @@ class MultiStepModel(tfrs.Model):
   def compute_loss(
     self, inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]], training: bool = False
   ) -> tf.Tensor:
-    """The DTL loss of a ``(features, labels)`` batch; updates step metrics."""
-    features, labels = inputs
+    """The DTL loss of a ``(features, labels)`` or ``(features, labels,
+    sample_weight)`` batch (Keras' convention: ``[B]`` weights, multiplying
+    each example's loss; the step metrics stay unweighted); updates the step
+    metrics."""
+    features, labels = inputs[0], inputs[1]
     logits = self.step_logits(features, training)
     y = losses_lib.stack_labels(labels, self.steps)
-    loss = tf.nn.compute_average_loss(self.dtl_loss.per_example(y, logits))
+    sample_weight = tf.cast(inputs[2], tf.float32) if len(inputs) > 2 else None
+    loss = tf.nn.compute_average_loss(
+      self.dtl_loss.per_example(y, logits), sample_weight=sample_weight
+    )
     if not training or self.hparams.train_metrics:
       p, q = self.probabilities(logits)
       self.step_metrics.update_state(labels, p, q)

@@ -110,10 +110,9 @@ def test_every_ablation_changes_the_built_tafe():
     hparams = models.build_model("tafe", schema, **extra).get_config()["hparams"]
     changed = {k for k in hparams if hparams[k] != default[k]}
     assert changed == set(extra), name
-  # Step-count dependent ablations resolve per scenario.
   assert experiments.variant_hparams("tafe-click_space_cvr", num_steps=3) == (
     "tafe",
-    {"step_weights": (1.0, 0.0, 0.0), "conditional_weight": 1.0},
+    {"entire_space_weight": 0.0, "conditional_weight": 1.0},
   )
 
 

@@ -304,8 +304,8 @@ def test_overwrite_replaces_the_previous_run(tafe_run, tmp_path):
     (
       ["--model=mmoe", '--hparams={"num_levels": 3}'],
       "error: model.hparams: mmoe takes no hyperparameter 'num_levels'; its "
-      "hyperparameters: calibration_weight, conditional_weight, dropout, "
-      "embedding_dim, expert_units, field_embedding_dims, fused_embedding, "
+      "hyperparameters: calibration_weight, conditional_normalization, conditional_weight, dropout, "
+      "embedding_dim, entire_space_weight, expert_units, field_embedding_dims, fused_embedding, "
       "num_experts, seed, step_weights, top_k, tower_units, tpu_embedding, "
       "tpu_embedding_learning_rate, train_metrics",
     ),

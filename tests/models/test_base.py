@@ -31,7 +31,7 @@ def test_model_names_and_unknown_name():
 def test_unknown_hparam_is_one_line_naming_the_models_hparams(data):
   schema, _ = data
   esmm = (
-    "calibration_weight, conditional_weight, dropout, embedding_dim, "
+    "calibration_weight, conditional_normalization, conditional_weight, dropout, embedding_dim, entire_space_weight, "
     "field_embedding_dims, fused_embedding, seed, step_weights, "
     "tower_units, tpu_embedding, tpu_embedding_learning_rate, "
     "train_metrics"
@@ -211,3 +211,28 @@ def test_train_metrics_off_keeps_them_for_validation_only(tmp_path):
   assert 0.0 < history["val_auc/click"][0] < 1.0
   assert history["val_logloss/click"][0] > 0
   assert model.get_config()["hparams"]["train_metrics"] is False
+
+
+def test_sample_weights_multiply_each_examples_loss(data):
+  # Keras' (features, labels, sample_weight) convention: sum_b w_b L_b / B.
+  schema, directory = data
+  model = models.build_model("esmm", schema, seed=0, tower_units=(4,))
+  features, labels = next(iter(input_pipeline.make_dataset(directory, "train", 16, schema)))
+  weights = tf.constant(np.arange(16) % 3, tf.float32)
+  per_example = model.dtl_loss.per_example(
+    losses.stack_labels(labels, schema.steps), model.step_logits(features)
+  ).numpy()
+  weighted = float(model.compute_loss((features, labels, weights)))
+  np.testing.assert_allclose(weighted, (per_example * weights.numpy()).sum() / 16, rtol=1e-5)
+  np.testing.assert_allclose(
+    float(model.compute_loss((features, labels))), per_example.mean(), rtol=1e-5
+  )
+  # fit takes weighted batches; a weight of 0 everywhere leaves the weights as they are.
+  model.compile(tf.keras.optimizers.SGD(1.0))
+  before = [v.numpy() for v in model.trainable_variables]
+  zero = input_pipeline.make_dataset(directory, "train", 16, schema).map(
+    lambda x, y: (x, y, tf.zeros_like(y["click"], tf.float32))
+  )
+  model.fit(zero.take(2), verbose=0)
+  for b, a in zip(before, model.trainable_variables):
+    np.testing.assert_array_equal(b, a.numpy())
