@@ -11,7 +11,9 @@
       export: ExportConfig              what to do after training
 
 Every default lives once, in these dataclasses (the model's in its
-``HParams`` dataclass, :mod:`tafe_tf.models`). ``run.json`` in a model
+``HParams`` dataclass, :mod:`tafe_tf.hparams`). Nothing here imports
+TensorFlow: the command lines define their flags from this module and answer
+``--help`` without it. ``run.json`` in a model
 directory is :meth:`RunConfig.to_json` plus a ``provenance`` section that
 :meth:`RunConfig.from_json` accepts and ignores by design, so the file any run
 writes is a valid input that repeats it. ``from_json`` is strict: an unknown
@@ -33,11 +35,24 @@ import dataclasses
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
-from tafe_tf import distribution
-from tafe_tf import models as models_lib
-from tafe_tf.models import base as models_base
+from tafe_tf import hparams as hparams_lib
 
 DATASETS: Tuple[str, ...] = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")
+# The tf.distribute strategies and Keras dtype policies a run can use
+# (tafe_tf.distribution maps each onto TensorFlow).
+STRATEGY_NAMES: Tuple[str, ...] = (
+  "auto",
+  "one_device",
+  "mirrored",
+  "multi_worker",
+  "tpu",
+  "parameter_server",
+)
+PRECISIONS: Tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
+# Variables of a parameter-server run are split into shards of at least this
+# many bytes, over at most all ps tasks: embedding tables get sharded, the
+# small dense layers stay whole.
+DEFAULT_MIN_SHARD_BYTES = 256 << 10
 VERBOSITIES: Tuple[int, ...] = (0, 1, 2)
 # The run.json section that records where and with what a run was made; read
 # back and ignored (it is no input).
@@ -99,16 +114,16 @@ class ModelConfig:
   """A model and its hyperparameters.
 
   Attributes:
-    name: One of :data:`tafe_tf.models.MODEL_NAMES`.
+    name: One of :data:`tafe_tf.hparams.MODEL_NAMES`.
     hparams: An instance of that model's ``HParams`` dataclass (None: its
       defaults).
   """
 
   name: str = "tafe"
-  hparams: Optional[models_base.BaseHParams] = None
+  hparams: Optional[hparams_lib.BaseHParams] = None
 
   def __post_init__(self):
-    cls = models_lib.hparams_class(self.name)
+    cls = hparams_lib.hparams_class(self.name)
     if self.hparams is None:
       object.__setattr__(self, "hparams", cls())
     _check(
@@ -120,14 +135,14 @@ class ModelConfig:
   def create(cls, name: str = "tafe", hparams: Optional[Mapping[str, Any]] = None) -> "ModelConfig":
     """Model ``name`` with ``hparams`` (JSON values or Python ones) over its
     defaults; ValueError on a name it does not take or a wrong type."""
-    hparams_cls = models_lib.hparams_class(name)
+    hparams_cls = hparams_lib.hparams_class(name)
     return cls(
       name,
       _dataclass_from_json(
         hparams_cls,
         dict(hparams or {}),
         "model.hparams",
-        lambda names: models_base.check_hparam_names(name, hparams_cls, names),
+        lambda names: hparams_lib.check_hparam_names(name, hparams_cls, names),
       ),
     )
 
@@ -144,8 +159,8 @@ class ModelConfig:
     _check_keys(obj, ("name", "hparams"), "model")
     name = obj.get("name", cls.name)
     _check(
-      isinstance(name, str) and name in models_lib.MODEL_NAMES,
-      f"model.name must be one of {', '.join(models_lib.MODEL_NAMES)}; got {name!r}",
+      isinstance(name, str) and name in hparams_lib.MODEL_NAMES,
+      f"model.name must be one of {', '.join(hparams_lib.MODEL_NAMES)}; got {name!r}",
     )
     _check_object(obj.get("hparams", {}), "model.hparams")
     return cls.create(name, obj.get("hparams"))
@@ -209,12 +224,12 @@ class DistributionConfig:
   """Where and how the steps run (docs/distribution.md).
 
   Attributes:
-    strategy: A :data:`tafe_tf.distribution.STRATEGY_NAMES` entry.
+    strategy: A :data:`tafe_tf.STRATEGY_NAMES` entry.
     tpu_address: TPU name or address (``tpu``; "": TPU_NAME or the local TPU
       VM).
     cpu_devices: Split the CPU into N logical devices (0: no split), e.g. for
       ``mirrored`` with N replicas on a host without GPUs.
-    precision: A :data:`tafe_tf.distribution.PRECISIONS` entry (the Keras
+    precision: A :data:`tafe_tf.PRECISIONS` entry (the Keras
       dtype policy of the model's layers).
     jit_compile: Compile the train and evaluation steps with XLA; the id
       lookups then run in the input pipeline (always on for ``tpu``).
@@ -226,11 +241,11 @@ class DistributionConfig:
   cpu_devices: int = 0
   precision: str = "float32"
   jit_compile: bool = False
-  min_shard_bytes: int = distribution.DEFAULT_MIN_SHARD_BYTES
+  min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES
 
   def __post_init__(self):
-    _one_of("strategy", self.strategy, distribution.STRATEGY_NAMES)
-    _one_of("precision", self.precision, distribution.PRECISIONS)
+    _one_of("strategy", self.strategy, STRATEGY_NAMES)
+    _one_of("precision", self.precision, PRECISIONS)
     _check(self.cpu_devices >= 0, f"cpu_devices must be >= 0, got {self.cpu_devices}")
     _check(self.min_shard_bytes >= 1, f"min_shard_bytes must be >= 1, got {self.min_shard_bytes}")
 
@@ -300,7 +315,7 @@ class RunConfig:
         )
     return out
 
-  def model_hparams(self) -> models_base.BaseHParams:
+  def model_hparams(self) -> hparams_lib.BaseHParams:
     """The hyperparameters a run builds its model with: ``model.hparams``,
     with ``seed`` the run seed (``training.seed``) where they leave it None."""
     hparams = self.model.hparams

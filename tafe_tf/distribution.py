@@ -29,23 +29,15 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import tensorflow as tf
 
+from tafe_tf import config as config_lib
 from tafe_tf import features as features_lib
 from tafe_tf.layers import embedding as embedding_lib
 
-STRATEGY_NAMES: Tuple[str, ...] = (
-  "auto",
-  "one_device",
-  "mirrored",
-  "multi_worker",
-  "tpu",
-  "parameter_server",
-)
-PRECISIONS: Tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
-
-# Variables of a parameter-server run are split into shards of at least this
-# many bytes, over at most all ps tasks: embedding tables get sharded, the
-# small dense layers stay whole.
-DEFAULT_MIN_SHARD_BYTES = 256 << 10
+# The names (and the shard size default) live in the TF-free config module,
+# which the command lines' flags read.
+STRATEGY_NAMES = config_lib.STRATEGY_NAMES
+PRECISIONS = config_lib.PRECISIONS
+DEFAULT_MIN_SHARD_BYTES = config_lib.DEFAULT_MIN_SHARD_BYTES
 # A collective (all-reduce) that waits longer than this on a multi-worker run
 # fails instead of hanging; a dead peer is usually noticed sooner by
 # TensorFlow's health check.

@@ -42,6 +42,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tafe_tf.hparams import CONDITIONAL_NORMALIZATIONS, IMPRESSIONS, PARENTS
 from tafe_tf.layers import probabilities
 
 
@@ -55,11 +56,6 @@ def stack_labels(labels: Mapping[str, tf.Tensor], steps: Sequence[str]) -> tf.Te
 
 def _bce(labels: tf.Tensor, log_p: tf.Tensor, log_1mp: tf.Tensor) -> tf.Tensor:
   return -(tf.math.multiply_no_nan(log_p, labels) + tf.math.multiply_no_nan(log_1mp, 1.0 - labels))
-
-
-IMPRESSIONS = "impressions"
-PARENTS = "parents"
-CONDITIONAL_NORMALIZATIONS = (IMPRESSIONS, PARENTS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 ``build_model(name, schema, **hparams)`` builds any of :data:`MODEL_NAMES`.
 A model takes exactly the fields of its ``HParams`` dataclass
-(:class:`BaseHParams` plus its own; docs/models.md has the table); any other
+(:class:`BaseHParams` plus its own, all in :mod:`tafe_tf.hparams`, which
+needs no TensorFlow; docs/models.md has the table); any other
 name is a one-line ValueError listing the names it takes.
 ``build_model(name, schema, **model.get_config()["hparams"])`` rebuilds a
 model.
@@ -10,9 +11,10 @@ model.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, Type
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import MODEL_NAMES, hparams_class
 from tafe_tf.models.aitm import AITM
 from tafe_tf.models.base import BaseHParams, MultiStepModel
 from tafe_tf.models.esmm import ESMM
@@ -36,8 +38,6 @@ __all__ = [
   "model_class",
 ]
 
-MODEL_NAMES: Tuple[str, ...] = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
-
 _MODELS: Dict[str, Type[MultiStepModel]] = {
   cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom)
 }
@@ -48,11 +48,6 @@ def model_class(name: str) -> Type[MultiStepModel]:
   if name not in _MODELS:
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
   return _MODELS[name]
-
-
-def hparams_class(name: str) -> Type[BaseHParams]:
-  """The hyperparameter dataclass of model ``name`` (its defaults)."""
-  return model_class(name).HParams
 
 
 def build_model(name: str, schema: features_lib.Schema, **hparams: Any) -> MultiStepModel:

@@ -10,28 +10,15 @@ p_t directly (not chained) and the behavioural calibrator
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import AITMHParams
 from tafe_tf.layers import experts
 from tafe_tf.layers import transfer as transfer_lib
 from tafe_tf.models import base
-
-
-@dataclasses.dataclass(frozen=True)
-class AITMHParams(base.BaseHParams):
-  """AITM's hyperparameters (plus :class:`base.BaseHParams`).
-
-  Attributes:
-    tower_units: Widths of each step's tower (the reference: 128, 64, 32).
-    calibration_weight: The calibrator weight (0.6 in the reference).
-  """
-
-  tower_units: Tuple[int, ...] = (128, 64, 32)
-  calibration_weight: float = 0.6
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")

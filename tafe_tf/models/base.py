@@ -1,9 +1,10 @@
 """The contract every multi-step model follows: :class:`MultiStepModel`.
 
 A model is a ``tfrs.Model`` built from a :class:`~tafe_tf.features.Schema` and
-a frozen hyperparameter dataclass (:class:`BaseHParams` or a subclass). It
-maps the feature dict of :func:`tafe_tf.input_pipeline.make_dataset` (ragged or
-padded multi-valued fields; extra keys ignored) to ``[B, T]`` step logits
+a frozen hyperparameter dataclass (:class:`BaseHParams` or a subclass, defined
+in :mod:`tafe_tf.hparams`). It maps the feature dict of
+:func:`tafe_tf.input_pipeline.make_dataset` (ragged or padded multi-valued
+fields; extra keys ignored) to ``[B, T]`` step logits
 (:meth:`MultiStepModel.step_logits`, implemented by subclasses in
 ``_forward``), and from those to named float32 outputs ``p_<step>`` and
 ``q_<step>`` (:meth:`call`; two-step models also ``ctr``, ``cvr``, ``ctcvr``).
@@ -18,8 +19,7 @@ same architecture; ``hparams`` holds every hyperparameter, defaults included.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -27,97 +27,11 @@ import tensorflow_recommenders as tfrs
 from tafe_tf import features as features_lib
 from tafe_tf import losses as losses_lib
 from tafe_tf import metrics as metrics_lib
+from tafe_tf.hparams import BaseHParams, check_hparam_names
 from tafe_tf.layers import embedding as embedding_lib
 from tafe_tf.layers import initializers, probabilities, tpu_embedding
 
 LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseHParams:
-  """Hyperparameters shared by all models; each default lives here, once.
-
-  A model's subclass adds its own (and may change a shared one's default,
-  e.g. AITM's ``calibration_weight``). ``build_model`` rejects any name the
-  model's dataclass lacks.
-
-  Attributes:
-    embedding_dim: Width of every id embedding and dense projection (the
-      schema describes data only; embedding widths are the model's).
-    field_embedding_dims: Per-field widths overriding ``embedding_dim``
-      (``{"shop": 8}``; 0 for a dense field passes its vector through
-      unprojected); None: every field ``embedding_dim`` wide.
-    dropout: Dropout rate in experts and towers.
-    seed: Seed of every initializer and dropout mask (None: unseeded when
-      built directly; ``tafe_tf.training.train`` then uses the run seed,
-      ``TrainingConfig.seed``).
-    fused_embedding: One table per embedding width (True) or per field.
-    step_weights: DTL weight w_t per step, on all of its terms (None: all 1).
-    entire_space_weight: DTL weight of the entire-space BCE of steps t > 1.
-    conditional_weight: DTL weight of the conditional BCE of steps t > 1 on
-      the rows where step t-1 happened (chained models only).
-    conditional_normalization: ``"impressions"`` (the likelihood) or
-      ``"parents"`` (a conditional term averaged over its parent rows: a loss
-      scale for rare late steps). :mod:`tafe_tf.losses` has the formula.
-    calibration_weight: Weight of the calibrator ``relu(p_t - p_{t-1})``.
-    train_metrics: Update the step metrics (thresholded AUCs, logloss, PCOC)
-      in training steps too; False keeps them for evaluation and validation
-      only, which makes a CPU training step up to ~2x faster (the losses are
-      still logged).
-    tpu_embedding: Keep the id tables in a ``tfrs.layers.embedding
-      .TPUEmbedding`` (:class:`~tafe_tf.layers.tpu_embedding
-      .TPUFeatureEmbedding`): built under a TPUStrategy they live in TPU
-      embedding memory, elsewhere they are ordinary variables (checkpoints
-      compatible both ways). ``launch.train --strategy=tpu`` turns it on.
-    tpu_embedding_learning_rate: Adam learning rate of the TPU embedding
-      engine for the tables (used on TPUs only; elsewhere the model's
-      optimizer trains them).
-  """
-
-  embedding_dim: int = 16
-  field_embedding_dims: Optional[Dict[str, int]] = None
-  dropout: float = 0.0
-  seed: Optional[int] = None
-  fused_embedding: bool = True
-  step_weights: Optional[Tuple[float, ...]] = None
-  entire_space_weight: float = 1.0
-  conditional_weight: float = 0.0
-  conditional_normalization: str = losses_lib.IMPRESSIONS
-  calibration_weight: float = 0.0
-  train_metrics: bool = True
-  tpu_embedding: bool = False
-  tpu_embedding_learning_rate: float = 1e-3
-
-  def __post_init__(self):
-    # JSON gives lists; the architecture wants hashable tuples.
-    for f in dataclasses.fields(self):
-      value = getattr(self, f.name)
-      if isinstance(value, list):
-        object.__setattr__(self, f.name, tuple(value))
-    if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-    if self.embedding_dim < 1:
-      raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
-
-  def to_json(self) -> Dict[str, Any]:
-    """Every hyperparameter, defaults included, as JSON values."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def check_hparam_names(
-  model_name: str, hparams_class: Type[BaseHParams], names: Iterable[str]
-) -> None:
-  """Raises ValueError unless every name is a field of ``hparams_class``:
-  ``"mmoe takes no hyperparameter 'num_levels'; its hyperparameters: ..."``
-  (sorted)."""
-  valid = sorted(f.name for f in dataclasses.fields(hparams_class))
-  unknown = sorted(set(names) - set(valid))
-  if unknown:
-    raise ValueError(
-      f"{model_name} takes no hyperparameter{'s' if len(unknown) > 1 else ''}"
-      f" {', '.join(repr(n) for n in unknown)}; its hyperparameters: "
-      f"{', '.join(valid)}"
-    )
 
 
 def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:

@@ -8,22 +8,14 @@ two steps this is ESMM exactly (pCTR tower, pCVR tower, pCTCVR = their product).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import ESMMHParams
 from tafe_tf.layers import towers
 from tafe_tf.models import base
-
-
-@dataclasses.dataclass(frozen=True)
-class ESMMHParams(base.BaseHParams):
-  """ESMM's hyperparameters (plus :class:`base.BaseHParams`): ``tower_units``,
-  the hidden widths of each step's tower."""
-
-  tower_units: Tuple[int, ...] = (128, 64, 32)
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")

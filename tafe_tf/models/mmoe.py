@@ -7,31 +7,14 @@ cumulative labels (not chained).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import MMoEHParams
 from tafe_tf.layers import extraction, towers
 from tafe_tf.models import base
-
-
-@dataclasses.dataclass(frozen=True)
-class MMoEHParams(base.BaseHParams):
-  """MMoE's hyperparameters (plus :class:`base.BaseHParams`).
-
-  Attributes:
-    num_experts: K shared experts.
-    expert_units: MLP widths of each expert.
-    tower_units: Hidden widths of each step's tower.
-    top_k: Sparse gates keeping k experts (None: dense softmax, the paper's).
-  """
-
-  num_experts: int = 4
-  expert_units: Tuple[int, ...] = (64, 32)
-  tower_units: Tuple[int, ...] = (32,)
-  top_k: Optional[int] = None
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")

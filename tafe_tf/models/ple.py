@@ -9,41 +9,14 @@ labels (not chained).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import PLEHParams
 from tafe_tf.layers import extraction, towers
 from tafe_tf.models import base
-
-
-@dataclasses.dataclass(frozen=True)
-class PLEHParams(base.BaseHParams):
-  """PLE's hyperparameters (plus :class:`base.BaseHParams`).
-
-  Attributes:
-    num_experts: K shared experts per level.
-    experts_per_task: Experts owned by each step per level (>= 1).
-    expert_units: MLP widths of each expert.
-    tower_units: Hidden widths of each step's tower.
-    num_levels: Stacked CGC levels.
-  """
-
-  num_experts: int = 2
-  experts_per_task: int = 1
-  expert_units: Tuple[int, ...] = (64, 32)
-  tower_units: Tuple[int, ...] = (32,)
-  num_levels: int = 2
-
-  def __post_init__(self):
-    super().__post_init__()
-    if self.num_levels < 1 or self.experts_per_task < 1:
-      raise ValueError(
-        "PLE needs num_levels >= 1 and experts_per_task >= 1, "
-        f"got {self.num_levels} and {self.experts_per_task}"
-      )
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")

@@ -6,27 +6,14 @@ label y_t (not chained).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
+from tafe_tf.hparams import SharedBottomHParams
 from tafe_tf.layers import experts, towers
 from tafe_tf.models import base
-
-
-@dataclasses.dataclass(frozen=True)
-class SharedBottomHParams(base.BaseHParams):
-  """Shared-Bottom's hyperparameters (plus :class:`base.BaseHParams`).
-
-  Attributes:
-    expert_units: Widths of the shared bottom MLP.
-    tower_units: Hidden widths of each step's tower.
-  """
-
-  expert_units: Tuple[int, ...] = (64, 32)
-  tower_units: Tuple[int, ...] = (32,)
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
