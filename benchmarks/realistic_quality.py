@@ -99,12 +99,12 @@ def prepare(
     ``(raw_dir, data_dir)``.
   """
   config = member_config(member, seed)
-  raw_dir = os.path.join(work_dir, f"raw-{member}-s{seed}-{num_train}")
+  raw_dir = os.path.join(work_dir, f"raw-{member}-s{seed}-{num_train}-{num_test}")
   if not os.path.exists(os.path.join(raw_dir, realistic.REPORT_FILE)):
     shutil.rmtree(raw_dir, ignore_errors=True)
     realistic.write_member(config, raw_dir, num_train=num_train, num_test=num_test)
   options = "-".join(f"{k}{v}" for k, v in sorted(convert_options.items())) or "defaults"
-  data_dir = os.path.join(work_dir, f"data-{member}-s{seed}-{num_train}-{options}")
+  data_dir = os.path.join(work_dir, f"data-{member}-s{seed}-{num_train}-{num_test}-{options}")
   if not os.path.exists(os.path.join(data_dir, input_pipeline.REPORT_FILENAME)):
     convert_fn = (
       convert.convert_aliexpress
@@ -185,12 +185,13 @@ def run_grid(
     with open(path) as f:
       for line in f:
         record = json.loads(line)
-        done[(record["member"], record["seed"], record["variant"], record["num_train"])] = record
+        key = (record["member"], record["seed"], record["variant"])
+        done[key + (record["num_train"], record.get("num_test"))] = record
   results = []
   for member in members:
     for seed in seeds:
       for variant in variants:
-        key = (member, seed, variant.name, num_train)
+        key = (member, seed, variant.name, num_train, num_test)
         if key in done:
           results.append(done[key])
           continue
@@ -203,6 +204,7 @@ def run_grid(
           "seed": seed,
           "variant": variant.name,
           "num_train": num_train,
+          "num_test": num_test,
           **run_variant(variant, data_dir, raw_dir, model_dir, seed),
         }
         shutil.rmtree(model_dir, ignore_errors=True)
