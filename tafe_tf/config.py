@@ -54,6 +54,8 @@ PRECISIONS: Tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
 # small dense layers stay whole.
 DEFAULT_MIN_SHARD_BYTES = 256 << 10
 VERBOSITIES: Tuple[int, ...] = (0, 1, 2)
+# TrainingConfig.calibration (tafe_tf.calibration has what each fits).
+CALIBRATIONS: Tuple[str, ...] = ("none", "conditional", "entire_space")
 # The run.json section that records where and with what a run was made; read
 # back and ignored (it is no input).
 PROVENANCE = "provenance"
@@ -188,9 +190,12 @@ class TrainingConfig:
       (``val_auc/<step>``).
     verbose: Keras progress output (0: none, 1: progress bar, 2: a line per
       epoch).
-    calibrate: After training, fit a per-step Platt calibration of the kept
-      model on the validation split (:mod:`tafe_tf.calibration`); it is part
-      of the model, so the export serves calibrated probabilities.
+    calibration: After training, fit a per-step Platt calibration of the
+      kept model on the validation split (:mod:`tafe_tf.calibration`):
+      ``entire_space`` (each step's p_t against its labels on every row),
+      ``conditional`` (each conditional q_t on the rows where the previous
+      step happened) or ``none``. It is part of the model, so the export
+      serves calibrated probabilities.
   """
 
   epochs: int = 2
@@ -202,7 +207,7 @@ class TrainingConfig:
   steps_per_epoch: Optional[int] = None
   monitor: str = "val_loss"
   verbose: int = dataclasses.field(default=1, metadata=_NOT_IDENTITY)
-  calibrate: bool = True
+  calibration: str = "entire_space"
 
   def __post_init__(self):
     _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -217,6 +222,7 @@ class TrainingConfig:
       f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
     )
     _one_of("verbose", self.verbose, VERBOSITIES)
+    _one_of("calibration", self.calibration, CALIBRATIONS)
 
 
 @dataclasses.dataclass(frozen=True)

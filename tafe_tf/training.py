@@ -468,14 +468,14 @@ def _calibrate(
 ) -> Optional[List[Dict[str, Any]]]:
   """Fits the kept model's per-step calibration on the validation split
   (every worker alike, outside the strategy's collectives) and writes
-  ``calibration.json`` (chief); None when ``run.calibrate`` is off."""
+  ``calibration.json`` (chief); None when ``run.calibration`` is ``none``."""
   path = os.path.join(model_dir, calibration_lib.CALIBRATION_FILENAME)
-  if not run.calibrate:
+  if run.calibration == "none":
     if is_chief and tf.io.gfile.exists(path):
       tf.io.gfile.remove(path)
     return None
   validation = input_pipeline.make_dataset(data_dir, "validation", run.batch_size, schema)
-  fits = calibration_lib.fit_step_calibration(model, validation)
+  fits = calibration_lib.fit_step_calibration(model, validation, run.calibration)
   for fit in fits:
     logging.info(
       "calibration of %s: logit x %.4f %+.4f (fitted on %d rows, %d positive)",

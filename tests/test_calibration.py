@@ -27,6 +27,19 @@ def test_platt_fit_recovers_a_known_map():
   np.testing.assert_allclose(_sigmoid(scale * logits + shift).mean(), labels.mean(), rtol=2e-3)
 
 
+def test_entire_space_fit_recovers_a_known_map_under_a_parent_probability():
+  # p = c * sigmoid(a l + b): the fit of a chained step in entire space.
+  rng = np.random.default_rng(1)
+  logits = rng.normal(0.0, 1.5, 300_000)
+  parent = rng.uniform(0.02, 0.6, logits.size)
+  labels = rng.random(logits.size) < parent * _sigmoid(1.3 * logits - 0.5)
+  scale, shift = calibration.fit_platt(logits, labels, parent)
+  assert abs(scale - 1.3) < 0.05 and abs(shift + 0.5) < 0.05
+  # The score equations make served and observed conversions agree.
+  served = parent * _sigmoid(scale * logits + shift)
+  np.testing.assert_allclose(served.sum(), labels.sum(), rtol=0.01)
+
+
 def test_platt_fit_without_both_labels_is_the_identity():
   assert calibration.fit_platt(np.array([0.3, -1.0]), np.zeros(2)) == (1.0, 0.0)
   assert calibration.fit_platt(np.array([0.3, -1.0]), np.ones(2)) == (1.0, 0.0)
@@ -46,7 +59,7 @@ def test_chained_steps_are_fitted_on_their_likelihood_rows(data):
   model = models.build_model("esmm", schema, seed=0, tower_units=(4,))
   dataset = input_pipeline.make_dataset(directory, "validation", 128, schema)
   raw, labels = calibration.collect_logits(model, dataset)
-  fits = calibration.fit_step_calibration(model, dataset)
+  fits = calibration.fit_step_calibration(model, dataset, "conditional")
   clicks = labels[:, 0] > 0
   assert [f.step for f in fits] == list(schema.steps)
   assert fits[0].rows == labels.shape[0] and fits[1].rows == int(clicks.sum())
@@ -62,9 +75,18 @@ def test_chained_steps_are_fitted_on_their_likelihood_rows(data):
     rtol=1e-5,
     atol=1e-6,
   )
+  # Entire space: step 2's p = calibrated p_1 * sigmoid(a l_2 + b) on every row.
+  fits = calibration.fit_step_calibration(model, dataset, "entire_space")
+  assert [f.rows for f in fits] == [labels.shape[0]] * 2
+  p1 = _sigmoid(fits[0].scale * raw[:, 0] + fits[0].shift)
+  expected = calibration.fit_platt(raw[:, 1], labels[:, 1], p1)
+  np.testing.assert_allclose((fits[1].scale, fits[1].shift), expected, rtol=1e-6)
   # Independent heads: every step on every row.
   mmoe = models.build_model("mmoe", schema, seed=0, expert_units=(4,), tower_units=(4,))
-  assert [f.rows for f in calibration.fit_step_calibration(mmoe, dataset)] == [labels.shape[0]] * 2
+  fits = calibration.fit_step_calibration(mmoe, dataset, "conditional")
+  assert [f.rows for f in fits] == [labels.shape[0]] * 2
+  with pytest.raises(ValueError, match="space must be one of entire_space, conditional"):
+    calibration.fit_step_calibration(mmoe, dataset, "clicks")
 
 
 def test_train_writes_the_calibration_and_loading_applies_it(data, tmp_path):
@@ -86,7 +108,7 @@ def test_train_writes_the_calibration_and_loading_applies_it(data, tmp_path):
   )
   # Off: no calibration file, the identity.
   off = config_lib.RunConfig.create(
-    "esmm", hparams={"tower_units": [4]}, epochs=1, verbose=0, calibrate=False
+    "esmm", hparams={"tower_units": [4]}, epochs=1, verbose=0, calibration="none"
   )
   result = training.train(directory, model_dir, off, overwrite=True)
   assert not os.path.exists(os.path.join(model_dir, calibration.CALIBRATION_FILENAME))

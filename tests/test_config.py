@@ -49,7 +49,7 @@ def test_unknown_keys_name_the_section_and_the_valid_keys():
     config_lib.RunConfig.from_json({"training": {"epoch": 2}})
   assert str(info.value) == (
     "training: unknown key 'epoch'; valid keys: batch_size, "
-    "calibrate, checkpoint_every_steps, epochs, learning_rate, monitor, seed, shuffle, "
+    "calibration, checkpoint_every_steps, epochs, learning_rate, monitor, seed, shuffle, "
     "steps_per_epoch, verbose"
   )
   with pytest.raises(
