@@ -11,18 +11,32 @@ import os
 
 from absl import flags
 
-from tafe_tf import export, training
 from tafe_tf.launch import common
+
+# Loaded at first use, in main: --help stays free of TensorFlow.
+export = common.lazy_import("tafe_tf.export")
+training = common.lazy_import("tafe_tf.training")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
-flags.DEFINE_string("export_dir", "", "Base directory of the servable's versions.")
+_EXPORT = common.flag_group(__name__, "What to export, where")
+_REQUESTS = common.flag_group(__name__, "Requests")
+flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).", module_name=_EXPORT)
+flags.DEFINE_string(
+  "export_dir", "", "Base directory of the servable's versions.", module_name=_EXPORT
+)
 flags.DEFINE_integer(
-  "version", None, "Version number (default: seconds since the epoch).", lower_bound=1
+  "version",
+  None,
+  "Version number (default: seconds since the epoch).",
+  lower_bound=1,
+  module_name=_EXPORT,
 )
 flags.DEFINE_string(
-  "model_name", "", "model_spec.name in the warm-up requests (default: the model's name)."
+  "model_name",
+  "",
+  "model_spec.name in the warm-up and example requests (default: the model's name).",
+  module_name=_REQUESTS,
 )
 
 
