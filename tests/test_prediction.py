@@ -210,3 +210,8 @@ def test_data_without_a_field_the_model_reads_is_refused(dirs, tmp_path):
   )
   with pytest.raises(ValueError, match=r"^field 'price' is dense of width 2 for the model but"):
     prediction.check_inputs(schema, wider)
+
+
+def test_an_export_dir_without_versions_is_refused(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"^no exported version in "):
+    prediction.SavedModelScorer(str(tmp_path))

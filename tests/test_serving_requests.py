@@ -19,7 +19,7 @@ from tafe_tf.data.synthetic import config as synthetic_config
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-  """A trained TAFE run, exported by launch.export with its request examples."""
+  """A trained ESMM run, exported by launch.export with its request examples."""
   root = tmp_path_factory.mktemp("serving_requests")
   data_dir = str(root / "data")
   schema = testdata.make_dataset_dir(data_dir, num_train=64, num_test=16)
@@ -29,8 +29,8 @@ def exported(tmp_path_factory):
     data_dir,
     model_dir,
     config_lib.RunConfig.create(
-      "tafe",
-      hparams=dict(embedding_dim=4, num_experts=2, expert_units=[4], tower_units=[4], seed=0),
+      "esmm",
+      hparams=dict(embedding_dim=4, tower_units=[4], seed=0),
       epochs=1,
       steps_per_epoch=2,
       batch_size=32,
@@ -91,8 +91,8 @@ def test_the_grpc_request_of_each_body_carries_the_same_tensors(exported):
   pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
   loaded, bodies, _ = exported
   for name, body in bodies.items():
-    request = serving_requests.predict_request(body, "tafe")
-    assert (request.model_spec.name, request.model_spec.signature_name) == ("tafe", name)
+    request = serving_requests.predict_request(body, "esmm")
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("esmm", name)
     signature = loaded.signatures[name]
     expected = serving_requests.body_tensors(body, signature)
     assert set(request.inputs) == set(expected)
