@@ -23,6 +23,7 @@ _SCRIPTS = {
   "tafe-convert": "convert",
   "tafe-evaluate": "evaluate",
   "tafe-export": "export",
+  "tafe-predict": "predict",
   "tafe-benchmark": "benchmark",
 }
 

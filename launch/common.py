@@ -35,24 +35,26 @@ import sys
 import tempfile
 import time
 import types
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from absl import app, flags, logging
+
+from tafe_tf import config as config_lib
+from tafe_tf import hparams as hparams_lib
 
 # Set before anything can import TensorFlow (an entry module may import it
 # right after this one); what the user set stays.
 _USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-DATASETS = ("synthetic", "ali_ccp", "aliexpress", "tfrecord")
+DATASETS = config_lib.DATASETS
 # The schema names launch.convert writes for each real dataset (tfrecord: any).
 DATASET_SCHEMAS = {
   "ali_ccp": ("ali_ccp", "ali_ccp_processed", "ali_ccp_paddle_esmm"),
   "aliexpress": ("aliexpress",),
 }
-# tafe_tf.models.MODEL_NAMES, for flag definitions that must not import
-# TensorFlow (tests/launch/test_common.py keeps the two equal).
-MODEL_NAMES = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
+# For flag definitions (tafe_tf.hparams needs no TensorFlow).
+MODEL_NAMES = hparams_lib.MODEL_NAMES
 
 _HELP = {
   "--help": False,
@@ -93,6 +95,24 @@ def lazy_import(name: str) -> types.ModuleType:
   sys.modules[name] = module
   spec.loader.exec_module(module)
   return module
+
+
+# Entry module -> its flag groups, [(title, absl module key)], in order.
+_FLAG_GROUPS: Dict[str, List[Tuple[str, str]]] = {}
+
+
+def flag_group(module: str, title: str) -> str:
+  """The absl ``module_name`` that lists flags under ``title`` in the help of
+  entry module ``module`` (its ``__name__``), groups in the order made::
+
+      DATA = common.flag_group(__name__, "Data")
+      flags.DEFINE_string("data_dir", "", "Dataset directory.", module_name=DATA)
+  """
+  key = f"{module} [{title}]"
+  groups = _FLAG_GROUPS.setdefault(module, [])
+  if (title, key) not in groups:
+    groups.append((title, key))
+  return key
 
 
 _features = lazy_import("tafe_tf.features")
@@ -140,12 +160,18 @@ def help_text(main: Callable[..., None], full: bool = False) -> str:
   """The doc of ``main``'s module and its flags (``full``: every flag)."""
   name = main.__module__
   doc = (sys.modules[name].__doc__ or "").strip("\n")
-  # absl files flags defined in __main__ under the script's path.
-  key = sys.argv[0] if name == "__main__" else name
-  flag_text = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(key)
-  return (
-    f"{doc}\n\nflags:\n{flag_text}\n\nTry --helpfull for every flag, -v 0 for TensorFlow's logs."
-  )
+  if full:
+    flag_text = flags.FLAGS.get_help()
+  else:
+    # absl files flags defined in __main__ under the script's path.
+    key = sys.argv[0] if name == "__main__" else name
+    parts = [flags.FLAGS.module_help(key)]
+    for title, group_key in _FLAG_GROUPS.get(name, []):
+      text = flags.FLAGS.module_help(group_key).strip("\n")
+      # absl heads the list with the key; the title is what a user reads.
+      parts.append(f"{title}:" + text[len(group_key) + 1 :] if text else "")
+    flag_text = "\n\n".join(p.strip("\n") for p in parts if p.strip())
+  return f"{doc}\n\nflags:\n{flag_text}\n\nTry --helpfull for every flag, --verbosity=0 (-v 0) for TensorFlow's logs."
 
 
 def fail(message: str) -> None:

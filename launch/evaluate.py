@@ -17,19 +17,34 @@ import os
 
 from absl import flags, logging
 
-from tafe_tf import input_pipeline, reporting, training
 from tafe_tf.launch import common
+
+# Loaded at first use, in main: --help stays free of TensorFlow.
+input_pipeline = common.lazy_import("tafe_tf.input_pipeline")
+reporting = common.lazy_import("tafe_tf.reporting")
+training = common.lazy_import("tafe_tf.training")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
+_INPUT = common.flag_group(__name__, "What to evaluate")
+_OUTPUT = common.flag_group(__name__, "Output")
+flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).", module_name=_INPUT)
 flags.DEFINE_string(
-  "data_dir", "", "Dataset directory (default: the one the model was trained on)."
+  "data_dir",
+  "",
+  "Dataset directory (default: the one the model was trained on).",
+  module_name=_INPUT,
 )
-flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_string("output", "", "Report JSON (default: <model_dir>/eval/<split>.json).")
-flags.DEFINE_string("predictions", "", "Per-example CSV: sample_id, p_<step>, q_<step>.")
-flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.", lower_bound=1)
+flags.DEFINE_string("split", "test", "Split to evaluate.", module_name=_INPUT)
+flags.DEFINE_integer(
+  "batch_size", 4096, "Evaluation batch size.", lower_bound=1, module_name=_INPUT
+)
+flags.DEFINE_string(
+  "output", "", "Report JSON (default: <model_dir>/eval/<split>.json).", module_name=_OUTPUT
+)
+flags.DEFINE_string(
+  "predictions", "", "Per-example CSV: sample_id, p_<step>, q_<step>.", module_name=_OUTPUT
+)
 
 
 def main(argv):

@@ -2,7 +2,10 @@ r"""Exports a trained model as a SavedModel for TF Serving.
 
     python -m launch.export --model_dir=runs/tafe-synthetic --export_dir=/models/tafe
 
-writes ``EXPORT_DIR/<version>/`` atomically (see ``tafe_tf.export``).
+writes ``EXPORT_DIR/<version>/`` atomically (see ``tafe_tf.export``) and prints
+its path. ``--write_request_examples`` also writes a REST predict body for each
+signature, made from the schema, to ``EXPORT_DIR/requests/<signature>.json``
+(docs/serving.md: sending them, and a gRPC client).
 """
 
 from __future__ import annotations
@@ -11,18 +14,40 @@ import os
 
 from absl import flags
 
-from tafe_tf import export, training
 from tafe_tf.launch import common
+
+# Loaded at first use, in main: --help stays free of TensorFlow.
+export = common.lazy_import("tafe_tf.export")
+serving_requests = common.lazy_import("tafe_tf.serving_requests")
+training = common.lazy_import("tafe_tf.training")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).")
-flags.DEFINE_string("export_dir", "", "Base directory of the servable's versions.")
+_EXPORT = common.flag_group(__name__, "What to export, where")
+_REQUESTS = common.flag_group(__name__, "Requests")
+flags.DEFINE_string("model_dir", "", "Trained model directory (launch.train).", module_name=_EXPORT)
+flags.DEFINE_string(
+  "export_dir", "", "Base directory of the servable's versions.", module_name=_EXPORT
+)
 flags.DEFINE_integer(
-  "version", None, "Version number (default: seconds since the epoch).", lower_bound=1
+  "version",
+  None,
+  "Version number (default: seconds since the epoch).",
+  lower_bound=1,
+  module_name=_EXPORT,
+)
+flags.DEFINE_bool(
+  "write_request_examples",
+  False,
+  "Also write REST predict bodies for both signatures, made from the schema, to "
+  "<export_dir>/requests/<signature>.json (docs/serving.md).",
+  module_name=_REQUESTS,
 )
 flags.DEFINE_string(
-  "model_name", "", "model_spec.name in the warm-up requests (default: the model's name)."
+  "model_name",
+  "",
+  "model_spec.name in the warm-up and example requests (default: the model's name).",
+  module_name=_REQUESTS,
 )
 
 
@@ -52,6 +77,9 @@ def main(argv):
   except (FileExistsError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(path)
+  if FLAGS.write_request_examples:
+    for request in serving_requests.write_request_examples(FLAGS.export_dir, schema):
+      print(request)
 
 
 def run() -> None:

@@ -33,21 +33,31 @@ from typing import Any, Callable, Dict, Optional
 from absl import flags, logging
 
 from tafe_tf import config as config_lib
-from tafe_tf import distribution, export, files, reporting, training
-from tafe_tf import models as models_lib
-from tafe_tf.data import synthetic
+from tafe_tf import hparams as hparams_lib
 from tafe_tf.launch import common
+
+# Loaded at first use, in main: --help stays free of TensorFlow.
+distribution = common.lazy_import("tafe_tf.distribution")
+export = common.lazy_import("tafe_tf.export")
+files = common.lazy_import("tafe_tf.files")
+reporting = common.lazy_import("tafe_tf.reporting")
+training = common.lazy_import("tafe_tf.training")
+synthetic = common.lazy_import("tafe_tf.data.synthetic")
 
 FLAGS = flags.FLAGS
 _default = config_lib.setting_default
 
+_RUN = common.flag_group(__name__, "What to run")
 # What to run: the whole config from a file, the model and its hparams.
 flags.DEFINE_string(
   "config",
   "",
   "A run.json (any run's) to start from: the whole run config; flags given as well override it.",
+  module_name=_RUN,
 )
-flags.DEFINE_enum("model", config_lib.ModelConfig.name, list(models_lib.MODEL_NAMES), "Model.")
+flags.DEFINE_enum(
+  "model", config_lib.ModelConfig.name, list(hparams_lib.MODEL_NAMES), "Model.", module_name=_RUN
+)
 flags.DEFINE_string(
   "hparams",
   "",
@@ -55,13 +65,18 @@ flags.DEFINE_string(
   "hyperparameters (any of them, docs/models.md), over its "
   "defaults (or --config's), e.g. "
   '\'{"transfer": "none", "top_k": 2}\'.',
+  module_name=_RUN,
 )
-flags.DEFINE_string("model_dir", "", "Run directory (default: runs/<model>-<dataset>).")
+flags.DEFINE_string(
+  "model_dir", "", "Run directory (default: runs/<model>-<dataset>).", module_name=_RUN
+)
 flags.DEFINE_bool(
   "overwrite",
   False,
   "Remove a previous run's files from --model_dir first (else another run there is an error).",
+  module_name=_RUN,
 )
+_DATA = common.flag_group(__name__, "Data")
 # Data.
 flags.DEFINE_enum(
   "dataset",
@@ -69,6 +84,7 @@ flags.DEFINE_enum(
   list(config_lib.DATASETS),
   "synthetic (generated into --data_dir, or a cache dir), or a "
   "converted dataset directory given by --data_dir.",
+  module_name=_DATA,
 )
 flags.DEFINE_string(
   "data_dir",
@@ -77,6 +93,7 @@ flags.DEFINE_string(
   "(schema.json + shards). For --dataset=synthetic: where to "
   "generate it (default: ~/.cache/tafe_tf/synthetic-"
   "<steps>step-seed<seed>).",
+  module_name=_DATA,
 )
 flags.DEFINE_integer(
   "synthetic_steps",
@@ -84,68 +101,98 @@ flags.DEFINE_integer(
   "Steps of the synthetic chain.",
   lower_bound=2,
   upper_bound=4,
+  module_name=_DATA,
 )
 flags.DEFINE_integer(
-  "synthetic_train_rows", _default("synthetic_train_rows"), "Synthetic train rows.", lower_bound=1
+  "synthetic_train_rows",
+  _default("synthetic_train_rows"),
+  "Synthetic train rows.",
+  lower_bound=1,
+  module_name=_DATA,
 )
 flags.DEFINE_integer(
   "synthetic_eval_rows",
   _default("synthetic_eval_rows"),
   "Synthetic validation and test rows (each).",
   lower_bound=1,
+  module_name=_DATA,
 )
 flags.DEFINE_float(
   "synthetic_conflict",
   _default("synthetic_conflict"),
   "Conflict between steps in the synthetic truth (default: the generator's).",
+  module_name=_DATA,
 )
+_TRAINING = common.flag_group(__name__, "Training")
 # Training.
-flags.DEFINE_integer("epochs", _default("epochs"), "Epochs.", lower_bound=1)
+flags.DEFINE_integer("epochs", _default("epochs"), "Epochs.", lower_bound=1, module_name=_TRAINING)
 flags.DEFINE_integer(
-  "batch_size", _default("batch_size"), "Examples per replica per step.", lower_bound=1
+  "batch_size",
+  _default("batch_size"),
+  "Examples per replica per step.",
+  lower_bound=1,
+  module_name=_TRAINING,
 )
-flags.DEFINE_float("learning_rate", _default("learning_rate"), "Adam learning rate.", lower_bound=0)
+flags.DEFINE_float(
+  "learning_rate",
+  _default("learning_rate"),
+  "Adam learning rate.",
+  lower_bound=0,
+  module_name=_TRAINING,
+)
 flags.DEFINE_integer(
   "seed",
   _default("seed"),
   "The run seed: shuffling, the synthetic data, and the model unless --hparams sets its seed.",
+  module_name=_TRAINING,
 )
-flags.DEFINE_bool("shuffle", _default("shuffle"), "Shuffle the training split.")
+flags.DEFINE_bool(
+  "shuffle", _default("shuffle"), "Shuffle the training split.", module_name=_TRAINING
+)
 flags.DEFINE_integer(
   "checkpoint_every_steps",
   _default("checkpoint_every_steps"),
   "Also checkpoint mid-epoch every N steps (0: at epoch ends only).",
   lower_bound=0,
+  module_name=_TRAINING,
 )
 flags.DEFINE_integer(
   "steps_per_epoch",
   _default("steps_per_epoch"),
   "Steps per epoch (default: one pass over the training split).",
   lower_bound=1,
+  module_name=_TRAINING,
 )
 flags.DEFINE_string(
-  "monitor", _default("monitor"), "Validation quantity that picks the kept epoch."
+  "monitor",
+  _default("monitor"),
+  "Validation quantity that picks the kept epoch.",
+  module_name=_TRAINING,
 )
 flags.DEFINE_enum(
   "verbose",
   str(_default("verbose")),
   [str(v) for v in config_lib.VERBOSITIES],
   "Keras progress output: 0 none, 1 bar, 2 a line per epoch.",
+  module_name=_TRAINING,
 )
+_DISTRIBUTION = common.flag_group(__name__, "Distribution")
 # Distribution.
 flags.DEFINE_enum(
   "strategy",
   _default("strategy"),
-  list(distribution.STRATEGY_NAMES),
+  list(config_lib.STRATEGY_NAMES),
   "Distribution strategy (docs/distribution.md). multi_worker "
   "and parameter_server read the cluster from TF_CONFIG; with "
   "parameter_server the worker and ps tasks run this same "
   "command and serve.",
+  module_name=_DISTRIBUTION,
 )
 flags.DEFINE_string(
   "tpu",
   _default("tpu_address"),
   "TPU name or grpc:// address (--strategy=tpu; default: TPU_NAME or the local TPU VM).",
+  module_name=_DISTRIBUTION,
 )
 flags.DEFINE_integer(
   "cpu_devices",
@@ -155,46 +202,78 @@ flags.DEFINE_integer(
   "--strategy=mirrored with N replicas on a host without "
   "GPUs.",
   lower_bound=0,
+  module_name=_DISTRIBUTION,
 )
 flags.DEFINE_enum(
   "mixed_precision",
   _default("precision"),
-  list(distribution.PRECISIONS),
+  list(config_lib.PRECISIONS),
   "Keras dtype policy; the loss and probabilities stay float32, mixed_float16 adds loss scaling.",
+  module_name=_DISTRIBUTION,
 )
 flags.DEFINE_bool(
   "jit_compile",
   _default("jit_compile"),
   "Compile the training step with XLA (id lookups move into the input pipeline).",
+  module_name=_DISTRIBUTION,
 )
 flags.DEFINE_integer(
   "min_shard_bytes",
   _default("min_shard_bytes"),
   "Smallest variable shard (parameter_server).",
   lower_bound=1,
+  module_name=_DISTRIBUTION,
 )
+_AFTER = common.flag_group(__name__, "After training")
 # After training.
-flags.DEFINE_bool("evaluate", _default("evaluate"), "Evaluate on the test split after training.")
-flags.DEFINE_bool("export", _default("export"), "Export a SavedModel after training.")
-flags.DEFINE_string(
-  "export_dir", _default("export_dir"), "Export base directory (default: <model_dir>/export)."
+flags.DEFINE_bool(
+  "evaluate", _default("evaluate"), "Evaluate on the test split after training.", module_name=_AFTER
 )
+flags.DEFINE_bool(
+  "export", _default("export"), "Export a SavedModel after training.", module_name=_AFTER
+)
+flags.DEFINE_string(
+  "export_dir",
+  _default("export_dir"),
+  "Export base directory (default: <model_dir>/export).",
+  module_name=_AFTER,
+)
+_SHORTCUTS = common.flag_group(__name__, "Hyperparameter shortcuts (or set them in --hparams)")
 # Shortcuts for common hyperparameters; None: the model's default (its
 # HParams dataclass). A model that lacks one rejects it.
 flags.DEFINE_integer(
-  "embedding_dim", None, "hparams embedding_dim: width of every id embedding.", lower_bound=1
+  "embedding_dim",
+  None,
+  "hparams embedding_dim: width of every id embedding.",
+  lower_bound=1,
+  module_name=_SHORTCUTS,
 )
-flags.DEFINE_integer("num_experts", None, "hparams num_experts (TAFE, MMoE, PLE).", lower_bound=1)
-flags.DEFINE_list("expert_units", None, "hparams expert_units: expert MLP widths.")
-flags.DEFINE_list("tower_units", None, "hparams tower_units: task tower MLP widths.")
-flags.DEFINE_integer("num_levels", None, "hparams num_levels (TAFE, PLE).", lower_bound=1)
-flags.DEFINE_float("dropout", None, "hparams dropout.", lower_bound=0, upper_bound=0.9)
+flags.DEFINE_integer(
+  "num_experts",
+  None,
+  "hparams num_experts (TAFE, MMoE, PLE).",
+  lower_bound=1,
+  module_name=_SHORTCUTS,
+)
+flags.DEFINE_list(
+  "expert_units", None, "hparams expert_units: expert MLP widths.", module_name=_SHORTCUTS
+)
+flags.DEFINE_list(
+  "tower_units", None, "hparams tower_units: task tower MLP widths.", module_name=_SHORTCUTS
+)
+flags.DEFINE_integer(
+  "num_levels", None, "hparams num_levels (TAFE, PLE).", lower_bound=1, module_name=_SHORTCUTS
+)
+flags.DEFINE_float(
+  "dropout", None, "hparams dropout.", lower_bound=0, upper_bound=0.9, module_name=_SHORTCUTS
+)
 flags.DEFINE_bool(
   "train_metrics",
   None,
   "hparams train_metrics: also compute "
   "the step metrics in training steps; off: on validation "
   "only, up to ~2x faster training steps on CPU.",
+  module_name=_SHORTCUTS,
 )
 
 # flag -> (run setting, flag value -> setting value).

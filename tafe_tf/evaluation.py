@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -192,7 +192,7 @@ def predict_dataset(
 
   sample_ids = joined("sample_ids")
   if sample_ids is not None:
-    sample_ids = np.char.decode(sample_ids.astype(np.bytes_), "utf-8")
+    sample_ids = np.asarray(decode_keys(sample_ids.tolist())[0], dtype=object)
   return Predictions(
     labels=joined("labels"),
     p=joined("p"),
@@ -237,35 +237,84 @@ def compute_report(predictions: Predictions, steps: Sequence[str]) -> Dict[str, 
   return report
 
 
-def prediction_columns(steps: Sequence[str], with_sample_id: bool) -> List[str]:
-  """The CSV header: [``sample_id``], then ``p_<step>, q_<step>`` per step."""
-  header = [features_lib.SAMPLE_ID_KEY] if with_sample_id else []
+def prediction_columns(steps: Sequence[str], key_column: Optional[str]) -> List[str]:
+  """The CSV header: [``key_column``], then ``p_<step>, q_<step>`` per step."""
+  header = [key_column] if key_column else []
   for step in steps:
     header += [f"p_{step}", f"q_{step}"]
   return header
 
 
-def write_predictions_csv(predictions: Predictions, steps: Sequence[str], path: str) -> str:
-  """Writes one row per example: sample id (when present), p and q per step.
+def decode_keys(raw: Sequence[bytes]) -> Tuple[List[str], int]:
+  """Row keys (``sample_id`` bytes) as text, and how many were not UTF-8.
 
-  Probabilities are written with 9 significant digits, which reproduces every
-  float32 exactly. Returns ``path``.
+  A key that is not UTF-8 keeps its bytes visible as ``\\xNN`` escapes
+  (Python's ``backslashreplace``) instead of failing the file or changing
+  silently: the count says how many were escaped.
   """
+  out, escaped = [], 0
+  for key in raw:
+    try:
+      out.append(key.decode("utf-8"))
+    except UnicodeDecodeError:
+      out.append(key.decode("utf-8", errors="backslashreplace"))
+      escaped += 1
+  return out, escaped
+
+
+class PredictionsCsvWriter:
+  """Predictions CSV rows into an open text file, a batch at a time.
+
+  The one writer of per-example predictions (``launch.evaluate
+  --predictions`` and ``launch.predict``): a header of
+  :func:`prediction_columns`, then per row the key (when there is a key
+  column), ``p_<step>`` and ``q_<step>``, with 9 significant digits, which
+  reproduce every float32 exactly.
+
+  Args:
+    f: A text file open for writing (e.g. from
+      :func:`tafe_tf.files.atomic_text_file`).
+    steps: Step names, one per column of ``p`` and ``q``.
+    key_column: Name of the key column (None: none).
+  """
+
+  def __init__(self, f: Any, steps: Sequence[str], key_column: Optional[str]):
+    self._writer = csv.writer(f, lineterminator="\n")
+    self._steps = list(steps)
+    self._key_column = key_column
+    self._writer.writerow(prediction_columns(self._steps, key_column))
+    self.rows = 0
+
+  def write(self, keys: Optional[Sequence[Any]], p: np.ndarray, q: np.ndarray) -> None:
+    """Writes ``len(p)`` rows: ``keys`` (str or int, one per row; None
+    without a key column) and ``[rows, T]`` probabilities."""
+    if p.shape != q.shape or p.ndim != 2 or p.shape[1] != len(self._steps):
+      raise ValueError(f"p {p.shape} and q {q.shape} must both be [rows, {len(self._steps)}]")
+    if (keys is None) != (self._key_column is None) or (keys is not None and len(keys) != len(p)):
+      raise ValueError(f"{len(p)} rows need one key each under {self._key_column!r}")
+    columns: List[List[Any]] = [list(keys)] if keys is not None else []
+    for t in range(len(self._steps)):
+      for values in (p[:, t], q[:, t]):
+        columns.append([f"{v:.9g}" for v in values.tolist()])
+    self._writer.writerows(zip(*columns))
+    self.rows += len(p)
+
+
+def write_predictions_csv(predictions: Predictions, steps: Sequence[str], path: str) -> str:
+  """Writes one row per example: sample id (when present), p and q per step
+  (:class:`PredictionsCsvWriter`), atomically. Returns ``path``."""
   _check_num_steps(predictions, steps)
   with_ids = predictions.sample_ids is not None
   with files.atomic_text_file(path) as f:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(prediction_columns(steps, with_ids))
+    writer = PredictionsCsvWriter(f, steps, features_lib.SAMPLE_ID_KEY if with_ids else None)
     # In chunks: formatting 10M rows at once would hold gigabytes of strings.
     for start in range(0, predictions.num_examples, _CSV_CHUNK_ROWS):
       rows = slice(start, start + _CSV_CHUNK_ROWS)
-      columns: List[List[str]] = []
-      if with_ids:
-        columns.append(predictions.sample_ids[rows].tolist())
-      for t in range(len(steps)):
-        for values in (predictions.p[rows, t], predictions.q[rows, t]):
-          columns.append([f"{v:.9g}" for v in values.tolist()])
-      writer.writerows(zip(*columns))
+      writer.write(
+        predictions.sample_ids[rows].tolist() if with_ids else None,
+        predictions.p[rows],
+        predictions.q[rows],
+      )
   return path
 
 

@@ -40,7 +40,7 @@ from absl import logging
 
 from tafe_tf import calibration as calibration_lib
 from tafe_tf import config as config_lib
-from tafe_tf import distribution, files, input_pipeline
+from tafe_tf import distribution, files, input_pipeline, progress
 from tafe_tf import features as features_lib
 from tafe_tf import metrics as metrics_lib
 from tafe_tf import models as models_lib
@@ -401,6 +401,8 @@ def train(
     best,
     tf.keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILENAME), append=True),
     tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch"),
+    # Keras' bar printed every logged value (585 columns); all stay in history.csv.
+    progress.CompactProgress(("loss", "val_loss", run.monitor)),
   ]
   try:
     history = model.fit(

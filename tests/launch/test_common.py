@@ -11,7 +11,7 @@ from tafe_tf.launch import common
 
 
 def test_model_names_without_tensorflow_are_the_models():
-  assert common.MODEL_NAMES == models.MODEL_NAMES
+  assert common.MODEL_NAMES == models.MODEL_NAMES == tuple(models._MODELS)
 
 
 def test_default_run_dir_is_under_runs_with_the_utc_time():
