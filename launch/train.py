@@ -170,6 +170,14 @@ flags.DEFINE_string(
   module_name=_TRAINING,
 )
 flags.DEFINE_enum(
+  "calibration",
+  _default("calibration"),
+  list(config_lib.CALIBRATIONS),
+  "Per-step calibration fitted on validation after training, kept in the model and the export:"
+  " entire_space (p_t on every row), conditional (q_t where the previous step happened), none.",
+  module_name=_TRAINING,
+)
+flags.DEFINE_enum(
   "verbose",
   str(_default("verbose")),
   [str(v) for v in config_lib.VERBOSITIES],
@@ -294,6 +302,7 @@ _SETTING_FLAGS: Dict[str, Any] = {
     "checkpoint_every_steps",
     "steps_per_epoch",
     "monitor",
+    "calibration",
     "strategy",
     "cpu_devices",
     "jit_compile",
