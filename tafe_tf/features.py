@@ -54,7 +54,8 @@ SAMPLE_ID_KEY = "sample_id"
 # Largest magnitude of a dense value or weight the package accepts. Converted
 # data holds log counts and scaled values; a value past this is an encoding or
 # unit error upstream, and at such inputs a model answers a saturated constant
-# that looks plausible. Serving rejects it (and NaN, +-inf) instead.
+# that looks plausible. Serving rejects it (and NaN, +-inf) instead, and the
+# converters skip and count a row holding one (value_fits, below).
 MAX_ABS_VALUE = 1e9
 # Ids are int64 in the serialized form and in the model's lookups: an id past
 # these bounds would wrap (2^64 + 5 reads back as 5, 2^63 + 5 as negative).
