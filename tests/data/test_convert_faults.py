@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -352,17 +353,31 @@ def test_the_encoder_refuses_ids_outside_int64_and_values_float32_cannot_hold():
     match=r"^field 'numerical': a value too large for float32 \(it would be written as inf\)$",
   ):
     encoder.encode_fields({**values, "numerical": [0.5] * 62 + [1e39]})
-  with pytest.raises(
-    ValueError,
-    match=r"^field 'numerical': value 2000000000.0 is not finite or larger in magnitude than 1e\+09",
-  ):
-    example_codec.make_example(
-      schema, {**values, "numerical": [0.5] * 62 + [2e9]}, {"click": 0, "purchase": 0}
-    )
   with pytest.raises(ValueError, match=f"^field 'categorical_1': id {2**63} is outside int64$"):
     example_codec.make_example(
       schema, {**values, "categorical_1": 2**63}, {"click": 0, "purchase": 0}
     )
+  # Short lists (struct) and lists of ids (protobuf's packer) too.
+  ali = example_codec.ExampleEncoder(convert.build_schema(ali_ccp.RawAliCcp(), {}))
+  with pytest.raises(ValueError, match=r"^field 'hist_shop': a value too large for float32"):
+    ali.encode_fields({"hist_shop": ([1, 2], [0.5, 1e39])})
+  with pytest.raises(ValueError, match=f"^field 'hist_shop': Value out of range: {TWO_64_PLUS_5}$"):
+    ali.encode_fields({"hist_shop": ([1, TWO_64_PLUS_5], [0.5, 0.5])})
+  # The column-wise batch encoder: no unsigned id cast to a negative, no inf.
+  batch = {f"categorical_{i}": np.ones(2, np.int64) for i in range(1, 17)}
+  batch.update(
+    {"numerical": np.zeros((2, 63)), "label/click": np.zeros(2, np.int64)},
+    **{"label/purchase": np.zeros(2, np.int64)},
+  )
+  assert len(example_codec.serialize_batch(schema, batch)) == 2
+  with pytest.raises(ValueError, match=f"^id {TWO_63_PLUS_5} is outside int64$"):
+    example_codec.serialize_batch(
+      schema, {**batch, "categorical_1": np.array([1, TWO_63_PLUS_5], np.uint64)}
+    )
+  huge = np.zeros((2, 63))
+  huge[1, 5] = 1e39
+  with pytest.raises(ValueError, match=r"^a value too large for float32"):
+    example_codec.serialize_batch(schema, {**batch, "numerical": huge})
 
 
 def test_the_id_counter_and_vocabulary_reader_refuse_ids_outside_int64(tmp_path):
