@@ -414,21 +414,22 @@ def convert(
     | ({line_format.VALIDATION} if any(s.holdout for s in inputs) else set())
   )
   _make_out_dir(out_dir)
-  # No completion marker while we write, and no shard of an earlier dataset
-  # here (of any split: a split this run does not write must not survive).
-  _remove_outputs(out_dir, ("*",))
   try:
+    # No completion marker while we write, and no shard of an earlier dataset
+    # here (of any split: a split this run does not write must not survive).
+    _remove_outputs(out_dir, ("*",))
     report = _convert_files(fmt, inputs, splits, out_dir, options)
     report["seconds"] = round(time.time() - began, 3)
     report = writer_lib.write_report(out_dir, report)
   except BaseException as e:
-    with contextlib.suppress(OSError, tf.errors.OpError):  # keep the first error
+    try:
       _remove_outputs(out_dir, splits)
+      removed = "its partial shards removed"
+    except (OSError, tf.errors.OpError):  # keep the first error
+      removed = "some partial shards could not be removed"
     if isinstance(e, (OSError, tf.errors.OpError)) and not isinstance(e, FileNotFoundError):
       detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
-      raise OSError(
-        f"converting into {out_dir} failed, its partial shards removed: {detail}"
-      ) from None
+      raise OSError(f"converting into {out_dir} failed, {removed}: {detail}") from None
     raise
   for warning in report["warnings"]:
     logging.warning("%s: %s", out_dir, warning)
