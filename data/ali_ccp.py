@@ -66,6 +66,8 @@ FIELD_BY_RAW_ID: Dict[bytes, Tuple[str, FieldKind]] = {
   raw.encode(): (name, kind) for raw, name, kind, _ in FIELDS
 }
 FIELD_KIND: Dict[str, FieldKind] = {name: kind for _, name, kind, _ in FIELDS}
+# How errors name a field: its raw id and schema name.
+_WHERE: Dict[bytes, str] = {raw.encode(): f"field {raw} ({name})" for raw, name, _, _ in FIELDS}
 _EMPTY_WEIGHTED = ((), ())
 
 SKELETON_FILES = {"train": "sample_skeleton_train.csv", "test": "sample_skeleton_test.csv"}
@@ -80,38 +82,41 @@ def field_templates() -> List[FieldTemplate]:
   return [FieldTemplate(name, kind, group) for _, name, kind, group in FIELDS]
 
 
-def resolve_entry(field: bytes, feature_id: int, value: float) -> Tuple[str, bool, int, float]:
-  """``(field name, single-valued?, feature_id, value)`` of a parsed entry.
+def resolve_field(field: bytes) -> Tuple[str, bool, str]:
+  """``(field name, single-valued?, how errors name it)`` of a raw field id.
 
   Raises:
     LineError: ``unknown_field`` for a field id not in :data:`FIELDS`.
   """
   known = FIELD_BY_RAW_ID.get(field)
   if known is None:
-    raise LineError("unknown_field", f"unknown field id {field[:40].decode(errors='replace')!r}")
-  return known[0], known[1] == ID, feature_id, value
+    raise LineError("unknown_field", f"unknown field id {line_format.show(field)}")
+  return known[0], known[1] == ID, _WHERE[field]
 
 
 def parse_entry(entry: bytes) -> Tuple[str, bool, int, float]:
-  """One raw entry ``field\\x02feature_id\\x03value``, resolved.
+  """One raw entry ``field\\x02feature_id\\x03value``, resolved:
+  ``(field name, single-valued?, feature_id, value)``.
 
   Raises:
-    LineError: ``bad_entry`` (not two separators, an id that is not an
-      integer, a value that is not a finite float) or ``unknown_field``.
+    LineError: ``bad_entry`` (not two separators), ``unknown_field``, or
+      the id and value checks of :func:`tafe_tf.data.line_format.parse_id` and
+      :func:`~tafe_tf.data.line_format.parse_value` (``bad_id``,
+      ``id_out_of_range``, ``bad_value``, ``value_out_of_range``).
   """
   field, sep, rest = entry.partition(b"\x02")
   feature_id, sep2, value = rest.partition(b"\x03")
-  try:
-    if not sep or not sep2:
-      raise ValueError
-    feature_id, value = int(feature_id), float(value)
-    if value - value != 0.0:  # nan or inf
-      raise ValueError
-  except ValueError:
+  if not sep or not sep2:
     raise LineError(
-      "bad_entry", f"entry {entry[:80].decode(errors='replace')!r} is not field\\x02id\\x03value"
-    ) from None
-  return resolve_entry(field, feature_id, value)
+      "bad_entry", f"entry {line_format.show(entry, 80)} is not field\\x02id\\x03value"
+    )
+  name, single, where = resolve_field(field)
+  return (
+    name,
+    single,
+    line_format.parse_id(feature_id, where),
+    line_format.parse_value(value, where),
+  )
 
 
 def collect(entries: Iterable[Tuple[str, bool, int, float]]) -> Dict[str, Any]:
@@ -186,19 +191,19 @@ def _parse_counted_list(
   feature_num: bytes, feature_list: bytes, memo: Optional[Dict[bytes, Any]] = None
 ) -> Dict[str, Any]:
   """Schema values of ``feature_list``, checked against ``feature_num``."""
-  try:
-    expected = int(feature_num)
-  except ValueError:
+  if not feature_num.isdigit():  # strict, as ids are: no sign, space or "_"
     raise LineError(
-      "bad_feature_num",
-      f"feature_num {feature_num[:40].decode(errors='replace')!r} is not an integer",
-    ) from None
+      "bad_feature_num", f"feature_num {line_format.show(feature_num)} is not an integer"
+    )
+  # int() refuses 4300+ digits; no list is that long anyway.
+  expected = int(feature_num) if len(feature_num) < 19 else -1
   if expected == 0 and not feature_list:
     return {}
   found = feature_list.count(b"\x01") + 1
   if found != expected:
     raise LineError(
-      "bad_feature_num", f"feature_num is {expected} but the list has {found} entries"
+      "bad_feature_num",
+      f"feature_num is {feature_num[:40].decode()} but the list has {found} entries",
     )
   return parse_fields(feature_list, memo)
 
@@ -241,6 +246,9 @@ def index_common_file(path: str, skips: writer_lib.SkipCounter) -> CommonIndex:
   offset = 0
   with open(path, "rb") as f:
     for number, line in enumerate(f, start=1):
+      size = len(line)
+      if number == 1:
+        line = line_format.without_bom(line)
       commas = line.count(b",")
       key = line[: line.find(b",")] if commas else b""
       if commas != 2 or not key:
@@ -254,7 +262,7 @@ def index_common_file(path: str, skips: writer_lib.SkipCounter) -> CommonIndex:
         keys.append(key)
         offsets.append(offset)
         numbers.append(number)
-      offset += len(line)
+      offset += size
   key_array = np.array(keys, dtype=bytes) if keys else np.zeros(0, "S1")
   order = np.argsort(key_array, kind="stable")
   key_array = key_array[order]
@@ -314,6 +322,7 @@ class RawReader(line_format.LineReader):
     if len(parts) != 6:
       raise LineError("wrong_field_count", f"expected 6 comma-separated fields, got {len(parts)}")
     sample_id, click, buy, key, feature_num, feature_list = parts
+    line_format.check_sample_id(sample_id)
     labels = line_format.cumulative_labels(
       line_format.parse_label(click, "click"), line_format.parse_label(buy, "buy")
     )

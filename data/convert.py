@@ -35,6 +35,7 @@ from concurrent import futures
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
+from absl import logging
 
 from tafe_tf import example_codec, input_pipeline
 from tafe_tf import features as features_lib
@@ -211,7 +212,19 @@ class _RowWriter:
 
 
 def _convert_range(task: _Task) -> _Result:
-  """Converts the lines starting in ``[task.start, task.end)`` of one file."""
+  """Converts the lines starting in ``[task.start, task.end)`` of one file.
+
+  Raises:
+    OSError: reading or writing failed (disk full, ...), with TensorFlow's
+      message: its own errors lose it when sent back from a worker process.
+  """
+  try:
+    return _convert_range_or_raise(task)
+  except tf.errors.OpError as e:
+    raise OSError(e.message) from None
+
+
+def _convert_range_or_raise(task: _Task) -> _Result:
   fmt, split_input, options = task.fmt, task.split_input, task.options
   skips = writer_lib.SkipCounter(strict=options.strict)
   reader = fmt.reader(split_input, task.context, skips)
@@ -238,9 +251,10 @@ def _convert_range(task: _Task) -> _Result:
           break
         position += len(line)
         number += 1
-        if number == 1 and fmt.header is not None:
-          line_format.check_header(fmt, split_input.path, line)
-          continue
+        if number == 1:  # the header was checked before any worker started
+          if fmt.header is not None:
+            continue
+          line = line_format.without_bom(line)
         rows_read += 1
         row = reader.parse(line, number)
         if row is None:
@@ -379,34 +393,72 @@ def convert(
   Returns:
     The report (also written to ``out_dir/report.json``, last): ``rows_read``,
     ``rows_written``, ``rows_per_split``, ``positives_per_split``, ``skipped``,
-    ``skipped_first_lines``, ``vocabulary_sizes``, ``empty_vocabularies`` and
-    format facts.
+    ``skipped_first_lines``, ``vocabulary_sizes``, ``empty_vocabularies``,
+    ``vocabulary_cutoff``, ``warnings`` (also logged) and format facts.
 
   Raises:
     FileNotFoundError: an input file is missing.
     ValueError: in strict mode, the first bad line (file, line and field); in
-      any mode, a CSV file whose header is not the format's.
+      any mode, an empty input file, or a CSV file whose header is not the
+      format's.
+    OSError: ``out_dir`` is a file or cannot be created, or reading or
+      writing failed (disk full, ...): one line naming the path; the partial
+      shards are removed and no report is written.
   """
   options = options or ConvertOptions()
   began = time.time()
   inputs = fmt.inputs(source_dir)
+  for split_input in inputs:  # before any work, not after the train file
+    line_format.check_header(fmt, split_input.path)
   splits = sorted(
     {s.split for s in inputs}
     | ({line_format.VALIDATION} if any(s.holdout for s in inputs) else set())
   )
-  tf.io.gfile.makedirs(out_dir)
-  # No completion marker while we write, and no shard of an earlier dataset
-  # here (of any split: a split this run does not write must not survive).
-  _remove_outputs(out_dir, ("*",))
-  skips = writer_lib.SkipCounter(strict=options.strict)
+  _make_out_dir(out_dir)
   try:
-    context = fmt.prepare(inputs, skips)
-    results: List[_Result] = []
-    for split_input in inputs:
-      results += _run_file(fmt, split_input, context, out_dir, options)
-  except BaseException:
-    _remove_outputs(out_dir, splits)
+    # No completion marker while we write, and no shard of an earlier dataset
+    # here (of any split: a split this run does not write must not survive).
+    _remove_outputs(out_dir, ("*",))
+    report = _convert_files(fmt, inputs, splits, out_dir, options)
+    report["seconds"] = round(time.time() - began, 3)
+    report = writer_lib.write_report(out_dir, report)
+  except BaseException as e:
+    try:
+      _remove_outputs(out_dir, splits)
+      removed = "its partial shards removed"
+    except (OSError, tf.errors.OpError):  # keep the first error
+      removed = "some partial shards could not be removed"
+    if isinstance(e, (OSError, tf.errors.OpError)) and not isinstance(e, FileNotFoundError):
+      detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      raise OSError(f"converting into {out_dir} failed, {removed}: {detail}") from None
     raise
+  for warning in report["warnings"]:
+    logging.warning("%s: %s", out_dir, warning)
+  return report
+
+
+def _make_out_dir(out_dir: str) -> None:
+  if tf.io.gfile.exists(out_dir) and not tf.io.gfile.isdir(out_dir):
+    raise NotADirectoryError(f"out_dir {out_dir} is a file, not a directory")
+  try:
+    tf.io.gfile.makedirs(out_dir)
+  except tf.errors.OpError as e:  # a parent is a file, no permission, ...
+    raise OSError(f"cannot create out_dir {out_dir}: {e.message}") from None
+
+
+def _convert_files(
+  fmt: LineFormat,
+  inputs: Sequence[SplitInput],
+  splits: Sequence[str],
+  out_dir: str,
+  options: ConvertOptions,
+) -> Dict[str, Any]:
+  """Writes shards, vocabularies and schema; returns the report (less its
+  ``seconds``), which the caller writes."""
+  skips = writer_lib.SkipCounter(strict=options.strict)
+  context = fmt.prepare(inputs, skips)
+  per_input = [(s, _run_file(fmt, s, context, out_dir, options)) for s in inputs]
+  results = [result for _, file_results in per_input for result in file_results]
 
   rows_per_split = {split: 0 for split in splits}
   positives = {split: {step: 0 for step in line_format.STEPS} for split in splits}
@@ -425,27 +477,92 @@ def convert(
   for (path, number), (reason, detail) in sorted(problems.items()):
     skips.skip(reason, path, number, detail)
 
-  sizes = vocabulary.write_vocabularies(
-    out_dir, counters, options.min_count, {name: fmt.excluded_ids(name) for name in counters}
-  )
+  excluded = {name: fmt.excluded_ids(name) for name in counters}
+  sizes = vocabulary.write_vocabularies(out_dir, counters, options.min_count, excluded)
+  cutoff = {
+    name: vocabulary.cutoff_summary(counter, options.min_count, excluded[name])
+    for name, counter in counters.items()
+  }
   schema = build_schema(fmt, sizes)
   schema.save(out_dir)
-  report = {
+  rows_read = {s.path: sum(r.rows_read for r in file_results) for s, file_results in per_input}
+  warnings = [
+    w
+    for w in (
+      _empty_split_warning(inputs, rows_read, rows_per_split, options),
+      _empty_vocabulary_warning(sizes, cutoff, options.min_count),
+    )
+    if w
+  ]
+  return {
     "format": fmt.name,
     "inputs": {s.split: os.path.abspath(s.path) for s in inputs},
-    "rows_read": sum(r.rows_read for r in results),
+    "rows_read": sum(rows_read.values()),
     "rows_written": sum(rows_per_split.values()),
     "rows_per_split": rows_per_split,
     "positives_per_split": positives,
     "vocabulary_sizes": sizes,
     "empty_vocabularies": sorted(n for n, size in sizes.items() if not size),
+    "vocabulary_cutoff": cutoff,
+    "warnings": warnings,
     "options": dataclasses.asdict(options),
-    "seconds": round(time.time() - began, 3),
     **fmt.report_facts(context),
     **facts,
     **skips.to_json(),
   }
-  return writer_lib.write_report(out_dir, report)
+
+
+def _empty_split_warning(
+  inputs: Sequence[SplitInput],
+  rows_read: Mapping[str, int],
+  rows_per_split: Mapping[str, int],
+  options: ConvertOptions,
+) -> Optional[str]:
+  """One line naming every split with no rows and why, or None."""
+  notes = []
+  for split, rows in rows_per_split.items():
+    if rows:
+      continue
+    source = [s for s in inputs if s.split == split]
+    if not source:  # validation held out of the train file
+      if options.validation_fraction == 0:
+        why = "validation_fraction is 0"
+      else:
+        why = (
+          f"no train row fell in the validation_fraction={options.validation_fraction:g} hold-out"
+        )
+      notes.append(f"{split} ({why}: raise --validation_fraction)")
+      continue
+    name, read = os.path.basename(source[0].path), rows_read[source[0].path]
+    written = rows + (rows_per_split.get(line_format.VALIDATION, 0) if source[0].holdout else 0)
+    if not read:
+      why = f"{name} has no data rows"
+    elif written:
+      why = f"every row of {name} was held out for validation: lower --validation_fraction"
+    else:
+      why = f"all {read} data rows of {name} were skipped: see skipped in report.json"
+    notes.append(f"{split} ({why})")
+  return f"empty split(s), 0 rows written: {'; '.join(notes)}" if notes else None
+
+
+def _empty_vocabulary_warning(
+  sizes: Mapping[str, int], cutoff: Mapping[str, Mapping[str, int]], min_count: int
+) -> Optional[str]:
+  """One line naming every field whose vocabulary is empty and why, or None."""
+  empty = sorted(name for name, size in sizes.items() if not size)
+  if not empty:
+    return None
+  rare = [name for name in empty if cutoff[name]["ids_seen"]]
+  absent = [name for name in empty if not cutoff[name]["ids_seen"]]
+  notes = []
+  if rare:
+    notes.append(
+      f"{', '.join(rare)}: every train id seen <= {min_count} times "
+      f"(lower --min_count={min_count} to keep ids)"
+    )
+  if absent:
+    notes.append(f"{', '.join(absent)}: no train row has an id")
+  return f"empty vocabularies, every id maps to the OOV row: {'; '.join(notes)}"
 
 
 def convert_ali_ccp(

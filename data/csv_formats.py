@@ -28,27 +28,6 @@ from tafe_tf.data import writer as writer_lib
 from tafe_tf.data.line_format import FieldKind, FieldTemplate, LineError, Row, SplitInput
 
 
-def _parse_int(text: bytes, column: str) -> int:
-  try:
-    return int(text)
-  except ValueError:
-    raise LineError(
-      "bad_value", f"column {column}: {text[:40].decode(errors='replace')!r} is not an integer"
-    ) from None
-
-
-def _parse_float(text: bytes, column: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    value = float("nan")
-  if value - value != 0.0:  # also rejects nan and inf
-    raise LineError(
-      "bad_value", f"column {column}: {text[:40].decode(errors='replace')!r} is not a finite number"
-    )
-  return value
-
-
 class _ColumnsReader(line_format.LineReader):
   """A CSV with a header: label, id and dense columns at fixed positions."""
 
@@ -59,9 +38,11 @@ class _ColumnsReader(line_format.LineReader):
     self.num_columns = len(self.columns)
     names = [c.decode() for c in self.columns]
     self.label_columns = [names.index(c) for c in fmt.label_columns]
-    self.id_columns = [(field, names.index(c)) for field, c in fmt.id_columns()]
+    # (field, column position, how errors name the column)
+    self.id_columns = [(field, names.index(c), f"column {c}") for field, c in fmt.id_columns()]
     self.dense_columns = [
-      (field, [names.index(c) for c in cols]) for field, cols in fmt.dense_columns()
+      (field, [(names.index(c), f"column {c}") for c in cols])
+      for field, cols in fmt.dense_columns()
     ]
     self.key_column = names.index(fmt.holdout_column) if fmt.holdout_column else None
 
@@ -78,10 +59,11 @@ class _ColumnsReader(line_format.LineReader):
     )
     labels = line_format.cumulative_labels(click, buy)
     values: Dict[str, Any] = {}
-    for field, i in self.id_columns:
-      values[field] = _parse_int(parts[i], self.columns[i].decode())
-    for field, indices in self.dense_columns:
-      values[field] = [_parse_float(parts[i], self.columns[i].decode()) for i in indices]
+    parse_id, parse_value = line_format.parse_id, line_format.parse_value
+    for field, i, where in self.id_columns:
+      values[field] = parse_id(parts[i], where)
+    for field, columns in self.dense_columns:
+      values[field] = [parse_value(parts[i], where) for i, where in columns]
     key = parts[self.key_column] if self.key_column is not None else line
     return Row(labels=labels, features=values, holdout_key=key)
 
@@ -230,15 +212,10 @@ class AliExpress(_CsvFormat):
 def _token_entry(token: bytes) -> Tuple[str, bool, int, float]:
   """A ``field:id`` token as a resolved Ali-CCP entry of weight 1.0."""
   field, sep, feature_id = token.partition(b":")
-  try:
-    if not sep:
-      raise ValueError
-    feature_id = int(feature_id)
-  except ValueError:
-    raise LineError(
-      "bad_entry", f"token {token[:80].decode(errors='replace')!r} is not field:id"
-    ) from None
-  return ali_ccp.resolve_entry(field, feature_id, 1.0)
+  if not sep:
+    raise LineError("bad_entry", f"token {line_format.show(token, 80)} is not field:id")
+  name, single, where = ali_ccp.resolve_field(field)
+  return name, single, line_format.parse_id(feature_id, where), 1.0
 
 
 class _PaddleReader(line_format.LineReader):
@@ -250,7 +227,7 @@ class _PaddleReader(line_format.LineReader):
       raise LineError(
         "wrong_field_count", f"expected sample_id,click,ctcvr and tokens, got {len(parts)} fields"
       )
-    sample_id, click, ctcvr = parts[0], parts[1], parts[2]
+    sample_id, click, ctcvr = line_format.check_sample_id(parts[0]), parts[1], parts[2]
     # ctcvr is already cumulative: 1 only if clicked and bought.
     labels = line_format.cumulative_labels(
       line_format.parse_label(click, "click"), line_format.parse_label(ctcvr, "ctcvr")

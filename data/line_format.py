@@ -11,6 +11,13 @@ dataset has, and makes a :class:`LineReader` that turns one line into a
 A line that cannot be used raises :class:`LineError` inside the reader; the
 reader reports it to its :class:`tafe_tf.data.writer.SkipCounter` (which raises instead
 in strict mode) and returns ``None``.
+
+Every reader reads ids with :func:`parse_id` and values with :func:`parse_value`,
+the one check of what an input id or value may be (the bounds are
+:mod:`tafe_tf.features`' ``MAX_ID`` and ``MAX_ABS_VALUE``): an id is decimal
+digits only and fits int64, a value is a finite number within
+``MAX_ABS_VALUE``; anything else is a :class:`LineError`, never a wrapped id
+or an ``inf``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 # Written for a single-valued field that a row lacks; never in a vocabulary,
 # so the model maps it to the OOV row.
 MISSING_ID = -1
+# A UTF-8 byte order mark some editors and exporters put at a file's start.
+BOM = b"\xef\xbb\xbf"
+_MAX_ID_DIGITS = len(str(features_lib.MAX_ID))
 
 
 class LineError(Exception):
@@ -190,12 +200,89 @@ class LineFormat(abc.ABC):
 
 
 def require_files(source_dir: str, names: Sequence[str]) -> List[str]:
-  """Paths of ``names`` under ``source_dir``; raises naming the missing ones."""
+  """Paths of ``names`` under ``source_dir``.
+
+  Raises:
+    FileNotFoundError: naming the missing ones.
+    ValueError: naming an empty (0-byte) one: a failed download or copy,
+      never a dataset of 0 rows.
+  """
   paths = [os.path.join(source_dir, n) for n in names]
   missing = [n for n, p in zip(names, paths) if not os.path.isfile(p)]
   if missing:
     raise FileNotFoundError(f"{source_dir}: missing input file(s) {', '.join(missing)}")
+  for path in paths:
+    if os.path.getsize(path) == 0:
+      raise ValueError(f"{path}: the file is empty (0 bytes)")
   return paths
+
+
+def show(text: bytes, limit: int = 40) -> str:
+  """``text`` quoted for an error message (cut to ``limit`` bytes)."""
+  return repr(text[:limit].decode(errors="replace"))
+
+
+def parse_id(text: bytes, where: str) -> int:
+  """An input id: decimal digits only (no sign, space or ``_``), at most
+  :data:`tafe_tf.features.MAX_ID`.
+
+  Args:
+    text: The id's bytes.
+    where: The field or column, for the error (``column categorical_3``).
+
+  Raises:
+    LineError: ``bad_id`` (not digits: ``+7``, `` 7``, ``1_00036``, ``-1``,
+      empty) or ``id_out_of_range`` (past int64, which would wrap).
+  """
+  # bytes.isdigit is ASCII 0-9 only (str.isdigit would take other scripts).
+  if not text.isdigit():
+    raise LineError(
+      "bad_id", f"{where}: id {show(text)} is not a non-negative integer (digits only)"
+    )
+  digits = text
+  if len(digits) > _MAX_ID_DIGITS:  # int() refuses 4300+ digits; skip the zeros
+    digits = digits.lstrip(b"0") or b"0"
+  value = int(digits) if len(digits) <= _MAX_ID_DIGITS else None
+  if value is None or value > features_lib.MAX_ID:
+    raise LineError(
+      "id_out_of_range",
+      f"{where}: id {show(text)} is larger than {features_lib.MAX_ID} (the int64 maximum)",
+    )
+  return value
+
+
+def parse_value(text: bytes, where: str) -> float:
+  """An input value or weight: a number (what ``float`` reads), finite and
+  within :data:`tafe_tf.features.MAX_ABS_VALUE` in magnitude.
+
+  Raises:
+    LineError: ``bad_value`` (not a number, NaN, +-inf) or
+      ``value_out_of_range`` (finite but larger: float32 would make 1e39
+      ``inf``, and a model answers a saturated constant at such inputs).
+  """
+  try:
+    value = float(text)
+  except ValueError:
+    value = float("nan")
+  if not features_lib.value_fits(value):
+    if value - value != 0.0:  # nan or inf
+      raise LineError("bad_value", f"{where}: {show(text)} is not a finite number")
+    raise LineError(
+      "value_out_of_range",
+      f"{where}: value {show(text)} is larger in magnitude than "
+      f"{features_lib.MAX_ABS_VALUE:g} (tafe_tf.features.MAX_ABS_VALUE)",
+    )
+  return value
+
+
+def check_sample_id(text: bytes) -> bytes:
+  """``text`` if it is UTF-8 (predictions and reports write sample ids as
+  text); raises ``LineError('bad_sample_id')`` otherwise."""
+  try:
+    text.decode("utf-8")
+  except UnicodeDecodeError:
+    raise LineError("bad_sample_id", f"sample_id {show(text)} is not UTF-8") from None
+  return text
 
 
 def is_held_out(key: bytes, fraction: float) -> bool:
@@ -223,27 +310,40 @@ def strip_line(line: bytes) -> bytes:
   return line.rstrip(b"\r\n")
 
 
+def without_bom(line: bytes) -> bytes:
+  """A file's first line without a UTF-8 byte order mark (apply to line 1
+  only: the mark is the file's encoding tag, not data)."""
+  return line[len(BOM) :] if line.startswith(BOM) else line
+
+
 def iter_rows(
   fmt: LineFormat, split_input: SplitInput, context: Any, skips: writer_lib.SkipCounter
 ) -> Iterator[Tuple[int, Row]]:
   """``(line number, row)`` of every usable line of one file, in order."""
+  check_header(fmt, split_input.path)
   reader = fmt.reader(split_input, context, skips)
   with open(split_input.path, "rb") as f:
     for number, line in enumerate(f, start=1):
-      if number == 1 and fmt.header is not None:
-        check_header(fmt, split_input.path, line)
-        continue
+      if number == 1:
+        if fmt.header is not None:
+          continue
+        line = without_bom(line)
       row = reader.parse(line, number)
       if row is not None:
         yield number, row
   reader.close()
 
 
-def check_header(fmt: LineFormat, path: str, line: bytes) -> None:
-  """Raises ValueError unless ``line`` is the format's header."""
-  if strip_line(line) != fmt.header:
+def check_header(fmt: LineFormat, path: str) -> None:
+  """Raises ValueError unless the first line of ``path`` is the format's
+  header (formats with one; a leading byte order mark is ignored)."""
+  if fmt.header is None:
+    return
+  with open(path, "rb") as f:
+    line = strip_line(without_bom(f.readline()))
+  if line != fmt.header:
     raise ValueError(
-      f"{path}:1: header {strip_line(line)[:200].decode(errors='replace')!r}"
+      f"{path}:1: header {line[:200].decode(errors='replace')!r}"
       f" is not the {fmt.name} header "
       f"{fmt.header[:200].decode(errors='replace')!r}"
     )

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import array
 import os
+import re
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from tafe_tf import features as features_lib
 from tafe_tf import files
 
 VOCAB_DIR = "vocab"
 DEFAULT_MIN_COUNT = 10
+# A vocabulary line: an int64 written as write_vocabulary does (no sign but
+# "-", no space, no "_": the one form, so no two lines spell one id).
+_ENTRY = re.compile(r"-?[0-9]+")
+_MAX_DIGITS = len(str(features_lib.MIN_ID))
 
 
 class IdCounter:
@@ -44,14 +50,25 @@ class IdCounter:
     self._chunked = 0
 
   def add(self, ids: Iterable[int]) -> None:
-    """Counts every id of ``ids`` once (a repeated id counts again)."""
-    self._flat.extend(ids)
+    """Counts every id of ``ids`` once (a repeated id counts again).
+
+    Raises:
+      ValueError: an id outside int64 (readers refuse those first:
+        :func:`tafe_tf.data.line_format.parse_id`).
+    """
+    try:
+      self._flat.extend(ids)
+    except OverflowError:
+      raise ValueError(f"ids outside int64 cannot be counted: {list(ids)[:5]}") from None
     if len(self._flat) >= self.buffer_size:
       self._fold()
 
   def add_weighted(self, ids: np.ndarray, weight: int) -> None:
-    """Counts every id of ``ids`` ``weight`` times."""
-    ids = np.asarray(ids, dtype=np.int64).ravel()
+    """Counts every id of ``ids`` ``weight`` times (ids as :meth:`add`)."""
+    try:
+      ids = np.asarray(ids, dtype=np.int64).ravel()
+    except OverflowError:
+      raise ValueError(f"ids outside int64 cannot be counted: {list(ids)[:5]}") from None
     if ids.size == 0 or weight == 0:
       return
     self._chunk_ids.append(ids)
@@ -123,6 +140,32 @@ def select_vocabulary(
   return ids[order]
 
 
+def cutoff_summary(
+  counter: IdCounter, min_count: int = DEFAULT_MIN_COUNT, exclude: Iterable[int] = ()
+) -> Dict[str, int]:
+  """What the frequency cut-off does to one field's train ids.
+
+  Args: as :func:`select_vocabulary` (``exclude``: ids not counted at all,
+    such as the missing-value id -1).
+
+  Returns:
+    ``ids_seen`` (distinct ids), ``ids_oov`` (of those, seen ``min_count``
+    times or fewer: they map to the OOV row), ``occurrences`` (train
+    occurrences of all seen ids) and ``occurrences_oov`` (of the OOV ones).
+  """
+  ids, counts = counter.counts()
+  excluded = np.asarray(list(exclude), np.int64)
+  if excluded.size:
+    counts = counts[~np.isin(ids, excluded)]
+  rare = counts <= min_count
+  return {
+    "ids_seen": int(counts.size),
+    "ids_oov": int(rare.sum()),
+    "occurrences": int(counts.sum()),
+    "occurrences_oov": int(counts[rare].sum()),
+  }
+
+
 def vocabulary_file(field_name: str) -> str:
   """A field's vocabulary path relative to the dataset directory."""
   return f"{VOCAB_DIR}/{field_name}.txt"
@@ -144,13 +187,13 @@ def read_vocabulary(path: str) -> np.ndarray:
   ids = []
   with tf.io.gfile.GFile(path) as f:
     for number, line in enumerate(f, start=1):
-      text = line.strip()
-      try:
-        ids.append(int(text))
-      except ValueError:
-        raise ValueError(
-          f"{path}:{number}: vocabulary entry {text!r} is not an integer id"
-        ) from None
+      text = line.rstrip("\r\n")
+      if not _ENTRY.fullmatch(text):
+        raise ValueError(f"{path}:{number}: vocabulary entry {text[:40]!r} is not an integer id")
+      value = int(text) if len(text) <= _MAX_DIGITS else None
+      if value is None or not features_lib.id_fits(value):
+        raise ValueError(f"{path}:{number}: vocabulary entry {text[:40]!r} does not fit int64")
+      ids.append(value)
   return np.asarray(ids, np.int64)
 
 

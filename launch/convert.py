@@ -84,7 +84,7 @@ def main(argv: List[str]) -> None:
     options["cache_rows"] = FLAGS.cache_rows
   try:
     report = convert.CONVERTERS[FLAGS.format](FLAGS.raw_dir, FLAGS.out_dir, **options)
-  except (FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:  # a missing, empty or bad input; out_dir unwritable
     raise common.UserError(str(e)) from None
   print(
     json.dumps(

@@ -68,9 +68,18 @@ class RaggedColumn(NamedTuple):
 
 
 def varint(value: int) -> bytes:
-  """Protobuf base-128 varint of an int64 (negative ids take 10 bytes)."""
+  """Protobuf base-128 varint of an int64 (negative ids take 10 bytes).
+
+  Raises:
+    ValueError: ``value`` is outside int64; its bytes would read back as
+      another id (2^64 + 5 as 5, 2^63 + 5 as a negative one).
+  """
   if value < 0:
+    if value < features_lib.MIN_ID:
+      raise ValueError(f"id {value} is outside int64")
     value += _TWO_64
+  elif value > features_lib.MAX_ID:
+    raise ValueError(f"id {value} is outside int64")
   if value < 0x80:
     return bytes((value,))
   out = bytearray()
@@ -90,18 +99,27 @@ def _int64_feature(values: Sequence[int]) -> bytes:
   if len(values) == 1:
     packed = varint(int(values[0]))
     return _delimited(_TAG_3, _TAG_1 + varint(len(packed)) + packed)
-  # The C++ protobuf runtime packs long lists faster than Python can.
+  # The C++ protobuf runtime packs long lists faster than Python can (and
+  # refuses an id outside int64 with a ValueError).
   values = values.tolist() if isinstance(values, np.ndarray) else list(values)
   return _delimited(_TAG_3, tf.train.Int64List(value=values).SerializeToString())
 
 
 def _float_feature(values: Sequence[float]) -> bytes:
-  """Serialized ``Feature{float_list}`` (packed little-endian float32)."""
+  """Serialized ``Feature{float_list}`` (packed little-endian float32).
+
+  Raises:
+    ValueError: a finite value too large for float32 (it would become inf).
+  """
   n = len(values)
-  if n <= _STRUCT_FLOATS:  # struct is faster than numpy for short lists
-    packed = struct.pack(f"<{n}f", *values)
-  else:
-    packed = np.asarray(values, dtype="<f4").tobytes()
+  try:
+    if n <= _STRUCT_FLOATS:  # struct is faster than numpy for short lists
+      packed = struct.pack(f"<{n}f", *values)
+    else:
+      with np.errstate(over="raise"):
+        packed = np.asarray(values, dtype="<f4").tobytes()
+  except (OverflowError, FloatingPointError):
+    raise ValueError("a value too large for float32 (it would be written as inf)") from None
   inner = _delimited(_TAG_1, packed) if packed else b""
   return _delimited(_TAG_2, inner)
 
@@ -162,37 +180,42 @@ class ExampleEncoder:
 
     Raises:
       KeyError: a name is not a schema field.
-      ValueError: a weighted field's ids and weights differ in length, or a
-        dense field has the wrong length.
+      ValueError: naming the field: a weighted field's ids and weights differ
+        in length, a dense field has the wrong length, an id outside int64
+        or a value too large for float32 (never written wrapped or as inf;
+        readers check values first, :func:`tafe_tf.features.value_fits`).
     """
     parts = []
     memo = self._memo
     for name in values if names is None else names:
       spec = self._specs[name]
       value = values[name]
-      if spec.kind == FieldKind.ID:
-        key = (name, value)
-        entry = memo.get(key)
-        if entry is None:
-          entry = self._memoize(key, self._entry(name, _int64_feature([value])))
-        parts.append(entry)
-      elif spec.kind == FieldKind.WEIGHTED_IDS:
-        ids, weights = value
-        if len(ids) != len(weights):
-          raise ValueError(f"field {name!r}: {len(ids)} ids but {len(weights)} weights")
-        key = (name, tuple(ids), tuple(weights)) if len(ids) <= _MEMO_MAX_IDS else None
-        entry = memo.get(key) if key is not None else None
-        if entry is None:
-          entry = self._entry(name, _int64_feature(ids)) + self._entry(
-            spec.weight_key, _float_feature(weights)
-          )
-          if key is not None:
-            self._memoize(key, entry)
-        parts.append(entry)
-      else:
-        if len(value) != spec.dim:
-          raise ValueError(f"field {name!r}: expected {spec.dim} floats, got {len(value)}")
-        parts.append(self._entry(name, _float_feature(value)))
+      try:  # free unless it raises (Python 3.11)
+        if spec.kind == FieldKind.ID:
+          key = (name, value)
+          entry = memo.get(key)
+          if entry is None:
+            entry = self._memoize(key, self._entry(name, _int64_feature([value])))
+          parts.append(entry)
+        elif spec.kind == FieldKind.WEIGHTED_IDS:
+          ids, weights = value
+          if len(ids) != len(weights):
+            raise ValueError(f"{len(ids)} ids but {len(weights)} weights")
+          key = (name, tuple(ids), tuple(weights)) if len(ids) <= _MEMO_MAX_IDS else None
+          entry = memo.get(key) if key is not None else None
+          if entry is None:
+            entry = self._entry(name, _int64_feature(ids)) + self._entry(
+              spec.weight_key, _float_feature(weights)
+            )
+            if key is not None:
+              self._memoize(key, entry)
+          parts.append(entry)
+        else:
+          if len(value) != spec.dim:
+            raise ValueError(f"expected {spec.dim} floats, got {len(value)}")
+          parts.append(self._entry(name, _float_feature(value)))
+      except ValueError as e:
+        raise ValueError(f"field {name!r}: {e}") from None
     return b"".join(parts)
 
   def encode_labels(self, labels: Sequence[int]) -> bytes:
@@ -270,8 +293,11 @@ def make_example(
     oracle: ``step -> true conditional probability`` (synthetic data).
 
   Raises:
-    ValueError: on a missing field, wrong lengths, inconsistent labels
-      (y_t = 1 with y_{t-1} = 0) or a missing oracle the schema has.
+    ValueError: on a missing field, wrong lengths, an id outside int64, a
+      finite value too large for float32, inconsistent labels (y_t = 1 with
+      y_{t-1} = 0) or a missing oracle the schema has. NaN, +-inf and values
+      past :data:`tafe_tf.features.MAX_ABS_VALUE` are encoded as given (the
+      readers of input files refuse them; serving tests need them).
   """
   for f in schema.fields:
     if f.name not in features:
@@ -320,7 +346,14 @@ def _const_piece(value: bytes, n: int) -> _Piece:
 
 
 def _varint_piece(values: np.ndarray) -> _Piece:
-  """Protobuf varints of int64 ``values`` (negatives: 10 bytes), one a row."""
+  """Protobuf varints of int64 ``values`` (negatives: 10 bytes), one a row.
+
+  Raises:
+    ValueError: unsigned ``values`` past int64 (a cast would wrap them).
+  """
+  values = np.asarray(values)
+  if values.dtype.kind == "u" and values.size and values.max() > features_lib.MAX_ID:
+    raise ValueError(f"id {int(values.max())} is outside int64")
   rest = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
   groups = []
   lengths = np.ones(rest.shape[0], np.int64)
@@ -371,9 +404,12 @@ def _int64_list(values: np.ndarray, row_splits: Optional[np.ndarray], n: int) ->
 
 
 def _float_list(values: np.ndarray, counts: np.ndarray, n: int) -> List[_Piece]:
-  packed = _Piece(
-    np.ascontiguousarray(values, dtype="<f4").view(np.uint8), 4 * counts.astype(np.int64)
-  )
+  try:
+    with np.errstate(over="raise"):  # never a finite value written as inf
+      floats = np.ascontiguousarray(values, dtype="<f4")
+  except FloatingPointError:
+    raise ValueError("a value too large for float32 (it would be written as inf)") from None
+  packed = _Piece(floats.view(np.uint8), 4 * counts.astype(np.int64))
   return _delimited_rows(_TAG_2, _delimited_rows(_TAG_1, [packed], n, omit_empty=True), n)
 
 

@@ -54,8 +54,25 @@ SAMPLE_ID_KEY = "sample_id"
 # Largest magnitude of a dense value or weight the package accepts. Converted
 # data holds log counts and scaled values; a value past this is an encoding or
 # unit error upstream, and at such inputs a model answers a saturated constant
-# that looks plausible. Serving rejects it (and NaN, +-inf) instead.
+# that looks plausible. Serving rejects it (and NaN, +-inf) instead, and the
+# converters skip and count a row holding one (value_fits, below).
 MAX_ABS_VALUE = 1e9
+# Ids are int64 in the serialized form and in the model's lookups: an id past
+# these bounds would wrap (2^64 + 5 reads back as 5, 2^63 + 5 as negative).
+MIN_ID = -(1 << 63)
+MAX_ID = (1 << 63) - 1
+
+
+def id_fits(value: int) -> bool:
+  """Whether ``value`` is an id the package can hold (an int64)."""
+  return MIN_ID <= value <= MAX_ID
+
+
+def value_fits(value: float) -> bool:
+  """Whether ``value`` is a dense value or weight the package accepts: finite
+  and at most :data:`MAX_ABS_VALUE` in magnitude (False for NaN and +-inf)."""
+  return -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE
+
 
 # The per-field width schema.json files carried before widths moved into the
 # model's hyperparameters (read, noted and ignored; never written).

@@ -230,8 +230,8 @@ BAD_SKELETON = [
   ("s7,0,0,aaaaaaaaaaaaaaaa,two,205\x025001\x031\n", "bad_feature_num"),
   ("s8,0,0,aaaaaaaaaaaaaaaa,2,205\x025001\x031\n", "bad_feature_num"),
   ("s9,0,0,aaaaaaaaaaaaaaaa,1,205\x025001\n", "bad_entry"),
-  ("s10,0,0,aaaaaaaaaaaaaaaa,1,205\x02abc\x031\n", "bad_entry"),
-  ("s11,0,0,aaaaaaaaaaaaaaaa,1,205\x025001\x03nan\n", "bad_entry"),
+  ("s10,0,0,aaaaaaaaaaaaaaaa,1,205\x02abc\x031\n", "bad_id"),
+  ("s11,0,0,aaaaaaaaaaaaaaaa,1,205\x025001\x03nan\n", "bad_value"),
   ("s12,0,0,aaaaaaaaaaaaaaaa,1,999\x025001\x031\n", "unknown_field"),
   ("s13,0,0,aaaaaaaaaaaaaaaa,2,205\x025001\x031\x01205\x025002\x031\n", "repeated_single_field"),
   ("s14,0,0,aaaaaaaaaaaaaaaa,1,101\x021001\x031\n", "field_in_both_files"),
@@ -243,7 +243,7 @@ BAD_SKELETON = [
   ("\n", "wrong_field_count"),
 ]
 BAD_COMMON = [
-  ("dddddddddddddddd,1,101\x02x\x031\n", "common_bad_entry"),
+  ("dddddddddddddddd,1,101\x02x\x031\n", "common_bad_id"),
   ("eeeeeeeeeeeeeeee,2,101\x021\x031\n", "common_bad_feature_num"),
   ("aaaaaaaaaaaaaaaa,1,101\x021\x031\n", "common_duplicate_key"),
   ("gggggggggggggggg,1\n", "common_wrong_field_count"),
@@ -272,7 +272,7 @@ def test_every_malformed_kind_is_skipped_and_counted(tmp_path):
     f"{SKELETON}:{base + 14}",
   ]
   # A bad common row counts once, at its own line, however often it is used.
-  assert first["common_bad_entry"] == [f"{COMMON}:3"]
+  assert first["common_bad_id"] == [f"{COMMON}:3"]
   assert first["common_duplicate_key"] == [f"{COMMON}:5"]
   assert report["rows_read"] == len(IMPRESSIONS) + len(BAD_SKELETON)
   assert report["rows_written"] == len(IMPRESSIONS)
@@ -293,8 +293,8 @@ def test_every_malformed_kind_is_skipped_and_counted(tmp_path):
     ),
     (
       "s16,0,0,dddddddddddddddd,1,205\x025001\x031\n",
-      "common_features_train.csv:3: entry '101\\x02x\\x031' is not "
-      "field\\x02id\\x03value (common_bad_entry)",
+      "common_features_train.csv:3: field 101 (user_id): id 'x' is not a non-negative "
+      "integer (digits only) (common_bad_id)",
     ),
   ],
 )

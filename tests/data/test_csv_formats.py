@@ -118,7 +118,7 @@ def test_paddle_esmm_fixture(tmp_path):
         "2,0" + ",1" * 23 + ",0.5" * 8 + "\n",  # bad label
         "0,0,1\n",
       ],
-      {"buy_without_click": 1, "bad_value": 2, "bad_label": 1, "wrong_field_count": 1},
+      {"buy_without_click": 1, "bad_id": 1, "bad_value": 1, "bad_label": 1, "wrong_field_count": 1},
     ),
     (
       "aliexpress",
