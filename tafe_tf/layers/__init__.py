@@ -1,13 +1,15 @@
 """Keras layers of the multi-step conversion models (all serialisable).
 
 Front end: :class:`FeatureEmbedding` (schema-driven, fused tables) with
-:class:`IdLookup`; optional :class:`FieldInteraction`. Experts and gates:
+:class:`IdLookup`; optional :class:`FieldInteraction`; the interaction
+switch :class:`FeatureInteraction` (DCN-v2 cross or pairwise dot). Experts and gates:
 :class:`ExpertBank`, :class:`GroupedGate`, :class:`TaskIndicatorGate`.
 Extraction levels: :class:`AdaptivePatternExtraction`,
 :class:`TaskSpecificExtraction`, :class:`CustomizedGateControl`. Steps:
 :class:`DependenceTransfer`, :class:`TaskTower`, :class:`ChainedProbabilities`.
 """
 
+from tafe_tf.layers.cross import FeatureInteraction
 from tafe_tf.layers.embedding import FeatureEmbedding, field_widths
 from tafe_tf.layers.experts import ExpertBank
 from tafe_tf.layers.extraction import (
@@ -29,6 +31,7 @@ __all__ = [
   "DependenceTransfer",
   "ExpertBank",
   "FeatureEmbedding",
+  "FeatureInteraction",
   "FieldInteraction",
   "field_widths",
   "GroupedGate",

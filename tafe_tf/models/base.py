@@ -7,8 +7,12 @@ padded multi-valued fields; extra keys ignored) to ``[B, T]`` step logits
 (:meth:`MultiStepModel.step_logits`, implemented by subclasses in
 ``_forward``), and from those to named float32 outputs ``p_<step>`` and
 ``q_<step>`` (:meth:`call`; two-step models also ``ctr``, ``cvr``, ``ctcvr``).
-``compute_loss`` is the DTL loss (:mod:`tafe_tf.losses`) reduced with
-``tf.nn.compute_average_loss`` and updates :class:`tafe_tf.metrics.StepMetrics`.
+``compute_loss`` is the DTL loss (:mod:`tafe_tf.losses`) plus a model's own
+term per example (``_extra_loss``, from the auxiliary tensors of
+``_forward_aux``; ESCM2 and DCMT have one) reduced with
+``tf.nn.compute_average_loss``, and updates :class:`tafe_tf.metrics.StepMetrics`.
+Every model's networks start from :meth:`MultiStepModel.embed`: the feature
+embedding, then the ``interaction`` switch (:mod:`tafe_tf.layers.cross`).
 
 Config round trip: ``get_config()`` returns ``{"model", "hparams", "schema",
 "schema_directory"}`` and ``build_model(config["model"], schema,
@@ -27,6 +31,7 @@ import tensorflow_recommenders as tfrs
 from tafe_tf import features as features_lib
 from tafe_tf import losses as losses_lib
 from tafe_tf import metrics as metrics_lib
+from tafe_tf.layers import cross as cross_lib
 from tafe_tf.layers import embedding as embedding_lib
 from tafe_tf.layers import initializers, probabilities, tpu_embedding
 
@@ -67,6 +72,14 @@ class BaseHParams:
     tpu_embedding_learning_rate: Adam learning rate of the TPU embedding
       engine for the tables (used on TPUs only; elsewhere the model's
       optimizer trains them).
+    interaction: Explicit feature interaction between the front end and the
+      networks (:mod:`tafe_tf.layers.cross`): ``"none"``, ``"cross"``
+      (DCN-v2 cross layers over the flat embedding) or ``"dot"`` (pairwise
+      dot products of the field embeddings concatenated to it; needs one
+      width for every field).
+    cross_layers: Stacked cross layers (``interaction="cross"``).
+    cross_projection_dim: Rank of each cross layer's ``W = U V`` (None: full
+      rank; DCN-v2 found about a quarter of the input width as good).
   """
 
   embedding_dim: int = 16
@@ -80,6 +93,9 @@ class BaseHParams:
   train_metrics: bool = True
   tpu_embedding: bool = False
   tpu_embedding_learning_rate: float = 1e-3
+  interaction: str = cross_lib.NONE
+  cross_layers: int = 2
+  cross_projection_dim: Optional[int] = None
 
   def __post_init__(self):
     # JSON gives lists; the architecture wants hashable tuples.
@@ -91,6 +107,16 @@ class BaseHParams:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if self.embedding_dim < 1:
       raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+    if self.interaction not in cross_lib.INTERACTIONS:
+      raise ValueError(
+        f"interaction must be one of {cross_lib.INTERACTIONS}, got {self.interaction!r}"
+      )
+    if self.cross_layers < 1:
+      raise ValueError(f"cross_layers must be >= 1, got {self.cross_layers}")
+    if self.cross_projection_dim is not None and self.cross_projection_dim < 1:
+      raise ValueError(
+        f"cross_projection_dim must be >= 1 or None, got {self.cross_projection_dim}"
+      )
 
   def to_json(self) -> Dict[str, Any]:
     """Every hyperparameter, defaults included, as JSON values."""
@@ -110,6 +136,19 @@ def check_hparam_names(
       f"{model_name} takes no hyperparameter{'s' if len(unknown) > 1 else ''}"
       f" {', '.join(repr(n) for n in unknown)}; its hyperparameters: "
       f"{', '.join(valid)}"
+    )
+
+
+def _check_dot_widths(schema: features_lib.Schema, hparams: BaseHParams) -> None:
+  """One-line ValueError unless every field is one width (``interaction="dot"``
+  takes dot products between every pair of field embeddings)."""
+  widths = embedding_lib.field_widths(schema, hparams.embedding_dim, hparams.field_embedding_dims)
+  # A dense field of width 0 passes its vector through: its width is its dim.
+  widths = {f.name: widths[f.name] or f.dim for f in schema.fields}
+  if len(set(widths.values())) > 1:
+    raise ValueError(
+      f"interaction='dot' needs one width for every field (dot products of field pairs); "
+      f"widths: {widths}; drop field_embedding_dims or use interaction='cross'"
     )
 
 
@@ -133,6 +172,9 @@ class MultiStepModel(tfrs.Model):
     hparams: The model's hyperparameters.
     chained: True: heads are conditional logits (p_t = q_1 ... q_t); False:
       independent entire-space logits.
+    embedding_output_mode: The embedding's output the model wants (TAFE's
+      field interaction takes ``FIELDS``); ``interaction="dot"`` makes it
+      ``FIELDS`` too.
   """
 
   MODEL_NAME: ClassVar[str] = ""
@@ -154,6 +196,9 @@ class MultiStepModel(tfrs.Model):
     self.schema = schema
     self.steps = schema.steps
     self.chained = chained
+    if hparams.interaction == cross_lib.DOT:
+      _check_dot_widths(schema, hparams)
+      embedding_output_mode = embedding_lib.FIELDS
     self.dtl_loss = losses_lib.DTLLoss(
       num_steps=len(self.steps),
       chained=chained,
@@ -181,6 +226,13 @@ class MultiStepModel(tfrs.Model):
         seed=self._seed(0),
         name="feature_embedding",
       )
+    self.interaction = cross_lib.FeatureInteraction(
+      hparams.interaction,
+      hparams.cross_layers,
+      hparams.cross_projection_dim,
+      seed=self._seed(999),
+      name="feature_interaction",
+    )
     self.probabilities = probabilities.ChainedProbabilities(chained, name="probabilities")
     self.step_metrics = metrics_lib.StepMetrics(self.steps, name="step_metrics")
     # Running means of the losses over an epoch (and over a whole evaluate):
@@ -223,11 +275,51 @@ class MultiStepModel(tfrs.Model):
   # AutoGraph's source conversion of every layer was two thirds of TAFE's
   # train-step tracing time (9.3 s of 15 s; 4.6 s without it).
 
+  def embed(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
+    """The front end every model starts from: the feature embedding, then the
+    ``interaction`` switch; flat ``[B, in]``."""
+    return self.interact(self.embedding(features), training)
+
+  def interact(self, embedded: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """The ``interaction`` switch (:mod:`tafe_tf.layers.cross`), the one place
+    it is applied: ``[B, D]`` flat or ``[B, F, D]`` field embeddings (TAFE's
+    field interaction output) -> flat ``[B, in]``."""
+    del training  # the interaction layers have no dropout
+    return self.interaction(embedded)
+
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """``(logits [B, T], gate weights by name)``; subclasses implement."""
-    raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+    """``(logits [B, T], gate weights by name)``; subclasses implement this
+    or :meth:`_forward_aux`."""
+    if type(self)._forward_aux is MultiStepModel._forward_aux:
+      raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+    logits, gates, _ = self._forward_aux(features, training)
+    return logits, gates
+
+  def _forward_aux(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """``_forward`` plus the auxiliary tensors :meth:`_extra_loss` needs, by
+    name (ESCM2's imputed errors, DCMT's counterfactual logits); only the loss
+    sees them, never ``call`` or the serving signature. Default: none."""
+    logits, gates = self._forward(features, training)
+    return logits, gates, {}
+
+  def _extra_loss(
+    self, labels: tf.Tensor, logits: tf.Tensor, aux: Mapping[str, tf.Tensor], training: bool
+  ) -> Optional[tf.Tensor]:
+    """A model's own loss term per example, float32 ``[B]``, added to the DTL
+    loss before the batch reduction (None: none, the default).
+
+    Args:
+      labels: float32 ``[B, T]`` cumulative labels.
+      logits: float32 ``[B, T]`` step logits.
+      aux: :meth:`_forward_aux`'s auxiliary tensors.
+      training: Whether this is a training step.
+    """
+    del labels, logits, aux, training
+    return None
 
   @tf.autograph.experimental.do_not_convert
   def step_logits(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
@@ -266,11 +358,17 @@ class MultiStepModel(tfrs.Model):
   def compute_loss(
     self, inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]], training: bool = False
   ) -> tf.Tensor:
-    """The DTL loss of a ``(features, labels)`` batch; updates step metrics."""
+    """The DTL loss of a ``(features, labels)`` batch plus the model's own
+    term per example (:meth:`_extra_loss`), averaged; updates step metrics."""
     features, labels = inputs
-    logits = self.step_logits(features, training)
+    logits, _, aux = self._forward_aux(features, training)
+    logits = tf.cast(logits, tf.float32)
     y = losses_lib.stack_labels(labels, self.steps)
-    loss = tf.nn.compute_average_loss(self.dtl_loss.per_example(y, logits))
+    per_example = self.dtl_loss.per_example(y, logits)
+    extra = self._extra_loss(y, logits, aux, training)
+    if extra is not None:
+      per_example += extra
+    loss = tf.nn.compute_average_loss(per_example)
     if not training or self.hparams.train_metrics:
       p, q = self.probabilities(logits)
       self.step_metrics.update_state(labels, p, q)
@@ -350,7 +448,10 @@ class MultiStepModel(tfrs.Model):
 
   def build_from_config(self, config: Dict[str, Any]) -> None:
     del config  # everything needed is in the schema
-    self(features_lib.dummy_batch(self.input_schema), training=False)
+    batch = features_lib.dummy_batch(self.input_schema)
+    self(batch, training=False)
+    # The loss-only layers (ESCM2's imputation towers, ...) too: call skips them.
+    self._forward_aux(batch, False)
 
   def get_config(self) -> Dict[str, Any]:
     return {
