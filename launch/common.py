@@ -52,7 +52,7 @@ DATASET_SCHEMAS = {
 }
 # tafe_tf.models.MODEL_NAMES, for flag definitions that must not import
 # TensorFlow (tests/launch/test_common.py keeps the two equal).
-MODEL_NAMES = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
+MODEL_NAMES = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom", "escm2", "dcmt")
 
 _HELP = {
   "--help": False,
