@@ -13,7 +13,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
-MODEL_NAMES: Tuple[str, ...] = ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
+MODEL_NAMES: Tuple[str, ...] = (
+  "tafe",
+  "esmm",
+  "mmoe",
+  "ple",
+  "aitm",
+  "shared_bottom",
+  "escm2",
+  "dcmt",
+)
 
 # TAFE's dependence transfer modes: tafe_tf.layers.transfer's names (that
 # module needs TensorFlow; tests/test_hparams.py keeps the two equal).
@@ -25,6 +34,14 @@ TRANSFER_MODES: Tuple[str, ...] = (GATED, ATTENTION, NONE)
 IMPRESSIONS = "impressions"
 PARENTS = "parents"
 CONDITIONAL_NORMALIZATIONS: Tuple[str, ...] = (IMPRESSIONS, PARENTS)
+# The front end's explicit feature interaction (tafe_tf.layers.cross).
+CROSS = "cross"
+DOT = "dot"
+INTERACTIONS: Tuple[str, ...] = (NONE, CROSS, DOT)
+# ESCM2's counterfactual regularisers (tafe_tf.models.escm2).
+IPS = "ips"
+DR = "dr"
+VARIANTS = (IPS, DR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +83,14 @@ class BaseHParams:
     tpu_embedding_learning_rate: Adam learning rate of the TPU embedding
       engine for the tables (used on TPUs only; elsewhere the model's
       optimizer trains them).
+    interaction: Explicit feature interaction between the front end and the
+      networks (:mod:`tafe_tf.layers.cross`): ``"none"``, ``"cross"``
+      (DCN-v2 cross layers over the flat embedding) or ``"dot"`` (pairwise
+      dot products of the field embeddings concatenated to it; needs one
+      width for every field).
+    cross_layers: Stacked cross layers (``interaction="cross"``).
+    cross_projection_dim: Rank of each cross layer's ``W = U V`` (None: full
+      rank; DCN-v2 found about a quarter of the input width as good).
   """
 
   embedding_dim: int = 16
@@ -81,6 +106,9 @@ class BaseHParams:
   train_metrics: bool = True
   tpu_embedding: bool = False
   tpu_embedding_learning_rate: float = 1e-3
+  interaction: str = NONE
+  cross_layers: int = 2
+  cross_projection_dim: Optional[int] = None
 
   def __post_init__(self):
     # JSON gives lists; the architecture wants hashable tuples.
@@ -92,6 +120,14 @@ class BaseHParams:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if self.embedding_dim < 1:
       raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+    if self.interaction not in INTERACTIONS:
+      raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+    if self.cross_layers < 1:
+      raise ValueError(f"cross_layers must be >= 1, got {self.cross_layers}")
+    if self.cross_projection_dim is not None and self.cross_projection_dim < 1:
+      raise ValueError(
+        f"cross_projection_dim must be >= 1 or None, got {self.cross_projection_dim}"
+      )
 
   def to_json(self) -> Dict[str, Any]:
     """Every hyperparameter, defaults included, as JSON values."""
@@ -250,6 +286,67 @@ class SharedBottomHParams(BaseHParams):
   tower_units: Tuple[int, ...] = (32,)
 
 
+@dataclasses.dataclass(frozen=True)
+class ESCM2HParams(BaseHParams):
+  """ESCM2's hyperparameters (plus :class:`BaseHParams`).
+
+  Attributes:
+    tower_units: Hidden widths of each step's tower (and imputation tower).
+    escm2_variant: The counterfactual regulariser, ``"ips"`` or ``"dr"``.
+    counterfactual_weight: Its weight (the reference's 0.5).
+    propensity_floor: Lower clip of the propensity p^ (weights <= 1 / it).
+    conditional_weight: The naive click-space CVR loss; 0 (replaced by the
+      counterfactual term).
+  """
+
+  tower_units: Tuple[int, ...] = (128, 64, 32)
+  escm2_variant: str = DR
+  counterfactual_weight: float = 0.5
+  propensity_floor: float = 0.01
+  conditional_weight: float = 0.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.escm2_variant not in VARIANTS:
+      raise ValueError(f"escm2_variant must be one of {VARIANTS}, got {self.escm2_variant!r}")
+    if self.counterfactual_weight < 0:
+      raise ValueError(f"counterfactual_weight must be >= 0, got {self.counterfactual_weight}")
+    if not 0.0 < self.propensity_floor <= 1.0:
+      raise ValueError(f"propensity_floor must be in (0, 1], got {self.propensity_floor}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DCMTHParams(BaseHParams):
+  """DCMT's hyperparameters (plus :class:`BaseHParams`).
+
+  Attributes:
+    tower_units: Hidden widths of each step's tower (factual and
+      counterfactual).
+    counterfactual_weight: Weight of the factual + counterfactual IPS terms.
+    constraint_weight: Weight of the twin-tower constraint
+      ``|q_t + q*_t - 1|`` (the reference's 1e-3).
+    propensity_floor: p^ is clipped into ``[floor, 1 - floor]``.
+    conditional_weight: The naive click-space CVR loss; 0 (replaced by the
+      factual term).
+  """
+
+  tower_units: Tuple[int, ...] = (128, 64, 32)
+  counterfactual_weight: float = 1.0
+  constraint_weight: float = 1e-3
+  propensity_floor: float = 0.01
+  conditional_weight: float = 0.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.counterfactual_weight < 0 or self.constraint_weight < 0:
+      raise ValueError(
+        "counterfactual_weight and constraint_weight must be >= 0, got "
+        f"{self.counterfactual_weight} and {self.constraint_weight}"
+      )
+    if not 0.0 < self.propensity_floor < 0.5:
+      raise ValueError(f"propensity_floor must be in (0, 0.5), got {self.propensity_floor}")
+
+
 _HPARAMS_CLASSES: Dict[str, Type[BaseHParams]] = {
   "tafe": TAFEHParams,
   "esmm": ESMMHParams,
@@ -257,6 +354,8 @@ _HPARAMS_CLASSES: Dict[str, Type[BaseHParams]] = {
   "ple": PLEHParams,
   "aitm": AITMHParams,
   "shared_bottom": SharedBottomHParams,
+  "escm2": ESCM2HParams,
+  "dcmt": DCMTHParams,
 }
 
 

@@ -276,6 +276,10 @@ _OTHER_VALUES = {
   "calibration_weight": 0.3,
   "conditional_normalization": "parents",
   "tpu_embedding_learning_rate": 0.01,
+  "interaction": "cross",
+  "cross_projection_dim": 4,
+  "escm2_variant": "ips",
+  "propensity_floor": 0.05,
 }
 
 

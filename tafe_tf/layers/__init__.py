@@ -1,7 +1,8 @@
 """Keras layers of the multi-step conversion models (all serialisable).
 
 Front end: :class:`FeatureEmbedding` (schema-driven, fused tables) with
-:class:`IdLookup`; optional :class:`FieldInteraction`. Experts and gates:
+:class:`IdLookup`; optional :class:`FieldInteraction`; the interaction
+switch :class:`FeatureInteraction` (DCN-v2 cross or pairwise dot). Experts and gates:
 :class:`ExpertBank`, :class:`GroupedGate`, :class:`TaskIndicatorGate`.
 Extraction levels: :class:`AdaptivePatternExtraction`,
 :class:`TaskSpecificExtraction`, :class:`CustomizedGateControl`. Steps:
@@ -9,6 +10,7 @@ Extraction levels: :class:`AdaptivePatternExtraction`,
 :class:`StepCalibration`.
 """
 
+from tafe_tf.layers.cross import FeatureInteraction
 from tafe_tf.layers.embedding import FeatureEmbedding, field_widths
 from tafe_tf.layers.experts import ExpertBank
 from tafe_tf.layers.extraction import (
@@ -36,6 +38,7 @@ __all__ = [
   "ExpertBank",
   "StepCalibration",
   "FeatureEmbedding",
+  "FeatureInteraction",
   "FieldInteraction",
   "field_widths",
   "GroupedGate",

@@ -17,6 +17,8 @@ from tafe_tf import features as features_lib
 from tafe_tf.hparams import MODEL_NAMES, hparams_class
 from tafe_tf.models.aitm import AITM
 from tafe_tf.models.base import BaseHParams, MultiStepModel
+from tafe_tf.models.dcmt import DCMT
+from tafe_tf.models.escm2 import ESCM2
 from tafe_tf.models.esmm import ESMM
 from tafe_tf.models.mmoe import MMoE
 from tafe_tf.models.ple import PLE
@@ -26,6 +28,8 @@ from tafe_tf.models.tafe import TAFE
 __all__ = [
   "AITM",
   "BaseHParams",
+  "DCMT",
+  "ESCM2",
   "ESMM",
   "MMoE",
   "MODEL_NAMES",
@@ -39,7 +43,7 @@ __all__ = [
 ]
 
 _MODELS: Dict[str, Type[MultiStepModel]] = {
-  cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom)
+  cls.MODEL_NAME: cls for cls in (TAFE, ESMM, MMoE, PLE, AITM, SharedBottom, ESCM2, DCMT)
 }
 
 

@@ -50,7 +50,7 @@ class AITM(base.MultiStepModel):
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     towers = tf.unstack(
-      tf.squeeze(self.towers(self.embedding(features), training=training), axis=2), axis=1
+      tf.squeeze(self.towers(self.embed(features, training), training=training), axis=2), axis=1
     )
     transferred = [towers[0]]
     for t in range(1, len(self.steps)):

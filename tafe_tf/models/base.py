@@ -8,8 +8,12 @@ fields; extra keys ignored) to ``[B, T]`` step logits
 (:meth:`MultiStepModel.step_logits`, implemented by subclasses in
 ``_forward``), and from those to named float32 outputs ``p_<step>`` and
 ``q_<step>`` (:meth:`call`; two-step models also ``ctr``, ``cvr``, ``ctcvr``).
-``compute_loss`` is the DTL loss (:mod:`tafe_tf.losses`) reduced with
-``tf.nn.compute_average_loss`` and updates :class:`tafe_tf.metrics.StepMetrics`.
+``compute_loss`` is the DTL loss (:mod:`tafe_tf.losses`) plus a model's own
+term per example (``_extra_loss``, from the auxiliary tensors of
+``_forward_aux``; ESCM2 and DCMT have one) reduced with
+``tf.nn.compute_average_loss``, and updates :class:`tafe_tf.metrics.StepMetrics`.
+Every model's networks start from :meth:`MultiStepModel.embed`: the feature
+embedding, then the ``interaction`` switch (:mod:`tafe_tf.layers.cross`).
 
 Config round trip: ``get_config()`` returns ``{"model", "hparams", "schema",
 "schema_directory"}`` and ``build_model(config["model"], schema,
@@ -28,10 +32,24 @@ from tafe_tf import features as features_lib
 from tafe_tf import losses as losses_lib
 from tafe_tf import metrics as metrics_lib
 from tafe_tf.hparams import BaseHParams, check_hparam_names
+from tafe_tf.layers import cross as cross_lib
 from tafe_tf.layers import embedding as embedding_lib
 from tafe_tf.layers import initializers, probabilities, tpu_embedding
 
 LOSS_LOG_NAMES = ("loss", "regularization_loss", "total_loss")
+
+
+def _check_dot_widths(schema: features_lib.Schema, hparams: BaseHParams) -> None:
+  """One-line ValueError unless every field is one width (``interaction="dot"``
+  takes dot products between every pair of field embeddings)."""
+  widths = embedding_lib.field_widths(schema, hparams.embedding_dim, hparams.field_embedding_dims)
+  # A dense field of width 0 passes its vector through: its width is its dim.
+  widths = {f.name: widths[f.name] or f.dim for f in schema.fields}
+  if len(set(widths.values())) > 1:
+    raise ValueError(
+      f"interaction='dot' needs one width for every field (dot products of field pairs); "
+      f"widths: {widths}; drop field_embedding_dims or use interaction='cross'"
+    )
 
 
 def _tpu_table_optimizer(hparams: BaseHParams) -> Optional[Any]:
@@ -54,6 +72,9 @@ class MultiStepModel(tfrs.Model):
     hparams: The model's hyperparameters.
     chained: True: heads are conditional logits (p_t = q_1 ... q_t); False:
       independent entire-space logits.
+    embedding_output_mode: The embedding's output the model wants (TAFE's
+      field interaction takes ``FIELDS``); ``interaction="dot"`` makes it
+      ``FIELDS`` too.
   """
 
   MODEL_NAME: ClassVar[str] = ""
@@ -75,6 +96,9 @@ class MultiStepModel(tfrs.Model):
     self.schema = schema
     self.steps = schema.steps
     self.chained = chained
+    if hparams.interaction == cross_lib.DOT:
+      _check_dot_widths(schema, hparams)
+      embedding_output_mode = embedding_lib.FIELDS
     self.dtl_loss = losses_lib.DTLLoss(
       num_steps=len(self.steps),
       chained=chained,
@@ -104,6 +128,13 @@ class MultiStepModel(tfrs.Model):
         seed=self._seed(0),
         name="feature_embedding",
       )
+    self.interaction = cross_lib.FeatureInteraction(
+      hparams.interaction,
+      hparams.cross_layers,
+      hparams.cross_projection_dim,
+      seed=self._seed(999),
+      name="feature_interaction",
+    )
     self.probabilities = probabilities.ChainedProbabilities(chained, name="probabilities")
     # Identity until tafe_tf.calibration fits it on held-out rows.
     self.calibration = probabilities.StepCalibration(len(self.steps), name="calibration")
@@ -148,11 +179,51 @@ class MultiStepModel(tfrs.Model):
   # AutoGraph's source conversion of every layer was two thirds of TAFE's
   # train-step tracing time (9.3 s of 15 s; 4.6 s without it).
 
+  def embed(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
+    """The front end every model starts from: the feature embedding, then the
+    ``interaction`` switch; flat ``[B, in]``."""
+    return self.interact(self.embedding(features), training)
+
+  def interact(self, embedded: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """The ``interaction`` switch (:mod:`tafe_tf.layers.cross`), the one place
+    it is applied: ``[B, D]`` flat or ``[B, F, D]`` field embeddings (TAFE's
+    field interaction output) -> flat ``[B, in]``."""
+    del training  # the interaction layers have no dropout
+    return self.interaction(embedded)
+
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """``(logits [B, T], gate weights by name)``; subclasses implement."""
-    raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+    """``(logits [B, T], gate weights by name)``; subclasses implement this
+    or :meth:`_forward_aux`."""
+    if type(self)._forward_aux is MultiStepModel._forward_aux:
+      raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+    logits, gates, _ = self._forward_aux(features, training)
+    return logits, gates
+
+  def _forward_aux(
+    self, features: Mapping[str, Any], training: bool
+  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """``_forward`` plus the auxiliary tensors :meth:`_extra_loss` needs, by
+    name (ESCM2's imputed errors, DCMT's counterfactual logits); only the loss
+    sees them, never ``call`` or the serving signature. Default: none."""
+    logits, gates = self._forward(features, training)
+    return logits, gates, {}
+
+  def _extra_loss(
+    self, labels: tf.Tensor, logits: tf.Tensor, aux: Mapping[str, tf.Tensor], training: bool
+  ) -> Optional[tf.Tensor]:
+    """A model's own loss term per example, float32 ``[B]``, added to the DTL
+    loss before the batch reduction (None: none, the default).
+
+    Args:
+      labels: float32 ``[B, T]`` cumulative labels.
+      logits: float32 ``[B, T]`` step logits.
+      aux: :meth:`_forward_aux`'s auxiliary tensors.
+      training: Whether this is a training step.
+    """
+    del labels, logits, aux, training
+    return None
 
   @tf.autograph.experimental.do_not_convert
   def step_logits(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
@@ -200,16 +271,20 @@ class MultiStepModel(tfrs.Model):
     self, inputs: Tuple[Mapping[str, Any], Mapping[str, tf.Tensor]], training: bool = False
   ) -> tf.Tensor:
     """The DTL loss of a ``(features, labels)`` or ``(features, labels,
-    sample_weight)`` batch (Keras' convention: ``[B]`` weights, multiplying
-    each example's loss; the step metrics stay unweighted); updates the step
-    metrics."""
+    sample_weight)`` batch plus the model's own term per example
+    (:meth:`_extra_loss`), averaged (Keras' convention for the weights:
+    ``[B]``, multiplying each example's loss; the step metrics stay
+    unweighted); updates the step metrics."""
     features, labels = inputs[0], inputs[1]
-    logits = self.step_logits(features, training)
+    logits, _, aux = self._forward_aux(features, training)
+    logits = self.calibration(tf.cast(logits, tf.float32))
     y = losses_lib.stack_labels(labels, self.steps)
+    per_example = self.dtl_loss.per_example(y, logits)
+    extra = self._extra_loss(y, logits, aux, training)
+    if extra is not None:
+      per_example += extra
     sample_weight = tf.cast(inputs[2], tf.float32) if len(inputs) > 2 else None
-    loss = tf.nn.compute_average_loss(
-      self.dtl_loss.per_example(y, logits), sample_weight=sample_weight
-    )
+    loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
     if not training or self.hparams.train_metrics:
       p, q = self.probabilities(logits)
       self.step_metrics.update_state(labels, p, q)
@@ -289,7 +364,10 @@ class MultiStepModel(tfrs.Model):
 
   def build_from_config(self, config: Dict[str, Any]) -> None:
     del config  # everything needed is in the schema
-    self(features_lib.dummy_batch(self.input_schema), training=False)
+    batch = features_lib.dummy_batch(self.input_schema)
+    self(batch, training=False)
+    # The loss-only layers (ESCM2's imputation towers, ...) too: call skips them.
+    self._forward_aux(batch, False)
 
   def get_config(self) -> Dict[str, Any]:
     return {

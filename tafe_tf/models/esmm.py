@@ -35,5 +35,5 @@ class ESMM(base.MultiStepModel):
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    _, logits = self.towers(self.embedding(features), training=training)
+    _, logits = self.towers(self.embed(features, training), training=training)
     return logits, {}

@@ -45,7 +45,7 @@ class MMoE(base.MultiStepModel):
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    x = self.embedding(features)
+    x = self.embed(features, training)
     out = self.experts((x, x), training=training)  # every step's input is x
     _, logits = self.towers(out["tasks"], training=training)
     gates = {

@@ -50,7 +50,7 @@ class PLE(base.MultiStepModel):
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    x_shared = self.embedding(features)
+    x_shared = self.embed(features, training)
     x_tasks = x_shared  # [B, in]: the same input for every step at level 0
     gates: Dict[str, tf.Tensor] = {}
     for level, cgc in enumerate(self.levels):

@@ -36,6 +36,6 @@ class SharedBottom(base.MultiStepModel):
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    shared = self.bottom(self.embedding(features), training=training)
+    shared = self.bottom(self.embed(features, training), training=training)
     _, logits = self.towers(tf.reshape(shared, [-1, shared.shape[-1]]), training=training)
     return logits, {}

@@ -106,8 +106,8 @@ class TAFE(base.MultiStepModel):
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     x = self.embedding(features)
     if self.field_interaction is not None:
-      x = self.field_interaction(x)
-      x = tf.reshape(x, [-1, x.shape[1] * x.shape[2]])
+      x = self.field_interaction(x)  # [B, F, D]
+    x = self.interact(x, training)  # the shared front end's interaction switch
     x_shared = x
     x_tasks = x  # [B, in]: the same input for every step at the first level
     gates: Dict[str, tf.Tensor] = {}

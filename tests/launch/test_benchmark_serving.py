@@ -74,7 +74,7 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path):
     (["--batch_sizes=1,x"], "--batch_sizes: expected integers, got ['1', 'x']"),
     (
       ["--model=nope"],
-      "flag --model=nope: value should be one of <tafe|esmm|mmoe|ple|aitm|shared_bottom>",
+      "flag --model=nope: value should be one of <tafe|esmm|mmoe|ple|aitm|shared_bottom|escm2|dcmt>",
     ),
     (
       ["--hparams={"],

@@ -20,10 +20,20 @@ def _data(tmp_path_factory):
 
 
 def test_model_names_and_unknown_name():
-  assert models.MODEL_NAMES == ("tafe", "esmm", "mmoe", "ple", "aitm", "shared_bottom")
+  assert models.MODEL_NAMES == (
+    "tafe",
+    "esmm",
+    "mmoe",
+    "ple",
+    "aitm",
+    "shared_bottom",
+    "escm2",
+    "dcmt",
+  )
   with pytest.raises(
     ValueError,
-    match="unknown model 'mmoee'; valid names: tafe, esmm, mmoe, ple, aitm, shared_bottom",
+    match="unknown model 'mmoee'; valid names: tafe, esmm, mmoe, ple, aitm, shared_bottom, "
+    "escm2, dcmt$",
   ):
     models.model_class("mmoee")
 
@@ -31,8 +41,9 @@ def test_model_names_and_unknown_name():
 def test_unknown_hparam_is_one_line_naming_the_models_hparams(data):
   schema, _ = data
   esmm = (
-    "calibration_weight, conditional_normalization, conditional_weight, dropout, embedding_dim, entire_space_weight, "
-    "field_embedding_dims, fused_embedding, seed, step_weights, "
+    "calibration_weight, conditional_normalization, conditional_weight, cross_layers, "
+    "cross_projection_dim, dropout, embedding_dim, entire_space_weight, field_embedding_dims, "
+    "fused_embedding, interaction, seed, step_weights, "
     "tower_units, tpu_embedding, tpu_embedding_learning_rate, "
     "train_metrics"
   )
@@ -236,3 +247,60 @@ def test_sample_weights_multiply_each_examples_loss(data):
   model.fit(zero.take(2), verbose=0)
   for b, a in zip(before, model.trainable_variables):
     np.testing.assert_array_equal(b, a.numpy())
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_interaction_switch_is_in_every_models_front_end(data, name):
+  schema, directory = data
+  feats, labels = td.first_batch(directory, batch_size=16)
+  small = td.hparams_for(name, seed=0, embedding_dim=4, expert_units=(8,), tower_units=(4,))
+  model = models.build_model(name, schema, interaction="cross", cross_layers=1, **small)
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss((feats, labels), training=True)
+  kernels = model.interaction.trainable_variables
+  assert len(kernels) == 2  # one full-rank cross layer: W and b
+  # The loss reaches the cross layer, so the model's networks start from it.
+  assert all(tf.convert_to_tensor(g).numpy().any() for g in tape.gradient(loss, kernels))
+  assert model.embed(feats).shape == (16, 4 * 5)
+  plain = models.build_model(name, schema, **small)
+  plain(feats)
+  assert plain.interaction.mode == "none" and not plain.interaction.variables
+
+
+@pytest.mark.parametrize("hparams", [dict(), dict(field_interaction=False)])
+def test_dot_interaction_appends_field_pair_products(data, hparams):
+  schema, directory = data
+  feats, _ = td.first_batch(directory, batch_size=8)
+  for name in ("esmm", "tafe"):
+    model = models.build_model(
+      name, schema, interaction="dot", embedding_dim=4, seed=0, **td.hparams_for(name, **hparams)
+    )
+    fields = model.embedding(feats).numpy()  # the embedding's FIELDS output
+    assert fields.shape == (8, 5, 4)
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    dots = np.stack([(fields[:, i] * fields[:, j]).sum(-1) for i, j in pairs], axis=1)
+    np.testing.assert_allclose(
+      model.embed(feats).numpy(), np.concatenate([fields.reshape(8, 20), dots], 1), rtol=1e-5
+    )
+    assert np.isfinite(model(feats)["p_cart"].numpy()).all()
+
+
+def test_dot_interaction_needs_one_width_and_tafe_takes_both_switches(data):
+  schema, directory = data
+  with pytest.raises(ValueError) as info:
+    models.build_model("mmoe", schema, interaction="dot", field_embedding_dims={"user": 8})
+  assert str(info.value) == (
+    "interaction='dot' needs one width for every field (dot products of field pairs); "
+    "widths: {'user': 8, 'item': 16, 'shop': 16, 'hist': 16, 'price': 16}; "
+    "drop field_embedding_dims or use interaction='cross'"
+  )
+  with pytest.raises(ValueError, match="^interaction must be one of .*, got 'fm'$"):
+    models.build_model("esmm", schema, interaction="fm")
+  # Cross after TAFE's field interaction, low rank: trains (finite gradients).
+  feats, labels = td.first_batch(directory, batch_size=8)
+  model = models.build_model("tafe", schema, interaction="cross", cross_projection_dim=3, seed=0)
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss((feats, labels), training=True)
+  grads = tape.gradient(loss, model.interaction.trainable_variables)
+  assert [tuple(g.shape) for g in grads] == [(80, 3), (3, 80), (80,)] * 2  # 2 layers: U, V, b
+  assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)

@@ -18,6 +18,8 @@ CHAINED = {
   "ple": False,
   "aitm": False,
   "shared_bottom": False,
+  "escm2": True,
+  "dcmt": True,
 }
 # AUC margin to the oracle that TAFE must stay within (2 epochs, 8000 rows).
 TAFE_ORACLE_MARGIN = 0.06
