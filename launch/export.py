@@ -36,22 +36,27 @@ def main(argv):
     if os.path.exists(existing):  # fail before loading the model
       raise common.UserError(f"export version {existing} already exists")
   try:
+    # Shared: refused while a training writes into the directory.
+    with training.model_dir_lock(FLAGS.model_dir, shared=True):
+      print(_export())
+  except (FileExistsError, ValueError) as e:
+    raise common.UserError(str(e)) from None
+
+
+def _export() -> str:
+  try:
     run = training.read_run_config(FLAGS.model_dir)
     schema = training.model_dir_schema(FLAGS.model_dir)
     model = training.load_trained_model(FLAGS.model_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
-  try:
-    path = export.export_saved_model(
-      model,
-      schema,
-      FLAGS.export_dir,
-      version=FLAGS.version,
-      model_name=FLAGS.model_name or run.model.name,
-    )
-  except (FileExistsError, ValueError) as e:
-    raise common.UserError(str(e)) from None
-  print(path)
+  return export.export_saved_model(
+    model,
+    schema,
+    FLAGS.export_dir,
+    version=FLAGS.version,
+    model_name=FLAGS.model_name or run.model.name,
+  )
 
 
 def run() -> None:

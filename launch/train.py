@@ -26,6 +26,7 @@ the configuration tree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Callable, Dict, Optional
@@ -33,7 +34,7 @@ from typing import Any, Callable, Dict, Optional
 from absl import flags, logging
 
 from tafe_tf import config as config_lib
-from tafe_tf import distribution, export, files, reporting, training
+from tafe_tf import distribution, export, files, input_pipeline, reporting, training
 from tafe_tf import models as models_lib
 from tafe_tf.data import synthetic
 from tafe_tf.launch import common
@@ -343,9 +344,24 @@ def main(argv):
       return
   data_dir = resolve_data_dir(config)
   model_dir = FLAGS.model_dir or os.path.join("runs", f"{config.model.name}-{config.data.dataset}")
+  with contextlib.ExitStack() as stack:
+    try:
+      if config.export.evaluate:  # before training, not after it
+        input_pipeline.check_schema(data_dir, "test", common.require_dataset_dir(data_dir))
+      # The chief holds the model directory through evaluation and export too.
+      if distribution.configured_role(config.distribution.strategy).is_chief:
+        stack.enter_context(training.model_dir_lock(model_dir))
+    except FileNotFoundError as e:
+      raise common.UserError(f"{e}; --evaluate=false trains without the test evaluation") from None
+    except ValueError as e:  # a schema that does not fit, a busy model dir
+      raise common.UserError(str(e)) from None
+    _train_evaluate_export(config, data_dir, model_dir)
+
+
+def _train_evaluate_export(config: config_lib.RunConfig, data_dir: str, model_dir: str) -> None:
   try:
     result = training.train(data_dir, model_dir, config, overwrite=FLAGS.overwrite)
-  except ValueError as e:  # e.g. a model dir of another run
+  except ValueError as e:  # e.g. a model dir of another run, a corrupt shard
     raise common.UserError(str(e)) from None
   if not result.is_chief:
     return  # the chief reports, evaluates and exports
@@ -362,14 +378,17 @@ def main(argv):
     f"({monitor} = {result.best_value:.6f}); model dir: {model_dir}"
   )
   if config.export.evaluate:
-    reporting.evaluate_and_write(
-      result.model,
-      result.schema,
-      data_dir,
-      split="test",
-      output_dir=os.path.join(model_dir, "eval"),
-      model_dir=model_dir,
-    )
+    try:
+      reporting.evaluate_and_write(
+        result.model,
+        result.schema,
+        data_dir,
+        split="test",
+        output_dir=os.path.join(model_dir, "eval"),
+        model_dir=model_dir,
+      )
+    except ValueError as e:  # e.g. a corrupt test shard, a sample_id not UTF-8
+      raise common.UserError(f"evaluation on the test split: {e}") from None
   if config.export.export:
     path = export.export_saved_model(
       result.model,

@@ -192,7 +192,7 @@ def predict_dataset(
 
   sample_ids = joined("sample_ids")
   if sample_ids is not None:
-    sample_ids = np.char.decode(sample_ids.astype(np.bytes_), "utf-8")
+    sample_ids = _checked_sample_ids(sample_ids)
   return Predictions(
     labels=joined("labels"),
     p=joined("p"),
@@ -201,6 +201,39 @@ def predict_dataset(
     sample_ids=sample_ids,
     oracle_q=joined("oracle_q"),
   )
+
+
+def _checked_sample_ids(raw: np.ndarray) -> np.ndarray:
+  """``raw`` sample ids (bytes) as str, checked: UTF-8 and unique (the
+  predictions CSV is keyed by them; a repeated id would make its rows
+  ambiguous and likely means rows were written twice).
+
+  Raises:
+    ValueError: one line naming the first offending example (its position in
+      the split's reading order) and the id.
+  """
+  raw = raw.astype(np.bytes_)
+  try:
+    ids = np.char.decode(raw, "utf-8")
+  except UnicodeDecodeError:
+    for i, value in enumerate(raw.tolist()):
+      try:
+        value.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(
+          f"example {i}: sample_id {value!r} is not UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
+    raise
+  unique, first, counts = np.unique(ids, return_index=True, return_counts=True)
+  repeated = np.flatnonzero(counts > 1)
+  if repeated.size:
+    # The repeated id read first, for a message that does not depend on sorting.
+    worst = repeated[np.argmin(first[repeated])]
+    raise ValueError(
+      f"sample_id {str(unique[worst])!r} occurs {counts[worst]} times (first at example "
+      f"{first[worst]}; {repeated.size} ids repeat): sample ids must be unique"
+    )
+  return ids
 
 
 def compute_report(predictions: Predictions, steps: Sequence[str]) -> Dict[str, float]:
