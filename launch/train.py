@@ -359,6 +359,7 @@ def main(argv):
 
 
 def _train_evaluate_export(config: config_lib.RunConfig, data_dir: str, model_dir: str) -> None:
+  """Trains, then (the chief) evaluates on the test split and exports."""
   try:
     result = training.train(data_dir, model_dir, config, overwrite=FLAGS.overwrite)
   except ValueError as e:  # e.g. a model dir of another run, a corrupt shard
@@ -390,12 +391,15 @@ def _train_evaluate_export(config: config_lib.RunConfig, data_dir: str, model_di
     except ValueError as e:  # e.g. a corrupt test shard, a sample_id not UTF-8
       raise common.UserError(f"evaluation on the test split: {e}") from None
   if config.export.export:
-    path = export.export_saved_model(
-      result.model,
-      result.schema,
-      config.export.export_dir or os.path.join(model_dir, "export"),
-      model_name=config.model.name,
-    )
+    try:
+      path = export.export_saved_model(
+        result.model,
+        result.schema,
+        config.export.export_dir or os.path.join(model_dir, "export"),
+        model_name=config.model.name,
+      )
+    except (FileExistsError, ValueError) as e:  # e.g. --export_dir is a file
+      raise common.UserError(str(e)) from None
     print(f"SavedModel for TF Serving: {path}")
 
 

@@ -209,6 +209,7 @@ def test_readers_share_the_lock_and_training_excludes_them(tmp_path):
     assert open(os.path.join(model_dir, training.LOCK_FILENAME)).read().strip() == str(os.getpid())
 
 
+@pytest.mark.slow  # launch.* subprocesses; the library-level cases run by default
 def test_evaluate_and_export_refuse_a_model_dir_being_trained(trained, tmp_path):
   with training.model_dir_lock(trained):  # this process "trains"
     evaluate = run_module("launch.evaluate", f"--model_dir={trained}")
@@ -277,6 +278,7 @@ def test_a_dense_field_of_another_width_is_named(dataset, tmp_path):
   )
 
 
+@pytest.mark.slow  # launch.* subprocesses; the library-level cases run by default
 def test_cli_schema_mismatch_and_missing_validation_shards_are_one_line(dataset, tmp_path):
   # Before: "condition [512], then [0] must be broadcastable" and a
   # FileNotFoundError traceback.
@@ -369,6 +371,7 @@ def test_labels_that_are_not_0_1_or_not_cumulative_are_named(dataset, tmp_path, 
   )
 
 
+@pytest.mark.slow  # launch.* subprocesses; the library-level cases run by default
 def test_evaluation_names_a_bad_label_in_the_test_split(dataset, trained, tmp_path):
   data_dir = _copy(dataset, tmp_path)
 
@@ -428,6 +431,7 @@ def test_sample_ids_must_be_utf8_and_unique(dataset, trained, tmp_path, sample_i
   assert str(e.value) == message
 
 
+@pytest.mark.slow  # launch.* subprocesses; the library-level cases run by default
 def test_cli_non_utf8_sample_id_is_one_line(dataset, trained, tmp_path):
   data_dir = _copy(dataset, tmp_path)
 
