@@ -57,12 +57,26 @@ def main(argv):
   data_dir = FLAGS.data_dir or run.data.data_dir
   common.require_dataset_dir(data_dir)
   try:
-    input_pipeline.list_split_files(data_dir, FLAGS.split)
+    # Shared: refused while a training writes into the directory.
+    with training.model_dir_lock(FLAGS.model_dir, shared=True):
+      _evaluate(data_dir)
+  except ValueError as e:
+    raise common.UserError(str(e)) from None
+
+
+def _evaluate(data_dir: str) -> None:
+  try:
+    schema = training.model_dir_schema(FLAGS.model_dir)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
+  try:
+    input_pipeline.check_schema(data_dir, FLAGS.split, schema)
   except FileNotFoundError as e:
     raise common.UserError(f"--split={FLAGS.split}: {e}") from None
+  except ValueError as e:  # e.g. another dataset's shards
+    raise common.UserError(f"--data_dir={data_dir}: {e}") from None
   try:
     model = training.load_trained_model(FLAGS.model_dir)
-    schema = training.model_dir_schema(FLAGS.model_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   output_dir = (
@@ -71,17 +85,20 @@ def main(argv):
     else os.path.join(FLAGS.model_dir, "eval")
   )
   logging.info("evaluating %s on %s/%s", FLAGS.model_dir, data_dir, FLAGS.split)
-  reporting.evaluate_and_write(
-    model,
-    schema,
-    data_dir,
-    FLAGS.split,
-    output_dir,
-    output=FLAGS.output or None,
-    predictions_csv=FLAGS.predictions or None,
-    model_dir=FLAGS.model_dir,
-    batch_size=FLAGS.batch_size,
-  )
+  try:
+    reporting.evaluate_and_write(
+      model,
+      schema,
+      data_dir,
+      FLAGS.split,
+      output_dir,
+      output=FLAGS.output or None,
+      predictions_csv=FLAGS.predictions or None,
+      model_dir=FLAGS.model_dir,
+      batch_size=FLAGS.batch_size,
+    )
+  except ValueError as e:  # a corrupt shard, a sample_id not UTF-8 or repeated
+    raise common.UserError(f"--split={FLAGS.split}: {e}") from None
 
 
 def run() -> None:

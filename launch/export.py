@@ -11,6 +11,7 @@ signature, made from the schema, to ``EXPORT_DIR/requests/<signature>.json``
 from __future__ import annotations
 
 import os
+from typing import Any, Tuple
 
 from absl import flags
 
@@ -61,25 +62,32 @@ def main(argv):
     if os.path.exists(existing):  # fail before loading the model
       raise common.UserError(f"export version {existing} already exists")
   try:
-    run = training.read_run_config(FLAGS.model_dir)
-    schema = training.model_dir_schema(FLAGS.model_dir)
-    model = training.load_trained_model(FLAGS.model_dir)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
-  try:
-    path = export.export_saved_model(
-      model,
-      schema,
-      FLAGS.export_dir,
-      version=FLAGS.version,
-      model_name=FLAGS.model_name or run.model.name,
-    )
+    # Shared: refused while a training writes into the directory.
+    with training.model_dir_lock(FLAGS.model_dir, shared=True):
+      path, schema = _export()
   except (FileExistsError, ValueError) as e:
     raise common.UserError(str(e)) from None
   print(path)
   if FLAGS.write_request_examples:
     for request in serving_requests.write_request_examples(FLAGS.export_dir, schema):
       print(request)
+
+
+def _export() -> Tuple[str, Any]:
+  """``(export path, the model dir's schema)``."""
+  try:
+    run = training.read_run_config(FLAGS.model_dir)
+    schema = training.model_dir_schema(FLAGS.model_dir)
+    model = training.load_trained_model(FLAGS.model_dir)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise common.UserError(f"--model_dir={FLAGS.model_dir}: {e}") from None
+  return export.export_saved_model(
+    model,
+    schema,
+    FLAGS.export_dir,
+    version=FLAGS.version,
+    model_name=FLAGS.model_name or run.model.name,
+  ), schema
 
 
 def run() -> None:

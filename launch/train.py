@@ -26,6 +26,7 @@ the configuration tree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Callable, Dict, Optional
@@ -40,6 +41,7 @@ from tafe_tf.launch import common
 distribution = common.lazy_import("tafe_tf.distribution")
 export = common.lazy_import("tafe_tf.export")
 files = common.lazy_import("tafe_tf.files")
+input_pipeline = common.lazy_import("tafe_tf.input_pipeline")
 reporting = common.lazy_import("tafe_tf.reporting")
 training = common.lazy_import("tafe_tf.training")
 synthetic = common.lazy_import("tafe_tf.data.synthetic")
@@ -431,9 +433,25 @@ def main(argv):
       return
   data_dir = resolve_data_dir(config)
   model_dir = FLAGS.model_dir or os.path.join("runs", f"{config.model.name}-{config.data.dataset}")
+  with contextlib.ExitStack() as stack:
+    try:
+      if config.export.evaluate:  # before training, not after it
+        input_pipeline.check_schema(data_dir, "test", common.require_dataset_dir(data_dir))
+      # The chief holds the model directory through evaluation and export too.
+      if distribution.configured_role(config.distribution.strategy).is_chief:
+        stack.enter_context(training.model_dir_lock(model_dir))
+    except FileNotFoundError as e:
+      raise common.UserError(f"{e}; --evaluate=false trains without the test evaluation") from None
+    except ValueError as e:  # a schema that does not fit, a busy model dir
+      raise common.UserError(str(e)) from None
+    _train_evaluate_export(config, data_dir, model_dir)
+
+
+def _train_evaluate_export(config: config_lib.RunConfig, data_dir: str, model_dir: str) -> None:
+  """Trains, then (the chief) evaluates on the test split and exports."""
   try:
     result = training.train(data_dir, model_dir, config, overwrite=FLAGS.overwrite)
-  except ValueError as e:  # e.g. a model dir of another run
+  except ValueError as e:  # e.g. a model dir of another run, a corrupt shard
     raise common.UserError(str(e)) from None
   if not result.is_chief:
     return  # the chief reports, evaluates and exports
@@ -450,21 +468,27 @@ def main(argv):
     f"({monitor} = {result.best_value:.6f}); model dir: {model_dir}"
   )
   if config.export.evaluate:
-    reporting.evaluate_and_write(
-      result.model,
-      result.schema,
-      data_dir,
-      split="test",
-      output_dir=os.path.join(model_dir, "eval"),
-      model_dir=model_dir,
-    )
+    try:
+      reporting.evaluate_and_write(
+        result.model,
+        result.schema,
+        data_dir,
+        split="test",
+        output_dir=os.path.join(model_dir, "eval"),
+        model_dir=model_dir,
+      )
+    except ValueError as e:  # e.g. a corrupt test shard, a sample_id not UTF-8
+      raise common.UserError(f"evaluation on the test split: {e}") from None
   if config.export.export:
-    path = export.export_saved_model(
-      result.model,
-      result.schema,
-      config.export.export_dir or os.path.join(model_dir, "export"),
-      model_name=config.model.name,
-    )
+    try:
+      path = export.export_saved_model(
+        result.model,
+        result.schema,
+        config.export.export_dir or os.path.join(model_dir, "export"),
+        model_name=config.model.name,
+      )
+    except (FileExistsError, ValueError) as e:  # e.g. --export_dir is a file
+      raise common.UserError(str(e)) from None
     print(f"SavedModel for TF Serving: {path}")
 
 

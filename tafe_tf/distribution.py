@@ -182,6 +182,13 @@ def is_tpu(strategy: tf.distribute.Strategy) -> bool:
   return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  """MultiWorkerMirroredStrategy: after ``fit`` returns the workers no longer
+  run in lockstep, so nothing may use its collectives then (see
+  :func:`tafe_tf.training.train`)."""
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
   """This process's task in a cluster (``chief``/``worker`` index 0 alone)."""
@@ -199,13 +206,30 @@ def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
   parameter-server coordinator is the chief).
   """
   resolver = getattr(strategy, "cluster_resolver", None)
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
-    resolver is None or not resolver.task_type
-  ):
+  if not is_multi_worker(strategy) or (resolver is None or not resolver.task_type):
     return WorkerRole("chief", 0, True)
-  task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
-  has_chief = "chief" in resolver.cluster_spec().as_dict()
-  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+  return _role(resolver.task_type, int(resolver.task_id or 0), resolver.cluster_spec().as_dict())
+
+
+def configured_role(strategy_name: str) -> WorkerRole:
+  """:func:`worker_role` from ``TF_CONFIG``, before any strategy is built
+  (e.g. to lock the model directory in the chief alone).
+
+  Raises:
+    ValueError: when ``TF_CONFIG`` is set but not a JSON object.
+  """
+  config = tf_config()
+  task = config.get("task") or {}
+  if strategy_name != "multi_worker" or not task.get("type"):
+    return WorkerRole("chief", 0, True)
+  return _role(task["type"], int(task.get("index") or 0), config.get("cluster") or {})
+
+
+def _role(task_type: str, task_id: int, cluster: Mapping[str, Any]) -> WorkerRole:
+  """The one rule: the ``chief`` task, or worker 0 of a cluster without one."""
+  is_chief = task_type == "chief" or (
+    task_type == "worker" and task_id == 0 and "chief" not in cluster
+  )
   return WorkerRole(task_type, task_id, is_chief)
 
 

@@ -192,7 +192,7 @@ def predict_dataset(
 
   sample_ids = joined("sample_ids")
   if sample_ids is not None:
-    sample_ids = np.asarray(decode_keys(sample_ids.tolist())[0], dtype=object)
+    sample_ids = _checked_sample_ids(sample_ids)
   return Predictions(
     labels=joined("labels"),
     p=joined("p"),
@@ -201,6 +201,29 @@ def predict_dataset(
     sample_ids=sample_ids,
     oracle_q=joined("oracle_q"),
   )
+
+
+def _checked_sample_ids(raw: np.ndarray) -> np.ndarray:
+  """``raw`` sample ids (bytes) as str (one not UTF-8 keeps its bytes as
+  ``\\xNN`` escapes, :func:`decode_keys`), checked unique: the predictions
+  CSV is keyed by them, and a repeated id would make its rows ambiguous and
+  likely means rows were written twice.
+
+  Raises:
+    ValueError: one line naming the first repeated id and the example (its
+      position in the split's reading order) where it first occurs.
+  """
+  ids = np.asarray(decode_keys(raw.tolist())[0], dtype=object).astype(str)
+  unique, first, counts = np.unique(ids, return_index=True, return_counts=True)
+  repeated = np.flatnonzero(counts > 1)
+  if repeated.size:
+    # The repeated id read first, for a message that does not depend on sorting.
+    worst = repeated[np.argmin(first[repeated])]
+    raise ValueError(
+      f"sample_id {str(unique[worst])!r} occurs {counts[worst]} times (first at example "
+      f"{first[worst]}; {repeated.size} ids repeat): sample ids must be unique"
+    )
+  return np.asarray(ids, dtype=object)
 
 
 def compute_report(predictions: Predictions, steps: Sequence[str]) -> Dict[str, float]:

@@ -34,7 +34,9 @@ and to ``serving_examples``:
 The export is written into a temporary sibling directory (``.tmp-*``, a name TF
 Serving ignores) and renamed into place last
 (:func:`tafe_tf.files.atomic_directory`), so a failed export never leaves a
-version directory behind. The export directory must be on a local file system
+version directory behind; the staging directories of killed exports
+(``.tmp-<version>-*``, no writer holding them) are removed by the next export
+into the same directory. The export directory must be on a local file system
 (the rename is what makes it atomic).
 """
 
@@ -46,6 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tafe_tf import features as features_lib
 from tafe_tf import files
@@ -55,6 +58,8 @@ SERVING_EXAMPLES = "serving_examples"
 EXAMPLES_KEY = "examples"
 WARMUP_DIRNAME = "assets.extra"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
+# What follows files.STAGING_PREFIX in the name of a version being staged.
+STAGING_NAME = r"\d+-"
 
 
 class ServingFunctions:
@@ -209,6 +214,8 @@ def export_saved_model(
   final = os.path.join(export_dir, str(version))
   if os.path.exists(final):
     raise FileExistsError(f"export version {final} already exists")
+  for path in files.remove_stale_staging(export_dir, STAGING_NAME):
+    logging.warning("removed %s, left by an interrupted export", path)
   # Checked before anything is written: a bad warm-up batch fails fast.
   warmup_inputs = warmup_request_inputs(
     schema, warmup_batch if warmup_batch is not None else features_lib.dummy_batch(schema)

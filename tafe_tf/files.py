@@ -8,7 +8,10 @@ file (or none), never half of one:
   :func:`atomic_text_file`;
 * files written by another writer (TFRecord shards): the writer writes
   :func:`incomplete_path`, then :func:`publish` or :func:`discard`;
-* directories (a SavedModel version): :func:`atomic_directory`.
+* directories (a SavedModel version): :func:`atomic_directory`; a staging
+  directory a killed writer left behind is found and removed by
+  :func:`remove_stale_staging` (its writer held a ``flock`` on it, which the
+  kernel released).
 
 Readers never look at ``*.incomplete`` names.
 
@@ -20,12 +23,15 @@ which other JSON readers reject.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping
+import time
+from typing import Any, Iterator, List, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +39,9 @@ import tensorflow as tf
 INCOMPLETE_SUFFIX = ".incomplete"
 # Prefix of a directory being staged (TF Serving ignores names not numeric).
 STAGING_PREFIX = ".tmp-"
+# A staging directory younger than this is never stale (it may be one whose
+# writer has not locked it yet).
+STALE_AFTER_S = 60.0
 
 
 def incomplete_path(path: str) -> str:
@@ -94,6 +103,9 @@ def atomic_directory(path: str) -> Iterator[str]:
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(staging, 0o777 & ~umask)
+  # Held until the end: the directory is in use (remove_stale_staging).
+  fd = os.open(staging, os.O_RDONLY)
+  fcntl.flock(fd, fcntl.LOCK_EX)
   try:
     yield staging
     if os.path.exists(path):  # os.rename would replace an empty directory
@@ -102,6 +114,41 @@ def atomic_directory(path: str) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
+  finally:
+    os.close(fd)
+
+
+def remove_stale_staging(parent: str, name_pattern: str) -> List[str]:
+  """Removes the staging directories of :func:`atomic_directory` in
+  ``parent`` that a killed writer left: names ``STAGING_PREFIX`` +
+  ``name_pattern`` (a regex of what follows the prefix, matched at its
+  start), no writer holding them, older than :data:`STALE_AFTER_S`.
+
+  Returns:
+    The paths removed.
+  """
+  removed: List[str] = []
+  if not os.path.isdir(parent):
+    return removed
+  pattern = re.compile(re.escape(STAGING_PREFIX) + name_pattern)
+  for name in sorted(os.listdir(parent)):
+    path = os.path.join(parent, name)
+    if not pattern.match(name) or not os.path.isdir(path) or os.path.islink(path):
+      continue
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except OSError:
+      continue
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      if time.time() - os.stat(fd).st_mtime >= STALE_AFTER_S:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    except BlockingIOError:  # a writer is at work in it
+      pass
+    finally:
+      os.close(fd)
+  return removed
 
 
 def json_safe(obj: Any) -> Any:

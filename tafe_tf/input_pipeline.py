@@ -18,13 +18,31 @@ read silently.
 Batches are parsed after batching (one ``parse_example`` per batch: the fast
 path), multi-valued fields come out as ``tf.RaggedTensor`` and labels as float32
 ``[batch]`` tensors keyed by step name.
+
+Faults in the records themselves (docs/training.md, "Faults"):
+
+* a schema that does not describe the shards (a field of another kind, dtype or
+  width, a missing key): :func:`check_schema` compares the first record of a
+  split with the schema, before any work (``training.train`` checks train and
+  validation, ``launch.evaluate`` its split);
+* labels that are not 0/1 or not cumulative (``y_t <= y_{t-1}``: a purchase
+  without a click): every parsed batch asserts it (a few vector ops per batch),
+  and a failed check, like a corrupt (unreadable) record, is turned into a
+  one-line error naming the file and the record by :func:`naming_bad_files`,
+  which scans the split's files only once reading has failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import re
+import struct
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tafe_tf import features as features_lib
@@ -37,6 +55,8 @@ TFRECORD_SUFFIX = ".tfrecord.gz"
 COMPRESSION = "GZIP"
 # Records read from one file in a row (see make_dataset).
 READ_BLOCK = 256
+# In the message of the labels' assertion (see naming_bad_files).
+LABEL_CHECK = "labels must be 0 or 1 and cumulative"
 
 
 def shard_pattern(split: str) -> str:
@@ -183,6 +203,7 @@ def make_dataset(
   def parse(serialized: tf.Tensor) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     parsed = tf.io.parse_example(serialized, spec)
     feats, labels = features_lib.split_labels(parsed, schema)
+    labels = _checked_labels(labels, schema.steps)
     if dense_padded:
       feats = features_lib.to_dense_padded(feats, schema)
     return feats, labels
@@ -196,3 +217,155 @@ def count_examples(data_dir: str, split: str) -> int:
   files = list_split_files(data_dir, split)
   ds = tf.data.TFRecordDataset(files, compression_type=COMPRESSION)
   return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def _checked_labels(labels: Dict[str, tf.Tensor], steps: Sequence[str]) -> Dict[str, tf.Tensor]:
+  """``labels``, gated on an assertion that they are 0/1 and cumulative."""
+  y = tf.stack([labels[s] for s in steps], axis=1)
+  ok = tf.reduce_all((y == 0.0) | (y == 1.0)) & tf.reduce_all(y[:, 1:] <= y[:, :-1])
+  with tf.control_dependencies([tf.debugging.Assert(ok, [LABEL_CHECK])]):
+    return {k: tf.identity(v) for k, v in labels.items()}
+
+
+def first_record(path: str) -> Optional[bytes]:
+  """The first serialized record of a shard (None when it has none).
+
+  Plain Python (gzip and the TFRecord framing), no TensorFlow op: it may run
+  before a MultiWorkerMirroredStrategy is built, which must come first.
+
+  Raises:
+    ValueError: naming ``path`` when it is not a readable gzip TFRecord file.
+  """
+  try:
+    with tf.io.gfile.GFile(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
+      header = f.read(12)  # uint64 length, uint32 masked CRC of the length
+      if not header:
+        return None
+      if len(header) < 12:
+        raise EOFError("the file ends inside a record header")
+      (length,) = struct.unpack("<Q", header[:8])
+      data = f.read(length)
+      if len(data) < length:
+        raise EOFError("the file ends inside the first record")
+      return data
+  except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"{path}: not a readable gzip TFRecord file ({e})") from None
+
+
+def check_schema(data_dir: str, split: str, schema: features_lib.Schema) -> None:
+  """Fails when the first record of ``split`` does not fit ``schema``.
+
+  A schema that does not describe the shards (say a field declared
+  ``weighted_ids`` whose records hold plain ids) otherwise fails deep in the
+  first training step with an anonymous shape error.
+
+  Raises:
+    ValueError: one line naming the file, the key and what differs.
+    FileNotFoundError: as :func:`list_split_files`.
+  """
+  for path in list_split_files(data_dir, split):
+    record = first_record(path)
+    if record is None:
+      continue  # an empty shard: look at the next one
+    try:
+      example = tf.train.Example.FromString(record)
+    except Exception as e:  # protobuf's DecodeError
+      raise ValueError(f"{path}: record 0 is not a tf.train.Example ({e})") from None
+    problem = example_mismatch(example, schema)
+    if problem:
+      raise ValueError(
+        f"{path}: record 0 does not match the schema ({problem}); "
+        "the schema.json is not the one these shards were written with"
+      )
+    return
+
+
+def example_mismatch(example: tf.train.Example, schema: features_lib.Schema) -> Optional[str]:
+  """What in ``example`` does not fit ``schema`` (its labels, fields and the
+  metadata it promises), or None."""
+  feature = example.features.feature
+  kinds = {tf.int64: "int64_list", tf.float32: "float_list", tf.string: "bytes_list"}
+
+  def values(key: str) -> Tuple[Optional[str], int]:
+    if key not in feature:
+      return None, 0
+    kind = feature[key].WhichOneof("kind")
+    return kind, len(getattr(feature[key], kind).value) if kind else 0
+
+  for key, spec in features_lib.tf_example_spec(schema).items():
+    kind, count = values(key)
+    if kind is None:
+      if isinstance(spec, tf.io.FixedLenFeature) and spec.default_value is None:
+        return f"no {key!r}"
+      continue
+    if kind != kinds[spec.dtype]:
+      return f"{key!r} is {kind}, the schema reads {kinds[spec.dtype]}"
+    if isinstance(spec, tf.io.FixedLenFeature):
+      width = int(np.prod(spec.shape, dtype=np.int64))
+      if count != width:
+        return f"{key!r} holds {count} values, the schema says {width}"
+  for f in schema.fields_of(features_lib.FieldKind.WEIGHTED_IDS):
+    ids, weights = values(f.name)[1], values(f.weight_key)[1]
+    if ids != weights:
+      return (
+        f"weighted_ids field {f.name!r} holds {ids} ids but {weights} weights in "
+        f"{f.weight_key!r} (one weight per id)"
+      )
+  return None
+
+
+def find_bad_record(data_dir: str, split: str, schema: features_lib.Schema) -> Optional[str]:
+  """Scans every shard of ``split``; the first fault found, one line naming
+  the file and the record (unreadable, or labels not 0/1 or not cumulative),
+  or None. A full pass over the split: for after reading failed."""
+  spec = {features_lib.label_key(s): tf.io.FixedLenFeature([], tf.int64) for s in schema.steps}
+  names = [features_lib.label_key(s) for s in schema.steps]
+  for path in list_split_files(data_dir, split):
+    start = 0
+    try:
+      for block in tf.data.TFRecordDataset(path, compression_type=COMPRESSION).batch(READ_BLOCK):
+        try:
+          parsed = tf.io.parse_example(block, spec)
+        except tf.errors.InvalidArgumentError as e:
+          return f"{path}: a record in {start}..{start + len(block) - 1}: {_first_line(e)}"
+        y = np.stack([parsed[k].numpy() for k in names], axis=1)
+        bad = np.flatnonzero(~np.isin(y, (0, 1)).all(axis=1) | (np.diff(y, axis=1) > 0).any(axis=1))
+        if bad.size:
+          row = y[bad[0]]
+          labels = ", ".join(f"{k} = {v}" for k, v in zip(names, row.tolist()))
+          return (
+            f"{path}: record {start + bad[0]}: {labels}; {LABEL_CHECK} "
+            "(a step happens only after the one before it)"
+          )
+        start += len(block)
+    except tf.errors.OpError as e:
+      return (
+        f"{path}: corrupt, records from {start} on cannot be read ({_first_line(e)}); convert again"
+      )
+  return None
+
+
+@contextlib.contextmanager
+def naming_bad_files(
+  data_dir: str, splits: Sequence[str], schema: features_lib.Schema
+) -> Iterator[None]:
+  """Turns a read failure in the block (a corrupt record, labels failing
+  their check) into a ValueError naming the file and the record, found by
+  :func:`find_bad_record` over ``splits``; other errors pass unchanged."""
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    if isinstance(e, tf.errors.InvalidArgumentError) and LABEL_CHECK not in str(e):
+      raise
+    for split in splits:
+      fault = find_bad_record(data_dir, split, schema)
+      if fault:
+        raise ValueError(fault) from None
+    raise
+
+
+def _first_line(error: BaseException) -> str:
+  """The first line of a TensorFlow error, without its op decorations."""
+  text = getattr(error, "message", None) or str(error)
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", text.strip())
+  return text.splitlines()[0].strip() if text.strip() else type(error).__name__

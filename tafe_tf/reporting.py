@@ -75,7 +75,9 @@ def evaluate_and_write(
   dataset = input_pipeline.make_dataset(
     data_dir, split, batch_size, schema=schema, with_metadata=True
   )
-  predictions = evaluation.predict_dataset(model, dataset, schema)
+  # A corrupt record or labels failing their check: one line naming the file.
+  with input_pipeline.naming_bad_files(data_dir, [split], schema):
+    predictions = evaluation.predict_dataset(model, dataset, schema)
   report = evaluation.compute_report(predictions, schema.steps)
   os.makedirs(output_dir, exist_ok=True)
   output = output or os.path.join(output_dir, f"{split}.json")

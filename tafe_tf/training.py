@@ -15,9 +15,11 @@ evaluate and export a run lives in it::
     history.csv         per-epoch losses and metrics (appended across resumes)
     logs/               TensorBoard
     train_report.json   what happened: epochs, best epoch, its validation metrics
+    .lock               held (``flock``) by the process training into it
 
 A rerun into the same directory resumes the same run, returns a finished one
-without training, and refuses another run (:func:`run_state`).
+without training, and refuses another run (:func:`run_state`). One process at
+a time trains into a directory (:func:`model_dir_lock`).
 
 Id-heavy click logs overfit after one epoch (the "one-epoch phenomenon"), so
 the weights kept at the end are those of the epoch with the best validation
@@ -26,14 +28,16 @@ loss, not the last.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import shutil
 import tempfile
 from importlib import metadata
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -51,12 +55,15 @@ TRAIN_REPORT_FILENAME = "train_report.json"
 HISTORY_FILENAME = "history.csv"
 BEST_DIRNAME = "best"
 BEST_WEIGHTS = "weights"
+BACKUP_DIRNAME = "backup"
+# Not in RUN_FILES: --overwrite must not remove the lock it runs under.
+LOCK_FILENAME = ".lock"
 # What a run writes into its model directory (what overwrite removes);
 # eval/ and export/ are launch.train's defaults for evaluation and export.
 RUN_FILES = (
   RUN_FILENAME,
   "schema",
-  "backup",
+  BACKUP_DIRNAME,
   "checkpoints",
   BEST_DIRNAME,
   HISTORY_FILENAME,
@@ -68,10 +75,15 @@ RUN_FILES = (
 )
 # run_state: the model directory holds no run, this run unfinished, finished.
 NEW, RESUME, FINISHED = "new", "resume", "finished"
+# Locks this process holds: real path of the model dir -> [fd, depth].
+_HELD_LOCKS: Dict[str, List[int]] = {}
 
 
 @dataclasses.dataclass
 class TrainResult:
+  # Holds the best epoch's weights; under MultiWorkerMirroredStrategy it is
+  # a model built outside the strategy (evaluating or exporting it runs no
+  # collective, so the chief can do it alone).
   model: models_lib.MultiStepModel
   schema: features_lib.Schema
   best_epoch: int
@@ -94,7 +106,9 @@ def monitor_names(steps: Sequence[str]) -> List[str]:
 
 def check_trainable(data_dir: str, schema: features_lib.Schema, monitor: str) -> None:
   """Fails before any work (not after an epoch) when ``monitor`` names no
-  validation quantity, or the train or validation split is missing or empty.
+  validation quantity, or the train or validation split is missing, empty,
+  incomplete (:func:`~tafe_tf.input_pipeline.list_split_files`) or not
+  described by ``schema`` (:func:`~tafe_tf.input_pipeline.check_schema`).
 
   Raises:
     ValueError: one line saying which and what to do.
@@ -104,11 +118,13 @@ def check_trainable(data_dir: str, schema: features_lib.Schema, monitor: str) ->
     raise ValueError(f"--monitor={monitor}: not a validation quantity; one of {', '.join(valid)}")
   for split in ("train", "validation"):
     try:
-      rows = split_size(data_dir, split)
+      input_pipeline.check_schema(data_dir, split, schema)
+      with input_pipeline.naming_bad_files(data_dir, [split], schema):
+        rows = split_size(data_dir, split)  # may count: a pass over the files
     except FileNotFoundError as e:
       raise ValueError(
         f"{e}; convert with a validation hold-out (e.g. --validation_fraction=0.1)"
-        if split == "validation"
+        if split == "validation" and "no 'validation' shards" in str(e)
         else str(e)
       ) from None
     if rows == 0:
@@ -325,7 +341,15 @@ def train(
   the run finished it trains nothing and returns the kept model
   (``already_finished``). A model directory holding another run (any
   :meth:`~tafe_tf.config.RunConfig.identity` key differs) is a ValueError
-  naming the keys, unless ``overwrite``.
+  naming the keys, unless ``overwrite``. The chief holds
+  :func:`model_dir_lock` throughout: a second process training into the same
+  directory fails at once.
+
+  Under MultiWorkerMirroredStrategy nothing after ``fit`` uses the
+  strategy: the workers stop running in lockstep when ``fit`` returns (a
+  non-chief exits), so a collective then (restoring into mirrored variables,
+  evaluating, exporting) would wait for a peer that is gone. Each worker
+  rebuilds the model outside the strategy with its best weights instead.
 
   Args:
     data_dir: A dataset directory (schema.json + train/validation shards);
@@ -352,11 +376,28 @@ def train(
   config = resolve_run_config(config, data_dir, strategy)
   check_trainable(data_dir, features_lib.Schema.load(data_dir), run.monitor)
   role = distribution.worker_role(strategy)
-  if overwrite and role.is_chief:
-    remove_run(model_dir)
-  if run_state(model_dir, config) == FINISHED:
-    logging.info("%s holds this run, finished: nothing to train", model_dir)
-    return _finished_result(model_dir, strategy, role.is_chief)
+  with model_dir_lock(model_dir) if role.is_chief else contextlib.nullcontext():
+    if overwrite and role.is_chief:
+      remove_run(model_dir)
+    if run_state(model_dir, config) == FINISHED:
+      logging.info("%s holds this run, finished: nothing to train", model_dir)
+      if role.is_chief:
+        _remove_empty_backup(model_dir)
+      return _finished_result(
+        model_dir, None if distribution.is_multi_worker(strategy) else strategy, role.is_chief
+      )
+    return _train(data_dir, model_dir, config, strategy, role)
+
+
+def _train(
+  data_dir: str,
+  model_dir: str,
+  config: config_lib.RunConfig,
+  strategy: tf.distribute.Strategy,
+  role: distribution.WorkerRole,
+) -> TrainResult:
+  """:func:`train`'s new or resumed run."""
+  dist, run = config.distribution, config.training
   # Non-chief workers of a multi-worker run write their own files (logs, the
   # best weights they must save too) into a scratch directory; the backup
   # directory is shared: Keras' BackupAndRestore coordinates it.
@@ -392,7 +433,7 @@ def train(
   start = RecordStartStep()
   callbacks = [
     tf.keras.callbacks.BackupAndRestore(
-      os.path.join(model_dir, "backup"), save_freq=run.checkpoint_every_steps or "epoch"
+      os.path.join(model_dir, BACKUP_DIRNAME), save_freq=run.checkpoint_every_steps or "epoch"
     ),
     start,
     tf.keras.callbacks.ModelCheckpoint(
@@ -405,23 +446,32 @@ def train(
     progress.CompactProgress(("loss", "val_loss", run.monitor)),
   ]
   try:
-    history = model.fit(
-      train_ds,
-      validation_data=val_ds,
-      epochs=run.epochs,
-      steps_per_epoch=steps_per_epoch,
-      callbacks=callbacks,
-      verbose=run.verbose,
-      **fit_kwargs,
-    )
+    # A corrupt record or labels failing their check: one line naming the file.
+    with input_pipeline.naming_bad_files(data_dir, ("train", "validation"), schema):
+      history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=run.epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=run.verbose,
+        **fit_kwargs,
+      )
     optimizer_steps = int(model.optimizer.iterations.numpy())
     if best.best_epoch == 0:
       raise RuntimeError(f"no epoch produced a finite {run.monitor}")
-    model.load_weights(os.path.join(out_dir, BEST_DIRNAME, BEST_WEIGHTS))
+    best_weights = os.path.join(out_dir, BEST_DIRNAME, BEST_WEIGHTS)
+    if distribution.is_multi_worker(strategy):
+      # Outside the strategy: see the docstring of train.
+      model = _model_with_weights(config, schema, best_weights)
+    else:
+      model.load_weights(best_weights)
     calibration = _calibrate(model, data_dir, schema, run, model_dir, role.is_chief)
   finally:
     if not role.is_chief:
       shutil.rmtree(out_dir, ignore_errors=True)
+  if role.is_chief:
+    _remove_empty_backup(model_dir)
   # Later use (evaluation, export) feeds raw ids: the XLA steps were traced
   # for the pipeline's precomputed rows.
   model.jit_compile = False
@@ -514,25 +564,38 @@ def load_trained_model(
   model_dir: str, strategy: Optional[tf.distribute.Strategy] = None
 ) -> models_lib.MultiStepModel:
   """Rebuilds a trained model from ``model_dir`` (its run.json, through
-  :meth:`~tafe_tf.config.RunConfig.from_json`) with its best weights."""
-  run = read_run_config(model_dir)
-  schema = model_dir_schema(model_dir)
-  strategy = strategy or tf.distribute.get_strategy()
-  with strategy.scope():
-    model = models_lib.build_model(run.model.name, schema, **run.model_hparams().to_json())
+  :meth:`~tafe_tf.config.RunConfig.from_json`) with its best weights and
+  its calibration (``calibration.json``, when the run fitted one)."""
   weights = os.path.join(model_dir, BEST_DIRNAME, BEST_WEIGHTS)
   if not tf.io.gfile.exists(weights + ".index"):
     raise FileNotFoundError(
       f"{model_dir} holds no trained weights ({weights} is missing): train first"
     )
-  # Build the variables with one dummy batch so that restore is immediate.
-  model(features_lib.dummy_batch(schema), training=False)
-  model.load_weights(weights).expect_partial()
+  model = _model_with_weights(
+    read_run_config(model_dir), model_dir_schema(model_dir), weights, strategy
+  )
   calibration = os.path.join(model_dir, calibration_lib.CALIBRATION_FILENAME)
   if tf.io.gfile.exists(calibration):
     calibration_lib.set_calibration(
       model, calibration_lib.fits_from_json(files.read_json(calibration))
     )
+  return model
+
+
+def _model_with_weights(
+  config: config_lib.RunConfig,
+  schema: features_lib.Schema,
+  weights: str,
+  strategy: Optional[tf.distribute.Strategy] = None,
+) -> models_lib.MultiStepModel:
+  """``config``'s model built in ``strategy``'s scope (default: none), with
+  the weights saved at ``weights``; no optimizer (inference only)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    model = models_lib.build_model(config.model.name, schema, **config.model_hparams().to_json())
+  # Build the variables with one dummy batch so that restore is immediate.
+  model(features_lib.dummy_batch(schema), training=False)
+  model.load_weights(weights).expect_partial()
   return model
 
 
@@ -580,6 +643,84 @@ def run_state(model_dir: str, config: config_lib.RunConfig) -> str:
     )
   finished = tf.io.gfile.exists(os.path.join(model_dir, TRAIN_REPORT_FILENAME))
   return FINISHED if finished else RESUME
+
+
+@contextlib.contextmanager
+def model_dir_lock(model_dir: str, shared: bool = False) -> Iterator[None]:
+  """Holds ``model_dir/.lock`` (``flock``) in the block.
+
+  Exclusive (training; the holder writes its pid into the file) or
+  ``shared`` (reading a trained run: evaluation, export; any number at
+  once). The kernel releases a lock when its process dies, so a killed run
+  never blocks the next. Reentrant within a process. Not on remote file
+  systems (a path with ``://``): there the block runs unlocked.
+
+  Raises:
+    ValueError: at once, naming the directory and the holder, when another
+      process holds it (exclusively, or at all for an exclusive lock).
+  """
+  if "://" in model_dir:
+    yield
+    return
+  if not shared:
+    os.makedirs(model_dir, exist_ok=True)
+  key = os.path.realpath(model_dir)
+  if key in _HELD_LOCKS:
+    _HELD_LOCKS[key][1] += 1
+    try:
+      yield
+    finally:
+      _HELD_LOCKS[key][1] -= 1
+    return
+  path = os.path.join(model_dir, LOCK_FILENAME)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except PermissionError:
+    if not shared:
+      raise
+    # A reader of a directory it may not write (another user's run): lock
+    # through a read-only descriptor if there is a lock file, else unlocked.
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except OSError:
+      yield
+      return
+  try:
+    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    os.close(fd)
+    who = f"a training, pid {holder}" if holder else "an evaluation or export"
+    raise ValueError(
+      f"{model_dir} is in use by {who}: one process at a time trains into a model "
+      "directory; wait for it to finish, or use another --model_dir"
+    ) from None
+  # Only an exclusive holder writes its pid; a shared one clears a pid left
+  # by a killed training (no exclusive holder can exist while it holds).
+  try:
+    os.ftruncate(fd, 0)
+  except OSError:  # read-only descriptor (shared)
+    pass
+  if not shared:
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+  _HELD_LOCKS[key] = [fd, 1]
+  try:
+    yield
+  finally:
+    del _HELD_LOCKS[key]
+    if not shared:
+      os.ftruncate(fd, 0)
+    os.close(fd)  # releases the flock
+
+
+def _remove_empty_backup(model_dir: str) -> None:
+  """Removes the empty ``backup/`` Keras leaves when training ends (only
+  empty: a backup a resume needs stays; a worker still cleaning its own part
+  keeps it non-empty)."""
+  try:
+    os.rmdir(os.path.join(model_dir, BACKUP_DIRNAME))
+  except OSError:  # absent, not empty, or a remote file system
+    pass
 
 
 def remove_run(model_dir: str) -> None:

@@ -17,10 +17,11 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from cli_runner import ROOT, module_command, subprocess_env
 
+from tafe_tf import export, input_pipeline, training
 from tafe_tf import features as features_lib
-from tafe_tf import input_pipeline
 from tafe_tf import models as models_lib
 from tafe_tf.benchmarks import local_cluster
 from tafe_tf.data import synthetic
@@ -364,3 +365,47 @@ def test_parameter_server_shards_the_embedding_over_both_ps(data_dir, tmp_path):
   ]
   assert sum(s[0] for _, s in result["shards"]) == result["shape"][0]
   assert result["steps"] == 10 and np.isfinite(result["best_value"])
+
+
+@pytest.mark.slow
+def test_two_workers_train_evaluate_and_export_at_the_defaults(data_dir, tmp_path):
+  # Before: the non-chief exited after fit, then the chief's export ran a
+  # collective (CollectiveReduceV2) and died with UnavailableError.
+  model_dir = str(tmp_path / "run")
+  flags = [
+    f"--data_dir={data_dir}",
+    "--dataset=tfrecord",
+    "--epochs=2",
+    "--steps_per_epoch=5",
+    "--model=esmm",
+    "--embedding_dim=4",
+    "--tower_units=8",
+    "--strategy=multi_worker",
+    "--batch_size=32",
+    f"--model_dir={model_dir}",
+  ]
+  logs = _run_two_workers(module_command("launch.train", *flags), tmp_path / "logs")
+  assert "SavedModel for TF Serving" in logs[0], logs[0][-3000:]
+  assert json.load(open(f"{model_dir}/train_report.json"))["num_replicas"] == 2
+  assert json.load(open(f"{model_dir}/eval/test.json"))["num_examples"] == 300
+  assert not os.path.exists(f"{model_dir}/backup")
+  version = export.latest_version(f"{model_dir}/export")
+  served = tf.saved_model.load(version).signatures[export.SERVING_EXAMPLES]
+  records = [
+    r.numpy()
+    for r in tf.data.TFRecordDataset(
+      input_pipeline.list_split_files(data_dir, "test")[:1], compression_type="GZIP"
+    ).take(8)
+  ]
+  outputs = served(examples=tf.constant(records))
+  # The export holds the kept (best) epoch's weights, as launch.export's would.
+  model = training.load_trained_model(model_dir)
+  schema = training.model_dir_schema(model_dir)
+  parsed = tf.io.parse_example(
+    tf.constant(records), features_lib.tf_example_spec(schema, with_metadata=False)
+  )
+  expected = model(features_lib.split_labels(parsed, schema)[0], training=False)
+  for step in schema.steps:
+    np.testing.assert_allclose(
+      outputs[f"p_{step}"].numpy(), expected[f"p_{step}"].numpy(), rtol=1e-5, atol=1e-6
+    )
