@@ -472,6 +472,16 @@ def _validate(spec: ColumnSpec) -> None:
     raise err("files", "needs a 'train' file (name or glob)")
   if not spec.id_columns and not spec.list_columns and not spec.dense_columns:
     raise err("id_columns", "the spec names no feature column (id, list or dense)")
+  # Columns: each feature or label column in one role; key and group may be any column.
+  roles: Dict[str, str] = {}
+  for column, key in spec.columns():
+    if not column:
+      raise err(key, "the column name is empty")
+    if key in ("key_column", "group_column"):
+      continue
+    if column in roles:
+      raise err(key, f"column {column!r} is already {roles[column]}")
+    roles[column] = key
   # Field names: valid, each once.
   seen_fields: Dict[str, str] = {}
   fields = (
@@ -520,16 +530,6 @@ def _validate(spec: ColumnSpec) -> None:
         )
     if len(set(texts)) != len(texts):
       raise err("multiclass_label.values", "a cell value is given twice")
-  # Columns: each feature or label column in one role; key and group may be any column.
-  roles: Dict[str, str] = {}
-  for column, key in spec.columns():
-    if not column:
-      raise err(key, "the column name is empty")
-    if key in ("key_column", "group_column"):
-      continue
-    if column in roles:
-      raise err(key, f"column {column!r} is already {roles[column]}")
-    roles[column] = key
   if spec.user_column and spec.user_field is None:
     raise err("user_column", f"{spec.user_column!r} must be one of the id_columns")
 
@@ -539,11 +539,25 @@ def _validate(spec: ColumnSpec) -> None:
 #: Rows of the train file that ``infer_spec`` looks at.
 INFER_ROWS = 10_000
 _LABEL_RE = re.compile(
-  r"click|buy|purchase|conversion|convert|cart|order|pay|label|like|install|finish", re.I
+  r"click|clk|buy|purchase|conversion|convert|cart|order|pay|label|like|install|finish", re.I
 )
-_KEY_RE = re.compile(r"^(id|key|sample_id|row_id|request_id|impression_id|event_id|log_id)$|_key$")
+_KEY_RE = re.compile(
+  r"^(id|key|req|req_id|request|request_id|sample_id|row_id|impression_id|event_id|log_id)$|_key$"
+)
 _USER_RE = re.compile(r"^(user|user_id|userid|uid|customer|customer_id|member_id)$", re.I)
 _LIST_SEPARATORS = ("|", ";", "#")
+
+
+# A column is numbers when this share of its sampled cells are (the others
+# are skipped and counted at conversion, and named in the decision line).
+_MOSTLY = 0.8
+
+
+def _others(cells: Sequence[str], test: Any) -> str:
+  bad = [c for c in cells if not test(c)]
+  if not bad:
+    return ""
+  return f"; {len(bad)} other, e.g. {bad[0][:20]!r}, skipped at conversion"
 
 
 def _is_int(text: str) -> bool:
@@ -584,11 +598,12 @@ def infer_spec(
   Rules, per column, over its non-empty sampled cells: 0/1 cells under a
   label-like name (click, buy, purchase, conversion, cart, order, label, ...)
   -> a step, in header order; a key-like name (``id``, ``request_id``,
-  ``*_key``, ...) unique in every sampled row -> the key column; cells with a
+  ``*_key``, ...) whose cells are all distinct -> the key column; cells with a
   ``|``, ``;`` or ``#`` (or ``,`` in a TSV) -> a list column (``id:weight``
-  entries -> inline weights); decimal integers -> an id column; other numbers
-  -> dense; other text -> a hashed id column; a user-like name (``user_id``,
-  ``uid``, ...) -> also the user and group column; no value -> ignored.
+  entries -> inline weights); decimal integers (80% of the cells or more) ->
+  an id column; numbers (80% or more, not all integers) -> dense; other text
+  -> a hashed id column; a user-like name (``user_id``, ``uid``, ...) -> also
+  the user and group column; no value -> ignored.
 
   Args:
     header: Column names.
@@ -616,9 +631,9 @@ def infer_spec(
       steps.append({"name": name, "column": column})
       lines.append(f"{column}: step {len(steps)} {name!r} (0/1 under a label-like name)")
       continue
-    if not spec.get("key_column") and _KEY_RE.search(column.lower()) and distinct == len(rows):
+    if not spec.get("key_column") and _KEY_RE.search(column.lower()) and distinct == len(cells):
       spec["key_column"] = column
-      lines.append(f"{column}: key_column (a key-like name, unique in all {len(rows)} rows)")
+      lines.append(f"{column}: key_column (a key-like name, unique in {seen})")
       continue
     separator = next((s for s in separators if any(s in c for c in cells)), None)
     if separator is not None:
@@ -639,14 +654,16 @@ def infer_spec(
         + f" ({len(set(id_texts))} distinct ids)"
       )
       continue
-    if not all(_is_int(c) for c in cells) and all(_is_float(c) for c in cells):
+    ints = sum(map(_is_int, cells))
+    numbers = sum(map(_is_float, cells))
+    if ints < len(cells) and numbers >= _MOSTLY * len(cells):
       entry = _field_entry(column)
       dense.append({"name": entry["name"], "columns": [column]} if "name" in entry else column)
-      lines.append(f"{column}: dense column (numbers, {seen})")
+      lines.append(f"{column}: dense column (numbers, {seen}{_others(cells, _is_float)})")
       continue
-    if all(_is_int(c) for c in cells):
+    if ints >= _MOSTLY * len(cells):
       ids.append(_field_entry(column))
-      lines.append(f"{column}: id column (integers, {seen})")
+      lines.append(f"{column}: id column (integers, {seen}{_others(cells, _is_int)})")
     else:
       ids.append(_field_entry(column, hash=True))
       lines.append(f"{column}: id column, strings hashed ({seen})")
