@@ -1,7 +1,8 @@
 """Real-data converters: input files -> one dataset directory.
 
 One function per format (:func:`convert_ali_ccp`, :func:`convert_ali_ccp_processed`,
-:func:`convert_aliexpress`, :func:`convert_paddle_esmm`), all on one engine,
+:func:`convert_aliexpress`, :func:`convert_paddle_esmm`, and :func:`convert_columns`
+for any CSV / TSV through a column spec), all on one engine,
 :func:`convert`. It writes what :mod:`tafe_tf.input_pipeline` reads::
 
   OUT/schema.json                 fields, steps, vocabulary lookups
@@ -39,7 +40,7 @@ from absl import logging
 
 from tafe_tf import example_codec, input_pipeline
 from tafe_tf import features as features_lib
-from tafe_tf.data import ali_ccp, csv_formats, line_format, vocabulary
+from tafe_tf.data import ali_ccp, column_spec, csv_formats, line_format, vocabulary
 from tafe_tf.data import writer as writer_lib
 from tafe_tf.data.line_format import FieldKind, LineFormat, Row, SplitInput
 
@@ -122,7 +123,7 @@ def build_schema(fmt: LineFormat, vocabulary_sizes: Mapping[str, int]) -> featur
   return features_lib.Schema(
     name=fmt.name,
     fields=tuple(fields),
-    steps=line_format.STEPS,
+    steps=fmt.steps,
     user_field=fmt.user_field,
     has_sample_id=fmt.has_sample_id,
   )
@@ -170,7 +171,8 @@ class _RowWriter:
       (f.name, self.counters[f.name], f.kind == FieldKind.ID) for f in schema.fields if f.is_id
     ]
     self.rows = {split: 0 for split in writers}
-    self.positives = {split: {step: 0 for step in line_format.STEPS} for split in writers}
+    self.steps = schema.steps
+    self.positives = {split: {step: 0 for step in schema.steps} for split in writers}
 
   def write(self, row: Row, split: str) -> None:
     encoder = self.encoder
@@ -184,7 +186,7 @@ class _RowWriter:
     self.writers[split].write(encoder.example(*parts))
     self.rows[split] += 1
     positives = self.positives[split]
-    for step, y in zip(line_format.STEPS, row.labels):
+    for step, y in zip(self.steps, row.labels):
       positives[step] += y
     if split == line_format.TRAIN:
       self._count(row)
@@ -252,7 +254,7 @@ def _convert_range_or_raise(task: _Task) -> _Result:
         position += len(line)
         number += 1
         if number == 1:  # the header was checked before any worker started
-          if fmt.header is not None:
+          if fmt.has_header:
             continue
           line = line_format.without_bom(line)
         rows_read += 1
@@ -323,38 +325,69 @@ def _die_with_parent(parent_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_file(
-  fmt: LineFormat, split_input: SplitInput, context: Any, out_dir: str, options: ConvertOptions
-) -> List[_Result]:
-  size = os.path.getsize(split_input.path)
-  workers = options.workers or os.cpu_count() or 1
-  pieces = max(1, min(workers, options.num_shards, size // options.min_bytes_per_worker))
-  ranges = byte_ranges(split_input.path, pieces)
-  tasks = [
-    _Task(
-      fmt,
-      split_input,
-      context,
-      start,
-      end,
-      first_line,
-      list(range(w, options.num_shards, len(ranges))),
-      out_dir,
-      options,
+def _run_split(
+  fmt: LineFormat,
+  split_inputs: Sequence[SplitInput],
+  context: Any,
+  out_dir: str,
+  options: ConvertOptions,
+) -> List[List[_Result]]:
+  """Converts the files of one split (several when a format's file names are
+  globs); returns each file's results, in order.
+
+  The split's ``num_shards`` shards are dealt out over every byte range of
+  every file, so no two workers write the same shard.
+
+  Raises:
+    ValueError: the split has more files than ``num_shards``.
+  """
+  if len(split_inputs) > options.num_shards:
+    raise ValueError(
+      f"{len(split_inputs)} {split_inputs[0].split} files but --num_shards={options.num_shards}:"
+      " give at least one shard per file"
     )
-    for w, (start, end, first_line) in enumerate(ranges)
-  ]
+  workers = options.workers or os.cpu_count() or 1
+  budget = options.num_shards // len(split_inputs)  # byte ranges per file
+  file_ranges = []
+  for split_input in split_inputs:
+    size = os.path.getsize(split_input.path)
+    pieces = max(1, min(workers, budget, size // options.min_bytes_per_worker))
+    file_ranges.append(byte_ranges(split_input.path, pieces))
+  total = sum(len(r) for r in file_ranges)
+  tasks, owner = [], []
+  for k, (split_input, ranges) in enumerate(zip(split_inputs, file_ranges)):
+    for start, end, first_line in ranges:
+      w = len(tasks)
+      tasks.append(
+        _Task(
+          fmt,
+          split_input,
+          context,
+          start,
+          end,
+          first_line,
+          list(range(w, options.num_shards, total)),
+          out_dir,
+          options,
+        )
+      )
+      owner.append(k)
   if len(tasks) == 1:
-    return [_convert_range(tasks[0])]
-  # An executor (unlike multiprocessing.Pool) fails instead of hanging when a
-  # worker process dies.
-  with futures.ProcessPoolExecutor(
-    len(tasks),
-    mp_context=multiprocessing.get_context("spawn"),
-    initializer=_die_with_parent,
-    initargs=(os.getpid(),),
-  ) as pool:
-    return list(pool.map(_convert_range, tasks))
+    results = [_convert_range(tasks[0])]
+  else:
+    # An executor (unlike multiprocessing.Pool) fails instead of hanging when a
+    # worker process dies.
+    with futures.ProcessPoolExecutor(
+      min(len(tasks), workers),
+      mp_context=multiprocessing.get_context("spawn"),
+      initializer=_die_with_parent,
+      initargs=(os.getpid(),),
+    ) as pool:
+      results = list(pool.map(_convert_range, tasks))
+  per_file: List[List[_Result]] = [[] for _ in split_inputs]
+  for k, result in zip(owner, results):
+    per_file[k].append(result)
+  return per_file
 
 
 def _remove_outputs(out_dir: str, splits: Sequence[str]) -> None:
@@ -457,11 +490,14 @@ def _convert_files(
   ``seconds``), which the caller writes."""
   skips = writer_lib.SkipCounter(strict=options.strict)
   context = fmt.prepare(inputs, skips)
-  per_input = [(s, _run_file(fmt, s, context, out_dir, options)) for s in inputs]
+  per_input: List[Tuple[SplitInput, List[_Result]]] = []
+  for split in dict.fromkeys(s.split for s in inputs):  # file order within a split
+    of_split = [s for s in inputs if s.split == split]
+    per_input += zip(of_split, _run_split(fmt, of_split, context, out_dir, options))
   results = [result for _, file_results in per_input for result in file_results]
 
   rows_per_split = {split: 0 for split in splits}
-  positives = {split: {step: 0 for step in line_format.STEPS} for split in splits}
+  positives = {split: {step: 0 for step in fmt.steps} for split in splits}
   counters = {t.name: vocabulary.IdCounter() for t in fmt.fields() if t.kind != FieldKind.DENSE}
   facts: Dict[str, Any] = {}
   problems: Dict[Tuple[str, int], Tuple[str, str]] = {}
@@ -496,7 +532,7 @@ def _convert_files(
   ]
   return {
     "format": fmt.name,
-    "inputs": {s.split: os.path.abspath(s.path) for s in inputs},
+    "inputs": _input_paths(inputs),
     "rows_read": sum(rows_read.values()),
     "rows_written": sum(rows_per_split.values()),
     "rows_per_split": rows_per_split,
@@ -510,6 +546,14 @@ def _convert_files(
     **facts,
     **skips.to_json(),
   }
+
+
+def _input_paths(inputs: Sequence[SplitInput]) -> Dict[str, Any]:
+  """``split -> absolute path`` (a list of paths for a split of several files)."""
+  paths: Dict[str, List[str]] = {}
+  for s in inputs:
+    paths.setdefault(s.split, []).append(os.path.abspath(s.path))
+  return {split: p[0] if len(p) == 1 else p for split, p in paths.items()}
 
 
 def _empty_split_warning(
@@ -533,7 +577,8 @@ def _empty_split_warning(
         )
       notes.append(f"{split} ({why}: raise --validation_fraction)")
       continue
-    name, read = os.path.basename(source[0].path), rows_read[source[0].path]
+    name = ", ".join(os.path.basename(s.path) for s in source)
+    read = sum(rows_read[s.path] for s in source)
     written = rows + (rows_per_split.get(line_format.VALIDATION, 0) if source[0].holdout else 0)
     if not read:
       why = f"{name} has no data rows"
@@ -585,6 +630,14 @@ def convert_aliexpress(source_dir: str, out_dir: str, **options: Any) -> Dict[st
 def convert_paddle_esmm(source_dir: str, out_dir: str, **options: Any) -> Dict[str, Any]:
   """PaddleRec ESMM token files (``train.txt``, ``test.txt``)."""
   return convert(csv_formats.PaddleEsmm(), source_dir, out_dir, ConvertOptions(**options))
+
+
+def convert_columns(
+  spec: column_spec.ColumnSpec, source_dir: str, out_dir: str, **options: Any
+) -> Dict[str, Any]:
+  """Any CSV / TSV with a header, read through a column spec
+  (:mod:`tafe_tf.data.column_spec`; the files are ``spec.files`` in ``source_dir``)."""
+  return convert(csv_formats.SpecFormat(spec), source_dir, out_dir, ConvertOptions(**options))
 
 
 CONVERTERS = {

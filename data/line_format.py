@@ -171,6 +171,23 @@ class LineFormat(abc.ABC):
   user_field: Optional[str] = None
   #: The exact first line of every file (CSV header), or None.
   header: Optional[bytes] = None
+  #: Step names, in chain order (the schema's steps; each row has one label per step).
+  steps: Tuple[str, ...] = STEPS
+
+  @property
+  def has_header(self) -> bool:
+    """Whether line 1 of every file is a header (checked, never a row)."""
+    return self.header is not None
+
+  def check_header_line(self, path: str, line: bytes) -> None:
+    """Raises ValueError unless ``line`` (line 1 of ``path``, without its
+    newline and byte order mark) is a header this format reads."""
+    if line != self.header:
+      raise ValueError(
+        f"{path}:1: header {line[:200].decode(errors='replace')!r}"
+        f" is not the {self.name} header "
+        f"{(self.header or b'')[:200].decode(errors='replace')!r}"
+      )
 
   @abc.abstractmethod
   def fields(self) -> List[FieldTemplate]:
@@ -306,6 +323,24 @@ def cumulative_labels(click: int, buy: int) -> Tuple[int, int]:
   return click, buy
 
 
+def chain_labels(
+  labels: Sequence[int], steps: Sequence[str], reason: Optional[str] = None
+) -> Tuple[int, ...]:
+  """The labels of one row, one 0/1 per step in chain order, checked to be
+  cumulative: a step reached without the step before it is inconsistent.
+
+  Raises:
+    LineError: ``<step>_without_<previous step>`` (``purchase_without_click``),
+      or ``reason`` when given (the public formats keep ``buy_without_click``).
+  """
+  for t in range(1, len(labels)):
+    if labels[t] and not labels[t - 1]:
+      raise LineError(
+        reason or f"{steps[t]}_without_{steps[t - 1]}", f"{steps[t]}=1 but {steps[t - 1]}=0"
+      )
+  return tuple(labels)
+
+
 def strip_line(line: bytes) -> bytes:
   return line.rstrip(b"\r\n")
 
@@ -325,7 +360,7 @@ def iter_rows(
   with open(split_input.path, "rb") as f:
     for number, line in enumerate(f, start=1):
       if number == 1:
-        if fmt.header is not None:
+        if fmt.has_header:
           continue
         line = without_bom(line)
       row = reader.parse(line, number)
@@ -335,18 +370,13 @@ def iter_rows(
 
 
 def check_header(fmt: LineFormat, path: str) -> None:
-  """Raises ValueError unless the first line of ``path`` is the format's
-  header (formats with one; a leading byte order mark is ignored)."""
-  if fmt.header is None:
+  """Raises ValueError unless the first line of ``path`` is a header the
+  format reads (formats with one; a leading byte order mark is ignored)."""
+  if not fmt.has_header:
     return
   with open(path, "rb") as f:
     line = strip_line(without_bom(f.readline()))
-  if line != fmt.header:
-    raise ValueError(
-      f"{path}:1: header {line[:200].decode(errors='replace')!r}"
-      f" is not the {fmt.name} header "
-      f"{fmt.header[:200].decode(errors='replace')!r}"
-    )
+  fmt.check_header_line(path, line)
 
 
 def tfds_example(fmt: LineFormat, row: Row) -> Dict[str, Any]:
@@ -359,7 +389,7 @@ def tfds_example(fmt: LineFormat, row: Row) -> Dict[str, Any]:
       out[field.name] = {"ids": list(value[0]), "weights": list(value[1])}
     else:
       out[field.name] = value
-  out["label"] = dict(zip(STEPS, row.labels))
+  out["label"] = dict(zip(fmt.steps, row.labels))
   if fmt.has_sample_id:
     out["sample_id"] = (row.sample_id or b"").decode()
   return out

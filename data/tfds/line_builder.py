@@ -57,7 +57,7 @@ def field_features(fields: Iterable[Any], steps: Sequence[str]) -> Dict[str, Any
 
 def format_features(fmt: LineFormat) -> tfds.features.FeaturesDict:
   """The TFDS features of a format's examples."""
-  features = field_features(fmt.fields(), line_format.STEPS)
+  features = field_features(fmt.fields(), fmt.steps)
   if fmt.has_sample_id:
     features["sample_id"] = tfds.features.Text()
   return tfds.features.FeaturesDict(features)

@@ -44,9 +44,9 @@ def test_converts_and_prints_summary(tmp_path):
 def test_bad_flags_fail_with_one_line(tmp_path):
   for args, expected in [
     (
-      ["--format=csv", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path}"],
-      "convert.py: error: flag --format=csv: value should be one of "
-      "<ali_ccp|ali_ccp_processed|aliexpress|paddle_esmm>",
+      ["--format=xml", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path}"],
+      "convert.py: error: flag --format=xml: value should be one of "
+      "<ali_ccp|ali_ccp_processed|aliexpress|paddle_esmm|csv|tsv>",
     ),
     (
       ["--format=aliexpress", "--raw_dir=/no/such/dir", f"--out_dir={tmp_path}"],
