@@ -21,7 +21,10 @@ The library behind ``launch.benchmark_device``. On the accelerator it finds
    input rate and every model's rate on it;
 6. ``mirrored``: MirroredStrategy over the visible GPUs (or the logical CPU
    devices of ``cpu_devices``), skipped on one device;
-7. ``precision_xla``: the other precisions with XLA.
+7. ``precision_xla``: the other precisions with XLA;
+8. ``stages``: the train step of each of ``stage_models`` split into its
+   stages, each against its limit (:func:`tafe_tf.benchmarks.stages.measure`),
+   on the Ali-CCP-shaped data when there is some.
 
 Every training measurement builds the model as ``tafe_tf.training`` does
 (:func:`tafe_tf.training.build_and_compile`: strategy scope, dtype policy,
@@ -52,7 +55,7 @@ from tafe_tf import config as config_lib
 from tafe_tf import distribution, input_pipeline, models, training
 from tafe_tf import features as features_lib
 from tafe_tf.benchmarks import flops as flops_lib
-from tafe_tf.benchmarks import timing
+from tafe_tf.benchmarks import stages, timing
 from tafe_tf.data import convert, realistic, synthetic
 
 
@@ -73,7 +76,7 @@ DEFAULT_BATCH_SIZES: Dict[str, Tuple[int, ...]] = {
 }
 # The baseline every other configuration is compared with.
 BASELINE_PRECISION = "float32"
-PARTS = ("sweep", "input", "precision", "xla", "ali_ccp", "mirrored", "precision_xla")
+PARTS = ("sweep", "input", "precision", "xla", "ali_ccp", "mirrored", "precision_xla", "stages")
 # Synthetic rows: this many batches of the largest size (the smaller sizes
 # cache up to MAX_CACHED_BATCHES of theirs from the same rows).
 ROWS_IN_LARGEST_BATCHES = 2
@@ -83,6 +86,11 @@ MIN_TIMED_STEPS = 2
 # The Ali-CCP-shaped data: the realistic family's member, test rows per train row.
 ALI_CCP_MEMBER = "base"
 ALI_CCP_TEST_SHARE = 0.02
+# The stage breakdown: calls per timed run, runs (the best counts), and what
+# it costs before one was seen, in training measurements.
+STAGE_CALLS = 5
+STAGE_REPEATS = 2
+STAGES_COST_FACTOR = 3
 _OOM_MARKERS = ("out of memory", "resource_exhausted", "oom when allocating")
 
 
@@ -106,6 +114,7 @@ class Settings:
     cpu_devices: Split the CPU into this many logical devices when there is
       no GPU (``mirrored`` over them; 0 or 1: no split).
     hparams: ``build_model`` keyword arguments given to every model.
+    stage_models: Models whose step the ``stages`` part splits.
     learning_rate: Adam learning rate.
     seed: Data and model seed.
   """
@@ -120,13 +129,17 @@ class Settings:
   ali_ccp_rows: int
   cpu_devices: int
   hparams: Mapping[str, Any]
+  stage_models: Tuple[str, ...]
   learning_rate: float
   seed: int
 
   def __post_init__(self):
-    unknown = sorted(set(self.models) - set(models.MODEL_NAMES))
-    if unknown or not self.models:
-      raise ValueError(f"models: unknown {unknown}; valid: {', '.join(models.MODEL_NAMES)}")
+    for name in ("models", "stage_models"):
+      unknown = sorted(set(getattr(self, name)) - set(models.MODEL_NAMES))
+      if unknown:
+        raise ValueError(f"{name}: unknown {unknown}; valid: {', '.join(models.MODEL_NAMES)}")
+    if not self.models:
+      raise ValueError("models: none given")
     bad = sorted(set(self.precisions) - set(config_lib.PRECISIONS))
     if bad:
       raise ValueError(f"precisions: unknown {bad}; valid: {', '.join(config_lib.PRECISIONS)}")
@@ -309,24 +322,6 @@ def timed_fit(
   return clock.window()
 
 
-def input_rate(
-  data_dir: str, schema: features_lib.Schema, batch_size: int, seconds: float
-) -> Tuple[int, float]:
-  """``(examples, seconds)`` read through ``make_dataset`` (parsing
-  included, repeated, no model) in about ``seconds``, after one untimed batch
-  (the pipeline's start)."""
-  ds = input_pipeline.make_dataset(data_dir, "train", batch_size, schema=schema, repeat=True)
-  iterator = iter(ds)
-  next(iterator)
-  examples, start = 0, time.perf_counter()
-  while True:
-    _, labels = next(iterator)
-    examples += int(next(iter(labels.values())).shape[0])
-    elapsed = time.perf_counter() - start
-    if elapsed >= seconds:
-      return examples, elapsed
-
-
 def _peak_memory(device: Mapping[str, Any]) -> Optional[int]:
   if device["kind"] != "GPU":
     return None
@@ -363,6 +358,7 @@ class _Run:
     self.skipped: List[Dict[str, Any]] = []
     self.train_flops: Dict[Tuple[str, str], float] = {}
     self.matmul_rate = 0.0
+    self.ali_ccp: Optional[_Data] = None
 
   def remaining(self) -> float:
     return self.settings.budget_seconds - (time.perf_counter() - self.began)
@@ -477,10 +473,54 @@ class _Run:
     forward = flops_lib.forward_flops_per_example(model, sample)
     return flops_lib.TRAINING_FLOPS_PER_FORWARD * forward
 
+  def records_batch(self, part: str) -> Optional[int]:
+    """The batch of ``part``'s first record (None: no record)."""
+    return next((r["batch_size"] for r in self.records if r["part"] == part), None)
+
+  def split_step(self, data: _Data, model_name: str, batch_size: int) -> Dict[str, Any]:
+    """Times the stages of one model's step and records them."""
+    record: Dict[str, Any] = {
+      "part": "stages",
+      "data": data.name,
+      "model": model_name,
+      "batch_size": batch_size,
+      "precision": BASELINE_PRECISION,
+      "xla": False,
+      "device": self.device["name"],
+    }
+    began = time.perf_counter()
+    try:
+      result = stages.measure(
+        data.data_dir,
+        model_name,
+        {"seed": self.settings.seed, **dict(self.settings.hparams)},
+        batch_size,
+        calls=STAGE_CALLS,
+        repeats=STAGE_REPEATS,
+        step_steps=STAGE_CALLS,
+        input_seconds=min(1.0, self.settings.seconds_per_measurement),
+        learning_rate=self.settings.learning_rate,
+      )
+      record.update(
+        status="ok", examples_per_second=1000.0 * batch_size / result["step_ms"], breakdown=result
+      )
+    except tf.errors.OpError as e:
+      record.update(
+        status="oom" if is_out_of_memory(e) else "error",
+        examples_per_second=None,
+        error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}",
+      )
+    finally:
+      tf.keras.backend.clear_session()
+      gc.collect()
+    record["seconds"] = time.perf_counter() - began
+    self.records.append(record)
+    return record
+
   def read(self, data: _Data, batch_size: int) -> Dict[str, Any]:
     """Measures the input pipeline at ``batch_size`` and records it."""
     began = time.perf_counter()
-    examples, seconds = input_rate(
+    examples, seconds = stages.input_rate(
       data.data_dir, data.schema, batch_size, self.settings.seconds_per_measurement
     )
     rate = examples / seconds
@@ -625,6 +665,9 @@ def _run_parts(run: _Run, work_dir: str) -> Dict[str, Any]:
   # 7. Precision with XLA.
   if True in s.xla_modes:
     _compare(run, synth, "precision_xla", [(p, True) for p in others])
+
+  # 8. The stages of a step, on the real shape when there is one.
+  _stages_part(run, run.ali_ccp or synth)
   return data
 
 
@@ -647,6 +690,7 @@ def _ali_ccp_part(run: _Run, work_dir: str, data: Dict[str, Any]) -> None:
     return
   ali, info = _ali_ccp_data(work_dir, s.ali_ccp_rows, s.seed)
   data["ali_ccp"] = info
+  run.ali_ccp = ali
   # The largest sweep batch with at least two full batches of rows.
   fitting = [b for b in run.batch_sizes if 2 * b <= ali.train_rows]
   if not fitting:
@@ -683,6 +727,28 @@ def _mirrored_part(run: _Run, data: _Data) -> None:
       run.skip("mirrored", "no batch of the sweep trained", model=model)
     elif run.fits("mirrored", model=model, batch_size=batch):
       run.train("mirrored", data, model, batch, strategy=strategy)
+
+
+def _stages_part(run: _Run, data: _Data) -> None:
+  for model in run.settings.stage_models:
+    # The batch the models trained at on this data.
+    batch = (
+      run.records_batch("ali_ccp")
+      if data.name == "ali_ccp"
+      else largest_fitting_batch(run.records, model)
+    )
+    if batch is None:
+      run.skip("stages", "no batch of the sweep trained", model=model)
+      continue
+    seen = [r for r in run.records if r["part"] == "stages"]
+    # Several functions traced and timed: a few training measurements' worth.
+    need = expected_seconds(run.records, "stages", run.settings.seconds_per_measurement) * (
+      1 if seen else STAGES_COST_FACTOR
+    )
+    if run.remaining() < need:
+      run.skip("stages", f"budget: {run.remaining():.1f} s left, ~{need:.1f} s needed", model=model)
+      continue
+    run.split_step(data, model, batch)
 
 
 # --- the table ------------------------------------------------------------------------
@@ -766,6 +832,10 @@ def table(result: Mapping[str, Any]) -> str:
         + (f"{r['input_over_step']:.2f}" if r["input_over_step"] else "-")
       )
 
+  split = [r["breakdown"] for r in records if r["part"] == "stages" and r["status"] == "ok"]
+  if split:
+    lines += ["", "the step's stages, each alone (tafe_tf.benchmarks.stages):", stages.table(split)]
+
   failed = [r for r in records if r["status"] == "error"]
   if failed:
     lines += ["", "errors:"]
@@ -776,5 +846,5 @@ def table(result: Mapping[str, Any]) -> str:
     lines += ["", f"skipped ({len(result['skipped'])}):"]
     for s in result["skipped"]:
       what = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("part", "reason"))
-      lines.append(f"  {s['part']} {what}: {s['reason']}")
+      lines.append(f"  {s['part']}{' ' + what if what else ''}: {s['reason']}")
   return "\n".join(lines)

@@ -14,7 +14,12 @@ first (:mod:`tafe_tf.benchmarks.device`):
 5. an Ali-CCP-shaped dataset (the realistic family's raw files, converted
    as a user does): its input rate and every model's rate on it;
 6. MirroredStrategy over the visible GPUs (skipped on one);
-7. mixed_float16 with XLA.
+7. mixed_float16 with XLA;
+8. the train step of ``--stage_models`` split into its stages (input, id
+   lookup, embedding gather + pooling and its backward, the dense network,
+   the optimizer's updates), each timed alone against the memory bandwidth
+   or the matmul rate measured in the same run
+   (:mod:`tafe_tf.benchmarks.stages`), on the Ali-CCP-shaped data.
 
 Every measurement builds the model as ``launch.train`` does, trains on
 cached parsed batches, runs ``--warmup_steps`` untimed steps (tracing, XLA
@@ -83,6 +88,9 @@ flags.DEFINE_integer(
   lower_bound=0,
 )
 flags.DEFINE_string("hparams", "{}", "JSON of build_model keyword arguments given to every model.")
+flags.DEFINE_list(
+  "stage_models", ["tafe", "ple"], "Models whose train step is split into stages (last part)."
+)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Data and model seed.", lower_bound=0)
 flags.DEFINE_string(
@@ -109,6 +117,7 @@ def _settings():
       ali_ccp_rows=FLAGS.ali_ccp_rows,
       cpu_devices=FLAGS.cpu_devices,
       hparams=common.json_flag(FLAGS.hparams, "hparams"),
+      stage_models=tuple(FLAGS.stage_models),
       learning_rate=FLAGS.learning_rate,
       seed=FLAGS.seed,
     )

@@ -14,7 +14,7 @@ import tensorflow as tf
 from cli_runner import run_module
 
 import tafe_tf  # noqa: F401
-from tafe_tf.benchmarks import device
+from tafe_tf.benchmarks import device, stages
 
 
 def _sweep(model, batch, status, rate=None, seconds=4.0, window=3.0):
@@ -129,6 +129,7 @@ def _settings(**changes):
     ali_ccp_rows=0,
     cpu_devices=0,
     hparams={},
+    stage_models=(),
     learning_rate=1e-3,
     seed=0,
   )
@@ -141,6 +142,7 @@ def _settings(**changes):
   [
     ({"models": ("esmm", "dlrm")}, r"models: unknown \['dlrm'\]"),
     ({"precisions": ("float64",)}, r"precisions: unknown \['float64'\]"),
+    ({"stage_models": ("dcn",)}, r"stage_models: unknown \['dcn'\]"),
     ({"batch_sizes": (64, 32)}, "distinct, ascending"),
     ({"warmup_steps": 0}, "warmup_steps must be >= 1"),
   ],
@@ -189,6 +191,7 @@ def test_a_budget_too_small_for_anything_records_every_measurement_skipped(tmp_p
     "--precisions=float32,mixed_float16",
     "--xla=off,on",
     "--ali_ccp_rows=500",
+    "--stage_models=esmm",
     "--budget_seconds=1",
   )
   assert report["measurements"] == []
@@ -197,16 +200,16 @@ def test_a_budget_too_small_for_anything_records_every_measurement_skipped(tmp_p
   # In the order of importance, each with its reason.
   assert [s["part"] for s in skipped] == (
     ["sweep"] * 4 + ["input"] * 2 + ["precision"] * 2 + ["xla"] * 2
-  ) + ["ali_ccp", "mirrored"] + ["precision_xla"] * 2
+  ) + ["ali_ccp", "mirrored"] + ["precision_xla"] * 2 + ["stages"]
   sweep = [(s["model"], s["batch_size"]) for s in skipped if s["part"] == "sweep"]
   assert sweep == [("esmm", 32), ("tafe", 32), ("esmm", 64), ("tafe", 64)]
   assert all(s["reason"].startswith("budget") for s in skipped[:6])
-  assert {s["reason"] for s in skipped if s["part"] in ("precision", "xla")} == {
+  assert {s["reason"] for s in skipped if s["part"] in ("precision", "xla", "stages")} == {
     "no batch of the sweep trained"
   }
-  assert skipped[-3]["reason"] == "1 logical CPU device visible"
+  assert skipped[-4]["reason"] == "1 logical CPU device visible"
   assert report["sweep"]["tafe"]["largest_batch"] is None
-  assert "skipped (14):" in stdout
+  assert "skipped (15):" in stdout
 
 
 @pytest.mark.slow  # ~2 min on 2 shared cores
@@ -222,13 +225,14 @@ def test_every_part_runs_end_to_end_on_the_cpu(tmp_path):
     "--warmup_steps=1",
     "--ali_ccp_rows=800",
     "--cpu_devices=2",
+    "--stage_models=esmm",
     "--budget_seconds=3000",
   )
   name = report["device"]["name"]
   assert report["device"]["kind"] == "CPU" and name
   assert report["skipped"] == []
   records = report["measurements"]
-  trains = [r for r in records if r["part"] != "input"]
+  trains = [r for r in records if r["part"] not in ("input", "stages")]
   for r in records:
     assert r["status"] == "ok" and r["examples_per_second"] > 0 and r["seconds"] > 0
   for r in trains:
@@ -280,7 +284,19 @@ def test_every_part_runs_end_to_end_on_the_cpu(tmp_path):
     )
     assert r["fastest_step_examples_per_second"] == fastest
     assert r["input_over_step"] == pytest.approx(r["examples_per_second"] / fastest)
-  assert "largest fit" in stdout and "mirrored x2" in stdout
+  # The stages of ESMM's step, on the Ali-CCP-shaped data at its batch.
+  (split,) = of("stages")
+  assert (split["model"], split["data"], split["batch_size"]) == (
+    "esmm",
+    "ali_ccp",
+    ali["batch_size"],
+  )
+  breakdown = split["breakdown"]
+  assert [s["stage"] for s in breakdown["stages"]] == list(stages.STAGES)
+  assert split["examples_per_second"] == pytest.approx(
+    1000.0 * split["batch_size"] / breakdown["step_ms"]
+  )
+  assert "largest fit" in stdout and "mirrored x2" in stdout and "embedding_backward" in stdout
 
 
 def test_a_bad_flag_is_one_line(tmp_path):
