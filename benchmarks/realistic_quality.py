@@ -106,12 +106,14 @@ def prepare(
   options = "-".join(f"{k}{v}" for k, v in sorted(convert_options.items())) or "defaults"
   data_dir = os.path.join(work_dir, f"data-{member}-s{seed}-{num_train}-{num_test}-{options}")
   if not os.path.exists(os.path.join(data_dir, input_pipeline.REPORT_FILENAME)):
-    convert_fn = (
-      convert.convert_aliexpress
-      if config.output_format == "aliexpress"
-      else convert.convert_ali_ccp
-    )
-    convert_fn(raw_dir, data_dir, **convert_options)
+    if config.output_format == "aliexpress":
+      # No row key in the format: one shard written by one worker keeps the
+      # file order, which is how the test rows meet their truth.
+      convert.convert_aliexpress(
+        raw_dir, data_dir, **{"num_shards": 1, "workers": 1, **convert_options}
+      )
+    else:
+      convert.convert_ali_ccp(raw_dir, data_dir, **convert_options)
   return raw_dir, data_dir
 
 
@@ -127,8 +129,15 @@ def _package_model(
   schema = result.schema
   dataset = input_pipeline.make_dataset(data_dir, "test", 8192, schema, with_metadata=True)
   predictions = evaluation.predict_dataset(result.model, dataset, schema)
-  ids = predictions.sample_ids.astype(np.int64)
-  truth = realistic.align_truth(realistic.read_truth(raw_dir, "test"), ids)
+  truth = realistic.read_truth(raw_dir, "test")
+  if predictions.sample_ids is None:  # file order (see prepare)
+    truth = realistic.align_truth(truth)
+    if truth["click"].size != predictions.num_examples:
+      raise ValueError(
+        f"{data_dir}: {predictions.num_examples} test rows, the truth keeps {truth['click'].size}"
+      )
+  else:
+    truth = realistic.align_truth(truth, predictions.sample_ids.astype(np.int64))
   test = realistic.prediction_metrics(truth, predictions.p[:, 0], predictions.q[:, 1])
   history = result.history
   return {
