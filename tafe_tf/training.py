@@ -241,8 +241,9 @@ def build_and_compile(
   policy, compiled with Adam (``jit_compile``: XLA train/test steps)."""
   with strategy.scope(), distribution.precision_policy(precision):
     model = models_lib.build_model(model_name, schema, **dict(hparams))
-    # Built before fit: BackupAndRestore restores into existing variables.
-    model(features_lib.dummy_batch(schema), training=False)
+    # Built before fit: BackupAndRestore restores into existing variables,
+    # and the optimizer must see the loss-only ones too.
+    model.build_variables()
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
   return model
 
@@ -593,8 +594,8 @@ def _model_with_weights(
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = models_lib.build_model(config.model.name, schema, **config.model_hparams().to_json())
-  # Build the variables with one dummy batch so that restore is immediate.
-  model(features_lib.dummy_batch(schema), training=False)
+  # Build the variables so that restore is immediate.
+  model.build_variables()
   model.load_weights(weights).expect_partial()
   return model
 

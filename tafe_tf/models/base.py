@@ -364,9 +364,15 @@ class MultiStepModel(tfrs.Model):
 
   def build_from_config(self, config: Dict[str, Any]) -> None:
     del config  # everything needed is in the schema
+    self.build_variables()
+
+  def build_variables(self) -> None:
+    """Creates every variable with one dummy batch of the schema: those of
+    ``call`` and the loss-only layers (ESCM2's imputation towers, ...) that
+    ``call`` skips. Needed before ``compile``'s optimizer first applies
+    gradients (it must see every variable) and before restoring weights."""
     batch = features_lib.dummy_batch(self.input_schema)
     self(batch, training=False)
-    # The loss-only layers (ESCM2's imputation towers, ...) too: call skips them.
     self._forward_aux(batch, False)
 
   def get_config(self) -> Dict[str, Any]:
