@@ -1,5 +1,6 @@
 """launch.train as a user runs it: resume after SIGKILL, one-line errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from cli_runner import ROOT, module_command, run_module, subprocess_env
 
 from tafe_tf import config as config_lib
+from tafe_tf import hparams as hparams_lib
 from tafe_tf import input_pipeline, models, training
 from tafe_tf.data import synthetic
 
@@ -304,10 +306,8 @@ def test_overwrite_replaces_the_previous_run(tafe_run, tmp_path):
     (
       ["--model=mmoe", '--hparams={"num_levels": 3}'],
       "error: model.hparams: mmoe takes no hyperparameter 'num_levels'; its "
-      "hyperparameters: calibration_weight, conditional_normalization, conditional_weight, dropout, "
-      "embedding_dim, entire_space_weight, expert_units, field_embedding_dims, fused_embedding, "
-      "num_experts, seed, step_weights, top_k, tower_units, tpu_embedding, "
-      "tpu_embedding_learning_rate, train_metrics",
+      "hyperparameters: "
+      + ", ".join(sorted(f.name for f in dataclasses.fields(hparams_lib.MMoEHParams))),
     ),
     (
       ["--model=esmm", "--num_experts=2"],
