@@ -1,8 +1,9 @@
 """Real-data converters: input files -> one dataset directory.
 
 One function per format (:func:`convert_ali_ccp`, :func:`convert_ali_ccp_processed`,
-:func:`convert_aliexpress`, :func:`convert_paddle_esmm`, and :func:`convert_columns`
-for any CSV / TSV through a column spec), all on one engine,
+:func:`convert_aliexpress`, :func:`convert_paddle_esmm`, :func:`convert_columns`
+for any CSV / TSV through a column spec, and :func:`convert_tfrecords` for
+``tf.train.Example`` TFRecords through one), all on one engine,
 :func:`convert`. It writes what :mod:`tafe_tf.input_pipeline` reads::
 
   OUT/schema.json                 fields, steps, vocabulary lookups
@@ -15,7 +16,8 @@ Ids stay raw in the TFRecords (the model maps them through the vocabulary in
 its graph); a missing single-valued field is written as -1, which no
 vocabulary holds, so it lands on the OOV row. Labels are cumulative.
 
-Each input file is cut into byte ranges at line starts, one per worker process
+Each input file is cut into byte ranges at line starts (a TFRecord file is read
+whole: records cannot be found from a byte offset), one per worker process
 (``spawn``ed, so TensorFlow is never forked); a worker parses its range, writes
 its own subset of the split's shards and counts the train ids; the parent merges
 the counts and skips, then writes vocabularies, schema and report. A failed
@@ -40,7 +42,7 @@ from absl import logging
 
 from tafe_tf import example_codec, input_pipeline
 from tafe_tf import features as features_lib
-from tafe_tf.data import ali_ccp, column_spec, csv_formats, line_format, vocabulary
+from tafe_tf.data import ali_ccp, column_spec, csv_formats, line_format, tfrecord_format, vocabulary
 from tafe_tf.data import writer as writer_lib
 from tafe_tf.data.line_format import FieldKind, LineFormat, Row, SplitInput
 
@@ -245,26 +247,15 @@ def _convert_range_or_raise(task: _Task) -> _Result:
     row_writer = _RowWriter(schema, writers)
     reader.on_evict = row_writer.count_shared
     fraction = options.validation_fraction if split_input.holdout else 0.0
-    with open(split_input.path, "rb") as f:
-      f.seek(task.start)
-      position, number = task.start, task.first_line - 1
-      for line in f:
-        if position >= task.end:
-          break
-        position += len(line)
-        number += 1
-        if number == 1:  # the header was checked before any worker started
-          if fmt.has_header:
-            continue
-          line = line_format.without_bom(line)
-        rows_read += 1
-        row = reader.parse(line, number)
-        if row is None:
-          continue
-        split = split_input.split
-        if fraction and line_format.is_held_out(row.holdout_key, fraction):
-          split = line_format.VALIDATION
-        row_writer.write(row, split)
+    for number, line in fmt.read_range(split_input.path, task.start, task.end, task.first_line):
+      rows_read += 1
+      row = reader.parse(line, number)
+      if row is None:
+        continue
+      split = split_input.split
+      if fraction and line_format.is_held_out(row.holdout_key, fraction):
+        split = line_format.VALIDATION
+      row_writer.write(row, split)
     reader.close()
   return _Result(
     rows_read=rows_read,
@@ -351,6 +342,9 @@ def _run_split(
   file_ranges = []
   for split_input in split_inputs:
     size = os.path.getsize(split_input.path)
+    if not fmt.splittable:  # records cannot be found from a byte offset
+      file_ranges.append([(0, size, 1)])
+      continue
     pieces = max(1, min(workers, budget, size // options.min_bytes_per_worker))
     file_ranges.append(byte_ranges(split_input.path, pieces))
   total = sum(len(r) for r in file_ranges)
@@ -638,6 +632,17 @@ def convert_columns(
   """Any CSV / TSV with a header, read through a column spec
   (:mod:`tafe_tf.data.column_spec`; the files are ``spec.files`` in ``source_dir``)."""
   return convert(csv_formats.SpecFormat(spec), source_dir, out_dir, ConvertOptions(**options))
+
+
+def convert_tfrecords(
+  spec: column_spec.ColumnSpec, source_dir: str, out_dir: str, **options: Any
+) -> Dict[str, Any]:
+  """Existing ``tf.train.Example`` TFRecords (gzip or not) read through a column
+  spec: its column names are the feature names (:mod:`tafe_tf.data.tfrecord_format`;
+  one worker per file)."""
+  return convert(
+    tfrecord_format.TFRecordFormat(spec), source_dir, out_dir, ConvertOptions(**options)
+  )
 
 
 CONVERTERS = {

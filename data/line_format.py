@@ -174,10 +174,35 @@ class LineFormat(abc.ABC):
   #: Step names, in chain order (the schema's steps; each row has one label per step).
   steps: Tuple[str, ...] = STEPS
 
+  #: Whether a file may be cut into byte ranges at line starts (a worker per
+  #: range); else each file is read whole by one worker (TFRecords).
+  splittable: bool = True
+
   @property
   def has_header(self) -> bool:
     """Whether line 1 of every file is a header (checked, never a row)."""
     return self.header is not None
+
+  def read_range(
+    self, path: str, start: int, end: int, first_line: int
+  ) -> Iterator[Tuple[int, bytes]]:
+    """``(line number, line)`` of every line starting in ``[start, end)`` of
+    ``path`` (``first_line`` is the number of the line at ``start``): the
+    header is left out (it is checked before any worker starts) and a byte
+    order mark on line 1 removed. Formats whose "lines" are records override it."""
+    with open(path, "rb") as f:
+      f.seek(start)
+      position, number = start, first_line - 1
+      for line in f:
+        if position >= end:
+          break
+        position += len(line)
+        number += 1
+        if number == 1:
+          if self.has_header:
+            continue
+          line = without_bom(line)
+        yield number, line
 
   def check_header_line(self, path: str, line: bytes) -> None:
     """Raises ValueError unless ``line`` (line 1 of ``path``, without its
@@ -357,15 +382,10 @@ def iter_rows(
   """``(line number, row)`` of every usable line of one file, in order."""
   check_header(fmt, split_input.path)
   reader = fmt.reader(split_input, context, skips)
-  with open(split_input.path, "rb") as f:
-    for number, line in enumerate(f, start=1):
-      if number == 1:
-        if fmt.has_header:
-          continue
-        line = without_bom(line)
-      row = reader.parse(line, number)
-      if row is not None:
-        yield number, row
+  for number, line in fmt.read_range(split_input.path, 0, os.path.getsize(split_input.path), 1):
+    row = reader.parse(line, number)
+    if row is not None:
+      yield number, row
   reader.close()
 
 

@@ -16,6 +16,10 @@ library functions and the TFDS builders). Formats and the files each expects in
                      the flags --files, --id_columns, --list_columns,
                      --dense_columns, --steps, --key_column, --group_column,
                      --user_column (given with --spec, a flag replaces that key)
+  tfrecord           tf.train.Example TFRecord files (gzip or not), read through
+                     the same spec: its column names are the feature names
+                     (default files train.tfrecord, test.tfrecord; one worker
+                     per file)
 
   python -m launch.convert --format=csv --infer_spec --raw_dir=RAW --spec=spec.json
 
@@ -47,17 +51,17 @@ FLAGS = flags.FLAGS
 _PUBLIC_FORMATS = ["ali_ccp", "ali_ccp_processed", "aliexpress", "paddle_esmm"]
 _DELIMITER = {"csv": ",", "tsv": "\t"}
 _IO = common.flag_group(__name__, "Input and output")
-_SPEC = common.flag_group(__name__, "Your own columns (--format=csv or tsv)")
+_SPEC = common.flag_group(__name__, "Your own columns (--format=csv, tsv or tfrecord)")
 _CONVERSION = common.flag_group(__name__, "Conversion")
 flags.DEFINE_enum(
-  "format", None, _PUBLIC_FORMATS + ["csv", "tsv"], "Input format.", module_name=_IO
+  "format", None, _PUBLIC_FORMATS + ["csv", "tsv", "tfrecord"], "Input format.", module_name=_IO
 )
 flags.DEFINE_string("raw_dir", None, "Folder holding the input files.", module_name=_IO)
 flags.DEFINE_string("out_dir", None, "Dataset directory to write.", module_name=_IO)
 flags.DEFINE_string(
   "spec",
   "",
-  "Column spec JSON file (csv/tsv): read, or written by --infer_spec.",
+  "Column spec JSON file (csv/tsv/tfrecord): read, or written by --infer_spec.",
   module_name=_SPEC,
 )
 flags.DEFINE_boolean(
@@ -222,7 +226,7 @@ def _flag_keys() -> Dict[str, Any]:
 
 def _spec_json(infer: bool) -> Dict[str, Any]:
   """The spec's JSON form: --spec (unless inferring), then the flags over it."""
-  delimiter = _DELIMITER[FLAGS.format]
+  delimiter = _DELIMITER.get(FLAGS.format)  # None: TFRecords have none
   obj: Dict[str, Any] = {}
   if FLAGS.spec and not infer:
     try:
@@ -234,12 +238,13 @@ def _spec_json(infer: bool) -> Dict[str, Any]:
       raise common.UserError(f"{FLAGS.spec}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):
       raise common.UserError(f"{FLAGS.spec}: must hold a JSON object (the spec)")
-    if obj.get("delimiter", delimiter) != delimiter:
+    if delimiter and obj.get("delimiter", delimiter) != delimiter:
       raise common.UserError(
         f"{FLAGS.spec}: delimiter: {obj['delimiter']!r} but --format={FLAGS.format}"
         f" reads {delimiter!r}"
       )
-  obj.setdefault("delimiter", delimiter)
+  if delimiter:
+    obj.setdefault("delimiter", delimiter)
   obj.setdefault("files", {"train": f"train.{FLAGS.format}", "test": f"test.{FLAGS.format}"})
   obj.update(_flag_keys())
   return obj
@@ -280,11 +285,15 @@ def _infer() -> None:
 
 def main(argv: List[str]) -> None:
   del argv  # checked by common.run
-  custom = FLAGS.format in _DELIMITER
+  custom = FLAGS.format not in _PUBLIC_FORMATS
   if not custom:
     given = [f"--{n}" for n in _SPEC_FLAGS + ("spec", "infer_spec") if FLAGS[n].present]
     if given:
-      raise common.UserError(f"{', '.join(given)}: only with --format=csv or --format=tsv")
+      raise common.UserError(
+        f"{', '.join(given)}: only with --format=csv, --format=tsv or --format=tfrecord"
+      )
+  if FLAGS.format == "tfrecord" and FLAGS.infer_spec:
+    raise common.UserError("--infer_spec: only with --format=csv or --format=tsv")
   if custom and FLAGS.infer_spec:
     _infer()
     return
@@ -303,7 +312,10 @@ def main(argv: List[str]) -> None:
   try:
     if custom:
       spec = column_spec.ColumnSpec.from_json(_spec_json(infer=False), _source())
-      report = convert.convert_columns(spec, FLAGS.raw_dir, FLAGS.out_dir, **options)
+      by_format = (
+        convert.convert_tfrecords if FLAGS.format == "tfrecord" else convert.convert_columns
+      )
+      report = by_format(spec, FLAGS.raw_dir, FLAGS.out_dir, **options)
     else:
       report = convert.CONVERTERS[FLAGS.format](FLAGS.raw_dir, FLAGS.out_dir, **options)
   except (OSError, ValueError) as e:  # a missing, empty or bad input or spec; out_dir unwritable
