@@ -26,8 +26,9 @@ positives moves little; a step without both labels keeps the identity.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -180,3 +181,27 @@ def set_calibration(model: Any, fits: List[StepFit]) -> None:
 def fits_from_json(obj: Any) -> List[StepFit]:
   """The fits of a ``calibration.json`` (``{"steps": [StepFit...]}``)."""
   return [StepFit(**step) for step in obj["steps"]]
+
+
+def is_fitted(model: Any) -> bool:
+  """Whether ``model``'s calibration is other than the identity."""
+  layer = getattr(model, "calibration", None)
+  if layer is None:
+    return False
+  return bool(np.any(layer.scale.numpy() != 1.0) or np.any(layer.shift.numpy() != 0.0))
+
+
+@contextlib.contextmanager
+def uncalibrated(model: Any) -> Iterator[Any]:
+  """``with uncalibrated(model):`` the model serves its uncalibrated
+  probabilities (the identity map) inside the block; its fitted map is put
+  back on exit, also after an error. For before/after comparisons."""
+  layer = model.calibration
+  scale, shift = layer.scale.numpy(), layer.shift.numpy()
+  layer.scale.assign(np.ones_like(scale))
+  layer.shift.assign(np.zeros_like(shift))
+  try:
+    yield model
+  finally:
+    layer.scale.assign(scale)
+    layer.shift.assign(shift)

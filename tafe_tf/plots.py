@@ -86,6 +86,7 @@ def plot_reliability(
   path: str,
   num_bins: int = 20,
   strategy: str = "quantile",
+  uncalibrated_probs: Optional[np.ndarray] = None,
 ) -> str:
   """Reliability diagram per step: mean predicted vs observed rate per bin.
 
@@ -95,24 +96,42 @@ def plot_reliability(
     steps: Step names (panel titles).
     path: PNG file to write.
     num_bins, strategy: As :func:`tafe_tf.metrics.reliability_curve`.
+    uncalibrated_probs: ``[N, T]`` the same model's p_t before its
+      calibration (:mod:`tafe_tf.calibration`), drawn as a second curve:
+      the before/after picture.
 
   Returns:
     ``path``.
   """
   arrays = _step_columns(steps, labels=labels, probs=probs)
+  before = None
+  if uncalibrated_probs is not None:
+    before = _step_columns(steps, labels=labels, probs=uncalibrated_probs)["probs"]
   fig, axes = new_figure(len(steps))
   for t, (ax, step) in enumerate(zip(axes, steps)):
     y, p = arrays["labels"][:, t], arrays["probs"][:, t]
     curve = metrics_lib.reliability_curve(y, p, num_bins, strategy)
+    curves = [(curve, "model" if before is None else "calibrated", p)]
+    if before is not None:
+      curves.append(
+        (
+          metrics_lib.reliability_curve(y, before[:, t], num_bins, strategy),
+          "uncalibrated",
+          before[:, t],
+        )
+      )
     # Axes fit the data: late-step probabilities live near 0.
-    top = 1.05 * max(curve.mean_predicted.max(), curve.observed_rate.max(), 1e-12)
-    ax.plot([0, top], [0, top], linestyle="--", color="gray", label="perfectly calibrated")
-    ax.plot(
-      curve.mean_predicted,
-      curve.observed_rate,
-      marker="o",
-      label=f"model (PCOC {metrics_lib.pcoc(y, p):.3f})",
+    top = 1.05 * max(
+      max(max(c.mean_predicted.max(), c.observed_rate.max()) for c, _, _ in curves), 1e-12
     )
+    ax.plot([0, top], [0, top], linestyle="--", color="gray", label="perfectly calibrated")
+    for c, name, values in curves:
+      ax.plot(
+        c.mean_predicted,
+        c.observed_rate,
+        marker="o",
+        label=f"{name} (PCOC {metrics_lib.pcoc(y, values):.3f})",
+      )
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("mean predicted probability")

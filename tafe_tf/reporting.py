@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from tafe_tf import evaluation, input_pipeline, plots
+from tafe_tf import calibration, evaluation, input_pipeline, metrics, plots
 from tafe_tf import features as features_lib
 
 GATE_BATCHES = 4
@@ -28,6 +28,7 @@ def format_table(report: Mapping[str, float], steps) -> str:
     ("GAUC", "gauc"),
     ("logloss", "logloss"),
     ("PCOC", "pcoc"),
+    ("PCOC uncal.", "pcoc_uncalibrated"),
   ]
   columns = [(title, key) for title, key in columns if any(f"{key}/{s}" in report for s in steps)]
   header = f"{'step':<10}" + "".join(f"{t:>12}" for t, _ in columns)
@@ -79,6 +80,15 @@ def evaluate_and_write(
   with input_pipeline.naming_bad_files(data_dir, [split], schema):
     predictions = evaluation.predict_dataset(model, dataset, schema)
   report = evaluation.compute_report(predictions, schema.steps)
+  uncalibrated_p = None
+  if calibration.is_fitted(model):
+    # The same rows before the calibration: the before/after of its PCOC.
+    with calibration.uncalibrated(model):
+      uncalibrated_p = evaluation.predict_dataset(model, dataset, schema).p
+    for t, step in enumerate(schema.steps):
+      report[f"pcoc_uncalibrated/{step}"] = float(
+        metrics.pcoc(predictions.labels[:, t], uncalibrated_p[:, t])
+      )
   os.makedirs(output_dir, exist_ok=True)
   output = output or os.path.join(output_dir, f"{split}.json")
   evaluation.write_report_json(report, output)
@@ -86,7 +96,11 @@ def evaluate_and_write(
     evaluation.write_predictions_csv(predictions, schema.steps, predictions_csv)
   steps = schema.steps
   plots.plot_reliability(
-    predictions.labels, predictions.p, steps, os.path.join(output_dir, f"{split}_reliability.png")
+    predictions.labels,
+    predictions.p,
+    steps,
+    os.path.join(output_dir, f"{split}_reliability.png"),
+    uncalibrated_probs=uncalibrated_p,
   )
   plots.plot_roc(
     predictions.labels,

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tafe_tf  # noqa: F401
-from tafe_tf import calibration, input_pipeline, models, training
+from tafe_tf import calibration, evaluation, input_pipeline, metrics, models, reporting, training
 from tafe_tf import config as config_lib
 
 
@@ -126,3 +126,29 @@ def test_calibration_survives_keras_save_and_load(data, tmp_path):
   np.testing.assert_allclose(
     loaded.calibration.shift.numpy(), model.calibration.shift.numpy(), rtol=1e-6
   )
+
+
+def test_evaluation_reports_the_pcoc_before_and_after_and_plots_both(data, tmp_path):
+  schema, directory = data
+  model = models.build_model("esmm", schema, seed=0, tower_units=(4,))
+  validation = input_pipeline.make_dataset(directory, "validation", 128, schema)
+  calibration.fit_step_calibration(model, validation)
+  assert calibration.is_fitted(model)
+  fitted = model.calibration.shift.numpy().copy()
+  out = str(tmp_path / "eval")
+  report = reporting.evaluate_and_write(model, schema, directory, "test", out)
+  np.testing.assert_array_equal(model.calibration.shift.numpy(), fitted)  # put back
+  test = input_pipeline.make_dataset(directory, "test", 64, schema, with_metadata=True)
+  with calibration.uncalibrated(model):
+    assert not calibration.is_fitted(model)
+    before = evaluation.predict_dataset(model, test, schema)
+  for t, step in enumerate(schema.steps):
+    assert report[f"pcoc_uncalibrated/{step}"] == pytest.approx(
+      metrics.pcoc(before.labels[:, t], before.p[:, t]), rel=1e-5
+    )
+    assert report[f"pcoc_uncalibrated/{step}"] != pytest.approx(report[f"pcoc/{step}"], rel=1e-4)
+  assert os.path.getsize(os.path.join(out, "test_reliability.png")) > 0
+  # An uncalibrated model reports no "before".
+  plain = models.build_model("esmm", schema, seed=0, tower_units=(4,))
+  report = reporting.evaluate_and_write(plain, schema, directory, "test", str(tmp_path / "e2"))
+  assert not [k for k in report if k.startswith("pcoc_uncalibrated")]
