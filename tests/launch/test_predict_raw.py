@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from cli_runner import run_module
 
 from tafe_tf import config as config_lib
@@ -210,3 +211,39 @@ def test_the_cli_scores_raw_files_through_the_export(run):
     " 2 skipped (bad_id 1: part-0.csv:9; wrong_field_count 1: part-0.csv:5)"
   )
   _assert_same_predictions(_read(out), run["converted"])
+
+
+def test_tfrecords_without_labels_encode_as_the_same_csv_rows(tmp_path):
+  # TFRecords take a weight_column, not inline weights: a spec without the list.
+  spec = {k: v for k, v in SPEC.items() if k != "list_columns"}
+  spec_path = str(tmp_path / "spec.json")
+  with open(spec_path, "w", encoding="utf-8") as f:
+    json.dump(spec, f)
+  rows = [r[:5] for r in _rows(7, seed=2, prefix="r")]
+  _write_csv(str(tmp_path / "a.csv"), HEADER[:5], rows)
+  with tf.io.TFRecordWriter(str(tmp_path / "a.tfrecord")) as w:
+    for i, (key, uid, city, _, price) in enumerate(rows):
+      feature = {
+        "request_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode()])),
+        "uid": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(uid)])),
+        "city": tf.train.Feature(bytes_list=tf.train.BytesList(value=[city.encode()])),
+        "price": tf.train.Feature(float_list=tf.train.FloatList(value=[float(price)])),
+      }
+      if i == 3:  # a float_list id: skipped and counted
+        feature["uid"] = tf.train.Feature(float_list=tf.train.FloatList(value=[1.5]))
+      w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+  def batches(fmt, name):
+    source = raw_rows.RawRows(
+      raw_rows.spec_format(raw_rows.load_spec(spec_path, fmt), fmt), [str(tmp_path / name)]
+    )
+    out = [(e.numpy().tolist(), list(k)) for e, k in source.keyed_batches(3)]
+    return source, [x for e, _ in out for x in e], [x for _, k in out for x in k]
+
+  csv_source, csv_examples, csv_keys = batches("csv", "a.csv")
+  tfr_source, tfr_examples, tfr_keys = batches("tfrecord", "a.tfrecord")
+  assert csv_keys == [f"r{i}" for i in range(7)]
+  assert tfr_keys == [k for i, k in enumerate(csv_keys) if i != 3]
+  assert tfr_examples == [e for i, e in enumerate(csv_examples) if i != 3]
+  assert csv_source.read_summary() == "7 lines read, 0 skipped"
+  assert tfr_source.read_summary() == "7 records read, 1 skipped (wrong_type 1: a.tfrecord:4)"
