@@ -112,7 +112,9 @@ class SpecReader(line_format.LineReader):
     self.dense = [(d.name, [(at[c], f"column {c}") for c in d.columns]) for d in spec.dense_columns]
     self.steps = spec.step_names
     self.label_reason = fmt.label_skip_reason
-    if spec.multiclass_label is not None:
+    if not fmt.reads_labels(at):  # rows without labels (labels_required=False)
+      self.multiclass, self.labels = None, []
+    elif spec.multiclass_label is not None:
       self.multiclass = (
         at[spec.multiclass_label.column],
         spec.multiclass_label.column,
@@ -225,8 +227,11 @@ class SpecFormat(line_format.LineFormat):
   #: Splits of ``spec.files`` that may be absent (then held out of train).
   optional_splits: Tuple[str, ...] = ()
 
-  def __init__(self, spec: column_spec.ColumnSpec):
+  def __init__(self, spec: column_spec.ColumnSpec, labels_required: bool = True):
     self.spec = spec
+    # False (scoring, launch.predict): files may lack every label column; rows
+    # of such files carry no labels. Files with them are read as usual.
+    self.labels_required = labels_required
     self.name = spec.name
     self.steps = spec.step_names
     self.user_field = spec.user_field
@@ -246,13 +251,26 @@ class SpecFormat(line_format.LineFormat):
       if name in seen:
         raise ValueError(f"{path}:1: column {name!r} appears twice in the header")
       seen.add(name)
+    skip = () if self.reads_labels(seen) else self.label_columns()
     for column, key in self.spec.columns():
-      if column not in seen:
+      if column not in seen and column not in skip:
         shown = ", ".join(names)
         raise ValueError(
           f"{self.spec.source}: {key}: column {column!r} is not in the header of {path}"
           f" ({shown[:200]})"
         )
+
+  def label_columns(self) -> Tuple[str, ...]:
+    """The columns holding the labels (the steps' or the multi-class one)."""
+    spec = self.spec
+    if spec.multiclass_label is not None:
+      return (spec.multiclass_label.column,)
+    return tuple(s.column for s in spec.steps)
+
+  def reads_labels(self, columns: Any) -> bool:
+    """Whether a file (or record) with ``columns`` has its labels read: always
+    when they are required, else when any label column is there."""
+    return self.labels_required or any(c in columns for c in self.label_columns())
 
   def fields(self) -> List[FieldTemplate]:
     spec = self.spec

@@ -91,7 +91,9 @@ class Row:
   """One impression.
 
   Attributes:
-    labels: Cumulative labels, one per step (0/1).
+    labels: Cumulative labels, one per step (0/1); none for a file (or
+      record) without label columns, read with ``labels_required=False``
+      (:class:`tafe_tf.data.csv_formats.SpecFormat`, scoring only).
     features: The row's own fields; together with ``shared`` exactly the
       schema's fields, each once.
     holdout_key: Bytes hashed to hold rows out for validation.

@@ -110,6 +110,7 @@ class TFRecordReader(line_format.LineReader):
   def __init__(self, path: str, skips: writer_lib.SkipCounter, fmt: "TFRecordFormat"):
     super().__init__(path, skips)
     spec = fmt.spec
+    self.fmt = fmt
     self.spec = spec
     self.steps = spec.step_names
     self.multiclass = (
@@ -197,6 +198,8 @@ class TFRecordReader(line_format.LineReader):
 
   def _labels(self, fmap: Any) -> Tuple[int, ...]:
     spec = self.spec
+    if not self.fmt.reads_labels(fmap):  # a record without labels (labels_required=False)
+      return ()
     if self.multiclass is not None:
       column = spec.multiclass_label.column
       kind, value = _one(fmap, column)
@@ -230,7 +233,7 @@ class TFRecordFormat(csv_formats.SpecFormat):
 
   splittable = False
 
-  def __init__(self, spec: column_spec.ColumnSpec):
+  def __init__(self, spec: column_spec.ColumnSpec, labels_required: bool = True):
     for i, c in enumerate(spec.list_columns):
       if c.weights:
         raise spec.error(
@@ -238,7 +241,7 @@ class TFRecordFormat(csv_formats.SpecFormat):
           f"{c.weights!r} is for delimited files: in TFRecords give a weight_column"
           " (a float_list feature, as many values as ids)",
         )
-    super().__init__(spec)
+    super().__init__(spec, labels_required)
 
   @property
   def has_header(self) -> bool:

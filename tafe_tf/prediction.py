@@ -6,8 +6,10 @@ Three parts, each replaceable:
   ``tf.train.Example`` in a dataset's form, labelled or not (labels and the
   oracle are ignored; ``sample_id``, where the schema has it, is the row
   key). :class:`ConvertedSplit` reads one split of a converted dataset
-  directory, in file order; a reader of raw files (CSV rows through a spec)
-  plugs in by encoding its rows the same way.
+  directory, in file order. A :class:`KeyedRecordSource` names its rows
+  itself: ``tafe_tf.data.raw_rows.RawRows`` encodes the rows of raw CSV, TSV
+  or TFRecord files read through a column spec, keyed by the spec's key
+  column or the line.
 * a **scorer** (:data:`Scorer`) maps such a batch to the model's named
   outputs. Both scorers run the serving path: :func:`model_scorer` traces the
   exported ``serving_examples`` function (:class:`tafe_tf.export
@@ -28,7 +30,7 @@ older output stays as it was).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +50,19 @@ class RecordSource(Protocol):
 
   def batches(self, batch_size: int) -> Iterator[tf.Tensor]:
     """String tensors ``[<= batch_size]``, in a fixed order."""
+    ...
+
+
+class KeyedRecordSource(Protocol):
+  """Batches of serialized ``tf.train.Example`` with a key per row, named
+  ``key_column`` in the CSV."""
+
+  schema: features_lib.Schema
+  description: str
+  key_column: str
+
+  def keyed_batches(self, batch_size: int) -> Iterator[Tuple[tf.Tensor, Sequence[str]]]:
+    """``(string tensor [<= batch_size], its rows' keys)``, in a fixed order."""
     ...
 
 
@@ -184,7 +199,7 @@ class PredictSummary:
   Attributes:
     path: The CSV file.
     rows: Data rows written.
-    key_column: ``sample_id`` or ``row``.
+    key_column: ``sample_id``, ``row``, or a keyed source's ``key_column``.
     escaped_keys: Keys that were not UTF-8, written with ``\\xNN`` escapes.
   """
 
@@ -195,7 +210,7 @@ class PredictSummary:
 
 
 def predict_to_csv(
-  source: RecordSource,
+  source: Union[RecordSource, KeyedRecordSource],
   scorer: Scorer,
   steps: Sequence[str],
   path: str,
@@ -205,7 +220,8 @@ def predict_to_csv(
   """Scores every record of ``source`` and writes the predictions CSV.
 
   Args:
-    source: Where the serialized examples come from.
+    source: Where the serialized examples come from (and, for a
+      :class:`KeyedRecordSource`, the row keys).
     scorer: :func:`model_scorer` or a :class:`SavedModelScorer`.
     steps: The model's steps, in order: one ``p_``/``q_`` pair each.
     path: The CSV to write (atomically, see the module doc).
@@ -220,13 +236,19 @@ def predict_to_csv(
       serving checks (NaN, a missing field), or the source is empty (no file
       is written then).
   """
-  with_ids = source.schema.has_sample_id
-  key_column = features_lib.SAMPLE_ID_KEY if with_ids else ROW_KEY
+  keyed = hasattr(source, "keyed_batches")
+  with_ids = source.schema.has_sample_id and not keyed
+  if keyed:
+    key_column = source.key_column
+    batches = source.keyed_batches(batch_size)
+  else:
+    key_column = features_lib.SAMPLE_ID_KEY if with_ids else ROW_KEY
+    batches = ((serialized, None) for serialized in source.batches(batch_size))
   id_spec = {features_lib.SAMPLE_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
   escaped = 0
   with files.atomic_text_file(path) as f:
     writer = evaluation.PredictionsCsvWriter(f, steps, key_column)
-    for serialized in source.batches(batch_size):
+    for serialized, given_keys in batches:
       try:
         outputs = scorer(serialized)
       except tf.errors.InvalidArgumentError as e:  # the serving checks' messages
@@ -236,7 +258,9 @@ def predict_to_csv(
           f"{_error_line(e.message)}"
         ) from None
       p, q = _columns(outputs, steps, "p"), _columns(outputs, steps, "q")
-      if with_ids:
+      if given_keys is not None:
+        keys = list(given_keys)
+      elif with_ids:
         raw = tf.io.parse_example(serialized, id_spec)[features_lib.SAMPLE_ID_KEY]
         keys, bad = evaluation.decode_keys(raw.numpy().tolist())
         escaped += bad
