@@ -237,6 +237,7 @@ def float32_run(data_dir, tmp_path_factory):
   return _train(data_dir, str(tmp_path_factory.mktemp("f32")))
 
 
+@pytest.mark.slow  # long (multi-process or a full run); -m slow runs it
 def test_jit_compiled_training_matches_float32(data_dir, float32_run, tmp_path):
   jit = _train(data_dir, str(tmp_path / "jit"), jit_compile=True)
   report = json.load(open(os.path.join(str(tmp_path / "jit"), training.TRAIN_REPORT_FILENAME)))

@@ -81,6 +81,7 @@ def _result(proc):
   return json.loads(line[-1][len("RESULT ") :])
 
 
+@pytest.mark.slow  # long (multi-process or a full run); -m slow runs it
 def test_mirrored_on_two_cpus_gives_the_weights_of_one_device(data_dir, tmp_path):
   proc = subprocess.run(
     [sys.executable, "-c", _MIRRORED, data_dir, str(tmp_path)],
@@ -198,6 +199,7 @@ def _one_device_evaluation(data_dir, weights_path):
   )
 
 
+@pytest.mark.slow  # long (multi-process or a full run); -m slow runs it
 def test_two_workers_log_the_global_metrics(data_dir, tmp_path):
   _run_two_workers(
     [sys.executable, "-c", _LOGGED_METRICS, data_dir, str(tmp_path)], tmp_path / "logs"

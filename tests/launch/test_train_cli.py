@@ -46,6 +46,7 @@ def data_dir(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # long (multi-process or a full run); -m slow runs it
 def test_killed_run_resumes_and_ends_with_the_same_step_count(data_dir, tmp_path):
   model_dir = str(tmp_path / "run")
   cmd = _train_cmd(
