@@ -256,8 +256,10 @@ def _datasets(
   strategy: tf.distribute.Strategy,
   model: models_lib.MultiStepModel,
   global_batch: int,
+  skip_batches: int = 0,
 ) -> Tuple[Any, Any, Dict[str, Any]]:
-  """``(train, validation, extra fit kwargs)`` for ``strategy``.
+  """``(train, validation, extra fit kwargs)`` for ``strategy``; the
+  training split starts ``skip_batches`` batches in (a resumed run).
 
   Mirrored, multi-worker and TPU: ``tf.data`` datasets of global batches;
   Keras splits each over the replicas and, on several workers, auto-shards the
@@ -286,6 +288,8 @@ def _datasets(
       input_context=input_context,
       **common,
     )
+    if training and skip_batches:
+      ds = ds.skip(skip_batches)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE) if prepare else ds
 
   if not distribution.is_parameter_server(strategy):
@@ -427,8 +431,14 @@ def _train(
   )
   # The training split repeats so that every epoch has exactly
   # steps_per_epoch steps, also after a mid-epoch resume.
+  # A resumed run reads on from where the killed one stopped: Keras restores
+  # the weights, optimizer and step from backup/, but fit opens a fresh
+  # iterator over the repeated training split, so without the skip the
+  # remaining steps replayed the first batches (the soak benchmark's
+  # predictions differed by 3e-2 after a mid-run kill).
+  resumed_steps = backed_up_steps(os.path.join(model_dir, "backup"))
   train_ds, val_ds, fit_kwargs = _datasets(
-    data_dir, sizes, schema, config, strategy, model, global_batch
+    data_dir, sizes, schema, config, strategy, model, global_batch, skip_batches=resumed_steps
   )
   best = KeepBestEpoch(os.path.join(out_dir, BEST_DIRNAME), run.monitor)
   start = RecordStartStep()
@@ -509,6 +519,23 @@ def _train(
     steps_per_epoch=steps_per_epoch,
     is_chief=role.is_chief,
   )
+
+
+# The optimizer's step counter in a BackupAndRestore checkpoint.
+_BACKUP_STEP_KEY = "model/optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def backed_up_steps(backup_dir: str) -> int:
+  """Optimizer steps held by the newest ``BackupAndRestore`` checkpoint in
+  ``backup_dir`` (Keras writes it under ``chief/`` or the worker's folder);
+  0 when there is none."""
+  for folder in (backup_dir, os.path.join(backup_dir, "chief")):
+    path = tf.train.latest_checkpoint(folder) if tf.io.gfile.isdir(folder) else None
+    if path:
+      reader = tf.train.load_checkpoint(path)
+      if reader.has_tensor(_BACKUP_STEP_KEY):
+        return int(reader.get_tensor(_BACKUP_STEP_KEY))
+  return 0
 
 
 def _calibrate(
