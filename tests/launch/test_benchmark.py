@@ -103,6 +103,7 @@ def test_quick_run_writes_into_its_run_dir_and_leaves_docs_alone(tmp_path):
   assert "| tafe-no_transfer | 2 |" in text
 
 
+@pytest.mark.slow  # a whole benchmark run; -m slow runs it
 @pytest.mark.parametrize("update", [True, False])
 def test_update_docs_refreshes_the_docs_dir_and_only_then(tmp_path, update):
   repository_docs = _tree_digest(DOCS)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
@@ -35,6 +37,7 @@ def test_generator_writes_valid_raw_files_of_the_asked_shape(tmp_path):
     assert feature_list.count(b"\x01") + 1 == int(feature_num)
 
 
+@pytest.mark.slow  # a whole benchmark run; -m slow runs it
 def test_tiny_benchmark_run_writes_consistent_json(tmp_path):
   output = tmp_path / "bench.json"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)

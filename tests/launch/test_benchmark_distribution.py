@@ -18,6 +18,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # a whole benchmark run; -m slow runs it
 def test_devices_pair_reports_steady_state_rates_at_one_global_batch(tmp_path):
   output = tmp_path / "distribution.json"
   proc = run_module(

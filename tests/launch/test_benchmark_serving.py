@@ -16,6 +16,7 @@ def _run(*flags):
   return run_module("launch.benchmark_serving", *flags, timeout=400)
 
 
+@pytest.mark.slow  # a whole benchmark run; -m slow runs it
 def test_benchmark_times_both_signatures_per_batch_size(tmp_path):
   output = tmp_path / "serving.json"
   export_dir = tmp_path / "export"

@@ -46,7 +46,7 @@ def test_bad_flags_fail_with_one_line(tmp_path):
     (
       ["--format=xml", f"--raw_dir={tmp_path}", f"--out_dir={tmp_path}"],
       "convert.py: error: flag --format=xml: value should be one of "
-      "<ali_ccp|ali_ccp_processed|aliexpress|paddle_esmm|csv|tsv>",
+      "<ali_ccp|ali_ccp_processed|aliexpress|paddle_esmm|csv|tsv|tfrecord>",
     ),
     (
       ["--format=aliexpress", "--raw_dir=/no/such/dir", f"--out_dir={tmp_path}"],
