@@ -28,19 +28,19 @@ def format_table(report: Mapping[str, float], steps) -> str:
     ("GAUC", "gauc"),
     ("logloss", "logloss"),
     ("PCOC", "pcoc"),
-    ("PCOC uncal.", "pcoc_uncalibrated"),
+    ("PCOC uncal", "pcoc_uncalibrated"),
   ]
   columns = [(title, key) for title, key in columns if any(f"{key}/{s}" in report for s in steps)]
-  header = f"{'step':<10}" + "".join(f"{t:>12}" for t, _ in columns)
+  header = f"{'step':<10}" + "".join(f"{t:>11}" for t, _ in columns)
   lines = [header, "-" * len(header)]
   for step in steps:
     cells = []
     for _, key in columns:
       value = report.get(f"{key}/{step}")
       cells.append(
-        f"{'-':>12}"
+        f"{'-':>11}"
         if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{value:>12.4f}"
+        else f"{value:>11.4f}"
       )
     lines.append(f"{step:<10}" + "".join(cells))
   return "\n".join(lines)
