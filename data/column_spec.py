@@ -69,6 +69,36 @@ class SpecError(ValueError):
   """A bad spec: one line naming the spec file and the key."""
 
 
+#: A file format -> the delimiter its spec must have (TFRecords have none).
+FORMAT_DELIMITERS: Dict[str, Optional[str]] = {"csv": ",", "tsv": "\t", "tfrecord": None}
+
+
+def read_spec_object(path: str, fmt: str) -> Dict[str, Any]:
+  """The JSON object in spec file ``path``, for files of format ``fmt``
+  (:data:`FORMAT_DELIMITERS`), its ``delimiter`` checked against and
+  defaulted to the format's.
+
+  Raises:
+    OSError: the file cannot be read (callers name it their way).
+    SpecError: not JSON, not an object, or a delimiter that is not the format's.
+  """
+  delimiter = FORMAT_DELIMITERS[fmt]
+  try:
+    with open(path, encoding="utf-8") as f:
+      obj = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise SpecError(f"{path}: not valid JSON: {e}") from None
+  if not isinstance(obj, dict):
+    raise SpecError(f"{path}: must hold a JSON object (the spec)")
+  if delimiter:
+    if obj.get("delimiter", delimiter) != delimiter:
+      raise SpecError(
+        f"{path}: delimiter: {obj['delimiter']!r} but --format={fmt} reads {delimiter!r}"
+      )
+    obj.setdefault("delimiter", delimiter)
+  return obj
+
+
 @dataclasses.dataclass(frozen=True)
 class IdColumn:
   """A single-valued id column.

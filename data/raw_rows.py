@@ -20,7 +20,6 @@ line at a time: one batch is held in memory.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -32,7 +31,7 @@ from tafe_tf.data import column_spec, convert, csv_formats, line_format, tfrecor
 from tafe_tf.data import writer as writer_lib
 
 #: ``--format`` -> the delimiter its spec must have (TFRecords have none).
-DELIMITERS = {"csv": ",", "tsv": "\t", "tfrecord": None}
+DELIMITERS = column_spec.FORMAT_DELIMITERS
 
 
 def load_spec(path: str, fmt: str) -> column_spec.ColumnSpec:
@@ -47,21 +46,9 @@ def load_spec(path: str, fmt: str) -> column_spec.ColumnSpec:
   if fmt not in DELIMITERS:
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(DELIMITERS)})")
   try:
-    with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+    obj = column_spec.read_spec_object(path, fmt)
   except OSError as e:
     raise ValueError(f"{path}: cannot read the spec: {e.strerror or e}") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not valid JSON: {e}") from None
-  if not isinstance(obj, dict):
-    raise ValueError(f"{path}: must hold a JSON object (the spec)")
-  delimiter = DELIMITERS[fmt]
-  if delimiter:
-    if obj.get("delimiter", delimiter) != delimiter:
-      raise ValueError(
-        f"{path}: delimiter: {obj['delimiter']!r} but --format={fmt} reads {delimiter!r}"
-      )
-    obj.setdefault("delimiter", delimiter)
   obj.setdefault("files", {"train": f"train.{fmt}"})
   return column_spec.ColumnSpec.from_json(obj, path)
 

@@ -49,7 +49,6 @@ files_lib = common.lazy_import("tafe_tf.files")
 
 FLAGS = flags.FLAGS
 _PUBLIC_FORMATS = ["ali_ccp", "ali_ccp_processed", "aliexpress", "paddle_esmm"]
-_DELIMITER = {"csv": ",", "tsv": "\t"}
 _IO = common.flag_group(__name__, "Input and output")
 _SPEC = common.flag_group(__name__, "Your own columns (--format=csv, tsv or tfrecord)")
 _CONVERSION = common.flag_group(__name__, "Conversion")
@@ -226,23 +225,15 @@ def _flag_keys() -> Dict[str, Any]:
 
 def _spec_json(infer: bool) -> Dict[str, Any]:
   """The spec's JSON form: --spec (unless inferring), then the flags over it."""
-  delimiter = _DELIMITER.get(FLAGS.format)  # None: TFRecords have none
+  delimiter = column_spec.FORMAT_DELIMITERS.get(FLAGS.format)  # None: TFRecords have none
   obj: Dict[str, Any] = {}
   if FLAGS.spec and not infer:
     try:
-      with open(FLAGS.spec, encoding="utf-8") as f:
-        obj = json.load(f)
+      obj = column_spec.read_spec_object(FLAGS.spec, FLAGS.format)
     except OSError as e:
       raise common.UserError(f"--spec={FLAGS.spec}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise common.UserError(f"{FLAGS.spec}: not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-      raise common.UserError(f"{FLAGS.spec}: must hold a JSON object (the spec)")
-    if delimiter and obj.get("delimiter", delimiter) != delimiter:
-      raise common.UserError(
-        f"{FLAGS.spec}: delimiter: {obj['delimiter']!r} but --format={FLAGS.format}"
-        f" reads {delimiter!r}"
-      )
+    except column_spec.SpecError as e:
+      raise common.UserError(str(e)) from None
   if delimiter:
     obj.setdefault("delimiter", delimiter)
   obj.setdefault("files", {"train": f"train.{FLAGS.format}", "test": f"test.{FLAGS.format}"})

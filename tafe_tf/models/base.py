@@ -194,12 +194,10 @@ class MultiStepModel(tfrs.Model):
   def _forward(
     self, features: Mapping[str, Any], training: bool
   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """``(logits [B, T], gate weights by name)``; subclasses implement this
-    or :meth:`_forward_aux`."""
-    if type(self)._forward_aux is MultiStepModel._forward_aux:
-      raise NotImplementedError(f"{type(self).__name__} must implement _forward")
-    logits, gates, _ = self._forward_aux(features, training)
-    return logits, gates
+    """``(logits [B, T], gate weights by name)``; subclasses implement (the
+    abstract method of the contract; models with loss-only tensors also
+    override :meth:`_forward_aux`)."""
+    raise NotImplementedError(f"{type(self).__name__} must implement _forward")
 
   def _forward_aux(
     self, features: Mapping[str, Any], training: bool

@@ -45,23 +45,21 @@ import tensorflow as tf
 from tafe_tf import features as features_lib
 from tafe_tf.hparams import DCMTHParams
 from tafe_tf.layers import towers
-from tafe_tf.models import base, escm2
+from tafe_tf.models import escm2, esmm
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
-class DCMT(base.MultiStepModel):
+class DCMT(esmm.ESMM):
   """DCMT generalised to T chained steps."""
 
   MODEL_NAME = "dcmt"
   HParams = DCMTHParams
 
   def __init__(self, schema: features_lib.Schema, **hparams: Any):
-    hp = self.make_hparams(**hparams)
-    super().__init__(schema, hp, chained=True)
+    # ESMM's embeddings and factual towers (its _forward serves them).
+    super().__init__(schema, **hparams)
+    hp = self.hparams
     num_steps = len(self.steps)
-    self.towers = towers.TaskTower(
-      num_steps, hp.tower_units, dropout=hp.dropout, seed=self._seed(1), name="towers"
-    )
     self.counterfactual_towers = towers.TaskTower(
       num_steps - 1,
       hp.tower_units,
@@ -69,13 +67,6 @@ class DCMT(base.MultiStepModel):
       seed=self._seed(2),
       name="counterfactual_towers",
     )
-
-  def _forward(
-    self, features: Mapping[str, Any], training: bool
-  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    # Serving needs the factual heads only.
-    _, logits = self.towers(self.embed(features, training), training=training)
-    return logits, {}
 
   def _forward_aux(
     self, features: Mapping[str, Any], training: bool

@@ -51,7 +51,7 @@ import tensorflow as tf
 from tafe_tf import features as features_lib
 from tafe_tf.hparams import DR, IPS, VARIANTS, ESCM2HParams  # noqa: F401 (re-exported)
 from tafe_tf.layers import probabilities, towers
-from tafe_tf.models import base
+from tafe_tf.models import esmm
 
 
 def observed_propensity(logits: tf.Tensor, floor: float, ceiling: float = 1.0) -> tf.Tensor:
@@ -69,19 +69,17 @@ def conditional_bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 @tf.keras.utils.register_keras_serializable(package="tafe_tf")
-class ESCM2(base.MultiStepModel):
+class ESCM2(esmm.ESMM):
   """ESCM2 (IPS or DR) generalised to T chained steps."""
 
   MODEL_NAME = "escm2"
   HParams = ESCM2HParams
 
   def __init__(self, schema: features_lib.Schema, **hparams: Any):
-    hp = self.make_hparams(**hparams)
-    super().__init__(schema, hp, chained=True)
+    # ESMM's embeddings and factual towers (its _forward serves them).
+    super().__init__(schema, **hparams)
+    hp = self.hparams
     num_steps = len(self.steps)
-    self.towers = towers.TaskTower(
-      num_steps, hp.tower_units, dropout=hp.dropout, seed=self._seed(1), name="towers"
-    )
     self.imputation = (
       towers.TaskTower(
         num_steps - 1, hp.tower_units, dropout=hp.dropout, seed=self._seed(2), name="imputation"
@@ -89,13 +87,6 @@ class ESCM2(base.MultiStepModel):
       if hp.escm2_variant == DR
       else None
     )
-
-  def _forward(
-    self, features: Mapping[str, Any], training: bool
-  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    # Serving needs no imputation tower.
-    _, logits = self.towers(self.embed(features, training), training=training)
-    return logits, {}
 
   def _forward_aux(
     self, features: Mapping[str, Any], training: bool
