@@ -278,7 +278,7 @@ _OTHER_VALUES = {
   "tpu_embedding_learning_rate": 0.01,
   "interaction": "cross",
   "cross_projection_dim": 4,
-  "escm2_variant": "ips",
+  "escm2_variant": "dr",
   "propensity_floor": 0.05,
 }
 

@@ -88,23 +88,23 @@ def test_propensity_is_a_stop_gradient_the_ctr_tower_gets_nothing(tiny, variant)
   assert any(tf.convert_to_tensor(g).numpy().any() for g in grads[1])
 
 
-def test_defaults_follow_the_reference_and_serving_has_no_imputation(tiny):
+def test_defaults_are_ips_and_serving_has_no_imputation(tiny):
   schema, feats, _ = tiny
-  model = models.build_model(MODEL, schema, seed=0)
-  hp = model.hparams
-  assert (hp.escm2_variant, hp.counterfactual_weight, hp.propensity_floor) == ("dr", 0.5, 0.01)
+  ips = models.build_model(MODEL, schema, seed=0)
+  hp = ips.hparams
+  assert (hp.escm2_variant, hp.counterfactual_weight, hp.propensity_floor) == ("ips", 0.5, 0.01)
   # The counterfactual term replaces the naive click-space CVR loss.
-  assert hp.conditional_weight == 0.0 and model.dtl_loss.conditional_weight == 0.0
-  assert model.chained
-  outputs = model(feats)
+  assert hp.conditional_weight == 0.0 and ips.dtl_loss.conditional_weight == 0.0
+  assert ips.chained
+  outputs = ips(feats)
   assert set(outputs) == set(models.build_model("esmm", schema)(feats))
-  assert model.imputation is not None
-  ips = models.build_model(MODEL, schema, escm2_variant="ips", seed=0)
-  ips(feats)
   assert ips.imputation is None and not any("imputation" in v.name for v in ips.variables)
+  dr = models.build_model(MODEL, schema, escm2_variant="dr", seed=0)
+  dr(feats)
+  assert dr.imputation is not None
   # The serving path is ESMM's: same towers, same seed, same outputs.
-  for name, value in ips(feats).items():
-    np.testing.assert_array_equal(value.numpy(), model(feats)[name].numpy(), err_msg=name)
+  for name, value in dr(feats).items():
+    np.testing.assert_array_equal(value.numpy(), outputs[name].numpy(), err_msg=name)
 
 
 def test_bad_hparams_are_one_line_errors(tiny):
