@@ -292,8 +292,8 @@ class ESCM2HParams(BaseHParams):
 
   Attributes:
     tower_units: Hidden widths of each step's tower (and imputation tower).
-    escm2_variant: The counterfactual regulariser, ``"ips"`` (default: measured
-      above DR on the realistic family, docs/benchmarks.md) or ``"dr"``.
+    escm2_variant: The counterfactual regulariser, ``"ips"`` or ``"dr"``
+      (why IPS by default: tafe_tf/models/escm2.py).
     counterfactual_weight: Its weight (the reference's 0.5).
     propensity_floor: Lower clip of the propensity p^ (weights <= 1 / it).
     conditional_weight: The naive click-space CVR loss; 0 (replaced by the

@@ -27,11 +27,11 @@ Choices (reference: PaddleRec ``models/multitask/escm2``, the full-data
 config ``config_bigdata.yaml``):
 
 * ``escm2_variant="ips"``, not the reference's ``counterfact_mode: DR``:
-  on the realistic family (3 seeds, paired) IPS was 0.006 +- 0.002 CTCVR AUC
-  above DR on ``base`` and level on ``conflict``; the DR imputation loss,
-  ``o (e - e^)^2 / p^`` with weights up to 100, trains the shared
-  embeddings too and cost CTR AUC on every seed. ESCM2-IPS is also the
-  variant the Ali-CCP comparisons usually quote. ``counterfactual_weight=0.5``
+  IPS measured above DR on the realistic family's ``base`` member and level
+  on ``conflict`` and ``sparse`` (docs/benchmarks.md, "ESCM2's variant"). The
+  DR imputation loss ``o (e - e^)^2 / p^``, with weights up to 100, also
+  trains the shared embeddings, and DR's CTR AUC was the lower in 7 of 8
+  pairs. ESCM2-IPS is also the variant Ali-CCP comparisons usually quote. ``counterfactual_weight=0.5``
   is the reference's ``counterfactual_w: 0.5``. Its global-risk
   weight ``global_w: 0.5`` is ``step_weights=(1.0, 0.5)`` here (kept at the
   shared default, all 1, since a fixed tuple cannot fit every T).
